@@ -5,7 +5,9 @@
 //! - `kakera`: the allocating API (`split`, `combine`) with a fresh OS-seeded CSPRNG
 //!   per split, as a caller uses it;
 //! - `kakera_into`: the buffer-reusing API (`split_into`, `combine_into`);
-//! - `sharks`: `Sharks::dealer(..).take(n)` and `Sharks::recover`.
+//! - `sharks`: `Sharks::dealer(..).take(n)` and `Sharks::recover`;
+//! - `sharks_chacha8`: `Sharks::dealer_rng` with a ChaCha8 generator, sharks' fastest
+//!   split (its `dealer` pays for `thread_rng`), so ratios can be read against both.
 //!
 //! `scripts/bench-shamir.sh` runs this with short measurement times and prints ratios.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)] // a bench: a panic is the failure report
@@ -49,6 +51,16 @@ fn bench_split(c: &mut Criterion) {
                 b.iter(|| {
                     sharks
                         .dealer(black_box(&secret))
+                        .take(usize::from(n))
+                        .collect::<Vec<_>>()
+                })
+            });
+            let mut chacha =
+                <rand_chacha_03::ChaCha8Rng as rand_chacha_03::rand_core::SeedableRng>::seed_from_u64(1);
+            group.bench_function("sharks_chacha8", |b| {
+                b.iter(|| {
+                    sharks
+                        .dealer_rng(black_box(&secret), &mut chacha)
                         .take(usize::from(n))
                         .collect::<Vec<_>>()
                 })
