@@ -2,7 +2,7 @@
 //! consistency, refresh, streaming and every documented error. Guards promise P1
 //! (any k of n reconstruct; the math the rest of kakera rests on) and P3 (auditors'
 //! consistency check names bad shares).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is the failure report
 
 use kakera_shamir::{
     BLOCK_LEN, Consistency, SetId, ShamirError, Share, SplitStream, check_consistency, combine,

@@ -10,7 +10,7 @@
 //!
 //! Generators are seeded, so the statistics are deterministic; the thresholds (|z| < 5
 //! for "same distribution", z > 10 for "caught") are far from where either side lands.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is the failure report
 
 use kakera_shamir::{Share, split_with_rng};
 use rand_chacha::ChaCha8Rng;

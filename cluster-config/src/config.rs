@@ -1,0 +1,523 @@
+//! The cluster config: one TOML file describes a cluster. Parsing keeps the source
+//! spans so that every validation problem can name its line.
+//!
+//! ```toml
+//! cluster_id = "kakera-dev"
+//! ca_cert = "pki/ca.pem"                 # relative to this file
+//! zone_public_key = "<64 hex digits>"    # optional until `kakera zone keygen`
+//! racks = ["rack-a", "rack-b", "rack-c"]
+//!
+//! [policy]
+//! k = 3
+//! n = 5
+//! max_shares_per_rack = 2                # default k - 1
+//!
+//! [zones.dc]
+//! [zones.hsz]
+//! networks = ["10.20.0.0/16"]            # optional: where readers may connect from
+//!
+//! [[nodes]]
+//! id = 1
+//! name = "node-1"
+//! rack = "rack-a"
+//! zone = "dc"
+//! addr = "127.0.0.1:7101"
+//! data_dir = "data/node-1"               # relative to this file
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{ConfigError, Issue};
+
+/// A node's id: stable for the node's life, never reused. (A node that lost its disk
+/// rejoins under a new id.)
+pub type NodeId = u64;
+
+/// The zone whose readers may reconstruct records.
+pub const HSZ_ZONE: &str = "hsz";
+
+/// Most voters in the Raft group; further nodes are learners.
+pub const MAX_VOTERS: usize = 5;
+
+/// The sharing policy: k of n, and at most `max_shares_per_rack` shares of one record
+/// in any rack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Shares needed to reconstruct.
+    pub k: u8,
+    /// Shares stored per record.
+    pub n: u8,
+    /// Most shares of one record in one rack; at most k - 1 (promise P1).
+    pub max_shares_per_rack: u8,
+}
+
+/// A zone: a security domain, optionally with the networks its members connect from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ZoneConfig {
+    /// Networks members of this zone connect from; empty means any.
+    pub networks: Vec<IpNet>,
+}
+
+/// One storage node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Stable id.
+    pub id: NodeId,
+    /// Human name, unique; also the certificate name the node presents.
+    pub name: String,
+    /// The rack (failure domain) the node stands in.
+    pub rack: String,
+    /// The zone the node belongs to.
+    pub zone: String,
+    /// QUIC listen and advertise address.
+    pub addr: SocketAddr,
+    /// Where the node keeps its RocksDB and keys (resolved against the config file's
+    /// directory by [`ClusterConfig::load`]).
+    pub data_dir: PathBuf,
+}
+
+/// A validated cluster config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Names the cluster; peers with another cluster id are refused.
+    pub cluster_id: String,
+    /// The cluster CA certificate (PEM).
+    pub ca_cert: PathBuf,
+    /// The HSZ's X25519 public key, which ingest clients seal records to.
+    pub zone_public_key: Option<[u8; 32]>,
+    /// Declared racks, in file order.
+    pub racks: Vec<String>,
+    /// Declared zones.
+    pub zones: BTreeMap<String, ZoneConfig>,
+    /// The sharing policy.
+    pub policy: Policy,
+    /// The storage nodes, in file order.
+    pub nodes: Vec<NodeConfig>,
+}
+
+impl ClusterConfig {
+    /// Reads, parses and validates a config file; relative paths in it are resolved
+    /// against the file's directory.
+    pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = ClusterConfig::parse(&text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.ca_cert = base.join(&config.ca_cert);
+        for node in &mut config.nodes {
+            node.data_dir = base.join(&node.data_dir);
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text. Paths are left as written.
+    pub fn parse(text: &str) -> Result<ClusterConfig, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            line: e.span().map_or(1, |s| line_of(text, s.start)),
+            message: e.message().trim().to_string(),
+        })?;
+        validate(text, raw)
+    }
+
+    /// The node with this id.
+    pub fn node(&self, id: NodeId) -> Option<&NodeConfig> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// The node with this name.
+    pub fn node_by_name(&self, name: &str) -> Option<&NodeConfig> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The initial Raft voters: up to [`MAX_VOTERS`] nodes spread over racks, taking
+    /// one node per rack in turn (racks in file order, nodes by id), so that losing one
+    /// rack loses as few voters as possible. Deterministic: every node computes the
+    /// same set from the same config.
+    pub fn initial_voters(&self) -> Vec<NodeId> {
+        let mut per_rack: Vec<Vec<NodeId>> = self
+            .racks
+            .iter()
+            .map(|rack| {
+                let mut ids: Vec<NodeId> = self
+                    .nodes
+                    .iter()
+                    .filter(|n| &n.rack == rack)
+                    .map(|n| n.id)
+                    .collect();
+                ids.sort_unstable();
+                ids.reverse(); // pop() takes the lowest id first
+                ids
+            })
+            .collect();
+        let mut voters = Vec::new();
+        // Bounded: each round takes at least one node or ends the loop.
+        while voters.len() < MAX_VOTERS.min(self.nodes.len()) {
+            let before = voters.len();
+            for ids in per_rack.iter_mut() {
+                if voters.len() == MAX_VOTERS {
+                    break;
+                }
+                if let Some(id) = ids.pop() {
+                    voters.push(id);
+                }
+            }
+            if voters.len() == before {
+                break;
+            }
+        }
+        voters.sort_unstable();
+        voters
+    }
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    cluster_id: Spanned<String>,
+    ca_cert: Spanned<String>,
+    #[serde(default)]
+    zone_public_key: Option<Spanned<String>>,
+    racks: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    zones: BTreeMap<String, Spanned<RawZone>>,
+    policy: Spanned<RawPolicy>,
+    #[serde(default)]
+    nodes: Vec<Spanned<RawNode>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    k: Spanned<u8>,
+    n: Spanned<u8>,
+    #[serde(default)]
+    max_shares_per_rack: Option<Spanned<u8>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawZone {
+    #[serde(default)]
+    networks: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    id: Spanned<NodeId>,
+    name: Spanned<String>,
+    rack: Spanned<String>,
+    zone: Spanned<String>,
+    addr: Spanned<String>,
+    data_dir: Spanned<String>,
+}
+
+/// Collects issues with their lines.
+struct Issues<'t> {
+    text: &'t str,
+    list: Vec<Issue>,
+}
+
+impl Issues<'_> {
+    fn at(&mut self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) {
+        self.list.push(Issue {
+            line: Some(line_of(self.text, span.start)),
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
+    let mut issues = Issues {
+        text,
+        list: Vec::new(),
+    };
+
+    if !is_name(raw.cluster_id.get_ref()) {
+        issues.at(
+            raw.cluster_id.span(),
+            "cluster_id",
+            "must be 1-64 characters of letters, digits, '-', '_' or '.'",
+        );
+    }
+    if raw.ca_cert.get_ref().trim().is_empty() {
+        issues.at(
+            raw.ca_cert.span(),
+            "ca_cert",
+            "must name the CA certificate file",
+        );
+    }
+    let zone_public_key = raw.zone_public_key.as_ref().and_then(|k| {
+        let parsed = parse_hex32(k.get_ref());
+        if parsed.is_none() {
+            issues.at(
+                k.span(),
+                "zone_public_key",
+                "must be 64 hex digits (an X25519 public key from `kakera zone keygen`)",
+            );
+        }
+        parsed
+    });
+
+    // Racks.
+    let mut racks = Vec::new();
+    let mut rack_lines: HashMap<&str, usize> = HashMap::new();
+    if raw.racks.get_ref().is_empty() {
+        issues.at(raw.racks.span(), "racks", "declare at least one rack");
+    }
+    for (i, rack) in raw.racks.get_ref().iter().enumerate() {
+        let name = rack.get_ref().as_str();
+        if !is_name(name) {
+            issues.at(rack.span(), format!("racks[{i}]"), "not a valid rack name");
+        }
+        if let Some(first) = rack_lines.insert(name, line_of(text, rack.span().start)) {
+            issues.at(
+                rack.span(),
+                format!("racks[{i}]"),
+                format!("rack \"{name}\" is declared twice (first on line {first})"),
+            );
+        } else {
+            racks.push(name.to_string());
+        }
+    }
+
+    // Zones.
+    let mut zones = BTreeMap::new();
+    for (name, zone) in &raw.zones {
+        if !is_name(name) {
+            issues.at(
+                zone.span(),
+                format!("zones.{name}"),
+                "not a valid zone name",
+            );
+        }
+        let mut networks = Vec::new();
+        for (i, net) in zone.get_ref().networks.iter().enumerate() {
+            match parse_net(net.get_ref()) {
+                Some(n) => networks.push(n),
+                None => issues.at(
+                    net.span(),
+                    format!("zones.{name}.networks[{i}]"),
+                    format!(
+                        "\"{}\" is not a network (write it like 10.20.0.0/16 or ::1/128)",
+                        net.get_ref()
+                    ),
+                ),
+            }
+        }
+        zones.insert(name.clone(), ZoneConfig { networks });
+    }
+
+    // Policy.
+    let p = raw.policy.get_ref();
+    let (k, n) = (*p.k.get_ref(), *p.n.get_ref());
+    if k < 2 {
+        issues.at(p.k.span(), "policy.k", "must be at least 2");
+    }
+    if n < k {
+        issues.at(p.n.span(), "policy.n", format!("must be at least k = {k}"));
+    }
+    let max_per_rack = match &p.max_shares_per_rack {
+        Some(m) => {
+            let m_val = *m.get_ref();
+            if m_val == 0 || m_val >= k {
+                issues.at(
+                    m.span(),
+                    "policy.max_shares_per_rack",
+                    format!(
+                        "must be between 1 and k - 1 = {} so that no rack ever holds k shares \
+                         of a record",
+                        k.saturating_sub(1)
+                    ),
+                );
+            }
+            m_val
+        }
+        None => k.saturating_sub(1),
+    };
+    let policy = Policy {
+        k,
+        n,
+        max_shares_per_rack: max_per_rack,
+    };
+
+    // Nodes.
+    let mut nodes = Vec::new();
+    let mut ids: HashMap<NodeId, usize> = HashMap::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut addrs: HashMap<SocketAddr, usize> = HashMap::new();
+    let mut dirs: HashMap<String, usize> = HashMap::new();
+    if raw.nodes.is_empty() {
+        issues.list.push(Issue {
+            line: None,
+            field: "nodes".into(),
+            message: "declare the storage nodes as [[nodes]] tables".into(),
+        });
+    }
+    for (i, node) in raw.nodes.iter().enumerate() {
+        let r = node.get_ref();
+        let field = |f: &str| format!("nodes[{i}].{f}");
+        let line = |s: Range<usize>| line_of(text, s.start);
+        if let Some(first) = ids.insert(*r.id.get_ref(), line(r.id.span())) {
+            issues.at(
+                r.id.span(),
+                field("id"),
+                format!(
+                    "id {} is used twice (first on line {first})",
+                    r.id.get_ref()
+                ),
+            );
+        }
+        if !is_name(r.name.get_ref()) {
+            issues.at(r.name.span(), field("name"), "not a valid node name");
+        }
+        if let Some(first) = names.insert(r.name.get_ref().clone(), line(r.name.span())) {
+            issues.at(
+                r.name.span(),
+                field("name"),
+                format!(
+                    "name \"{}\" is used twice (first on line {first})",
+                    r.name.get_ref()
+                ),
+            );
+        }
+        if !rack_lines.contains_key(r.rack.get_ref().as_str()) {
+            issues.at(
+                r.rack.span(),
+                field("rack"),
+                format!(
+                    "unknown rack \"{}\" (declared: {})",
+                    r.rack.get_ref(),
+                    racks.join(", ")
+                ),
+            );
+        }
+        if !zones.contains_key(r.zone.get_ref()) {
+            let declared: Vec<&str> = zones.keys().map(String::as_str).collect();
+            issues.at(
+                r.zone.span(),
+                field("zone"),
+                format!(
+                    "unknown zone \"{}\" (declared: {}); add a [zones.{}] table",
+                    r.zone.get_ref(),
+                    declared.join(", "),
+                    r.zone.get_ref()
+                ),
+            );
+        }
+        let addr = match r.addr.get_ref().parse::<SocketAddr>() {
+            Ok(a) => {
+                if let Some(first) = addrs.insert(a, line(r.addr.span())) {
+                    issues.at(
+                        r.addr.span(),
+                        field("addr"),
+                        format!("address {a} is used twice (first on line {first})"),
+                    );
+                }
+                Some(a)
+            }
+            Err(_) => {
+                issues.at(
+                    r.addr.span(),
+                    field("addr"),
+                    format!(
+                        "\"{}\" is not an IP address with a port, like 127.0.0.1:7101",
+                        r.addr.get_ref()
+                    ),
+                );
+                None
+            }
+        };
+        if r.data_dir.get_ref().trim().is_empty() {
+            issues.at(r.data_dir.span(), field("data_dir"), "must not be empty");
+        } else if let Some(first) =
+            dirs.insert(r.data_dir.get_ref().clone(), line(r.data_dir.span()))
+        {
+            issues.at(
+                r.data_dir.span(),
+                field("data_dir"),
+                format!(
+                    "data_dir \"{}\" is used twice (first on line {first})",
+                    r.data_dir.get_ref()
+                ),
+            );
+        }
+        if let Some(addr) = addr {
+            nodes.push(NodeConfig {
+                id: *r.id.get_ref(),
+                name: r.name.get_ref().clone(),
+                rack: r.rack.get_ref().clone(),
+                zone: r.zone.get_ref().clone(),
+                addr,
+                data_dir: PathBuf::from(r.data_dir.get_ref()),
+            });
+        }
+    }
+
+    // The policy against the topology (only meaningful once the parts are valid).
+    if issues.list.is_empty() {
+        for problem in crate::placement::policy_problems(&policy, &nodes) {
+            issues.at(raw.policy.span(), "policy", problem);
+        }
+    }
+
+    if !issues.list.is_empty() {
+        issues.list.sort_by_key(|i| i.line.unwrap_or(usize::MAX));
+        return Err(ConfigError::Invalid {
+            issues: issues.list,
+        });
+    }
+    Ok(ClusterConfig {
+        cluster_id: raw.cluster_id.into_inner(),
+        ca_cert: PathBuf::from(raw.ca_cert.into_inner()),
+        zone_public_key,
+        racks,
+        zones,
+        policy,
+        nodes,
+    })
+}
+
+fn parse_hex32(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+fn parse_net(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}

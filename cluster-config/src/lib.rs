@@ -1,0 +1,16 @@
+//! kakera-config: the cluster's topology and policy (one TOML file), its validation,
+//! and placement of shares on nodes.
+//!
+//! Pure apart from [`ClusterConfig::load`], which reads the one file it is given: no
+//! network, no clock, no async. Placement is a deterministic function that the client,
+//! the Raft leader, repair and the auditor all evaluate the same way.
+
+pub mod config;
+pub mod error;
+pub mod placement;
+
+pub use config::{ClusterConfig, HSZ_ZONE, MAX_VOTERS, NodeConfig, NodeId, Policy, ZoneConfig};
+pub use error::{ConfigError, Issue, PlacementError};
+pub use placement::{
+    NodeView, PlacementViolation, capacity, check_holders, place, rendezvous_score,
+};

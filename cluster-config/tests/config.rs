@@ -1,0 +1,272 @@
+//! Cluster config parsing and validation: every rule, with the line it names. Guards P1
+//! (no policy that would put k shares in a rack) and P4 (no policy that a rack loss
+//! would break) at the point where an operator writes the topology.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is the failure report
+
+use kakera_config::{ClusterConfig, ConfigError, HSZ_ZONE, Issue};
+
+/// A valid 3-rack, 5-node, 3-of-5 config. Line numbers below refer to this text.
+const GOOD: &str = r#"cluster_id = "kakera-test"
+ca_cert = "pki/ca.pem"
+racks = ["rack-a", "rack-b", "rack-c"]
+
+[policy]
+k = 3
+n = 5
+
+[zones.dc]
+[zones.hsz]
+networks = ["10.20.0.0/16", "127.0.0.1"]
+
+[[nodes]]
+id = 1
+name = "node-1"
+rack = "rack-a"
+zone = "dc"
+addr = "127.0.0.1:7101"
+data_dir = "data/node-1"
+
+[[nodes]]
+id = 2
+name = "node-2"
+rack = "rack-a"
+zone = "dc"
+addr = "127.0.0.1:7102"
+data_dir = "data/node-2"
+
+[[nodes]]
+id = 3
+name = "node-3"
+rack = "rack-b"
+zone = "dc"
+addr = "127.0.0.1:7103"
+data_dir = "data/node-3"
+
+[[nodes]]
+id = 4
+name = "node-4"
+rack = "rack-b"
+zone = "dc"
+addr = "127.0.0.1:7104"
+data_dir = "data/node-4"
+
+[[nodes]]
+id = 5
+name = "node-5"
+rack = "rack-c"
+zone = "dc"
+addr = "127.0.0.1:7105"
+data_dir = "data/node-5"
+"#;
+
+fn issues(text: &str) -> Vec<Issue> {
+    match ClusterConfig::parse(text) {
+        Err(ConfigError::Invalid { issues }) => issues,
+        other => panic!("expected validation issues, got {other:?}"),
+    }
+}
+
+fn single_issue(text: &str) -> Issue {
+    let mut all = issues(text);
+    assert_eq!(all.len(), 1, "{all:#?}");
+    all.remove(0)
+}
+
+#[test]
+fn a_good_config_parses_with_defaults() {
+    let c = ClusterConfig::parse(GOOD).unwrap();
+    assert_eq!(c.cluster_id, "kakera-test");
+    assert_eq!(c.policy.k, 3);
+    assert_eq!(c.policy.n, 5);
+    assert_eq!(c.policy.max_shares_per_rack, 2, "default is k - 1");
+    assert_eq!(c.nodes.len(), 5);
+    assert_eq!(c.racks, ["rack-a", "rack-b", "rack-c"]);
+    assert_eq!(c.zones[HSZ_ZONE].networks.len(), 2);
+    assert_eq!(c.node(3).unwrap().rack, "rack-b");
+    assert_eq!(c.node_by_name("node-5").unwrap().id, 5);
+    assert!(c.zone_public_key.is_none());
+}
+
+#[test]
+fn load_resolves_paths_against_the_config_directory() {
+    let dir = std::env::temp_dir().join(format!("kakera-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("cluster.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    let c = ClusterConfig::load(&path).unwrap();
+    assert_eq!(c.ca_cert, dir.join("pki/ca.pem"));
+    assert_eq!(c.nodes[0].data_dir, dir.join("data/node-1"));
+    std::fs::remove_dir_all(&dir).unwrap();
+    match ClusterConfig::load(&dir.join("missing.toml")) {
+        Err(ConfigError::Io { path, .. }) => assert!(path.ends_with("missing.toml")),
+        other => panic!("expected an IO error, got {other:?}"),
+    }
+}
+
+#[test]
+fn voters_are_spread_over_racks_and_capped_at_five() {
+    let c = ClusterConfig::parse(GOOD).unwrap();
+    assert_eq!(c.initial_voters(), vec![1, 2, 3, 4, 5]);
+    // Add two more nodes: still five voters, no rack with more than two.
+    let mut text = GOOD.to_string();
+    for (id, rack) in [(6, "rack-c"), (7, "rack-a")] {
+        text.push_str(&format!(
+            "\n[[nodes]]\nid = {id}\nname = \"node-{id}\"\nrack = \"{rack}\"\nzone = \"dc\"\n\
+             addr = \"127.0.0.1:71{id:02}\"\ndata_dir = \"data/node-{id}\"\n"
+        ));
+    }
+    let c = ClusterConfig::parse(&text).unwrap();
+    let voters = c.initial_voters();
+    assert_eq!(voters.len(), 5);
+    for rack in &c.racks {
+        let in_rack = voters
+            .iter()
+            .filter(|v| &c.node(**v).unwrap().rack == rack)
+            .count();
+        assert!(in_rack <= 2, "{rack} has {in_rack} voters: {voters:?}");
+    }
+}
+
+#[test]
+fn syntax_errors_name_the_line() {
+    let text = GOOD.replace("k = 3", "k = three");
+    match ClusterConfig::parse(&text) {
+        Err(ConfigError::Syntax { line, message }) => {
+            assert_eq!(line, 6, "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let text = GOOD.replace("rack = \"rack-c\"", "rack = \"rack-c\"\nrak = \"x\"");
+    match ClusterConfig::parse(&text) {
+        Err(ConfigError::Syntax { line, message }) => {
+            assert_eq!(line, 49, "{message}");
+            assert!(message.contains("rak"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn duplicate_ids_names_addresses_and_dirs_are_reported_with_both_lines() {
+    let i = single_issue(&GOOD.replace("id = 4\n", "id = 2\n"));
+    assert_eq!(i.line, Some(38));
+    assert_eq!(i.field, "nodes[3].id");
+    assert!(i.message.contains("first on line 22"), "{}", i.message);
+
+    let i = single_issue(&GOOD.replace("127.0.0.1:7105", "127.0.0.1:7101"));
+    assert_eq!(i.line, Some(50));
+    assert_eq!(i.field, "nodes[4].addr");
+
+    let i = single_issue(&GOOD.replace("\"node-3\"", "\"node-1\""));
+    assert_eq!(i.field, "nodes[2].name");
+
+    let i = single_issue(&GOOD.replace("data/node-2", "data/node-1"));
+    assert_eq!(i.field, "nodes[1].data_dir");
+
+    let i =
+        single_issue(&GOOD.replace(r#""rack-b", "rack-c"]"#, r#""rack-b", "rack-c", "rack-a"]"#));
+    assert_eq!(i.line, Some(3));
+    assert!(i.message.contains("declared twice"));
+}
+
+#[test]
+fn unknown_racks_and_zones_are_named() {
+    let i = single_issue(&GOOD.replace("rack = \"rack-c\"", "rack = \"rack-z\""));
+    assert_eq!(i.line, Some(48));
+    assert_eq!(i.field, "nodes[4].rack");
+    assert!(i.message.contains("rack-z") && i.message.contains("rack-a, rack-b, rack-c"));
+
+    let text = GOOD.replacen("zone = \"dc\"", "zone = \"dmz\"", 1);
+    let i = single_issue(&text);
+    assert_eq!(i.line, Some(17));
+    assert!(i.message.contains("[zones.dmz]"), "{}", i.message);
+}
+
+#[test]
+fn bad_values_are_reported_all_at_once() {
+    let text = GOOD
+        .replace("127.0.0.1:7103", "localhost")
+        .replace("\"10.20.0.0/16\"", "\"10.20.0.0/99\"")
+        .replace("cluster_id = \"kakera-test\"", "cluster_id = \"has space\"")
+        .replace(
+            "ca_cert = \"pki/ca.pem\"",
+            "ca_cert = \"pki/ca.pem\"\nzone_public_key = \"abcd\"",
+        );
+    let all = issues(&text);
+    let fields: Vec<&str> = all.iter().map(|i| i.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "cluster_id",
+            "zone_public_key",
+            "zones.hsz.networks[0]",
+            "nodes[2].addr"
+        ]
+    );
+    // Sorted by line, and Display names the line.
+    assert!(all.windows(2).all(|w| w[0].line <= w[1].line));
+    assert!(
+        all[3].to_string().starts_with("line 35: nodes[2].addr:"),
+        "{}",
+        all[3]
+    );
+}
+
+#[test]
+fn a_zone_public_key_in_hex_is_read() {
+    let key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let text = GOOD.replace(
+        "ca_cert = \"pki/ca.pem\"",
+        &format!("ca_cert = \"pki/ca.pem\"\nzone_public_key = \"{key}\""),
+    );
+    let c = ClusterConfig::parse(&text).unwrap();
+    assert_eq!(c.zone_public_key.unwrap()[1], 0x11);
+}
+
+#[test]
+fn policies_the_topology_cannot_hold_are_refused() {
+    // max_shares_per_rack = k would let a rack hold k shares (P1).
+    let i = single_issue(&GOOD.replace("n = 5", "n = 5\nmax_shares_per_rack = 3"));
+    assert_eq!(i.field, "policy.max_shares_per_rack");
+    assert_eq!(i.line, Some(8));
+
+    // k < 2 and n < k.
+    let all = issues(&GOOD.replace("k = 3", "k = 1"));
+    assert!(all.iter().any(|i| i.field == "policy.k"));
+    let i = single_issue(&GOOD.replace("n = 5", "n = 2"));
+    assert_eq!(i.field, "policy.n");
+
+    // Fewer than n nodes.
+    let i = single_issue(&GOOD.replace("n = 5", "n = 6"));
+    assert_eq!(i.field, "policy");
+    assert!(i.message.contains("at least 6 nodes"), "{}", i.message);
+
+    // Two racks for 3-of-5 with 2 per rack: capacity 4 < 5.
+    let two_racks = GOOD.replace("rack = \"rack-c\"", "rack = \"rack-b\"");
+    let all = issues(&two_racks);
+    assert!(
+        all.iter()
+            .any(|i| i.field == "policy" && i.message.contains("hold only 4")),
+        "{all:#?}"
+    );
+
+    // 3-of-4 with 2 per rack: a rack loss leaves 2 < 3.
+    let text = GOOD.replace("n = 5", "n = 4");
+    let i = single_issue(&text);
+    assert!(
+        i.message.contains("losing the largest rack"),
+        "{}",
+        i.message
+    );
+    assert_eq!(i.line, Some(5));
+}
+
+#[test]
+fn no_nodes_is_an_issue_not_a_crash() {
+    let text = GOOD.split("[[nodes]]").next().unwrap();
+    let all = issues(text);
+    assert!(all.iter().any(|i| i.field == "nodes"), "{all:#?}");
+    // Display of the whole error lists every problem on its own line.
+    let err = ClusterConfig::parse(text).unwrap_err().to_string();
+    assert!(err.contains("problem(s)"), "{err}");
+}
