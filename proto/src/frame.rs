@@ -1,0 +1,87 @@
+//! Length-prefixed frames on a byte stream (one QUIC stream per request): a 4-byte
+//! big-endian length, then that many bytes of a codec-encoded message. The reader
+//! checks the length against a limit before allocating.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::codec;
+use crate::error::{ProtoError, Result};
+
+/// Default hard limit on one frame: 16 MiB (shares of larger records travel in
+/// several frames).
+pub const DEFAULT_MAX_FRAME_BYTES: u32 = 16 * 1024 * 1024;
+
+/// Encodes `msg` and writes it as one frame. Refuses messages over `max_frame_bytes`.
+pub async fn write_frame<W, T>(w: &mut W, msg: &T, max_frame_bytes: u32) -> Result<()>
+where
+    W: AsyncWrite + Unpin,
+    T: Serialize + ?Sized,
+{
+    let body = codec::encode(msg)?;
+    write_raw_frame(w, &body, max_frame_bytes).await
+}
+
+/// Writes already-encoded bytes as one frame.
+pub async fn write_raw_frame<W>(w: &mut W, body: &[u8], max_frame_bytes: u32) -> Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    let len = u32::try_from(body.len())
+        .ok()
+        .filter(|&l| l <= max_frame_bytes)
+        .ok_or(ProtoError::TooLarge {
+            size_bytes: body.len() as u64,
+            limit_bytes: max_frame_bytes.into(),
+        })?;
+    w.write_all(&len.to_be_bytes()).await?;
+    w.write_all(body).await?;
+    Ok(())
+}
+
+/// Reads one frame's bytes. Returns `Ok(None)` on a clean end of stream before a frame
+/// starts; [`ProtoError::Truncated`] if it ends inside one.
+pub async fn read_raw_frame<R>(r: &mut R, max_frame_bytes: u32) -> Result<Option<Vec<u8>>>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut len_bytes = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        let n = r.read(&mut len_bytes[got..]).await?;
+        if n == 0 {
+            return if got == 0 {
+                Ok(None)
+            } else {
+                Err(ProtoError::Truncated)
+            };
+        }
+        got += n;
+    }
+    let len = u32::from_be_bytes(len_bytes);
+    if len > max_frame_bytes {
+        return Err(ProtoError::TooLarge {
+            size_bytes: len.into(),
+            limit_bytes: max_frame_bytes.into(),
+        });
+    }
+    let mut body = vec![0u8; len as usize];
+    r.read_exact(&mut body).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => ProtoError::Truncated,
+        _ => ProtoError::Io(e),
+    })?;
+    Ok(Some(body))
+}
+
+/// Reads and decodes one frame; `Ok(None)` on a clean end of stream.
+pub async fn read_frame<R, T>(r: &mut R, max_frame_bytes: u32) -> Result<Option<T>>
+where
+    R: AsyncRead + Unpin,
+    T: DeserializeOwned,
+{
+    match read_raw_frame(r, max_frame_bytes).await? {
+        Some(body) => codec::decode(&body).map(Some),
+        None => Ok(None),
+    }
+}

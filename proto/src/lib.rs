@@ -1,0 +1,24 @@
+//! kakera-proto: what crosses the wire between kakera clients and nodes.
+//!
+//! - [`codec`]: the one encoding module (format-version byte + bincode 2.0, with an
+//!   allocation limit);
+//! - [`frame`]: length-prefixed frames with a hard size limit;
+//! - [`message`]: requests, responses and the operation each request asks for;
+//! - [`identity`]: roles and zones read from certificates;
+//! - [`auth`]: the role x operation matrix.
+//!
+//! Depends on neither openraft nor RocksDB, so the client's build stays small.
+
+pub mod auth;
+pub mod codec;
+pub mod error;
+pub mod frame;
+pub mod identity;
+pub mod message;
+
+pub use error::{ProtoError, Result};
+pub use identity::{Fingerprint, Identity, Role};
+pub use message::{
+    ErrorKind, ErrorReply, NodeStatus, Operation, RaftStatus, Request, RequestEnvelope, RequestId,
+    Response,
+};

@@ -1,0 +1,191 @@
+//! Request and response messages. Each request travels on its own bidirectional QUIC
+//! stream as one frame ([`crate::frame`]) inside a [`RequestEnvelope`]; the answer is
+//! one [`Response`] frame (a snapshot transfer adds raw chunk frames after its header).
+//!
+//! Raft payloads are opaque bytes here, encoded by the node with the same codec: the
+//! client and this crate never depend on openraft or RocksDB.
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::Role;
+
+/// A request id chosen by the caller, echoed in logs and audit entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RequestId(pub [u8; 16]);
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The envelope of every request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestEnvelope {
+    /// The cluster the caller believes it talks to; a node refuses other clusters.
+    pub cluster_id: String,
+    /// Caller-chosen id for tracing.
+    pub request_id: RequestId,
+    /// The request.
+    pub body: Request,
+}
+
+/// Every operation a node serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Liveness: the node answers with who it is and who it sees the caller as.
+    Ping,
+    /// The node's view of itself and of the Raft group.
+    Status,
+    /// Raft AppendEntries (node role only); payload is the codec-encoded openraft
+    /// request.
+    RaftAppend(Vec<u8>),
+    /// Raft RequestVote (node role only).
+    RaftVote(Vec<u8>),
+    /// Raft leadership transfer (node role only).
+    RaftTransferLeader(Vec<u8>),
+    /// Start of a snapshot transfer (node role only): `header` is the encoded vote and
+    /// snapshot meta; `size_bytes` of snapshot data follow as raw frames on the same
+    /// stream. The receiver refuses snapshots over its cap before reading them.
+    RaftSnapshot {
+        /// Codec-encoded (vote, snapshot meta).
+        header: Vec<u8>,
+        /// Total snapshot data that follows.
+        size_bytes: u64,
+    },
+}
+
+/// The operation a request asks for, for authorization and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Operation {
+    /// [`Request::Ping`].
+    Ping,
+    /// [`Request::Status`].
+    Status,
+    /// Any Raft RPC.
+    Raft,
+}
+
+impl Operation {
+    /// Every operation, for exhaustive authorization tests.
+    pub const ALL: [Operation; 3] = [Operation::Ping, Operation::Status, Operation::Raft];
+
+    /// A short name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Ping => "ping",
+            Operation::Status => "status",
+            Operation::Raft => "raft",
+        }
+    }
+}
+
+impl Request {
+    /// The operation this request asks for.
+    pub fn operation(&self) -> Operation {
+        match self {
+            Request::Ping => Operation::Ping,
+            Request::Status => Operation::Status,
+            Request::RaftAppend(_)
+            | Request::RaftVote(_)
+            | Request::RaftTransferLeader(_)
+            | Request::RaftSnapshot { .. } => Operation::Raft,
+        }
+    }
+}
+
+/// A node's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Answer to [`Request::Ping`].
+    Pong {
+        /// The answering node.
+        node_id: u64,
+        /// Its name.
+        node_name: String,
+        /// The caller's name as its certificate says.
+        peer_name: String,
+        /// The caller's role as its certificate says.
+        peer_role: Role,
+    },
+    /// Answer to [`Request::Status`] (boxed: it is much larger than other answers).
+    Status(Box<NodeStatus>),
+    /// Answer to a Raft RPC: the codec-encoded openraft response.
+    Raft(Vec<u8>),
+    /// The request was refused or failed.
+    Error(ErrorReply),
+}
+
+/// Why a request was refused or failed, in words the caller can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// The class of problem.
+    pub kind: ErrorKind,
+    /// A sentence for a person; never contains record or share bytes.
+    pub message: String,
+}
+
+/// Classes of refusal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// The caller's role (or zone, or network) may not do this.
+    Forbidden,
+    /// The request is malformed.
+    BadRequest,
+    /// The request exceeds a limit.
+    TooLarge,
+    /// The request names another cluster.
+    WrongCluster,
+    /// This node is not the leader; try the one named, if known.
+    NotLeader {
+        /// The leader this node knows of.
+        leader_id: Option<u64>,
+    },
+    /// The node cannot serve now (shutting down, no quorum); retry later.
+    Unavailable,
+    /// An internal failure; the node logged it.
+    Internal,
+}
+
+/// A node's view of itself and the Raft group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node's id.
+    pub node_id: u64,
+    /// Its name.
+    pub name: String,
+    /// Its rack.
+    pub rack: String,
+    /// Its zone.
+    pub zone: String,
+    /// The Raft group as this node sees it.
+    pub raft: RaftStatus,
+}
+
+/// Raft metrics, as numbers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftStatus {
+    /// Leader, Follower, Candidate, Learner or Shutdown.
+    pub state: String,
+    /// The node's current term.
+    pub term: u64,
+    /// The leader this node follows, if any.
+    pub leader: Option<u64>,
+    /// Index of the last log entry.
+    pub last_log_index: Option<u64>,
+    /// Index of the last committed entry this node knows of.
+    pub committed: Option<u64>,
+    /// Index of the last entry applied to the state machine.
+    pub applied: Option<u64>,
+    /// Index covered by the latest snapshot.
+    pub snapshot: Option<u64>,
+    /// Voting members.
+    pub voters: Vec<u64>,
+    /// Non-voting members.
+    pub learners: Vec<u64>,
+    /// On the leader: each follower's matched log index (None if unknown).
+    pub replication: Vec<(u64, Option<u64>)>,
+}

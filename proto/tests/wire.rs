@@ -1,0 +1,260 @@
+//! The wire format: golden bytes so it cannot drift unnoticed, frame limits, truncated
+//! and malformed input (promise P7: bad input gets a clear error, never a crash), and
+//! identities read from real certificates.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is the failure report
+
+use kakera_proto::codec::{self, FORMAT_VERSION};
+use kakera_proto::frame::{read_frame, read_raw_frame, write_frame};
+use kakera_proto::identity::{name_uri, zone_uri};
+use kakera_proto::{
+    ErrorKind, ErrorReply, Identity, NodeStatus, ProtoError, RaftStatus, Request, RequestEnvelope,
+    RequestId, Response, Role,
+};
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn envelope(body: Request) -> RequestEnvelope {
+    RequestEnvelope {
+        cluster_id: "c1".into(),
+        request_id: RequestId([0xAB; 16]),
+        body,
+    }
+}
+
+/// Golden encodings. A change to any of these is a wire-format change: bump
+/// `FORMAT_VERSION` and keep a reader for the old one.
+#[test]
+fn golden_encodings_do_not_drift() {
+    // Hand-derived: version 01; strings and byte vectors are a varint length then the
+    // bytes; [u8; 16] is 16 bytes; enum variants and integers are varints (300 is
+    // fb 2c01: marker, then u16 little-endian).
+    let id = "ab".repeat(16);
+    let cases: Vec<(&str, Vec<u8>, String)> = vec![
+        (
+            "ping",
+            codec::encode(&envelope(Request::Ping)).unwrap(),
+            format!("01026331{id}00"),
+        ),
+        (
+            "raft vote",
+            codec::encode(&envelope(Request::RaftVote(vec![1, 2, 3]))).unwrap(),
+            format!("01026331{id}0303010203"),
+        ),
+        (
+            "snapshot header",
+            codec::encode(&envelope(Request::RaftSnapshot {
+                header: vec![9],
+                size_bytes: 300,
+            }))
+            .unwrap(),
+            format!("01026331{id}050109fb2c01"),
+        ),
+        (
+            "pong",
+            codec::encode(&Response::Pong {
+                node_id: 7,
+                node_name: "n".into(),
+                peer_name: "p".into(),
+                peer_role: Role::Reader,
+            })
+            .unwrap(),
+            "010007016e017002".into(),
+        ),
+        (
+            "not leader",
+            codec::encode(&Response::Error(ErrorReply {
+                kind: ErrorKind::NotLeader { leader_id: Some(3) },
+                message: "x".into(),
+            }))
+            .unwrap(),
+            "01030401030178".into(),
+        ),
+    ];
+    for (name, bytes, golden) in cases {
+        assert_eq!(bytes[0], FORMAT_VERSION, "{name}");
+        assert_eq!(hex(&bytes), golden, "{name}");
+    }
+}
+
+#[test]
+fn every_message_round_trips() {
+    let requests = [
+        Request::Ping,
+        Request::Status,
+        Request::RaftAppend(vec![0; 100]),
+        Request::RaftVote(vec![1]),
+        Request::RaftTransferLeader(vec![]),
+        Request::RaftSnapshot {
+            header: vec![1, 2],
+            size_bytes: u64::MAX,
+        },
+    ];
+    for r in requests {
+        let e = envelope(r);
+        assert_eq!(
+            codec::decode::<RequestEnvelope>(&codec::encode(&e).unwrap()).unwrap(),
+            e
+        );
+    }
+    let responses = [
+        Response::Raft(vec![5; 10]),
+        Response::Status(Box::new(NodeStatus {
+            node_id: 1,
+            name: "node-1".into(),
+            rack: "rack-a".into(),
+            zone: "dc".into(),
+            raft: RaftStatus {
+                state: "Leader".into(),
+                term: 4,
+                leader: Some(1),
+                last_log_index: Some(10),
+                committed: Some(9),
+                applied: Some(9),
+                snapshot: None,
+                voters: vec![1, 2, 3],
+                learners: vec![4],
+                replication: vec![(2, Some(9)), (3, None)],
+            },
+        })),
+        Response::Error(ErrorReply {
+            kind: ErrorKind::Forbidden,
+            message: "no".into(),
+        }),
+    ];
+    for r in responses {
+        assert_eq!(
+            codec::decode::<Response>(&codec::encode(&r).unwrap()).unwrap(),
+            r
+        );
+    }
+}
+
+#[test]
+fn malformed_messages_get_clear_errors() {
+    let good = codec::encode(&envelope(Request::Status)).unwrap();
+    assert!(matches!(
+        codec::decode::<RequestEnvelope>(&[]),
+        Err(ProtoError::Malformed { .. })
+    ));
+    let mut v = good.clone();
+    v[0] = 99;
+    assert!(matches!(
+        codec::decode::<RequestEnvelope>(&v),
+        Err(ProtoError::UnsupportedVersion { found: 99, .. })
+    ));
+    let mut v = good.clone();
+    v.push(0);
+    assert!(matches!(
+        codec::decode::<RequestEnvelope>(&v),
+        Err(ProtoError::Malformed { .. })
+    ));
+    // Every truncation of a valid message is refused, none panics.
+    for cut in 1..good.len() {
+        assert!(
+            codec::decode::<RequestEnvelope>(&good[..cut]).is_err(),
+            "cut {cut}"
+        );
+    }
+    // A length field claiming 2^60 bytes does not allocate them.
+    let hostile = [FORMAT_VERSION, 0x02, 0xff, 0, 0, 0, 0, 0, 0, 0, 0x10];
+    assert!(codec::decode::<RequestEnvelope>(&hostile).is_err());
+}
+
+#[tokio::test]
+async fn frames_round_trip_and_enforce_limits() {
+    let msg = envelope(Request::RaftAppend(vec![7; 1000]));
+    let mut buf = Vec::new();
+    write_frame(&mut buf, &msg, 4096).await.unwrap();
+    write_frame(&mut buf, &msg, 4096).await.unwrap();
+    let mut r = buf.as_slice();
+    for _ in 0..2 {
+        let got: RequestEnvelope = read_frame(&mut r, 4096).await.unwrap().unwrap();
+        assert_eq!(got, msg);
+    }
+    assert!(
+        read_frame::<_, RequestEnvelope>(&mut r, 4096)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Writer refuses an oversized message.
+    let mut sink = Vec::new();
+    assert!(matches!(
+        write_frame(&mut sink, &msg, 100).await,
+        Err(ProtoError::TooLarge {
+            limit_bytes: 100,
+            ..
+        })
+    ));
+    // Reader refuses an oversized announced length before reading (or allocating).
+    let mut r = buf.as_slice();
+    assert!(matches!(
+        read_raw_frame(&mut r, 100).await,
+        Err(ProtoError::TooLarge {
+            limit_bytes: 100,
+            ..
+        })
+    ));
+    // A stream that ends inside the length or the body is truncated, not a clean end.
+    for cut in [2usize, 4, 10, buf.len() / 2 - 1] {
+        let mut r = &buf[..cut];
+        assert!(
+            matches!(
+                read_raw_frame(&mut r, 4096).await,
+                Err(ProtoError::Truncated)
+            ),
+            "cut {cut}"
+        );
+    }
+}
+
+fn cert_with(uris: &[String], cn: Option<&str>) -> Vec<u8> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    for u in uris {
+        params.subject_alt_names.push(rcgen::SanType::URI(
+            rcgen::string::Ia5String::try_from(u.as_str()).unwrap(),
+        ));
+    }
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    if let Some(cn) = cn {
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+    }
+    let key = rcgen::KeyPair::generate().unwrap();
+    params.self_signed(&key).unwrap().der().to_vec()
+}
+
+#[test]
+fn identities_come_from_certificate_san_uris() {
+    let der = cert_with(
+        &[Role::Reader.uri(), zone_uri("hsz"), name_uri("job-17")],
+        Some("ignored-cn"),
+    );
+    let id = Identity::from_cert_der(&der).unwrap();
+    assert_eq!(id.name, "job-17");
+    assert_eq!(id.role, Role::Reader);
+    assert!(id.in_zone("hsz"));
+    assert_eq!(id.fingerprint, kakera_proto::Fingerprint::of(&der));
+    assert_eq!(id.fingerprint.to_hex().len(), 64);
+
+    let id = Identity::from_cert_der(&cert_with(&[Role::Node.uri()], Some("node-1"))).unwrap();
+    assert_eq!(id.name, "node-1");
+    assert_eq!(id.zone, None);
+
+    let err = |der: Vec<u8>| Identity::from_cert_der(&der).unwrap_err().to_string();
+    assert!(err(cert_with(&[], Some("x"))).contains("no kakera role"));
+    assert!(
+        err(cert_with(
+            &[Role::Node.uri(), Role::Reader.uri()],
+            Some("x")
+        ))
+        .contains("more than one")
+    );
+    assert!(err(cert_with(&["kakera://role/admin".into()], Some("x"))).contains("unknown role"));
+    assert!(err(cert_with(&[Role::Node.uri()], None)).contains("no holder"));
+    assert!(err(vec![1, 2, 3]).contains("parsable"));
+}
