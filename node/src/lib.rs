@@ -1,0 +1,5 @@
+//! kakera-node: the storage daemon. One QUIC endpoint with mutual TLS, openraft over
+//! RocksDB for the catalog, and (with the data path) the share store.
+
+pub mod raft;
+pub mod store;

@@ -1,0 +1,50 @@
+//! Everything that names openraft lives under this module: the type config, the
+//! RocksDB log store and state machine, the network over QUIC, and the in-process
+//! fault network used by tests. The rest of the node talks to [`RaftHandle`].
+
+pub mod commands;
+pub mod log_store;
+pub mod state_machine;
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+pub use commands::{Command, CommandResponse};
+
+openraft::declare_raft_types!(
+    /// kakera's Raft type configuration: u64 node ids, the address as node info.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResponse,
+        NodeId = u64,
+        Node = openraft::impls::BasicNode,
+);
+
+/// The Raft instance of a node.
+pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
+
+/// Snapshot data as it travels and is installed: the encoded catalog.
+pub type SnapshotData = Cursor<Vec<u8>>;
+
+/// A shared handle to the node's Raft instance.
+pub type RaftHandle = Arc<Raft>;
+
+/// Raft timing for a node. Election timeouts well above heartbeats, as openraft
+/// expects; loopback test clusters use the same values as production defaults.
+pub fn raft_config(cluster_id: &str) -> Result<Arc<openraft::Config>, String> {
+    let config = openraft::Config {
+        cluster_name: cluster_id.to_string(),
+        heartbeat_interval: 150,
+        election_timeout_min: 600,
+        election_timeout_max: 1200,
+        install_snapshot_timeout: 10_000,
+        max_payload_entries: 512,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5_000),
+        max_in_snapshot_log_to_keep: 1_000,
+        ..Default::default()
+    };
+    config
+        .validate()
+        .map(Arc::new)
+        .map_err(|e| format!("invalid Raft configuration: {e}"))
+}

@@ -1,0 +1,40 @@
+//! The node's one RocksDB instance and its column families. The engine boundary: the
+//! Raft log store and state machine reach RocksDB only through the handle opened here.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, Options};
+
+/// Raft log entries, keyed by big-endian index.
+pub const CF_RAFT_LOG: &str = "raft_log";
+/// Raft vote and last purged log id.
+pub const CF_RAFT_META: &str = "raft_meta";
+/// State machine meta: last applied log id, last membership.
+pub const CF_SM_META: &str = "sm_meta";
+/// The replicated catalog.
+pub const CF_CATALOG: &str = "catalog";
+
+const ALL_CFS: [&str; 4] = [CF_RAFT_LOG, CF_RAFT_META, CF_SM_META, CF_CATALOG];
+
+/// Opens (or creates) the node database under `dir`.
+pub fn open(dir: &Path) -> io::Result<Arc<DB>> {
+    std::fs::create_dir_all(dir)?;
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    // Bounded background work on small machines.
+    opts.increase_parallelism(2);
+    let cfs = ALL_CFS
+        .iter()
+        .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+    let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(io::Error::other)?;
+    Ok(Arc::new(db))
+}
+
+/// A column family handle; an error (not a panic) if the database lacks it.
+pub fn cf<'a>(db: &'a DB, name: &str) -> io::Result<&'a ColumnFamily> {
+    db.cf_handle(name)
+        .ok_or_else(|| io::Error::other(format!("column family {name} is missing")))
+}
