@@ -5,4 +5,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(kakera_root)"
 ensure_rust_components
+# RocksDB (librocksdb-sys) runs bindgen, which needs libclang; its C++ needs g++.
+ensure_debs libclang-dev g++
 cargo test --workspace --locked "$@"

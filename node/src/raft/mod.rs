@@ -3,6 +3,7 @@
 //! fault network used by tests. The rest of the node talks to [`RaftHandle`].
 
 pub mod commands;
+pub mod fault;
 pub mod log_store;
 pub mod state_machine;
 
@@ -47,4 +48,37 @@ pub fn raft_config(cluster_id: &str) -> Result<Arc<openraft::Config>, String> {
         .validate()
         .map(Arc::new)
         .map_err(|e| format!("invalid Raft configuration: {e}"))
+}
+
+/// A node's Raft instance with the handles the rest of the node reads through.
+pub struct RaftParts {
+    /// The Raft instance.
+    pub raft: RaftHandle,
+    /// A handle to the applied state (reads of the catalog).
+    pub state: state_machine::StateMachine,
+}
+
+/// Opens the node database under `data_dir` and starts Raft on it with `network`.
+/// Restarting on the same directory resumes from the persisted log, vote and state.
+pub async fn open_raft<N>(
+    id: u64,
+    cluster_id: &str,
+    data_dir: &std::path::Path,
+    network: N,
+) -> std::io::Result<RaftParts>
+where
+    N: openraft::network::RaftNetworkFactory<TypeConfig>,
+    N::Network: openraft::network::NetSnapshot<TypeConfig, SnapshotData = SnapshotData>,
+{
+    let config = raft_config(cluster_id).map_err(std::io::Error::other)?;
+    let db = crate::store::open(&data_dir.join("db"))?;
+    let log = log_store::LogStore::new(db.clone());
+    let state = state_machine::StateMachine::new(db, data_dir.join("snapshots"))?;
+    let raft = Raft::new(id, config, network, log, state.clone())
+        .await
+        .map_err(std::io::Error::other)?;
+    Ok(RaftParts {
+        raft: Arc::new(raft),
+        state,
+    })
 }
