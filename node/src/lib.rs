@@ -1,5 +1,10 @@
 //! kakera-node: the storage daemon. One QUIC endpoint with mutual TLS, openraft over
 //! RocksDB for the catalog, and (with the data path) the share store.
 
+pub mod daemon;
+pub mod error;
 pub mod raft;
 pub mod store;
+pub mod transport;
+
+pub use error::NodeError;

@@ -5,6 +5,7 @@
 pub mod commands;
 pub mod fault;
 pub mod log_store;
+pub mod network;
 pub mod state_machine;
 
 use std::io::Cursor;

@@ -1,0 +1,94 @@
+//! `kakera-node --config FILE --node ID`: runs one storage node until SIGTERM or
+//! SIGINT. Logs go to stderr, filtered by RUST_LOG (default `info`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use kakera_config::ClusterConfig;
+use kakera_node::daemon::{self, NodeOptions};
+use kakera_node::transport::TlsFiles;
+
+/// A kakera storage node.
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about,
+    after_help = "Example:\n  kakera-node --config cluster.toml --node 1"
+)]
+struct Args {
+    /// The cluster config file.
+    #[arg(long)]
+    config: PathBuf,
+    /// This node's id in the config.
+    #[arg(long)]
+    node: u64,
+    /// Certificate (PEM); default `<data_dir>/node.crt.pem`.
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// Private key (PEM); default `<data_dir>/node.key.pem`.
+    #[arg(long)]
+    key: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let text = std::fs::read_to_string(&args.config)
+        .map_err(|e| format!("cannot read {}: {e}", args.config.display()))?;
+    let config = ClusterConfig::load(&args.config).map_err(|e| e.to_string())?;
+    let node = config
+        .node(args.node)
+        .ok_or_else(|| format!("node {} is not in {}", args.node, args.config.display()))?;
+    let defaults = NodeOptions::default_tls(&config, node);
+    let tls = TlsFiles {
+        ca: defaults.ca,
+        cert: args.cert.unwrap_or(defaults.cert),
+        key: args.key.unwrap_or(defaults.key),
+    };
+    let opts = NodeOptions {
+        config_digest: *blake3::hash(text.as_bytes()).as_bytes(),
+        config,
+        node_id: args.node,
+        tls,
+    };
+    let handle = daemon::start(opts).await.map_err(|e| e.to_string())?;
+    wait_for_signal().await?;
+    tracing::info!("signal received: shutting down");
+    handle.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

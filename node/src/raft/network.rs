@@ -1,0 +1,183 @@
+//! The Raft network over QUIC: each RPC is one request on its own stream to the target
+//! node, payload encoded with the codec. Targets are looked up in the cluster config
+//! (address and certificate name); a node not in the config is unreachable.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kakera_config::ClusterConfig;
+use kakera_proto::{Request, RequestEnvelope, RequestId, Response, codec};
+use openraft::OptionalSend;
+use openraft::alias::{SnapshotOf, VoteOf};
+use openraft::errors::{
+    NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
+};
+use openraft::network::v2::RaftNetworkV2;
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+
+use super::{SnapshotData, TypeConfig};
+use crate::error::NodeError;
+use crate::transport::Peer;
+
+/// Chunk size of snapshot data frames.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
+/// Builds connections to the other nodes of the config.
+pub struct QuicNetworkFactory {
+    cluster_id: String,
+    peers: HashMap<u64, Arc<Peer>>,
+}
+
+impl QuicNetworkFactory {
+    /// Peers for every node of `config` but `self_id`, reached through `endpoint`.
+    pub fn new(endpoint: &quinn::Endpoint, config: &ClusterConfig, self_id: u64) -> Self {
+        let peers = config
+            .nodes
+            .iter()
+            .filter(|n| n.id != self_id)
+            .map(|n| (n.id, Arc::new(Peer::new(endpoint.clone(), n.addr, &n.name))))
+            .collect();
+        QuicNetworkFactory {
+            cluster_id: config.cluster_id.clone(),
+            peers,
+        }
+    }
+}
+
+/// A link to one node.
+pub struct QuicConnection {
+    cluster_id: String,
+    target: u64,
+    peer: Option<Arc<Peer>>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for QuicNetworkFactory {
+    type Network = QuicConnection;
+
+    async fn new_client(
+        &mut self,
+        target: u64,
+        _node: &openraft::impls::BasicNode,
+    ) -> QuicConnection {
+        QuicConnection {
+            cluster_id: self.cluster_id.clone(),
+            target,
+            peer: self.peers.get(&target).cloned(),
+        }
+    }
+}
+
+fn unreachable(e: impl std::fmt::Display) -> RPCError<TypeConfig> {
+    RPCError::Unreachable(Unreachable::new(&io::Error::other(e.to_string())))
+}
+
+fn network(e: impl std::fmt::Display) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::new(&io::Error::other(e.to_string())))
+}
+
+impl QuicConnection {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        body: Request,
+        trailer: &[&[u8]],
+        timeout: Duration,
+    ) -> Result<T, RPCError<TypeConfig>> {
+        let peer = self.peer.as_ref().ok_or_else(|| {
+            unreachable(format!("node {} is not in the cluster config", self.target))
+        })?;
+        let env = RequestEnvelope {
+            cluster_id: self.cluster_id.clone(),
+            request_id: RequestId(rand_id()),
+            body,
+        };
+        let response = peer
+            .request_with(&env, trailer, timeout)
+            .await
+            .map_err(|e| match e {
+                NodeError::Peer { .. } => unreachable(e),
+                other => network(other),
+            })?;
+        let bytes = match response {
+            Response::Raft(bytes) => bytes,
+            Response::Error(reply) => {
+                return Err(network(format!("{:?}: {}", reply.kind, reply.message)));
+            }
+            other => return Err(network(format!("unexpected answer {other:?}"))),
+        };
+        let result: Result<T, RaftError<TypeConfig>> = codec::decode(&bytes).map_err(network)?;
+        result.map_err(unreachable)
+    }
+}
+
+/// A request id: unique enough for tracing (time and a counter).
+fn rand_id() -> [u8; 16] {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&nanos.to_be_bytes());
+    id[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    id
+}
+
+impl RaftNetworkV2<TypeConfig> for QuicConnection {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let bytes = codec::encode(&rpc).map_err(network)?;
+        self.call(Request::RaftAppend(bytes), &[], option.hard_ttl())
+            .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let bytes = codec::encode(&rpc).map_err(network)?;
+        self.call(Request::RaftVote(bytes), &[], option.hard_ttl())
+            .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<TypeConfig>,
+        snapshot: SnapshotOf<TypeConfig, SnapshotData>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let data = snapshot.snapshot.into_inner();
+        let header = codec::encode(&(vote, snapshot.meta)).map_err(|e| match network(e) {
+            RPCError::Network(n) => StreamingError::Network(n),
+            _ => StreamingError::Unreachable(Unreachable::new(&io::Error::other("encode"))),
+        })?;
+        let chunks: Vec<&[u8]> = data.chunks(SNAPSHOT_CHUNK_BYTES).collect();
+        let body = Request::RaftSnapshot {
+            header,
+            size_bytes: data.len() as u64,
+        };
+        let send = self.call::<SnapshotResponse<TypeConfig>>(body, &chunks, option.hard_ttl());
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            res = send => res.map_err(|e| match e {
+                RPCError::Network(n) => StreamingError::Network(n),
+                RPCError::Timeout(t) => StreamingError::Timeout(t),
+                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                RPCError::RemoteError(r) => StreamingError::Unreachable(Unreachable::new(&r)),
+            }),
+        }
+    }
+}

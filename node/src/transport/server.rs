@@ -1,0 +1,264 @@
+//! The request server: accepts QUIC connections, reads the peer's identity from its
+//! certificate once per connection, and for every request (one stream each) checks the
+//! cluster id and the role x operation matrix before dispatching. A bad request gets a
+//! clear error on its own stream; it never takes the connection or the node down.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use kakera_config::NodeConfig;
+use kakera_proto::frame::{DEFAULT_MAX_FRAME_BYTES, read_frame, read_raw_frame, write_frame};
+use kakera_proto::{
+    ErrorKind, ErrorReply, Identity, NodeStatus, ProtoError, RaftStatus, Request, RequestEnvelope,
+    Response, auth, codec,
+};
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::{ServerState, Snapshot};
+use rustls_pki_types::CertificateDer;
+use tokio::sync::watch;
+
+use crate::raft::state_machine::MAX_SNAPSHOT_BYTES;
+use crate::raft::{RaftHandle, TypeConfig};
+
+/// What the server needs to answer requests.
+pub struct ServerContext {
+    /// This node.
+    pub node: NodeConfig,
+    /// The cluster id requests must name.
+    pub cluster_id: String,
+    /// The node's Raft.
+    pub raft: RaftHandle,
+    /// Largest frame accepted.
+    pub max_frame_bytes: u32,
+}
+
+fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
+    Response::Error(ErrorReply {
+        kind,
+        message: message.into(),
+    })
+}
+
+/// Serves until `shutdown` turns true, then stops accepting.
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    ctx: Arc<ServerContext>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                let ctx = ctx.clone();
+                tokio::spawn(async move { handle_connection(incoming, ctx).await });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+}
+
+fn peer_identity(conn: &quinn::Connection) -> Result<Identity, String> {
+    let certs = conn
+        .peer_identity()
+        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .ok_or("the peer presented no certificate")?;
+    let leaf = certs.first().ok_or("the peer presented no certificate")?;
+    Identity::from_cert_der(leaf).map_err(|e| e.to_string())
+}
+
+async fn handle_connection(incoming: quinn::Incoming, ctx: Arc<ServerContext>) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(%remote, error = %e, "connection refused during handshake");
+            return;
+        }
+    };
+    let identity = match peer_identity(&conn) {
+        Ok(id) => Arc::new(id),
+        Err(reason) => {
+            tracing::warn!(%remote, %reason, "closing connection: no usable identity");
+            conn.close(1u32.into(), b"certificate carries no kakera identity");
+            return;
+        }
+    };
+    tracing::debug!(%remote, peer = %identity, "connection accepted");
+    loop {
+        match conn.accept_bi().await {
+            Ok((send, recv)) => {
+                let ctx = ctx.clone();
+                let identity = identity.clone();
+                tokio::spawn(async move { handle_stream(ctx, identity, send, recv).await });
+            }
+            Err(e) => {
+                tracing::debug!(%remote, error = %e, "connection closed");
+                return;
+            }
+        }
+    }
+}
+
+async fn handle_stream(
+    ctx: Arc<ServerContext>,
+    identity: Arc<Identity>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let response = match read_frame::<_, RequestEnvelope>(&mut recv, ctx.max_frame_bytes).await {
+        Ok(Some(env)) => handle_request(&ctx, &identity, env, &mut recv).await,
+        Ok(None) => return,
+        Err(ProtoError::TooLarge {
+            size_bytes,
+            limit_bytes,
+        }) => error(
+            ErrorKind::TooLarge,
+            format!("request of {size_bytes} bytes exceeds the frame limit of {limit_bytes} bytes"),
+        ),
+        Err(e) => error(ErrorKind::BadRequest, format!("unreadable request: {e}")),
+    };
+    if let Err(e) = write_frame(&mut send, &response, DEFAULT_MAX_FRAME_BYTES).await {
+        tracing::debug!(peer = %identity.name, error = %e, "could not send the response");
+        return;
+    }
+    let _ = send.finish();
+}
+
+async fn handle_request(
+    ctx: &ServerContext,
+    identity: &Identity,
+    env: RequestEnvelope,
+    recv: &mut quinn::RecvStream,
+) -> Response {
+    let op = env.body.operation();
+    if env.cluster_id != ctx.cluster_id {
+        return error(
+            ErrorKind::WrongCluster,
+            format!(
+                "this node belongs to cluster '{}', the request names '{}'",
+                ctx.cluster_id, env.cluster_id
+            ),
+        );
+    }
+    if let Err(reason) = auth::authorize(identity.role, op) {
+        tracing::warn!(peer = %identity, op = op.as_str(), request = %env.request_id, "refused");
+        return error(ErrorKind::Forbidden, reason);
+    }
+    match dispatch(ctx, identity, env.body, recv).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(peer = %identity.name, op = op.as_str(), error = %e, "request failed");
+            error(ErrorKind::BadRequest, e.to_string())
+        }
+    }
+}
+
+async fn dispatch(
+    ctx: &ServerContext,
+    identity: &Identity,
+    body: Request,
+    recv: &mut quinn::RecvStream,
+) -> Result<Response, ProtoError> {
+    Ok(match body {
+        Request::Ping => Response::Pong {
+            node_id: ctx.node.id,
+            node_name: ctx.node.name.clone(),
+            peer_name: identity.name.clone(),
+            peer_role: identity.role,
+        },
+        Request::Status => Response::Status(Box::new(status(ctx))),
+        Request::RaftAppend(bytes) => {
+            let rpc = codec::decode(&bytes)?;
+            Response::Raft(codec::encode(&ctx.raft.append_entries(rpc).await)?)
+        }
+        Request::RaftVote(bytes) => {
+            let rpc = codec::decode(&bytes)?;
+            Response::Raft(codec::encode(&ctx.raft.vote(rpc).await)?)
+        }
+        Request::RaftTransferLeader(bytes) => {
+            let rpc = codec::decode(&bytes)?;
+            let res = ctx
+                .raft
+                .handle_transfer_leader(rpc)
+                .await
+                .map_err(openraft::errors::RaftError::<TypeConfig>::Fatal);
+            Response::Raft(codec::encode(&res)?)
+        }
+        Request::RaftSnapshot { header, size_bytes } => {
+            if size_bytes > MAX_SNAPSHOT_BYTES {
+                return Ok(error(
+                    ErrorKind::TooLarge,
+                    format!(
+                        "snapshot of {size_bytes} bytes exceeds the cap of {MAX_SNAPSHOT_BYTES}"
+                    ),
+                ));
+            }
+            let (vote, meta) = codec::decode(&header)?;
+            let mut data = Vec::with_capacity(size_bytes.min(64 << 20) as usize);
+            // Bounded: each frame adds at least one byte or ends the loop.
+            while (data.len() as u64) < size_bytes {
+                match read_raw_frame(recv, ctx.max_frame_bytes).await? {
+                    Some(chunk) if !chunk.is_empty() => data.extend_from_slice(&chunk),
+                    _ => return Err(ProtoError::Truncated),
+                }
+                if data.len() as u64 > size_bytes {
+                    return Err(ProtoError::Malformed {
+                        reason: "snapshot data longer than announced".into(),
+                    });
+                }
+            }
+            let snapshot = Snapshot {
+                meta,
+                snapshot: Cursor::new(data),
+            };
+            let res = ctx
+                .raft
+                .install_full_snapshot(vote, snapshot)
+                .await
+                .map_err(openraft::errors::RaftError::<TypeConfig>::Fatal);
+            Response::Raft(codec::encode(&res)?)
+        }
+    })
+}
+
+/// This node's view of itself and the group.
+pub fn status(ctx: &ServerContext) -> NodeStatus {
+    let m = ctx.raft.metrics().borrow_watched().clone();
+    let membership = m.membership_config.membership();
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    let learners: Vec<u64> = membership.learner_ids().collect();
+    let replication = m
+        .replication
+        .as_ref()
+        .map(|r| {
+            r.iter()
+                .map(|(id, lid)| (*id, lid.as_ref().map(|l| l.index())))
+                .collect()
+        })
+        .unwrap_or_default();
+    NodeStatus {
+        node_id: ctx.node.id,
+        name: ctx.node.name.clone(),
+        rack: ctx.node.rack.clone(),
+        zone: ctx.node.zone.clone(),
+        raft: RaftStatus {
+            state: match m.state {
+                ServerState::Leader => "Leader",
+                ServerState::Follower => "Follower",
+                ServerState::Candidate => "Candidate",
+                ServerState::Learner => "Learner",
+                ServerState::Shutdown => "Shutdown",
+            }
+            .to_string(),
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index,
+            committed: m.cluster_committed.map(|l| l.index()),
+            applied: m.last_applied.map(|l| l.index()),
+            snapshot: m.snapshot.map(|l| l.index()),
+            voters,
+            learners,
+            replication,
+        },
+    }
+}

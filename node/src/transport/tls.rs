@@ -1,0 +1,156 @@
+//! TLS 1.3 with mutual authentication against the cluster CA, for QUIC. The ring
+//! provider is chosen explicitly (never rustls' process-wide default).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::error::NodeError;
+
+/// The ALPN protocol id of kakera's QUIC connections.
+pub const ALPN: &[u8] = b"kakera/1";
+
+/// QUIC limits: bounded streams per connection, keep-alive below the idle timeout.
+#[derive(Debug, Clone, Copy)]
+pub struct QuicLimits {
+    /// Concurrent bidirectional streams (requests) a peer may open per connection.
+    pub max_concurrent_streams: u32,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Keep-alive interval; below the idle timeout.
+    pub keep_alive_ms: u64,
+}
+
+impl Default for QuicLimits {
+    fn default() -> Self {
+        QuicLimits {
+            max_concurrent_streams: 256,
+            idle_timeout_ms: 30_000,
+            keep_alive_ms: 5_000,
+        }
+    }
+}
+
+/// The files of one identity.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The cluster CA certificate (PEM).
+    pub ca: PathBuf,
+    /// This holder's certificate (PEM).
+    pub cert: PathBuf,
+    /// This holder's private key (PEM).
+    pub key: PathBuf,
+}
+
+/// Loaded TLS material.
+pub struct TlsMaterial {
+    roots: Arc<RootCertStore>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+fn tls_err(path: &Path, reason: impl std::fmt::Display) -> NodeError {
+    NodeError::Tls {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The crypto provider kakera uses everywhere: ring, chosen explicitly.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl TlsMaterial {
+    /// Reads the CA, certificate chain and key.
+    pub fn load(files: &TlsFiles) -> Result<TlsMaterial, NodeError> {
+        let mut roots = RootCertStore::empty();
+        let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.ca)
+            .map_err(|e| tls_err(&files.ca, e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| tls_err(&files.ca, e))?;
+        if cas.is_empty() {
+            return Err(tls_err(&files.ca, "no certificate in the file"));
+        }
+        for ca in cas {
+            roots.add(ca).map_err(|e| tls_err(&files.ca, e))?;
+        }
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+            .map_err(|e| tls_err(&files.cert, e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| tls_err(&files.cert, e))?;
+        if chain.is_empty() {
+            return Err(tls_err(&files.cert, "no certificate in the file"));
+        }
+        let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| tls_err(&files.key, e))?;
+        Ok(TlsMaterial {
+            roots: Arc::new(roots),
+            chain,
+            key,
+        })
+    }
+
+    /// The leaf certificate of this holder.
+    pub fn leaf(&self) -> &CertificateDer<'static> {
+        &self.chain[0]
+    }
+
+    /// A QUIC server config that requires a client certificate from the cluster CA.
+    pub fn server_config(&self, limits: QuicLimits) -> Result<quinn::ServerConfig, NodeError> {
+        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
+            .build()
+            .map_err(|e| NodeError::Setup(format!("client verifier: {e}")))?;
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| NodeError::Setup(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| NodeError::Setup(format!("server certificate: {e}")))?;
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+            .map_err(|e| NodeError::Setup(e.to_string()))?;
+        let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+        config.transport_config(transport(limits)?);
+        Ok(config)
+    }
+
+    /// A QUIC client config that presents this holder's certificate and trusts only the
+    /// cluster CA.
+    pub fn client_config(&self, limits: QuicLimits) -> Result<quinn::ClientConfig, NodeError> {
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| NodeError::Setup(e.to_string()))?
+            .with_root_certificates(self.roots.clone())
+            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| NodeError::Setup(format!("client certificate: {e}")))?;
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .map_err(|e| NodeError::Setup(e.to_string()))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(quic));
+        config.transport_config(transport(limits)?);
+        Ok(config)
+    }
+}
+
+fn transport(limits: QuicLimits) -> Result<Arc<quinn::TransportConfig>, NodeError> {
+    assert!(
+        limits.keep_alive_ms < limits.idle_timeout_ms,
+        "keep-alive must be below the idle timeout"
+    );
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(limits.max_concurrent_streams.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    t.keep_alive_interval(Some(Duration::from_millis(limits.keep_alive_ms)));
+    t.max_idle_timeout(Some(
+        Duration::from_millis(limits.idle_timeout_ms)
+            .try_into()
+            .map_err(|e| NodeError::Setup(format!("idle timeout: {e}")))?,
+    ));
+    Ok(Arc::new(t))
+}

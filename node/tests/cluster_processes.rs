@@ -1,0 +1,188 @@
+//! Five `kakera-node` processes on loopback with QUIC and mutual TLS: a leader is
+//! elected, kill -9 of the leader elects another, the killed node restarts from disk
+//! and catches up, and SIGTERM stops a node cleanly. Guards P4 (crash at any instant)
+//! and P7 (mutual authentication, roles from certificates).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is the failure report
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Client, LocalCluster};
+use kakera_proto::{ErrorKind, NodeStatus, Request, Response, Role};
+use rustls_pki_types::pem::PemObject;
+
+async fn statuses(cluster: &LocalCluster, client: &Client) -> Vec<NodeStatus> {
+    let mut out = Vec::new();
+    for (i, addr) in cluster.addrs.iter().enumerate() {
+        if cluster.children[i].is_some()
+            && let Some(s) = client.status(*addr, &format!("node-{}", i + 1)).await
+        {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Waits for a leader that every answering node agrees on, newer than `after_term`.
+async fn wait_leader(cluster: &LocalCluster, client: &Client, after_term: u64) -> NodeStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let all = statuses(cluster, client).await;
+        if let Some(leader) = all
+            .iter()
+            .find(|s| s.raft.state == "Leader" && s.raft.term > after_term)
+            && all
+                .iter()
+                .filter(|s| s.raft.leader == Some(leader.node_id))
+                .count()
+                >= 3
+        {
+            return leader.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no leader after term {after_term}; logs:\n{}",
+            (1..=5)
+                .map(|i| cluster.log(i))
+                .collect::<Vec<_>>()
+                .join("\n---\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_leader_elects_another_and_the_node_catches_up_after_restart() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut cluster = LocalCluster::prepare(dir.path(), 5);
+    for id in 1..=5 {
+        cluster.spawn(id);
+    }
+    let operator = cluster.client("ops", Role::Operator);
+    let first = wait_leader(&cluster, &operator, 0).await;
+    assert_eq!(first.raft.voters, vec![1, 2, 3, 4, 5]);
+
+    cluster.kill(first.node_id);
+    let second = wait_leader(&cluster, &operator, first.raft.term).await;
+    assert_ne!(second.node_id, first.node_id);
+
+    cluster.spawn(first.node_id);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let all = statuses(&cluster, &operator).await;
+        let leader = all.iter().find(|s| s.raft.state == "Leader");
+        let back = all.iter().find(|s| s.node_id == first.node_id);
+        if let (Some(l), Some(b)) = (leader, back)
+            && b.raft.applied.is_some()
+            && b.raft.applied >= l.raft.committed
+            && b.raft.leader == Some(l.node_id)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "restarted node did not catch up: {all:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // SIGTERM stops a node cleanly (exit code 0).
+    let follower = *cluster
+        .ids
+        .iter()
+        .find(|&&id| id != second.node_id)
+        .unwrap();
+    assert!(
+        cluster.terminate(follower).success(),
+        "{}",
+        cluster.log(follower)
+    );
+    assert!(cluster.log(follower).contains("node stopped"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_without_a_cluster_certificate_or_role_are_refused_and_the_node_keeps_serving() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut cluster = LocalCluster::prepare(dir.path(), 5);
+    for id in 1..=5 {
+        cluster.spawn(id);
+    }
+    let operator = cluster.client("ops", Role::Operator);
+    let leader = wait_leader(&cluster, &operator, 0).await;
+    let addr = cluster.addrs[leader.node_id as usize - 1];
+    let name = format!("node-{}", leader.node_id);
+
+    // A certificate from another CA: connect may succeed (TLS 1.3), the first request
+    // fails.
+    let rogue_ca = common::Ca::new("rogue CA");
+    let rogue_dir = dir.path().join("rogue");
+    let (cert, key) = rogue_ca.issue(&rogue_dir, "rogue", "rogue", Role::Operator, None);
+    let ca_copy = rogue_dir.join("cluster-ca.pem");
+    std::fs::copy(dir.path().join("ca.pem"), &ca_copy).unwrap();
+    let rogue = Client::new(&kakera_node::transport::TlsFiles {
+        ca: ca_copy,
+        cert,
+        key,
+    });
+    let err = rogue
+        .ask(addr, &name, Request::Ping)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&name), "{err}");
+
+    // No client certificate at all.
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_der =
+        rustls_pki_types::CertificateDer::from_pem_file(dir.path().join("ca.pem")).unwrap();
+    roots.add(ca_der).unwrap();
+    let mut tls =
+        rustls::ClientConfig::builder_with_provider(kakera_node::transport::tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    tls.alpn_protocols = vec![kakera_node::transport::tls::ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let anonymous = Client::with_config(quinn::ClientConfig::new(std::sync::Arc::new(quic)));
+    assert!(anonymous.ask(addr, &name, Request::Ping).await.is_err());
+
+    // A valid certificate whose role may not send Raft traffic.
+    match operator
+        .ask(addr, &name, Request::RaftVote(vec![1, 2, 3]))
+        .await
+        .unwrap()
+    {
+        Response::Error(e) => {
+            assert_eq!(e.kind, ErrorKind::Forbidden);
+            assert!(e.message.contains("operator"), "{}", e.message);
+        }
+        other => panic!("raft traffic from an operator was not refused: {other:?}"),
+    }
+    // A node certificate with garbage Raft bytes gets a clear error, not a crash.
+    let node_client = cluster.client("node-impostor", Role::Node);
+    match node_client
+        .ask(addr, &name, Request::RaftVote(vec![1, 2, 3]))
+        .await
+        .unwrap()
+    {
+        Response::Error(e) => assert_eq!(e.kind, ErrorKind::BadRequest),
+        other => panic!("garbage was accepted: {other:?}"),
+    }
+
+    // Throughout, the node keeps answering its legitimate peers.
+    match operator.ask(addr, &name, Request::Ping).await.unwrap() {
+        Response::Pong {
+            peer_name,
+            peer_role,
+            ..
+        } => {
+            assert_eq!(peer_name, "ops");
+            assert_eq!(peer_role, Role::Operator);
+        }
+        other => panic!("{other:?}"),
+    }
+    let again = wait_leader(&cluster, &operator, 0).await;
+    assert_eq!(again.node_id, leader.node_id);
+}

@@ -1,0 +1,230 @@
+//! Test support: a throwaway PKI (rcgen), a loopback cluster config, `kakera-node`
+//! processes, and a client that asks nodes for their status.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)] // test support
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use kakera_node::transport::{Peer, QuicLimits, TlsFiles, TlsMaterial};
+use kakera_proto::identity::{name_uri, zone_uri};
+use kakera_proto::{NodeStatus, Request, RequestEnvelope, RequestId, Response, Role};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+
+pub struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pub cert_pem: String,
+}
+
+impl Ca {
+    pub fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Ca {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// Writes `<dir>/<stem>.crt.pem` and `<dir>/<stem>.key.pem` for a holder.
+    pub fn issue(
+        &self,
+        dir: &Path,
+        stem: &str,
+        name: &str,
+        role: Role,
+        zone: Option<&str>,
+    ) -> (PathBuf, PathBuf) {
+        let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        let mut uris = vec![role.uri(), name_uri(name)];
+        if let Some(z) = zone {
+            uris.push(zone_uri(z));
+        }
+        for u in uris {
+            params
+                .subject_alt_names
+                .push(SanType::URI(u.as_str().try_into().unwrap()));
+        }
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        let crt = dir.join(format!("{stem}.crt.pem"));
+        let k = dir.join(format!("{stem}.key.pem"));
+        std::fs::write(&crt, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (crt, k)
+    }
+}
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct LocalCluster {
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    pub ca: Ca,
+    pub ids: Vec<u64>,
+    pub addrs: Vec<std::net::SocketAddr>,
+    pub children: Vec<Option<Child>>,
+}
+
+impl LocalCluster {
+    /// Writes certificates and a config for `n` nodes over racks a, a, b, b, c, ...
+    pub fn prepare(dir: &Path, n: u64) -> LocalCluster {
+        let ca = Ca::new("kakera test CA");
+        std::fs::write(dir.join("ca.pem"), &ca.cert_pem).unwrap();
+        let racks = ["rack-a", "rack-a", "rack-b", "rack-b", "rack-c"];
+        let mut toml = String::from(
+            "cluster_id = \"proc-test\"\nca_cert = \"ca.pem\"\nracks = [\"rack-a\", \"rack-b\", \"rack-c\"]\n\n[policy]\nk = 3\nn = 5\n\n[zones.dc]\n[zones.hsz]\n",
+        );
+        let mut addrs = Vec::new();
+        for id in 1..=n {
+            let port = free_port();
+            let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            addrs.push(addr);
+            let name = format!("node-{id}");
+            let data = dir.join(format!("data/{name}"));
+            ca.issue(&data, "node", &name, Role::Node, None);
+            toml.push_str(&format!(
+                "\n[[nodes]]\nid = {id}\nname = \"{name}\"\nrack = \"{}\"\nzone = \"dc\"\naddr = \"{addr}\"\ndata_dir = \"data/{name}\"\n",
+                racks[(id as usize - 1) % racks.len()]
+            ));
+        }
+        let config_path = dir.join("cluster.toml");
+        std::fs::write(&config_path, toml).unwrap();
+        LocalCluster {
+            dir: dir.to_path_buf(),
+            config_path,
+            ca,
+            ids: (1..=n).collect(),
+            addrs,
+            children: (0..n).map(|_| None).collect(),
+        }
+    }
+
+    pub fn spawn(&mut self, id: u64) {
+        let log = std::fs::File::create(self.dir.join(format!("node-{id}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_kakera-node"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--node")
+            .arg(id.to_string())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children[id as usize - 1] = Some(child);
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut c) = self.children[id as usize - 1].take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(&mut self, id: u64) -> std::process::ExitStatus {
+        let mut c = self.children[id as usize - 1].take().unwrap();
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .unwrap();
+        c.wait().unwrap()
+    }
+
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.join(format!("node-{id}.log"))).unwrap_or_default()
+    }
+
+    /// A client endpoint with an identity of the given role from this cluster's CA.
+    pub fn client(&self, name: &str, role: Role) -> Client {
+        let dir = self.dir.join("clients");
+        let (cert, key) = self.ca.issue(&dir, name, name, role, None);
+        Client::new(&TlsFiles {
+            ca: self.dir.join("ca.pem"),
+            cert,
+            key,
+        })
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub struct Client {
+    pub endpoint: quinn::Endpoint,
+}
+
+impl Client {
+    pub fn new(files: &TlsFiles) -> Client {
+        let tls = TlsMaterial::load(files).unwrap();
+        Client::with_config(tls.client_config(QuicLimits::default()).unwrap())
+    }
+
+    pub fn with_config(config: quinn::ClientConfig) -> Client {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(config);
+        Client { endpoint }
+    }
+
+    pub async fn ask(
+        &self,
+        addr: std::net::SocketAddr,
+        server_name: &str,
+        body: Request,
+    ) -> Result<Response, kakera_node::NodeError> {
+        let peer = Peer::new(self.endpoint.clone(), addr, server_name);
+        let env = RequestEnvelope {
+            cluster_id: "proc-test".into(),
+            request_id: RequestId([7; 16]),
+            body,
+        };
+        peer.request(&env, Duration::from_secs(3)).await
+    }
+
+    pub async fn status(
+        &self,
+        addr: std::net::SocketAddr,
+        server_name: &str,
+    ) -> Option<NodeStatus> {
+        match self.ask(addr, server_name, Request::Status).await {
+            Ok(Response::Status(s)) => Some(*s),
+            _ => None,
+        }
+    }
+}
