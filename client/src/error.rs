@@ -1,0 +1,39 @@
+//! The client crate's one error type; every message is a sentence a person can act on.
+
+use std::path::PathBuf;
+
+/// Errors of kakera-client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A file that would be written already exists; nothing was overwritten.
+    #[error(
+        "{path} already exists; remove it or choose another directory (nothing was overwritten)"
+    )]
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The CA's files are missing.
+    #[error("no CA in {dir}: run `kakera ca init --dir {dir}` first")]
+    MissingCa {
+        /// Where the CA was looked for.
+        dir: PathBuf,
+    },
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// Issuing a certificate failed.
+    #[error("certificate: {0}")]
+    Certificate(String),
+    /// An argument is not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+    /// The cluster config is invalid.
+    #[error(transparent)]
+    Config(#[from] kakera_config::ConfigError),
+}

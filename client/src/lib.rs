@@ -1,0 +1,7 @@
+//! kakera-client: the library jobs and gateways link (the data path arrives with it)
+//! and the `kakera` CLI's building blocks for operators and auditors.
+
+pub mod error;
+pub mod pki;
+
+pub use error::ClientError;

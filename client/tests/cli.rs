@@ -1,0 +1,160 @@
+//! The `kakera` CLI as an operator uses it: CA and certificates (P7: roles and zones
+//! come from certificates the cluster CA issues; keys are private), config checks.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is the failure report
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use kakera_proto::{Identity, Role};
+
+fn kakera(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kakera"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn der_of(pem_path: &Path) -> Vec<u8> {
+    let text = std::fs::read_to_string(pem_path).unwrap();
+    let b64: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+    decode_b64(&b64)
+}
+
+fn decode_b64(s: &str) -> Vec<u8> {
+    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().filter(|&c| c != b'=') {
+        acc = (acc << 6) | T.iter().position(|&t| t == c).unwrap() as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+#[test]
+fn ca_init_and_issue_write_private_keys_0600_and_never_overwrite() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let pki = dir.path().join("pki");
+    let pki_s = pki.to_str().unwrap();
+    let o = kakera(&["ca", "init", "--dir", pki_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mode = std::fs::metadata(pki.join("ca.key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let again = kakera(&["ca", "init", "--dir", pki_s]);
+    assert_eq!(again.status.code(), Some(3));
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+
+    let out = dir.path().join("job");
+    let o = kakera(&[
+        "ca",
+        "issue",
+        "--ca-dir",
+        pki_s,
+        "--role",
+        "reader",
+        "--zone",
+        "hsz",
+        "--name",
+        "job-17",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mode = std::fs::metadata(out.join("job-17.key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let id = Identity::from_cert_der(&der_of(&out.join("job-17.crt.pem"))).unwrap();
+    assert_eq!(
+        (id.name.as_str(), id.role, id.zone.as_deref()),
+        ("job-17", Role::Reader, Some("hsz"))
+    );
+
+    let dup = kakera(&[
+        "ca",
+        "issue",
+        "--ca-dir",
+        pki_s,
+        "--role",
+        "reader",
+        "--name",
+        "job-17",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(stderr(&dup).contains("already exists"), "{}", stderr(&dup));
+
+    let bad_role = kakera(&[
+        "ca", "issue", "--ca-dir", pki_s, "--role", "admin", "--name", "x",
+    ]);
+    assert_eq!(bad_role.status.code(), Some(1));
+    assert!(stderr(&bad_role).contains("unknown role 'admin'"));
+
+    let no_ca = kakera(&[
+        "ca",
+        "issue",
+        "--ca-dir",
+        dir.path().join("nope").to_str().unwrap(),
+        "--role",
+        "node",
+        "--name",
+        "n1",
+    ]);
+    assert_eq!(no_ca.status.code(), Some(3));
+    assert!(
+        stderr(&no_ca).contains("kakera ca init"),
+        "{}",
+        stderr(&no_ca)
+    );
+}
+
+#[test]
+fn config_check_summarises_a_good_config_and_lists_every_problem_of_a_bad_one() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut toml = String::from(
+        "cluster_id = \"c\"\nca_cert = \"ca.pem\"\nracks = [\"a\", \"b\", \"c\"]\n[policy]\nk = 3\nn = 5\n[zones.dc]\n",
+    );
+    for (id, rack) in [(1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "c")] {
+        toml.push_str(&format!(
+            "[[nodes]]\nid = {id}\nname = \"n{id}\"\nrack = \"{rack}\"\nzone = \"dc\"\naddr = \"127.0.0.1:{}\"\ndata_dir = \"d{id}\"\n",
+            7000 + id
+        ));
+    }
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, &toml).unwrap();
+    let o = kakera(&["config", "check", good.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("5 nodes in 3 racks, 3-of-5"));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        toml.replace("rack = \"c\"", "rack = \"z\"")
+            .replace("7005", "7001"),
+    )
+    .unwrap();
+    let o = kakera(&["config", "check", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("2 problem(s)"), "{err}");
+    assert!(err.contains("unknown rack \"z\""), "{err}");
+    assert!(err.contains("127.0.0.1:7001 is used twice"), "{err}");
+}
