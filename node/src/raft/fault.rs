@@ -252,12 +252,7 @@ impl RaftNetworkV2<TypeConfig> for FaultConnection {
         });
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
-            res = send => res.map_err(|e| match e {
-                RPCError::Network(n) => StreamingError::Network(n),
-                RPCError::Timeout(t) => StreamingError::Timeout(t),
-                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
-                RPCError::RemoteError(r) => StreamingError::Unreachable(Unreachable::new(&r)),
-            }),
+            res = send => res.map_err(super::rpc_to_streaming),
         }
     }
 }

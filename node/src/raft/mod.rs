@@ -51,6 +51,20 @@ pub fn raft_config(cluster_id: &str) -> Result<Arc<openraft::Config>, String> {
         .map_err(|e| format!("invalid Raft configuration: {e}"))
 }
 
+/// Maps a failed RPC to the error type of a snapshot transfer (shared by every Raft
+/// network implementation).
+pub fn rpc_to_streaming(
+    e: openraft::errors::RPCError<TypeConfig>,
+) -> openraft::errors::StreamingError<TypeConfig> {
+    use openraft::errors::{RPCError, StreamingError, Unreachable};
+    match e {
+        RPCError::Network(n) => StreamingError::Network(n),
+        RPCError::Timeout(t) => StreamingError::Timeout(t),
+        RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+        RPCError::RemoteError(r) => StreamingError::Unreachable(Unreachable::new(&r)),
+    }
+}
+
 /// A node's Raft instance with the handles the rest of the node reads through.
 pub struct RaftParts {
     /// The Raft instance.

@@ -160,10 +160,8 @@ impl RaftNetworkV2<TypeConfig> for QuicConnection {
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let data = snapshot.snapshot.into_inner();
-        let header = codec::encode(&(vote, snapshot.meta)).map_err(|e| match network(e) {
-            RPCError::Network(n) => StreamingError::Network(n),
-            _ => StreamingError::Unreachable(Unreachable::new(&io::Error::other("encode"))),
-        })?;
+        let header = codec::encode(&(vote, snapshot.meta))
+            .map_err(|e| super::rpc_to_streaming(network(e)))?;
         let chunks: Vec<&[u8]> = data.chunks(SNAPSHOT_CHUNK_BYTES).collect();
         let body = Request::RaftSnapshot {
             header,
@@ -172,12 +170,7 @@ impl RaftNetworkV2<TypeConfig> for QuicConnection {
         let send = self.call::<SnapshotResponse<TypeConfig>>(body, &chunks, option.hard_ttl());
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
-            res = send => res.map_err(|e| match e {
-                RPCError::Network(n) => StreamingError::Network(n),
-                RPCError::Timeout(t) => StreamingError::Timeout(t),
-                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
-                RPCError::RemoteError(r) => StreamingError::Unreachable(Unreachable::new(&r)),
-            }),
+            res = send => res.map_err(super::rpc_to_streaming),
         }
     }
 }
