@@ -106,6 +106,12 @@ impl ClusterConfig {
     /// Reads, parses and validates a config file; relative paths in it are resolved
     /// against the file's directory.
     pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
+        Self::load_with_text(path).map(|(config, _)| config)
+    }
+
+    /// Like [`ClusterConfig::load`], also returning the file's text (whose digest a
+    /// node records at bootstrap), so the file is read once.
+    pub fn load_with_text(path: &Path) -> Result<(ClusterConfig, String), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.to_path_buf(),
             source,
@@ -116,7 +122,7 @@ impl ClusterConfig {
         for node in &mut config.nodes {
             node.data_dir = base.join(&node.data_dir);
         }
-        Ok(config)
+        Ok((config, text))
     }
 
     /// Parses and validates TOML text. Paths are left as written.
@@ -237,6 +243,26 @@ struct Issues<'t> {
 }
 
 impl Issues<'_> {
+    /// Records the first line of `key` in `seen`; on a repeat, reports `what` as used
+    /// twice with both lines.
+    fn unique(
+        &mut self,
+        seen: &mut HashMap<String, usize>,
+        key: String,
+        span: Range<usize>,
+        field: String,
+        what: &str,
+    ) {
+        let line = line_of(self.text, span.start);
+        if let Some(first) = seen.insert(key, line) {
+            self.at(
+                span,
+                field,
+                format!("{what} is used twice (first on line {first})"),
+            );
+        }
+    }
+
     fn at(&mut self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) {
         self.list.push(Issue {
             line: Some(line_of(self.text, span.start)),
@@ -369,9 +395,9 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
 
     // Nodes.
     let mut nodes = Vec::new();
-    let mut ids: HashMap<NodeId, usize> = HashMap::new();
+    let mut ids: HashMap<String, usize> = HashMap::new();
     let mut names: HashMap<String, usize> = HashMap::new();
-    let mut addrs: HashMap<SocketAddr, usize> = HashMap::new();
+    let mut addrs: HashMap<String, usize> = HashMap::new();
     let mut dirs: HashMap<String, usize> = HashMap::new();
     if raw.nodes.is_empty() {
         issues.list.push(Issue {
@@ -383,30 +409,25 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
     for (i, node) in raw.nodes.iter().enumerate() {
         let r = node.get_ref();
         let field = |f: &str| format!("nodes[{i}].{f}");
-        let line = |s: Range<usize>| line_of(text, s.start);
-        if let Some(first) = ids.insert(*r.id.get_ref(), line(r.id.span())) {
-            issues.at(
-                r.id.span(),
-                field("id"),
-                format!(
-                    "id {} is used twice (first on line {first})",
-                    r.id.get_ref()
-                ),
-            );
-        }
+        let id = *r.id.get_ref();
+        issues.unique(
+            &mut ids,
+            id.to_string(),
+            r.id.span(),
+            field("id"),
+            &format!("id {id}"),
+        );
         if !is_name(r.name.get_ref()) {
             issues.at(r.name.span(), field("name"), "not a valid node name");
         }
-        if let Some(first) = names.insert(r.name.get_ref().clone(), line(r.name.span())) {
-            issues.at(
-                r.name.span(),
-                field("name"),
-                format!(
-                    "name \"{}\" is used twice (first on line {first})",
-                    r.name.get_ref()
-                ),
-            );
-        }
+        let name = r.name.get_ref();
+        issues.unique(
+            &mut names,
+            name.clone(),
+            r.name.span(),
+            field("name"),
+            &format!("name \"{name}\""),
+        );
         if !rack_lines.contains_key(r.rack.get_ref().as_str()) {
             issues.at(
                 r.rack.span(),
@@ -433,13 +454,13 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
         }
         let addr = match r.addr.get_ref().parse::<SocketAddr>() {
             Ok(a) => {
-                if let Some(first) = addrs.insert(a, line(r.addr.span())) {
-                    issues.at(
-                        r.addr.span(),
-                        field("addr"),
-                        format!("address {a} is used twice (first on line {first})"),
-                    );
-                }
+                issues.unique(
+                    &mut addrs,
+                    a.to_string(),
+                    r.addr.span(),
+                    field("addr"),
+                    &format!("address {a}"),
+                );
                 Some(a)
             }
             Err(_) => {
@@ -456,16 +477,14 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
         };
         if r.data_dir.get_ref().trim().is_empty() {
             issues.at(r.data_dir.span(), field("data_dir"), "must not be empty");
-        } else if let Some(first) =
-            dirs.insert(r.data_dir.get_ref().clone(), line(r.data_dir.span()))
-        {
-            issues.at(
+        } else {
+            let dir = r.data_dir.get_ref();
+            issues.unique(
+                &mut dirs,
+                dir.clone(),
                 r.data_dir.span(),
                 field("data_dir"),
-                format!(
-                    "data_dir \"{}\" is used twice (first on line {first})",
-                    r.data_dir.get_ref()
-                ),
+                &format!("data_dir \"{dir}\""),
             );
         }
         if let Some(addr) = addr {

@@ -263,8 +263,13 @@ pub(crate) fn validate_split(k: u8, xs: &[u8]) -> Result<()> {
     if k < 2 || usize::from(k) > n || n > 255 {
         return Err(ShamirError::InvalidThreshold { k: k.into(), n });
     }
+    check_xs(xs.iter().copied())
+}
+
+/// Checks that x coordinates are non-zero and distinct.
+fn check_xs(xs: impl IntoIterator<Item = u8>) -> Result<()> {
     let mut seen = [false; 256];
-    for &x in xs {
+    for x in xs {
         if x == 0 {
             return Err(ShamirError::ZeroX);
         }
@@ -309,7 +314,6 @@ fn validate_set(shares: &[Share]) -> Result<SetInfo> {
         k: first.threshold(),
         len: first.data().len(),
     };
-    let mut seen = [false; 256];
     for s in shares {
         if s.set_id() != info.set_id {
             return Err(ShamirError::DifferentSets);
@@ -327,13 +331,8 @@ fn validate_set(shares: &[Share]) -> Result<SetInfo> {
                 found: s.data().len(),
             });
         }
-        if s.x() == 0 {
-            return Err(ShamirError::ZeroX);
-        }
-        if std::mem::replace(&mut seen[usize::from(s.x())], true) {
-            return Err(ShamirError::DuplicateX { x: s.x() });
-        }
     }
+    check_xs(shares.iter().map(Share::x))?;
     if shares.len() < usize::from(info.k) {
         return Err(ShamirError::NotEnoughShares {
             have: shares.len(),

@@ -6,7 +6,7 @@
 //! gives byte-identical shares however the input is cut into pieces.
 
 use rand_core::CryptoRng;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Result, ShamirError};
 use crate::share::{SetId, Share};
@@ -81,7 +81,8 @@ impl<R: CryptoRng> SplitStream<R> {
                 let block = std::mem::take(&mut *self.pending);
                 self.emit(&block, outs);
                 *self.pending = block;
-                self.pending.zeroize_and_clear();
+                // Vec::zeroize wipes the bytes and clears the vector.
+                self.pending.zeroize();
             }
         }
         // Whole blocks straight from the input, without copying them.
@@ -136,17 +137,5 @@ impl<R: CryptoRng> SplitStream<R> {
         for (out, produced) in outs.iter_mut().zip(&self.block_out) {
             out.extend_from_slice(&produced[..len]);
         }
-    }
-}
-
-trait ZeroizeAndClear {
-    fn zeroize_and_clear(&mut self);
-}
-
-impl ZeroizeAndClear for Vec<u8> {
-    fn zeroize_and_clear(&mut self) {
-        use zeroize::Zeroize;
-        self.as_mut_slice().zeroize();
-        self.clear();
     }
 }

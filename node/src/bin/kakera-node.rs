@@ -57,9 +57,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let text = std::fs::read_to_string(&args.config)
-        .map_err(|e| format!("cannot read {}: {e}", args.config.display()))?;
-    let config = ClusterConfig::load(&args.config).map_err(|e| e.to_string())?;
+    let (config, text) = ClusterConfig::load_with_text(&args.config).map_err(|e| e.to_string())?;
     let node = config
         .node(args.node)
         .ok_or_else(|| format!("node {} is not in {}", args.node, args.config.display()))?;

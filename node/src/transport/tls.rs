@@ -62,6 +62,18 @@ fn tls_err(path: &Path, reason: impl std::fmt::Display) -> NodeError {
     }
 }
 
+/// Every certificate in a PEM file; an error if there is none.
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, NodeError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| tls_err(path, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls_err(path, e))?;
+    if certs.is_empty() {
+        return Err(tls_err(path, "no certificate in the file"));
+    }
+    Ok(certs)
+}
+
 /// The crypto provider kakera uses everywhere: ring, chosen explicitly.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -71,23 +83,10 @@ impl TlsMaterial {
     /// Reads the CA, certificate chain and key.
     pub fn load(files: &TlsFiles) -> Result<TlsMaterial, NodeError> {
         let mut roots = RootCertStore::empty();
-        let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.ca)
-            .map_err(|e| tls_err(&files.ca, e))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| tls_err(&files.ca, e))?;
-        if cas.is_empty() {
-            return Err(tls_err(&files.ca, "no certificate in the file"));
-        }
-        for ca in cas {
+        for ca in read_certs(&files.ca)? {
             roots.add(ca).map_err(|e| tls_err(&files.ca, e))?;
         }
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
-            .map_err(|e| tls_err(&files.cert, e))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| tls_err(&files.cert, e))?;
-        if chain.is_empty() {
-            return Err(tls_err(&files.cert, "no certificate in the file"));
-        }
+        let chain = read_certs(&files.cert)?;
         let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| tls_err(&files.key, e))?;
         Ok(TlsMaterial {
             roots: Arc::new(roots),

@@ -40,17 +40,23 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    /// The fastest kernel this CPU supports. Detection is done by the standard library's
-    /// cached CPUID probe, so calling this often is cheap.
+    /// The fastest kernel this CPU supports. The probe runs once per process, so
+    /// calling this often is cheap.
     pub fn detect() -> Kernel {
         Self::available()
-            .into_iter()
             .last()
+            .copied()
             .unwrap_or(Kernel::Portable)
     }
 
     /// Every kernel this CPU can run, slowest first; always starts with `Portable`.
-    pub fn available() -> Vec<Kernel> {
+    /// Probed once per process.
+    pub fn available() -> &'static [Kernel] {
+        static AVAILABLE: std::sync::OnceLock<Vec<Kernel>> = std::sync::OnceLock::new();
+        AVAILABLE.get_or_init(Self::probe)
+    }
+
+    fn probe() -> Vec<Kernel> {
         let mut out = vec![Kernel::Portable];
         #[cfg(target_arch = "x86_64")]
         {
@@ -225,7 +231,7 @@ mod tests {
     #[test]
     fn every_kernel_multiplies_every_byte_by_every_constant_correctly() {
         let xs = all_bytes();
-        for kernel in Kernel::available() {
+        for &kernel in Kernel::available() {
             for c in 0..=255u8 {
                 let comb = LinComb::with_kernel(kernel, &[c]);
                 let mut out = vec![0u8; 256];
@@ -258,7 +264,7 @@ mod tests {
                 let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
                 let mut expected = vec![0u8; len];
                 reference.apply(&refs, &mut expected);
-                for kernel in Kernel::available() {
+                for &kernel in Kernel::available() {
                     let mut got = vec![0xAAu8; len];
                     LinComb::with_kernel(kernel, &consts).apply(&refs, &mut got);
                     assert_eq!(got, expected, "{kernel:?} arity {arity} len {len}");
