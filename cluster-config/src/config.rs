@@ -83,6 +83,10 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
 }
 
+/// The largest node id: Raft member ids carry the node id in their low 32 bits and an
+/// incarnation in the high 32 (see `kakera_proto::ids`).
+pub const MAX_NODE_ID: NodeId = u32::MAX as NodeId;
+
 /// A validated cluster config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
@@ -410,6 +414,13 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
         let r = node.get_ref();
         let field = |f: &str| format!("nodes[{i}].{f}");
         let id = *r.id.get_ref();
+        if id == 0 || id > MAX_NODE_ID {
+            issues.at(
+                r.id.span(),
+                field("id"),
+                format!("node ids run from 1 to {MAX_NODE_ID}"),
+            );
+        }
         issues.unique(
             &mut ids,
             id.to_string(),

@@ -9,7 +9,9 @@ pub mod config;
 pub mod error;
 pub mod placement;
 
-pub use config::{ClusterConfig, HSZ_ZONE, MAX_VOTERS, NodeConfig, NodeId, Policy, ZoneConfig};
+pub use config::{
+    ClusterConfig, HSZ_ZONE, MAX_NODE_ID, MAX_VOTERS, NodeConfig, NodeId, Policy, ZoneConfig,
+};
 pub use error::{ConfigError, Issue, PlacementError};
 pub use placement::{
     NodeView, PlacementViolation, capacity, check_holders, place, rendezvous_score,

@@ -270,3 +270,15 @@ fn no_nodes_is_an_issue_not_a_crash() {
     let err = ClusterConfig::parse(text).unwrap_err().to_string();
     assert!(err.contains("problem(s)"), "{err}");
 }
+
+#[test]
+fn node_ids_must_fit_in_32_bits_and_not_be_zero() {
+    // Raft member ids carry the node id in their low 32 bits (kakera_proto::ids).
+    let zero = single_issue(&GOOD.replace("id = 5\n", "id = 0\n"));
+    assert_eq!(zero.field, "nodes[4].id");
+    assert_eq!(zero.line, Some(46));
+    let big = single_issue(&GOOD.replace("id = 5\n", "id = 4294967296\n"));
+    assert_eq!(big.field, "nodes[4].id");
+    assert!(big.message.contains("4294967295"), "{}", big.message);
+    assert!(ClusterConfig::parse(&GOOD.replace("id = 5\n", "id = 4294967295\n")).is_ok());
+}

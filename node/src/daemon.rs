@@ -1,11 +1,16 @@
 //! The node daemon: opens storage, starts Raft on the QUIC network, serves requests,
 //! bootstraps the group on first start and stops cleanly.
 //!
-//! Bootstrap: every node of `ClusterConfig::initial_voters` that finds its log empty
-//! initialises Raft with that same voter set (openraft accepts the identical initial
-//! membership on each voter). Whichever becomes leader then records the cluster
-//! identity (`Command::InitCluster`) and adds every other configured node as a
-//! learner. A restart finds the log on disk and skips initialisation.
+//! Start-up (decisions in [`crate::membership`]): a data directory that starts empty
+//! draws a new Raft member id and records it before Raft starts. A node whose log holds
+//! a membership restarts from disk. Otherwise it asks its peers: if any belongs to an
+//! initialised group it asks the leader to take it in (`Request::RaftJoin`); if none
+//! does, the bootstrapper (lowest id among the initial voters) initialises a one-voter
+//! group once a majority of the initial voters confirmed they hold none. The leader
+//! records the cluster identity (`Command::InitCluster`), registers incarnations, adds
+//! them as learners and promotes the initial voters once caught up, replacing any old
+//! incarnation of the same node. A node that lost its disk therefore rejoins as a new
+//! member and never reuses its old votes.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,11 +22,19 @@ use openraft::impls::BasicNode;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use kakera_proto::{Request, Response, ids};
+use openraft::ChangeMembers;
+use openraft::async_runtime::watch::WatchReceiver;
+
 use crate::error::NodeError;
+use crate::membership::{
+    GroupView, MembershipStep, PeerAnswer, StartPlan, plan_membership, plan_start,
+};
 use crate::raft::network::QuicNetworkFactory;
-use crate::raft::{Command, RaftHandle, open_raft};
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{Command, RaftHandle, start_raft};
 use crate::transport::server::{ServerContext, serve};
-use crate::transport::{QuicLimits, TlsFiles, TlsMaterial};
+use crate::transport::{Peer, QuicLimits, TlsFiles, TlsMaterial};
 
 /// How to start a node.
 #[derive(Debug, Clone)]
@@ -70,12 +83,12 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
     })?;
     let tls = TlsMaterial::load(&opts.tls)?;
     let identity =
-        kakera_proto::Identity::from_cert_der(tls.leaf()).map_err(|e| NodeError::Tls {
+        kakera_proto::Identity::from_cert_der(tls.leaf()).map_err(|e| NodeError::Identity {
             path: opts.tls.cert.clone(),
             reason: e.to_string(),
         })?;
     if identity.role != kakera_proto::Role::Node {
-        return Err(NodeError::Tls {
+        return Err(NodeError::Identity {
             path: opts.tls.cert.clone(),
             reason: format!(
                 "certificate has role '{}', a node needs role 'node'",
@@ -84,20 +97,30 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         });
     }
     let limits = QuicLimits::default();
-    let mut endpoint = quinn::Endpoint::server(tls.server_config(limits)?, node.addr)
-        .map_err(|e| NodeError::Setup(format!("cannot listen on {}: {e}", node.addr)))?;
+    let mut endpoint =
+        quinn::Endpoint::server(tls.server_config(limits)?, node.addr).map_err(|e| {
+            NodeError::Listen {
+                addr: node.addr,
+                reason: e.to_string(),
+            }
+        })?;
     endpoint.set_default_client_config(tls.client_config(limits)?);
 
-    let network = QuicNetworkFactory::new(&endpoint, config, node.id);
     let data_dir: PathBuf = node.data_dir.clone();
-    let parts = open_raft(node.id, &config.cluster_id, &data_dir, network).await?;
+    let db = crate::store::open(&data_dir.join("db"))?;
+    let raft_id = member_id(&db, node.id)?;
+    let network = QuicNetworkFactory::new(&endpoint, config, node.id);
+    let parts = start_raft(raft_id, &config.cluster_id, db, &data_dir, network).await?;
     let raft = parts.raft.clone();
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let ctx = Arc::new(ServerContext {
         node: node.clone(),
+        config: config.clone(),
         cluster_id: config.cluster_id.clone(),
+        raft_id,
         raft: raft.clone(),
+        state: parts.state.clone(),
         max_frame_bytes: kakera_proto::frame::DEFAULT_MAX_FRAME_BYTES,
     });
     let mut tasks = vec![tokio::spawn(serve(
@@ -105,33 +128,28 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         ctx,
         shutdown_rx.clone(),
     ))];
-
-    let voters = config.initial_voters();
-    if voters.contains(&node.id)
-        && !raft
-            .is_initialized()
-            .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?
-    {
-        let members: BTreeMap<u64, BasicNode> = voters
-            .iter()
-            .filter_map(|id| config.node(*id))
-            .map(|n| (n.id, BasicNode::new(n.addr.to_string())))
-            .collect();
-        tracing::info!(voters = ?voters, "first start: initialising the Raft group");
-        if let Err(e) = raft.initialize(members).await {
-            // Another voter's identical initialisation reached us first: fine.
-            tracing::info!(error = %e, "initialisation skipped");
-        }
-    }
-    tasks.push(tokio::spawn(leader_duties(
-        raft.clone(),
-        parts.state.clone(),
-        config.clone(),
-        opts.config_digest,
-        shutdown_rx,
-    )));
-    tracing::info!(node = %node.name, addr = %node.addr, "node started");
+    let peers: BTreeMap<u64, Arc<Peer>> = config
+        .nodes
+        .iter()
+        .filter(|n| n.id != node.id)
+        .map(|n| (n.id, Arc::new(Peer::new(endpoint.clone(), n.addr, &n.name))))
+        .collect();
+    let duties = Duties {
+        raft: raft.clone(),
+        raft_id,
+        state: parts.state.clone(),
+        config: config.clone(),
+        node: node.clone(),
+        digest: opts.config_digest,
+        peers,
+    };
+    tasks.push(tokio::spawn(duties.run(shutdown_rx)));
+    tracing::info!(
+        node = %node.name,
+        addr = %node.addr,
+        member = %ids::describe(raft_id),
+        "node started"
+    );
     Ok(NodeHandle {
         raft,
         node,
@@ -141,44 +159,260 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
     })
 }
 
-/// While this node leads: record the cluster identity once, and make sure every
-/// configured node is a member (voters from the bootstrap, the rest as learners).
-async fn leader_duties(
+/// This data directory's Raft member id: the one it was created with, or (empty
+/// directory) a new incarnation, recorded before Raft starts.
+fn member_id(db: &rocksdb::DB, node_id: u64) -> Result<u64, NodeError> {
+    if let Some(id) = crate::store::self_raft_id(db)? {
+        if ids::node_of(id) != node_id {
+            return Err(NodeError::Config(format!(
+                "the data directory belongs to node {}, not node {node_id}; check --node \
+                 and data_dir in the config",
+                ids::node_of(id)
+            )));
+        }
+        return Ok(id);
+    }
+    let mut incarnation = [0u8; 4];
+    getrandom::fill(&mut incarnation).map_err(|e| {
+        NodeError::Io(std::io::Error::other(format!(
+            "no randomness for the member id: {e}"
+        )))
+    })?;
+    let id = ids::raft_id(node_id, u32::from_le_bytes(incarnation));
+    crate::store::set_self_raft_id(db, id)?;
+    tracing::info!(member = %ids::describe(id), "empty data directory: new Raft member id");
+    Ok(id)
+}
+
+/// How long a peer gets to answer a status probe or a join.
+const PEER_TIMEOUT_MS: u64 = 2_000;
+/// Period of the start-up and leader loops.
+const TICK_MS: u64 = 500;
+
+/// The node's background duties: decide how to start (restart, bootstrap, join),
+/// then, whenever it leads, keep the cluster record and the membership right.
+struct Duties {
     raft: RaftHandle,
-    state: crate::raft::state_machine::StateMachine,
+    raft_id: u64,
+    state: StateMachine,
     config: ClusterConfig,
+    node: NodeConfig,
     digest: [u8; 32],
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        if !raft.is_leader() {
-            continue;
-        }
-        if matches!(state.cluster_record(), Ok(None)) {
-            let cmd = Command::InitCluster {
-                cluster_id: config.cluster_id.clone(),
-                config_digest: digest,
-            };
-            if let Err(e) = raft.client_write(cmd).await {
-                tracing::debug!(error = %e, "recording the cluster identity failed; will retry");
+    peers: BTreeMap<u64, Arc<Peer>>,
+}
+
+impl Duties {
+    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
+        let mut joined = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if !joined {
+                joined = self.start_step().await;
                 continue;
             }
-        }
-        let members: Vec<u64> = raft.voter_ids().chain(raft.learner_ids()).collect();
-        for n in config.nodes.iter().filter(|n| !members.contains(&n.id)) {
-            tracing::info!(node = %n.name, "adding node as learner");
-            if let Err(e) = raft
-                .add_learner(n.id, BasicNode::new(n.addr.to_string()), false)
-                .await
-            {
-                tracing::debug!(node = %n.name, error = %e, "add learner failed; will retry");
+            if self.raft.is_leader() {
+                self.leader_step().await;
             }
         }
+    }
+
+    fn is_member(&self) -> bool {
+        let m = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .clone();
+        m.membership().voter_ids().any(|v| v == self.raft_id)
+            || m.membership().learner_ids().any(|l| l == self.raft_id)
+    }
+
+    async fn call(&self, peer: &Peer, body: Request) -> Result<Response, kakera_net::NetError> {
+        peer.call(
+            &self.config.cluster_id,
+            body,
+            Duration::from_millis(PEER_TIMEOUT_MS),
+        )
+        .await
+    }
+
+    /// One attempt to get into the group; true once this node is a member.
+    async fn start_step(&self) -> bool {
+        if self.is_member() {
+            return true;
+        }
+        let initialized = self.raft.is_initialized().await.unwrap_or(false);
+        let answers = if initialized {
+            Vec::new()
+        } else {
+            let probes = self.peers.iter().map(|(id, peer)| async move {
+                match self.call(peer, Request::Status).await {
+                    Ok(Response::Status(s)) => Some(PeerAnswer {
+                        node_id: *id,
+                        initialized: s.raft.initialized,
+                    }),
+                    _ => None,
+                }
+            });
+            futures::future::join_all(probes)
+                .await
+                .into_iter()
+                .flatten()
+                .collect()
+        };
+        let plan = plan_start(
+            self.node.id,
+            initialized,
+            &self.config.initial_voters(),
+            &answers,
+        );
+        match plan {
+            StartPlan::Restart => true,
+            StartPlan::Bootstrap => {
+                let members =
+                    BTreeMap::from([(self.raft_id, BasicNode::new(self.node.addr.to_string()))]);
+                tracing::info!("first start of the cluster: initialising the Raft group");
+                if let Err(e) = self.raft.initialize(members).await {
+                    tracing::warn!(error = %e, "initialisation failed; will retry");
+                    return false;
+                }
+                true
+            }
+            StartPlan::Join => {
+                self.ask_to_join().await;
+                false
+            }
+            StartPlan::Wait { reason } => {
+                tracing::info!(%reason, "waiting for peers before the first start");
+                false
+            }
+        }
+    }
+
+    /// Asks the peers, leader first if one is named, to take this member in.
+    async fn ask_to_join(&self) {
+        let mut order: Vec<u64> = self.peers.keys().copied().collect();
+        let mut tried = std::collections::BTreeSet::new();
+        // Bounded: each node is asked at most once per attempt.
+        while let Some(id) = order.pop() {
+            if !tried.insert(id) {
+                continue;
+            }
+            let Some(peer) = self.peers.get(&id) else {
+                continue;
+            };
+            match self
+                .call(
+                    peer,
+                    Request::RaftJoin {
+                        raft_id: self.raft_id,
+                    },
+                )
+                .await
+            {
+                Ok(Response::Accepted) => {
+                    tracing::info!(via = %peer.name(), "join accepted; waiting to be added");
+                    return;
+                }
+                Err(kakera_net::NetError::Refused {
+                    kind: kakera_proto::ErrorKind::NotLeader { leader_id: Some(l) },
+                    ..
+                }) => order.push(ids::node_of(l)),
+                Err(e) => tracing::debug!(peer = %peer.name(), error = %e, "join not taken"),
+                Ok(other) => {
+                    tracing::debug!(peer = %peer.name(), answer = ?other, "join not taken")
+                }
+            }
+        }
+    }
+
+    /// While leading: record the cluster identity once, then take one membership step.
+    async fn leader_step(&self) {
+        if matches!(self.state.cluster_record(), Ok(None)) {
+            let cmd = Command::InitCluster {
+                cluster_id: self.config.cluster_id.clone(),
+                config_digest: self.digest,
+            };
+            if let Err(e) = self.raft.client_write(cmd).await {
+                tracing::debug!(error = %e, "recording the cluster identity failed; will retry");
+                return;
+            }
+        }
+        let view = match self.group_view() {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the membership state");
+                return;
+            }
+        };
+        let step = plan_membership(&view);
+        let result = match &step {
+            MembershipStep::None => return,
+            MembershipStep::RegisterSelf => self
+                .raft
+                .client_write(Command::RegisterIncarnation {
+                    node_id: self.node.id,
+                    raft_id: self.raft_id,
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            MembershipStep::AddLearner(id) => {
+                let Some(n) = self.config.node(ids::node_of(*id)) else {
+                    return;
+                };
+                self.raft
+                    .add_learner(*id, BasicNode::new(n.addr.to_string()), false)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            MembershipStep::ReplaceVoters(voters) => self
+                .raft
+                .change_membership(ChangeMembers::ReplaceAllVoters(voters.clone()), false)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            MembershipStep::RemoveLearners(stale) => self
+                .raft
+                .change_membership(ChangeMembers::RemoveNodes(stale.clone()), false)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        };
+        match result {
+            Ok(()) => tracing::info!(step = ?step, "membership step done"),
+            Err(e) => {
+                tracing::info!(step = ?step, error = %e, "membership step failed; will retry")
+            }
+        }
+    }
+
+    fn group_view(&self) -> std::io::Result<GroupView> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        Ok(GroupView {
+            config_nodes: self.config.nodes.iter().map(|n| n.id).collect(),
+            wanted_voters: self.config.initial_voters().into_iter().collect(),
+            incarnations: self.state.incarnations()?,
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            matched: m
+                .replication
+                .as_ref()
+                .map(|r| {
+                    r.iter()
+                        .map(|(id, lid)| (*id, lid.as_ref().map(|l| l.index())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            leader: self.raft_id,
+        })
     }
 }
 

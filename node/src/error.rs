@@ -9,42 +9,24 @@ pub enum NodeError {
     /// The cluster config could not be loaded or does not fit this node.
     #[error("config: {0}")]
     Config(String),
-    /// A certificate or key file is missing or unusable.
-    #[error("TLS material {path}: {reason}")]
-    Tls {
-        /// The file.
+    /// The transport failed: TLS material, QUIC setup or a peer.
+    #[error(transparent)]
+    Net(#[from] kakera_net::NetError),
+    /// The node's own certificate does not fit a node.
+    #[error("certificate {path}: {reason}")]
+    Identity {
+        /// The certificate file.
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
     },
-    /// Setting up TLS or QUIC failed.
-    #[error("transport setup: {0}")]
-    Setup(String),
-    /// A peer could not be reached or the connection broke.
-    #[error("peer {peer}: {reason}")]
-    Peer {
-        /// The peer's name or address.
-        peer: String,
-        /// What happened.
+    /// The node cannot listen on its configured address.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address from the config.
+        addr: std::net::SocketAddr,
+        /// The system's reason.
         reason: String,
-    },
-    /// A request timed out.
-    #[error("peer {peer} did not answer within {timeout_ms} ms")]
-    Timeout {
-        /// The peer.
-        peer: String,
-        /// The limit.
-        timeout_ms: u64,
-    },
-    /// The peer refused the request.
-    #[error("refused by {peer}: {message}")]
-    Refused {
-        /// The peer.
-        peer: String,
-        /// The class of refusal.
-        kind: kakera_proto::ErrorKind,
-        /// Its sentence.
-        message: String,
     },
     /// Encoding or decoding a message failed.
     #[error(transparent)]

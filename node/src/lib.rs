@@ -3,6 +3,7 @@
 
 pub mod daemon;
 pub mod error;
+pub mod membership;
 pub mod raft;
 pub mod store;
 pub mod transport;

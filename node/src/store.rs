@@ -38,3 +38,35 @@ pub fn cf<'a>(db: &'a DB, name: &str) -> io::Result<&'a ColumnFamily> {
     db.cf_handle(name)
         .ok_or_else(|| io::Error::other(format!("column family {name} is missing")))
 }
+
+/// Key in [`CF_RAFT_META`] of this data directory's Raft member id.
+const KEY_SELF_RAFT_ID: &[u8] = b"self_raft_id";
+
+/// The Raft member id this data directory was created with, if any.
+pub fn self_raft_id(db: &DB) -> io::Result<Option<u64>> {
+    let Some(bytes) = db
+        .get_cf(cf(db, CF_RAFT_META)?, KEY_SELF_RAFT_ID)
+        .map_err(io::Error::other)?
+    else {
+        return Ok(None);
+    };
+    let bytes: [u8; 8] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| io::Error::other("malformed self_raft_id (expected 8 bytes)"))?;
+    Ok(Some(u64::from_be_bytes(bytes)))
+}
+
+/// Records this data directory's Raft member id; synced before it returns, so a
+/// crash never leaves a directory that voted under an id it does not remember.
+pub fn set_self_raft_id(db: &DB, id: u64) -> io::Result<()> {
+    let mut opts = rocksdb::WriteOptions::default();
+    opts.set_sync(true);
+    db.put_cf_opt(
+        cf(db, CF_RAFT_META)?,
+        KEY_SELF_RAFT_ID,
+        id.to_be_bytes(),
+        &opts,
+    )
+    .map_err(io::Error::other)
+}

@@ -1,7 +1,8 @@
-//! Five `kakera-node` processes on loopback with QUIC and mutual TLS: a leader is
-//! elected, kill -9 of the leader elects another, the killed node restarts from disk
-//! and catches up, and SIGTERM stops a node cleanly. Guards P4 (crash at any instant)
-//! and P7 (mutual authentication, roles from certificates).
+//! Five `kakera-node` processes on loopback with QUIC and mutual TLS: the group forms
+//! from the config, kill -9 of the leader elects another, the killed node restarts from
+//! disk and catches up, a node that lost its disk rejoins as a new member, and SIGTERM
+//! stops a node cleanly. Guards P4 (crash at any instant) and P7 (mutual
+//! authentication, roles from certificates).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is the failure report
 
 mod common;
@@ -9,6 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Client, LocalCluster};
+use kakera_proto::ids::node_of;
 use kakera_proto::{ErrorKind, NodeStatus, Request, Response, Role};
 use rustls_pki_types::pem::PemObject;
 
@@ -24,8 +26,14 @@ async fn statuses(cluster: &LocalCluster, client: &Client) -> Vec<NodeStatus> {
     out
 }
 
-/// Waits for a leader that every answering node agrees on, newer than `after_term`.
-async fn wait_leader(cluster: &LocalCluster, client: &Client, after_term: u64) -> NodeStatus {
+/// Waits for a leader newer than `after_term` that at least three nodes follow and
+/// whose voters are one member of each of `voters` (config node ids).
+async fn wait_group(
+    cluster: &LocalCluster,
+    client: &Client,
+    after_term: u64,
+    voters: &[u64],
+) -> NodeStatus {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let all = statuses(cluster, client).await;
@@ -34,15 +42,23 @@ async fn wait_leader(cluster: &LocalCluster, client: &Client, after_term: u64) -
             .find(|s| s.raft.state == "Leader" && s.raft.term > after_term)
             && all
                 .iter()
-                .filter(|s| s.raft.leader == Some(leader.node_id))
+                .filter(|s| s.raft.leader == Some(leader.raft.id))
                 .count()
                 >= 3
+            && leader
+                .raft
+                .voters
+                .iter()
+                .map(|v| node_of(*v))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .eq(voters.iter().copied())
         {
             return leader.clone();
         }
         assert!(
             Instant::now() < deadline,
-            "no leader after term {after_term}; logs:\n{}",
+            "no leader after term {after_term} with voters {voters:?}; logs:\n{}",
             (1..=5)
                 .map(|i| cluster.log(i))
                 .collect::<Vec<_>>()
@@ -60,11 +76,13 @@ async fn kill_9_of_the_leader_elects_another_and_the_node_catches_up_after_resta
         cluster.spawn(id);
     }
     let operator = cluster.client("ops", Role::Operator);
-    let first = wait_leader(&cluster, &operator, 0).await;
-    assert_eq!(first.raft.voters, vec![1, 2, 3, 4, 5]);
+    let first = wait_group(&cluster, &operator, 0, &[1, 2, 3, 4, 5]).await;
+    // The bootstrapper (lowest initial voter) formed the group; every other node
+    // joined and was promoted.
+    assert_eq!(first.raft.learners, Vec::<u64>::new());
 
     cluster.kill(first.node_id);
-    let second = wait_leader(&cluster, &operator, first.raft.term).await;
+    let second = wait_group(&cluster, &operator, first.raft.term, &[1, 2, 3, 4, 5]).await;
     assert_ne!(second.node_id, first.node_id);
 
     cluster.spawn(first.node_id);
@@ -76,7 +94,8 @@ async fn kill_9_of_the_leader_elects_another_and_the_node_catches_up_after_resta
         if let (Some(l), Some(b)) = (leader, back)
             && b.raft.applied.is_some()
             && b.raft.applied >= l.raft.committed
-            && b.raft.leader == Some(l.node_id)
+            && b.raft.leader == Some(l.raft.id)
+            && b.raft.id == first.raft.id
         {
             break;
         }
@@ -109,7 +128,7 @@ async fn peers_without_a_cluster_certificate_or_role_are_refused_and_the_node_ke
         cluster.spawn(id);
     }
     let operator = cluster.client("ops", Role::Operator);
-    let leader = wait_leader(&cluster, &operator, 0).await;
+    let leader = wait_group(&cluster, &operator, 0, &[1, 2, 3, 4, 5]).await;
     let addr = cluster.addrs[leader.node_id as usize - 1];
     let name = format!("node-{}", leader.node_id);
 
@@ -120,7 +139,7 @@ async fn peers_without_a_cluster_certificate_or_role_are_refused_and_the_node_ke
     let (cert, key) = rogue_ca.issue(&rogue_dir, "rogue", "rogue", Role::Operator, None);
     let ca_copy = rogue_dir.join("cluster-ca.pem");
     std::fs::copy(dir.path().join("ca.pem"), &ca_copy).unwrap();
-    let rogue = Client::new(&kakera_node::transport::TlsFiles {
+    let rogue = Client::new(&kakera_net::TlsFiles {
         ca: ca_copy,
         cert,
         key,
@@ -137,20 +156,23 @@ async fn peers_without_a_cluster_certificate_or_role_are_refused_and_the_node_ke
     let ca_der =
         rustls_pki_types::CertificateDer::from_pem_file(dir.path().join("ca.pem")).unwrap();
     roots.add(ca_der).unwrap();
-    let mut tls =
-        rustls::ClientConfig::builder_with_provider(kakera_node::transport::tls::provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    tls.alpn_protocols = vec![kakera_node::transport::tls::ALPN.to_vec()];
+    let mut tls = rustls::ClientConfig::builder_with_provider(kakera_net::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![kakera_net::ALPN.to_vec()];
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let anonymous = Client::with_config(quinn::ClientConfig::new(std::sync::Arc::new(quic)));
     assert!(anonymous.ask(addr, &name, Request::Ping).await.is_err());
 
     // A valid certificate whose role may not send Raft traffic.
+    let vote = |to: u64| Request::RaftVote {
+        to,
+        payload: vec![1, 2, 3],
+    };
     match operator
-        .ask(addr, &name, Request::RaftVote(vec![1, 2, 3]))
+        .ask(addr, &name, vote(leader.raft.id))
         .await
         .unwrap()
     {
@@ -163,12 +185,43 @@ async fn peers_without_a_cluster_certificate_or_role_are_refused_and_the_node_ke
     // A node certificate with garbage Raft bytes gets a clear error, not a crash.
     let node_client = cluster.client("node-impostor", Role::Node);
     match node_client
-        .ask(addr, &name, Request::RaftVote(vec![1, 2, 3]))
+        .ask(addr, &name, vote(leader.raft.id))
         .await
         .unwrap()
     {
         Response::Error(e) => assert_eq!(e.kind, ErrorKind::BadRequest),
         other => panic!("garbage was accepted: {other:?}"),
+    }
+    // Raft traffic for another incarnation at this address is refused.
+    match node_client
+        .ask(addr, &name, vote(leader.raft.id ^ (1 << 40)))
+        .await
+        .unwrap()
+    {
+        Response::Error(e) => {
+            assert_eq!(e.kind, ErrorKind::BadRequest);
+            assert!(e.message.contains("new member"), "{}", e.message);
+        }
+        other => panic!("traffic for another incarnation was accepted: {other:?}"),
+    }
+    // A node certificate may not join under another node's id.
+    let victim = if leader.node_id == 2 { 3 } else { 2 };
+    match node_client
+        .ask(
+            addr,
+            &name,
+            Request::RaftJoin {
+                raft_id: kakera_proto::ids::raft_id(victim, 99),
+            },
+        )
+        .await
+        .unwrap()
+    {
+        Response::Error(e) => {
+            assert_eq!(e.kind, ErrorKind::Forbidden);
+            assert!(e.message.contains("node-impostor"), "{}", e.message);
+        }
+        other => panic!("an impostor's join was accepted: {other:?}"),
     }
 
     // Throughout, the node keeps answering its legitimate peers.
@@ -183,6 +236,65 @@ async fn peers_without_a_cluster_certificate_or_role_are_refused_and_the_node_ke
         }
         other => panic!("{other:?}"),
     }
-    let again = wait_leader(&cluster, &operator, 0).await;
+    let again = wait_group(&cluster, &operator, 0, &[1, 2, 3, 4, 5]).await;
     assert_eq!(again.node_id, leader.node_id);
+    assert_eq!(again.raft.voters, leader.raft.voters);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_its_disk_rejoins_as_a_new_member_and_replaces_its_old_self() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut cluster = LocalCluster::prepare(dir.path(), 5);
+    for id in 1..=5 {
+        cluster.spawn(id);
+    }
+    let operator = cluster.client("ops", Role::Operator);
+    let leader = wait_group(&cluster, &operator, 0, &[1, 2, 3, 4, 5]).await;
+    let lost = *cluster
+        .ids
+        .iter()
+        .find(|&&id| id != leader.node_id)
+        .unwrap();
+    let old_member = *leader
+        .raft
+        .voters
+        .iter()
+        .find(|v| node_of(**v) == lost)
+        .unwrap();
+
+    // kill -9 and wipe everything but the certificate.
+    cluster.kill(lost);
+    let data = dir.path().join(format!("data/node-{lost}"));
+    std::fs::remove_dir_all(data.join("db")).unwrap();
+    let _ = std::fs::remove_dir_all(data.join("snapshots"));
+    cluster.spawn(lost);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let all = statuses(&cluster, &operator).await;
+        let l = all.iter().find(|s| s.raft.state == "Leader");
+        let back = all.iter().find(|s| s.node_id == lost);
+        if let (Some(l), Some(b)) = (l, back)
+            && b.raft.id != old_member
+            && l.raft.voters.contains(&b.raft.id)
+            && !l.raft.voters.contains(&old_member)
+            && !l.raft.learners.contains(&old_member)
+            && l.raft.voters.len() == 5
+            && b.raft.applied >= l.raft.committed
+        {
+            assert_eq!(node_of(b.raft.id), lost);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the wiped node did not rejoin as a new member: {all:#?}\nlog:\n{}",
+            cluster.log(lost)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        cluster.log(lost).contains("empty data directory"),
+        "{}",
+        cluster.log(lost)
+    );
 }

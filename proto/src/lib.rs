@@ -5,6 +5,7 @@
 //! - [`frame`]: length-prefixed frames with a hard size limit;
 //! - [`message`]: requests, responses and the operation each request asks for;
 //! - [`identity`]: roles and zones read from certificates;
+//! - [`ids`]: Raft member ids (config node id + incarnation);
 //! - [`auth`]: the role x operation matrix.
 //!
 //! Depends on neither openraft nor RocksDB, so the client's build stays small.
@@ -14,6 +15,7 @@ pub mod codec;
 pub mod error;
 pub mod frame;
 pub mod identity;
+pub mod ids;
 pub mod message;
 
 pub use error::{ProtoError, Result};

@@ -40,21 +40,48 @@ pub enum Request {
     Ping,
     /// The node's view of itself and of the Raft group.
     Status,
-    /// Raft AppendEntries (node role only); payload is the codec-encoded openraft
-    /// request.
-    RaftAppend(Vec<u8>),
+    /// Raft AppendEntries (node role only): `payload` is the codec-encoded openraft
+    /// request for Raft member `to`. A node whose member id is not `to` (an older or
+    /// newer incarnation at the same address) refuses it.
+    RaftAppend {
+        /// The Raft member id the sender addresses.
+        to: u64,
+        /// Codec-encoded openraft request.
+        payload: Vec<u8>,
+    },
     /// Raft RequestVote (node role only).
-    RaftVote(Vec<u8>),
+    RaftVote {
+        /// The Raft member id the sender addresses.
+        to: u64,
+        /// Codec-encoded openraft request.
+        payload: Vec<u8>,
+    },
     /// Raft leadership transfer (node role only).
-    RaftTransferLeader(Vec<u8>),
+    RaftTransferLeader {
+        /// The Raft member id the sender addresses.
+        to: u64,
+        /// Codec-encoded openraft request.
+        payload: Vec<u8>,
+    },
     /// Start of a snapshot transfer (node role only): `header` is the encoded vote and
     /// snapshot meta; `size_bytes` of snapshot data follow as raw frames on the same
     /// stream. The receiver refuses snapshots over its cap before reading them.
     RaftSnapshot {
+        /// The Raft member id the sender addresses.
+        to: u64,
         /// Codec-encoded (vote, snapshot meta).
         header: Vec<u8>,
         /// Total snapshot data that follows.
         size_bytes: u64,
+    },
+    /// A node that started with an empty data directory asks the leader to take its new
+    /// Raft member id into the group (node role only; the certificate's name must be
+    /// the config name of `raft_id`'s node). The leader records the incarnation through
+    /// Raft, adds it as a learner and, once it has caught up, lets it replace the old
+    /// incarnation among the voters.
+    RaftJoin {
+        /// The new Raft member id (see [`crate::ids`]).
+        raft_id: u64,
     },
 }
 
@@ -89,10 +116,11 @@ impl Request {
         match self {
             Request::Ping => Operation::Ping,
             Request::Status => Operation::Status,
-            Request::RaftAppend(_)
-            | Request::RaftVote(_)
-            | Request::RaftTransferLeader(_)
-            | Request::RaftSnapshot { .. } => Operation::Raft,
+            Request::RaftAppend { .. }
+            | Request::RaftVote { .. }
+            | Request::RaftTransferLeader { .. }
+            | Request::RaftSnapshot { .. }
+            | Request::RaftJoin { .. } => Operation::Raft,
         }
     }
 }
@@ -117,6 +145,8 @@ pub enum Response {
     Raft(Vec<u8>),
     /// The request was refused or failed.
     Error(ErrorReply),
+    /// The request was accepted; its effect follows asynchronously (a join).
+    Accepted,
 }
 
 /// Why a request was refused or failed, in words the caller can act on.
@@ -168,11 +198,15 @@ pub struct NodeStatus {
 /// Raft metrics, as numbers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RaftStatus {
+    /// This node's Raft member id (see [`crate::ids`]).
+    pub id: u64,
+    /// Whether the group has been initialised (this node has a membership).
+    pub initialized: bool,
     /// Leader, Follower, Candidate, Learner or Shutdown.
     pub state: String,
     /// The node's current term.
     pub term: u64,
-    /// The leader this node follows, if any.
+    /// The Raft member id of the leader this node follows, if any.
     pub leader: Option<u64>,
     /// Index of the last log entry.
     pub last_log_index: Option<u64>,
@@ -182,10 +216,10 @@ pub struct RaftStatus {
     pub applied: Option<u64>,
     /// Index covered by the latest snapshot.
     pub snapshot: Option<u64>,
-    /// Voting members.
+    /// Voting members (Raft member ids).
     pub voters: Vec<u64>,
-    /// Non-voting members.
+    /// Non-voting members (Raft member ids).
     pub learners: Vec<u64>,
-    /// On the leader: each follower's matched log index (None if unknown).
+    /// On the leader: each member's matched log index (None if unknown).
     pub replication: Vec<(u64, Option<u64>)>,
 }

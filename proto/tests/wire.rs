@@ -39,17 +39,27 @@ fn golden_encodings_do_not_drift() {
         ),
         (
             "raft vote",
-            codec::encode(&envelope(Request::RaftVote(vec![1, 2, 3]))).unwrap(),
-            format!("01026331{id}0303010203"),
+            codec::encode(&envelope(Request::RaftVote {
+                to: 300,
+                payload: vec![1, 2, 3],
+            }))
+            .unwrap(),
+            format!("01026331{id}03fb2c0103010203"),
         ),
         (
             "snapshot header",
             codec::encode(&envelope(Request::RaftSnapshot {
+                to: 2,
                 header: vec![9],
                 size_bytes: 300,
             }))
             .unwrap(),
-            format!("01026331{id}050109fb2c01"),
+            format!("01026331{id}05020109fb2c01"),
+        ),
+        (
+            "join",
+            codec::encode(&envelope(Request::RaftJoin { raft_id: 5 })).unwrap(),
+            format!("01026331{id}0605"),
         ),
         (
             "pong",
@@ -71,6 +81,11 @@ fn golden_encodings_do_not_drift() {
             .unwrap(),
             "01030401030178".into(),
         ),
+        (
+            "accepted",
+            codec::encode(&Response::Accepted).unwrap(),
+            "0104".into(),
+        ),
     ];
     for (name, bytes, golden) in cases {
         assert_eq!(bytes[0], FORMAT_VERSION, "{name}");
@@ -83,13 +98,24 @@ fn every_message_round_trips() {
     let requests = [
         Request::Ping,
         Request::Status,
-        Request::RaftAppend(vec![0; 100]),
-        Request::RaftVote(vec![1]),
-        Request::RaftTransferLeader(vec![]),
+        Request::RaftAppend {
+            to: 1,
+            payload: vec![0; 100],
+        },
+        Request::RaftVote {
+            to: u64::MAX,
+            payload: vec![1],
+        },
+        Request::RaftTransferLeader {
+            to: 3,
+            payload: vec![],
+        },
         Request::RaftSnapshot {
+            to: 4,
             header: vec![1, 2],
             size_bytes: u64::MAX,
         },
+        Request::RaftJoin { raft_id: 1 << 40 },
     ];
     for r in requests {
         let e = envelope(r);
@@ -106,6 +132,8 @@ fn every_message_round_trips() {
             rack: "rack-a".into(),
             zone: "dc".into(),
             raft: RaftStatus {
+                id: 1,
+                initialized: true,
                 state: "Leader".into(),
                 term: 4,
                 leader: Some(1),
@@ -118,6 +146,7 @@ fn every_message_round_trips() {
                 replication: vec![(2, Some(9)), (3, None)],
             },
         })),
+        Response::Accepted,
         Response::Error(ErrorReply {
             kind: ErrorKind::Forbidden,
             message: "no".into(),
@@ -164,7 +193,10 @@ fn malformed_messages_get_clear_errors() {
 
 #[tokio::test]
 async fn frames_round_trip_and_enforce_limits() {
-    let msg = envelope(Request::RaftAppend(vec![7; 1000]));
+    let msg = envelope(Request::RaftAppend {
+        to: 1,
+        payload: vec![7; 1000],
+    });
     let mut buf = Vec::new();
     write_frame(&mut buf, &msg, 4096).await.unwrap();
     write_frame(&mut buf, &msg, 4096).await.unwrap();

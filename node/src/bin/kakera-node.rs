@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use kakera_config::ClusterConfig;
+use kakera_net::TlsFiles;
 use kakera_node::daemon::{self, NodeOptions};
-use kakera_node::transport::TlsFiles;
 
 /// A kakera storage node.
 #[derive(Parser, Debug)]

@@ -16,6 +16,15 @@ pub enum Command {
         /// BLAKE3 of the config file's text.
         config_digest: [u8; 32],
     },
+    /// Records the current Raft member id of a configured node: its first start, or
+    /// its return with an empty data directory. The leader then adds it and retires
+    /// the older incarnation (see `crate::membership`).
+    RegisterIncarnation {
+        /// The config node id.
+        node_id: u64,
+        /// Its new Raft member id (`kakera_proto::ids::raft_id`).
+        raft_id: u64,
+    },
     /// Sets an operator-visible cluster metadata value.
     SetMeta {
         /// The key (at most 256 bytes).
@@ -29,6 +38,11 @@ impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Command::InitCluster { cluster_id, .. } => write!(f, "InitCluster({cluster_id})"),
+            Command::RegisterIncarnation { raft_id, .. } => write!(
+                f,
+                "RegisterIncarnation({})",
+                kakera_proto::ids::describe(*raft_id)
+            ),
             Command::SetMeta { key, .. } => write!(f, "SetMeta({key})"),
         }
     }

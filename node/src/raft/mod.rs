@@ -85,8 +85,23 @@ where
     N: openraft::network::RaftNetworkFactory<TypeConfig>,
     N::Network: openraft::network::NetSnapshot<TypeConfig, SnapshotData = SnapshotData>,
 {
-    let config = raft_config(cluster_id).map_err(std::io::Error::other)?;
     let db = crate::store::open(&data_dir.join("db"))?;
+    start_raft(id, cluster_id, db, data_dir, network).await
+}
+
+/// Starts Raft as member `id` on an opened node database (see [`crate::store::open`]).
+pub async fn start_raft<N>(
+    id: u64,
+    cluster_id: &str,
+    db: Arc<rocksdb::DB>,
+    data_dir: &std::path::Path,
+    network: N,
+) -> std::io::Result<RaftParts>
+where
+    N: openraft::network::RaftNetworkFactory<TypeConfig>,
+    N::Network: openraft::network::NetSnapshot<TypeConfig, SnapshotData = SnapshotData>,
+{
+    let config = raft_config(cluster_id).map_err(std::io::Error::other)?;
     let log = log_store::LogStore::new(db.clone());
     let state = state_machine::StateMachine::new(db, data_dir.join("snapshots"))?;
     let raft = Raft::new(id, config, network, log, state.clone())

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kakera_config::ClusterConfig;
-use kakera_proto::{Request, RequestEnvelope, RequestId, Response, codec};
+use kakera_proto::{Request, RequestEnvelope, Response, codec};
 use openraft::OptionalSend;
 use openraft::alias::{SnapshotOf, VoteOf};
 use openraft::errors::{
@@ -23,8 +23,7 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 
 use super::{SnapshotData, TypeConfig};
-use crate::error::NodeError;
-use crate::transport::Peer;
+use kakera_net::{NetError, Peer, fresh_request_id};
 
 /// Chunk size of snapshot data frames.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
@@ -36,12 +35,13 @@ pub struct QuicNetworkFactory {
 }
 
 impl QuicNetworkFactory {
-    /// Peers for every node of `config` but `self_id`, reached through `endpoint`.
-    pub fn new(endpoint: &quinn::Endpoint, config: &ClusterConfig, self_id: u64) -> Self {
+    /// Peers for every node of `config` but `self_node` (a config node id), reached
+    /// through `endpoint`. Raft member ids map to nodes by `kakera_proto::ids::node_of`.
+    pub fn new(endpoint: &quinn::Endpoint, config: &ClusterConfig, self_node: u64) -> Self {
         let peers = config
             .nodes
             .iter()
-            .filter(|n| n.id != self_id)
+            .filter(|n| n.id != self_node)
             .map(|n| (n.id, Arc::new(Peer::new(endpoint.clone(), n.addr, &n.name))))
             .collect();
         QuicNetworkFactory {
@@ -69,7 +69,7 @@ impl RaftNetworkFactory<TypeConfig> for QuicNetworkFactory {
         QuicConnection {
             cluster_id: self.cluster_id.clone(),
             target,
-            peer: self.peers.get(&target).cloned(),
+            peer: self.peers.get(&kakera_proto::ids::node_of(target)).cloned(),
         }
     }
 }
@@ -94,14 +94,14 @@ impl QuicConnection {
         })?;
         let env = RequestEnvelope {
             cluster_id: self.cluster_id.clone(),
-            request_id: RequestId(rand_id()),
+            request_id: fresh_request_id(),
             body,
         };
         let response = peer
             .request_with(&env, trailer, timeout)
             .await
             .map_err(|e| match e {
-                NodeError::Peer { .. } => unreachable(e),
+                NetError::Peer { .. } => unreachable(e),
                 other => network(other),
             })?;
         let bytes = match response {
@@ -116,19 +116,6 @@ impl QuicConnection {
     }
 }
 
-/// A request id: unique enough for tracing (time and a counter).
-fn rand_id() -> [u8; 16] {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let mut id = [0u8; 16];
-    id[..8].copy_from_slice(&nanos.to_be_bytes());
-    id[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
-    id
-}
-
 impl RaftNetworkV2<TypeConfig> for QuicConnection {
     type SnapshotData = SnapshotData;
 
@@ -138,8 +125,11 @@ impl RaftNetworkV2<TypeConfig> for QuicConnection {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let bytes = codec::encode(&rpc).map_err(network)?;
-        self.call(Request::RaftAppend(bytes), &[], option.hard_ttl())
-            .await
+        let body = Request::RaftAppend {
+            to: self.target,
+            payload: bytes,
+        };
+        self.call(body, &[], option.hard_ttl()).await
     }
 
     async fn vote(
@@ -148,8 +138,11 @@ impl RaftNetworkV2<TypeConfig> for QuicConnection {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         let bytes = codec::encode(&rpc).map_err(network)?;
-        self.call(Request::RaftVote(bytes), &[], option.hard_ttl())
-            .await
+        let body = Request::RaftVote {
+            to: self.target,
+            payload: bytes,
+        };
+        self.call(body, &[], option.hard_ttl()).await
     }
 
     async fn full_snapshot(
@@ -164,6 +157,7 @@ impl RaftNetworkV2<TypeConfig> for QuicConnection {
             .map_err(|e| super::rpc_to_streaming(network(e)))?;
         let chunks: Vec<&[u8]> = data.chunks(SNAPSHOT_CHUNK_BYTES).collect();
         let body = Request::RaftSnapshot {
+            to: self.target,
             header,
             size_bytes: data.len() as u64,
         };

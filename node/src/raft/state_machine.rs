@@ -26,6 +26,8 @@ const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 const KEY_LAST_MEMBERSHIP: &[u8] = b"last_membership";
 /// Catalog key of the cluster identity written by [`Command::InitCluster`].
 pub const KEY_CLUSTER: &[u8] = b"cluster";
+/// Prefix of incarnation keys (`incarnation/<node id, big-endian>` -> Raft member id).
+pub const INCARNATION_PREFIX: &[u8] = b"incarnation/";
 /// Prefix of operator metadata keys.
 pub const META_PREFIX: &[u8] = b"meta/";
 
@@ -68,6 +70,25 @@ impl StateMachine {
             .map_err(io::Error::other)?
             .map(|b| decode(&b))
             .transpose()
+    }
+
+    /// The current Raft member id of every node that registered one.
+    pub fn incarnations(&self) -> io::Result<std::collections::BTreeMap<u64, u64>> {
+        let catalog = cf(&self.db, CF_CATALOG)?;
+        let mut out = std::collections::BTreeMap::new();
+        let mode = IteratorMode::From(INCARNATION_PREFIX, rocksdb::Direction::Forward);
+        // Bounded by the number of registered nodes (one key each).
+        for item in self.db.iterator_cf(catalog, mode) {
+            let (k, v) = item.map_err(io::Error::other)?;
+            let Some(node) = k.strip_prefix(INCARNATION_PREFIX) else {
+                break;
+            };
+            let node: [u8; 8] = node
+                .try_into()
+                .map_err(|_| io::Error::other("malformed incarnation key"))?;
+            out.insert(u64::from_be_bytes(node), decode(&v)?);
+        }
+        Ok(out)
     }
 
     /// Reads an operator metadata value.
@@ -122,6 +143,21 @@ impl StateMachine {
                         config_digest: *config_digest,
                     };
                     batch.put_cf(catalog, KEY_CLUSTER, encode(&rec)?);
+                    CommandResponse::Applied
+                }
+            }
+            Command::RegisterIncarnation { node_id, raft_id } => {
+                if kakera_proto::ids::node_of(*raft_id) != *node_id {
+                    CommandResponse::Refused {
+                        reason: format!(
+                            "Raft member {} does not belong to node {node_id}",
+                            kakera_proto::ids::describe(*raft_id)
+                        ),
+                    }
+                } else {
+                    let mut k = INCARNATION_PREFIX.to_vec();
+                    k.extend_from_slice(&node_id.to_be_bytes());
+                    batch.put_cf(catalog, k, encode(raft_id)?);
                     CommandResponse::Applied
                 }
             }

@@ -1,9 +1,6 @@
-//! QUIC transport: one endpoint per node serves requests and carries the node's own
-//! outbound calls (Raft RPCs). One bidirectional stream per request.
+//! The node's side of the QUIC transport: the request server. TLS material, peers and
+//! client endpoints live in kakera-net, shared with the client.
 
-pub mod client;
 pub mod server;
-pub mod tls;
 
-pub use client::Peer;
-pub use tls::{QuicLimits, TlsFiles, TlsMaterial};
+pub use kakera_net::{Peer, QuicLimits, TlsFiles, TlsMaterial};

@@ -6,28 +6,34 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
-use kakera_config::NodeConfig;
+use kakera_config::{ClusterConfig, NodeConfig};
 use kakera_proto::frame::{DEFAULT_MAX_FRAME_BYTES, read_frame, read_raw_frame, write_frame};
 use kakera_proto::{
     ErrorKind, ErrorReply, Identity, NodeStatus, ProtoError, RaftStatus, Request, RequestEnvelope,
-    Response, auth, codec,
+    Response, auth, codec, ids,
 };
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::{ServerState, Snapshot};
 use rustls_pki_types::CertificateDer;
 use tokio::sync::watch;
 
-use crate::raft::state_machine::MAX_SNAPSHOT_BYTES;
-use crate::raft::{RaftHandle, TypeConfig};
+use crate::raft::state_machine::{MAX_SNAPSHOT_BYTES, StateMachine};
+use crate::raft::{Command, CommandResponse, RaftHandle, TypeConfig};
 
 /// What the server needs to answer requests.
 pub struct ServerContext {
     /// This node.
     pub node: NodeConfig,
+    /// The cluster config (names of the nodes that may join).
+    pub config: ClusterConfig,
     /// The cluster id requests must name.
     pub cluster_id: String,
+    /// This node's Raft member id.
+    pub raft_id: u64,
     /// The node's Raft.
     pub raft: RaftHandle,
+    /// The applied state (reads of the catalog).
+    pub state: StateMachine,
     /// Largest frame accepted.
     pub max_frame_bytes: u32,
 }
@@ -167,16 +173,25 @@ async fn dispatch(
             peer_role: identity.role,
         },
         Request::Status => Response::Status(Box::new(status(ctx))),
-        Request::RaftAppend(bytes) => {
-            let rpc = codec::decode(&bytes)?;
+        Request::RaftAppend { to, payload } => {
+            if let Some(refusal) = wrong_member(ctx, to) {
+                return Ok(refusal);
+            }
+            let rpc = codec::decode(&payload)?;
             Response::Raft(codec::encode(&ctx.raft.append_entries(rpc).await)?)
         }
-        Request::RaftVote(bytes) => {
-            let rpc = codec::decode(&bytes)?;
+        Request::RaftVote { to, payload } => {
+            if let Some(refusal) = wrong_member(ctx, to) {
+                return Ok(refusal);
+            }
+            let rpc = codec::decode(&payload)?;
             Response::Raft(codec::encode(&ctx.raft.vote(rpc).await)?)
         }
-        Request::RaftTransferLeader(bytes) => {
-            let rpc = codec::decode(&bytes)?;
+        Request::RaftTransferLeader { to, payload } => {
+            if let Some(refusal) = wrong_member(ctx, to) {
+                return Ok(refusal);
+            }
+            let rpc = codec::decode(&payload)?;
             let res = ctx
                 .raft
                 .handle_transfer_leader(rpc)
@@ -184,7 +199,15 @@ async fn dispatch(
                 .map_err(openraft::errors::RaftError::<TypeConfig>::Fatal);
             Response::Raft(codec::encode(&res)?)
         }
-        Request::RaftSnapshot { header, size_bytes } => {
+        Request::RaftJoin { raft_id } => join(ctx, identity, raft_id).await,
+        Request::RaftSnapshot {
+            to,
+            header,
+            size_bytes,
+        } => {
+            if let Some(refusal) = wrong_member(ctx, to) {
+                return Ok(refusal);
+            }
             if size_bytes > MAX_SNAPSHOT_BYTES {
                 return Ok(error(
                     ErrorKind::TooLarge,
@@ -221,6 +244,70 @@ async fn dispatch(
     })
 }
 
+/// A refusal if a Raft RPC addresses another incarnation than this node's: an old
+/// member's traffic must never reach the new one at the same address.
+fn wrong_member(ctx: &ServerContext, to: u64) -> Option<Response> {
+    (to != ctx.raft_id).then(|| {
+        error(
+            ErrorKind::BadRequest,
+            format!(
+                "this node is Raft member {}, not {}; it started with an empty data \
+                 directory and rejoins as a new member",
+                ids::describe(ctx.raft_id),
+                ids::describe(to)
+            ),
+        )
+    })
+}
+
+/// A node asks to be taken into the group under a new Raft member id. Only that
+/// node's own certificate may ask, and only the leader acts: it records the
+/// incarnation through Raft; membership follows in the leader's duties.
+async fn join(ctx: &ServerContext, identity: &Identity, raft_id: u64) -> Response {
+    let node_id = ids::node_of(raft_id);
+    let Some(node) = ctx.config.node(node_id) else {
+        return error(
+            ErrorKind::Forbidden,
+            format!("node {node_id} is not in this cluster's config"),
+        );
+    };
+    if node.name != identity.name {
+        return error(
+            ErrorKind::Forbidden,
+            format!(
+                "a certificate named '{}' may not join as node '{}'",
+                identity.name, node.name
+            ),
+        );
+    }
+    if !ctx.raft.is_leader() {
+        let leader = ctx.raft.metrics().borrow_watched().current_leader;
+        return error(
+            ErrorKind::NotLeader { leader_id: leader },
+            "only the leader takes members in",
+        );
+    }
+    match ctx.state.incarnations() {
+        Ok(known) if known.get(&node_id) == Some(&raft_id) => return Response::Accepted,
+        Ok(_) => {}
+        Err(e) => return error(ErrorKind::Internal, format!("reading incarnations: {e}")),
+    }
+    let cmd = Command::RegisterIncarnation { node_id, raft_id };
+    match ctx.raft.client_write(cmd).await {
+        Ok(r) => match r.response() {
+            CommandResponse::Applied => {
+                tracing::info!(member = %ids::describe(raft_id), node = %node.name, "join accepted");
+                Response::Accepted
+            }
+            CommandResponse::Refused { reason } => error(ErrorKind::BadRequest, reason.clone()),
+        },
+        Err(e) => error(
+            ErrorKind::Unavailable,
+            format!("could not record the join: {e}"),
+        ),
+    }
+}
+
 /// This node's view of itself and the group.
 pub fn status(ctx: &ServerContext) -> NodeStatus {
     let m = ctx.raft.metrics().borrow_watched().clone();
@@ -242,6 +329,8 @@ pub fn status(ctx: &ServerContext) -> NodeStatus {
         rack: ctx.node.rack.clone(),
         zone: ctx.node.zone.clone(),
         raft: RaftStatus {
+            id: ctx.raft_id,
+            initialized: m.membership_config.log_id().is_some(),
             state: match m.state {
                 ServerState::Leader => "Leader",
                 ServerState::Follower => "Follower",

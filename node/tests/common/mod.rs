@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use kakera_node::transport::{Peer, QuicLimits, TlsFiles, TlsMaterial};
+use kakera_net::{Peer, QuicLimits, TlsFiles, TlsMaterial};
 use kakera_proto::identity::{name_uri, zone_uri};
 use kakera_proto::{NodeStatus, Request, RequestEnvelope, RequestId, Response, Role};
 use rcgen::{
@@ -207,7 +207,7 @@ impl Client {
         addr: std::net::SocketAddr,
         server_name: &str,
         body: Request,
-    ) -> Result<Response, kakera_node::NodeError> {
+    ) -> Result<Response, kakera_net::NetError> {
         let peer = Peer::new(self.endpoint.clone(), addr, server_name);
         let env = RequestEnvelope {
             cluster_id: "proc-test".into(),

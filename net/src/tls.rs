@@ -11,7 +11,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::error::NodeError;
+use crate::error::NetError;
 
 /// The ALPN protocol id of kakera's QUIC connections.
 pub const ALPN: &[u8] = b"kakera/1";
@@ -55,15 +55,15 @@ pub struct TlsMaterial {
     key: PrivateKeyDer<'static>,
 }
 
-fn tls_err(path: &Path, reason: impl std::fmt::Display) -> NodeError {
-    NodeError::Tls {
+fn tls_err(path: &Path, reason: impl std::fmt::Display) -> NetError {
+    NetError::Tls {
         path: path.to_path_buf(),
         reason: reason.to_string(),
     }
 }
 
 /// Every certificate in a PEM file; an error if there is none.
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, NodeError> {
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, NetError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
         .map_err(|e| tls_err(path, e))?
         .collect::<Result<_, _>>()
@@ -81,7 +81,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 impl TlsMaterial {
     /// Reads the CA, certificate chain and key.
-    pub fn load(files: &TlsFiles) -> Result<TlsMaterial, NodeError> {
+    pub fn load(files: &TlsFiles) -> Result<TlsMaterial, NetError> {
         let mut roots = RootCertStore::empty();
         for ca in read_certs(&files.ca)? {
             roots.add(ca).map_err(|e| tls_err(&files.ca, e))?;
@@ -101,19 +101,19 @@ impl TlsMaterial {
     }
 
     /// A QUIC server config that requires a client certificate from the cluster CA.
-    pub fn server_config(&self, limits: QuicLimits) -> Result<quinn::ServerConfig, NodeError> {
+    pub fn server_config(&self, limits: QuicLimits) -> Result<quinn::ServerConfig, NetError> {
         let verifier = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
             .build()
-            .map_err(|e| NodeError::Setup(format!("client verifier: {e}")))?;
+            .map_err(|e| NetError::Setup(format!("client verifier: {e}")))?;
         let mut tls = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| NodeError::Setup(e.to_string()))?
+            .map_err(|e| NetError::Setup(e.to_string()))?
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(|e| NodeError::Setup(format!("server certificate: {e}")))?;
+            .map_err(|e| NetError::Setup(format!("server certificate: {e}")))?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
         let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-            .map_err(|e| NodeError::Setup(e.to_string()))?;
+            .map_err(|e| NetError::Setup(e.to_string()))?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
         config.transport_config(transport(limits)?);
         Ok(config)
@@ -121,23 +121,23 @@ impl TlsMaterial {
 
     /// A QUIC client config that presents this holder's certificate and trusts only the
     /// cluster CA.
-    pub fn client_config(&self, limits: QuicLimits) -> Result<quinn::ClientConfig, NodeError> {
+    pub fn client_config(&self, limits: QuicLimits) -> Result<quinn::ClientConfig, NetError> {
         let mut tls = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| NodeError::Setup(e.to_string()))?
+            .map_err(|e| NetError::Setup(e.to_string()))?
             .with_root_certificates(self.roots.clone())
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(|e| NodeError::Setup(format!("client certificate: {e}")))?;
+            .map_err(|e| NetError::Setup(format!("client certificate: {e}")))?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-            .map_err(|e| NodeError::Setup(e.to_string()))?;
+            .map_err(|e| NetError::Setup(e.to_string()))?;
         let mut config = quinn::ClientConfig::new(Arc::new(quic));
         config.transport_config(transport(limits)?);
         Ok(config)
     }
 }
 
-fn transport(limits: QuicLimits) -> Result<Arc<quinn::TransportConfig>, NodeError> {
+fn transport(limits: QuicLimits) -> Result<Arc<quinn::TransportConfig>, NetError> {
     assert!(
         limits.keep_alive_ms < limits.idle_timeout_ms,
         "keep-alive must be below the idle timeout"
@@ -149,7 +149,7 @@ fn transport(limits: QuicLimits) -> Result<Arc<quinn::TransportConfig>, NodeErro
     t.max_idle_timeout(Some(
         Duration::from_millis(limits.idle_timeout_ms)
             .try_into()
-            .map_err(|e| NodeError::Setup(format!("idle timeout: {e}")))?,
+            .map_err(|e| NetError::Setup(format!("idle timeout: {e}")))?,
     ));
     Ok(Arc::new(t))
 }

@@ -4,10 +4,43 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use kakera_proto::frame::{DEFAULT_MAX_FRAME_BYTES, read_frame, write_frame, write_raw_frame};
-use kakera_proto::{RequestEnvelope, Response};
+use kakera_proto::{Request, RequestEnvelope, RequestId, Response};
 use tokio::sync::Mutex;
 
-use crate::error::NodeError;
+use crate::error::NetError;
+use crate::tls::{QuicLimits, TlsMaterial};
+
+/// A QUIC endpoint for outbound requests only (clients, the CLI), bound to an ephemeral
+/// port on the unspecified address of `family_of`'s family.
+pub fn client_endpoint(
+    tls: &TlsMaterial,
+    limits: QuicLimits,
+    family_of: SocketAddr,
+) -> Result<quinn::Endpoint, NetError> {
+    let bind: SocketAddr = if family_of.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let mut endpoint = quinn::Endpoint::client(bind)
+        .map_err(|e| NetError::Setup(format!("cannot open a UDP socket on {bind}: {e}")))?;
+    endpoint.set_default_client_config(tls.client_config(limits)?);
+    Ok(endpoint)
+}
+
+/// A request id unique within this process and unlikely to repeat across processes:
+/// wall-clock nanoseconds and a counter. For tracing; never used for security.
+pub fn fresh_request_id() -> RequestId {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&nanos.to_be_bytes());
+    id[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    RequestId(id)
+}
 
 /// A peer reached over QUIC. The connection is opened on first use and reopened after
 /// it breaks.
@@ -34,14 +67,14 @@ impl Peer {
         &self.server_name
     }
 
-    fn err(&self, reason: impl std::fmt::Display) -> NodeError {
-        NodeError::Peer {
+    fn err(&self, reason: impl std::fmt::Display) -> NetError {
+        NetError::Peer {
             peer: format!("{} ({})", self.server_name, self.addr),
             reason: reason.to_string(),
         }
     }
 
-    async fn connection(&self) -> Result<quinn::Connection, NodeError> {
+    async fn connection(&self) -> Result<quinn::Connection, NetError> {
         let mut guard = self.conn.lock().await;
         if let Some(c) = guard.as_ref()
             && c.close_reason().is_none()
@@ -68,7 +101,7 @@ impl Peer {
         env: &RequestEnvelope,
         trailer: &[&[u8]],
         timeout: Duration,
-    ) -> Result<Response, NodeError> {
+    ) -> Result<Response, NetError> {
         let attempt = async {
             let conn = self.connection().await?;
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| self.err(e))?;
@@ -89,18 +122,38 @@ impl Peer {
         };
         let result = match tokio::time::timeout(timeout, attempt).await {
             Ok(r) => r,
-            Err(_) => Err(NodeError::Timeout {
+            Err(_) => Err(NetError::Timeout {
                 peer: self.server_name.clone(),
                 timeout_ms: timeout.as_millis() as u64,
             }),
         };
-        if matches!(
-            result,
-            Err(NodeError::Peer { .. } | NodeError::Timeout { .. })
-        ) {
+        if result.as_ref().is_err_and(NetError::is_unreachable) {
             self.forget().await;
         }
         result
+    }
+
+    /// Sends `body` to this peer for `cluster_id` and returns the answer; a refusal
+    /// ([`Response::Error`]) becomes [`NetError::Refused`].
+    pub async fn call(
+        &self,
+        cluster_id: &str,
+        body: Request,
+        timeout: Duration,
+    ) -> Result<Response, NetError> {
+        let env = RequestEnvelope {
+            cluster_id: cluster_id.to_string(),
+            request_id: fresh_request_id(),
+            body,
+        };
+        match self.request(&env, timeout).await? {
+            Response::Error(reply) => Err(NetError::Refused {
+                peer: self.server_name.clone(),
+                kind: reply.kind,
+                message: reply.message,
+            }),
+            other => Ok(other),
+        }
     }
 
     /// Sends one request and reads its response.
@@ -108,7 +161,7 @@ impl Peer {
         &self,
         env: &RequestEnvelope,
         timeout: Duration,
-    ) -> Result<Response, NodeError> {
+    ) -> Result<Response, NetError> {
         self.request_with(env, &[], timeout).await
     }
 }

@@ -1,0 +1,56 @@
+//! The net crate's one error type. Messages name files, peers and limits, never record
+//! bytes, share bytes or keys.
+
+use std::path::PathBuf;
+
+/// Errors of kakera-net.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A certificate or key file is missing or unusable.
+    #[error("TLS material {path}: {reason}")]
+    Tls {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Setting up TLS or QUIC failed.
+    #[error("transport setup: {0}")]
+    Setup(String),
+    /// A peer could not be reached or the connection broke.
+    #[error("peer {peer}: {reason}")]
+    Peer {
+        /// The peer's name and address.
+        peer: String,
+        /// What happened.
+        reason: String,
+    },
+    /// A request timed out.
+    #[error("peer {peer} did not answer within {timeout_ms} ms")]
+    Timeout {
+        /// The peer.
+        peer: String,
+        /// The limit.
+        timeout_ms: u64,
+    },
+    /// The peer answered with a refusal.
+    #[error("refused by {peer}: {message}")]
+    Refused {
+        /// The peer.
+        peer: String,
+        /// The class of refusal.
+        kind: kakera_proto::ErrorKind,
+        /// Its sentence.
+        message: String,
+    },
+    /// Encoding or decoding a message failed.
+    #[error(transparent)]
+    Proto(#[from] kakera_proto::ProtoError),
+}
+
+impl NetError {
+    /// Whether the peer was not reached (as opposed to reached and refusing).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, NetError::Peer { .. } | NetError::Timeout { .. })
+    }
+}
