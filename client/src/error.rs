@@ -33,6 +33,9 @@ pub enum ClientError {
     /// An argument is not acceptable.
     #[error("{0}")]
     Invalid(String),
+    /// The transport failed: certificate files, QUIC setup, or a node.
+    #[error(transparent)]
+    Net(#[from] kakera_net::NetError),
     /// The cluster config is invalid.
     #[error(transparent)]
     Config(#[from] kakera_config::ConfigError),

@@ -1,7 +1,7 @@
 //! `kakera`: the command line for operators and auditors.
 //!
 //! Exit codes: 0 success; 1 the command ran and found a problem (invalid config,
-//! refused request); 2 bad usage (from the argument parser); 3 a file or the
+//! refused request, unhealthy cluster); 2 bad usage (from the argument parser); 3 a file or the
 //! environment is unusable.
 // A command-line program: printing to stdout and stderr is its interface.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -10,8 +10,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kakera_client::ClientError;
+use kakera_client::connection::Connection;
 use kakera_client::pki::{self, IssueRequest};
+use kakera_client::{ClientError, status};
+use kakera_net::TlsFiles;
 use kakera_config::{ClusterConfig, ConfigError};
 use kakera_proto::Role;
 
@@ -31,6 +33,52 @@ enum Cmd {
     /// Work with cluster config files.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Show every node's state and the cluster's health (exit code 1 if unhealthy).
+    #[command(
+        after_help = "Example:\n  kakera status --config cluster.toml --cert ops.crt.pem --key ops.key.pem\n\nThe flags default to $KAKERA_CONFIG, $KAKERA_CERT and $KAKERA_KEY."
+    )]
+    Status {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How to reach a cluster: its config and this holder's certificate.
+#[derive(clap::Args, Debug)]
+struct ClusterArgs {
+    /// The cluster config file.
+    #[arg(long, env = "KAKERA_CONFIG")]
+    config: PathBuf,
+    /// This holder's certificate (PEM), issued by the cluster CA.
+    #[arg(long, env = "KAKERA_CERT")]
+    cert: PathBuf,
+    /// This holder's private key (PEM).
+    #[arg(long, env = "KAKERA_KEY")]
+    key: PathBuf,
+}
+
+impl ClusterArgs {
+    /// Loads the config and opens a connection (inside a tokio runtime).
+    fn connect(&self) -> Result<Connection, ClientError> {
+        let config = ClusterConfig::load(&self.config)?;
+        let tls = TlsFiles {
+            ca: config.ca_cert.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        };
+        Connection::open(config, &tls)
+    }
+}
+
+/// A runtime for the commands that talk to the cluster.
+fn runtime() -> Result<tokio::runtime::Runtime, ClientError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ClientError::Invalid(format!("cannot start the async runtime: {e}")))
 }
 
 #[derive(Subcommand, Debug)]
@@ -78,22 +126,32 @@ enum ConfigCmd {
     },
 }
 
+/// What a command found, beyond success or failure.
+enum Outcome {
+    /// All well.
+    Ok,
+    /// The command ran and found a problem it already reported (exit code 1).
+    Problem,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::Problem) => ExitCode::from(1),
         Err(e) => {
             eprintln!("error: {e}");
             match e {
                 ClientError::Config(ConfigError::Invalid { .. } | ConfigError::Syntax { .. })
-                | ClientError::Invalid(_) => ExitCode::from(1),
+                | ClientError::Invalid(_)
+                | ClientError::Net(kakera_net::NetError::Refused { .. }) => ExitCode::from(1),
                 _ => ExitCode::from(3),
             }
         }
     }
 }
 
-fn run(cmd: Cmd) -> Result<(), ClientError> {
+fn run(cmd: Cmd) -> Result<Outcome, ClientError> {
     match cmd {
         Cmd::Ca(CaCmd::Init { dir, name }) => {
             let (cert, key) = pki::init_ca(&dir, &name)?;
@@ -135,6 +193,29 @@ fn run(cmd: Cmd) -> Result<(), ClientError> {
                 c.initial_voters()
             );
         }
+        Cmd::Status { cluster, json } => return status(&cluster, json),
     }
-    Ok(())
+    Ok(Outcome::Ok)
+}
+
+fn status(args: &ClusterArgs, json: bool) -> Result<Outcome, ClientError> {
+    let report = runtime()?.block_on(async {
+        let conn = args.connect()?;
+        let answers = conn.status_all().await;
+        let report = status::build(conn.config(), &answers);
+        conn.close().await;
+        Ok::<_, ClientError>(report)
+    })?;
+    if json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| ClientError::Invalid(format!("cannot encode the report: {e}")))?;
+        println!("{text}");
+    } else {
+        print!("{}", status::render(&report));
+    }
+    Ok(if report.healthy() {
+        Outcome::Ok
+    } else {
+        Outcome::Problem
+    })
 }
