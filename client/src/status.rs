@@ -103,12 +103,18 @@ pub fn build(
     answers: &[(NodeConfig, Result<NodeStatus, String>)],
 ) -> ClusterReport {
     let mut problems = Vec::new();
-    let up: Vec<&NodeStatus> = answers.iter().filter_map(|(_, a)| a.as_ref().ok()).collect();
+    let up: Vec<&NodeStatus> = answers
+        .iter()
+        .filter_map(|(_, a)| a.as_ref().ok())
+        .collect();
     // The leader: the node that says it leads in the highest term.
     let mut leaders_by_term: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
     for s in &up {
         if s.raft.state == "Leader" {
-            leaders_by_term.entry(s.raft.term).or_default().insert(s.node_id);
+            leaders_by_term
+                .entry(s.raft.term)
+                .or_default()
+                .insert(s.node_id);
         }
     }
     for (term, ids) in &leaders_by_term {

@@ -104,7 +104,11 @@ fn losing_a_majority_of_voters_is_a_cluster_problem() {
         }),
     );
     assert_eq!(r.problems.len(), 1, "{r:#?}");
-    assert!(r.problems[0].contains("only 2 of 5 voters"), "{}", r.problems[0]);
+    assert!(
+        r.problems[0].contains("only 2 of 5 voters"),
+        "{}",
+        r.problems[0]
+    );
 }
 
 #[test]
@@ -130,7 +134,9 @@ fn two_leaders_in_one_term_is_flagged() {
         }),
     );
     assert!(
-        r.problems.iter().any(|p| p.contains("claim to lead term 5")),
+        r.problems
+            .iter()
+            .any(|p| p.contains("claim to lead term 5")),
         "{r:#?}"
     );
 }

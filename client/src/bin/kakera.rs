@@ -13,8 +13,8 @@ use clap::{Parser, Subcommand};
 use kakera_client::connection::Connection;
 use kakera_client::pki::{self, IssueRequest};
 use kakera_client::{ClientError, status};
-use kakera_net::TlsFiles;
 use kakera_config::{ClusterConfig, ConfigError};
+use kakera_net::TlsFiles;
 use kakera_proto::Role;
 
 /// kakera: secret-sharing storage for health records.
