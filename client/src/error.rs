@@ -36,6 +36,12 @@ pub enum ClientError {
     /// The transport failed: certificate files, QUIC setup, or a node.
     #[error(transparent)]
     Net(#[from] kakera_net::NetError),
+    /// Sealing or opening a record failed (the message never holds record bytes).
+    #[error("{0}")]
+    Seal(String),
+    /// Encoding a value failed.
+    #[error(transparent)]
+    Proto(#[from] kakera_proto::ProtoError),
     /// The cluster config is invalid.
     #[error(transparent)]
     Config(#[from] kakera_config::ConfigError),

@@ -4,6 +4,8 @@
 pub mod connection;
 pub mod error;
 pub mod pki;
+pub mod seal;
 pub mod status;
+pub mod zone;
 
 pub use error::ClientError;

@@ -158,3 +158,65 @@ fn config_check_summarises_a_good_config_and_lists_every_problem_of_a_bad_one() 
     assert!(err.contains("unknown rack \"z\""), "{err}");
     assert!(err.contains("127.0.0.1:7001 is used twice"), "{err}");
 }
+
+#[test]
+fn zone_keygen_with_custodians_and_unseal_from_the_command_line() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let out = dir.path().join("hsz-key");
+    let o = kakera(&[
+        "zone",
+        "keygen",
+        "--out",
+        out.to_str().unwrap(),
+        "--custodians",
+        "3",
+        "--threshold",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let public = std::fs::read_to_string(out.join("zone.pub")).unwrap();
+    assert!(
+        stdout.contains(&format!("zone_public_key = \"{}\"", public.trim())),
+        "{stdout}"
+    );
+    // The public key line parses in a cluster config.
+    assert_eq!(public.trim().len(), 64);
+
+    let c = |i: u8| out.join(format!("custodian-{i}.key"));
+    let job_key = dir.path().join("job.key");
+    let o = kakera(&[
+        "zone",
+        "unseal",
+        c(3).to_str().unwrap(),
+        c(1).to_str().unwrap(),
+        "--out",
+        job_key.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(public.trim()));
+    assert_eq!(
+        std::fs::metadata(&job_key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let sk = kakera_client::zone::load_private(&job_key).unwrap();
+    assert_eq!(sk.public_key().unwrap().to_hex(), public.trim());
+
+    // One custodian is not enough: exit code 1 and a sentence, no key material.
+    let o = kakera(&["zone", "unseal", c(2).to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("needs 2"), "{}", stderr(&o));
+    let share_line = std::fs::read_to_string(c(2)).unwrap();
+    let share_hex = share_line
+        .lines()
+        .find(|l| l.starts_with("share"))
+        .unwrap()
+        .split('"')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    assert!(!stderr(&o).contains(&share_hex));
+    // --custodians without --threshold is a usage error.
+    let o = kakera(&["zone", "keygen", "--out", "x", "--custodians", "3"]);
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -26,6 +26,12 @@ pub enum ProtoError {
         /// What the decoder found wrong.
         reason: String,
     },
+    /// A value (a record id, a date, a kind, a source code) is not acceptable.
+    #[error("{reason}")]
+    Invalid {
+        /// What is wrong, as a sentence.
+        reason: String,
+    },
     /// A message could not be encoded (a bug, or a value the format cannot hold).
     #[error("cannot encode message: {reason}")]
     Encode {

@@ -6,6 +6,7 @@
 //! - [`message`]: requests, responses and the operation each request asks for;
 //! - [`identity`]: roles and zones read from certificates;
 //! - [`ids`]: Raft member ids (config node id + incarnation);
+//! - [`record`]: record ids, metadata and digests as the catalog holds them;
 //! - [`auth`]: the role x operation matrix.
 //!
 //! Depends on neither openraft nor RocksDB, so the client's build stays small.
@@ -17,6 +18,7 @@ pub mod frame;
 pub mod identity;
 pub mod ids;
 pub mod message;
+pub mod record;
 
 pub use error::{ProtoError, Result};
 pub use identity::{Fingerprint, Identity, Role};
@@ -24,3 +26,4 @@ pub use message::{
     ErrorKind, ErrorReply, NodeStatus, Operation, RaftStatus, Request, RequestEnvelope, RequestId,
     Response,
 };
+pub use record::{Date, Digest, RecordId, RecordKind, RecordMeta, SubjectTag};

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use kakera_client::connection::Connection;
 use kakera_client::pki::{self, IssueRequest};
-use kakera_client::{ClientError, status};
+use kakera_client::{ClientError, status, zone};
 use kakera_config::{ClusterConfig, ConfigError};
 use kakera_net::TlsFiles;
 use kakera_proto::Role;
@@ -33,6 +33,9 @@ enum Cmd {
     /// Work with cluster config files.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Make and hold the zone key that records are sealed to.
+    #[command(subcommand)]
+    Zone(ZoneCmd),
     /// Show every node's state and the cluster's health (exit code 1 if unhealthy).
     #[command(
         after_help = "Example:\n  kakera status --config cluster.toml --cert ops.crt.pem --key ops.key.pem\n\nThe flags default to $KAKERA_CONFIG, $KAKERA_CERT and $KAKERA_KEY."
@@ -43,6 +46,42 @@ enum Cmd {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ZoneCmd {
+    /// Generate the zone key pair: zone.pub for the config, and zone.key (mode 0600)
+    /// or, with --custodians, one file per custodian.
+    #[command(
+        after_help = "Examples:\n  kakera zone keygen --out hsz-key\n  kakera zone keygen --out hsz-key --custodians 5 --threshold 3"
+    )]
+    Keygen {
+        /// Directory to write the files to (nothing is overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// The zone the key belongs to.
+        #[arg(long, default_value = "hsz")]
+        zone: String,
+        /// Split the private key among this many custodian files.
+        #[arg(long, requires = "threshold")]
+        custodians: Option<u8>,
+        /// How many custodian files rebuild the key.
+        #[arg(long, requires = "custodians")]
+        threshold: Option<u8>,
+    },
+    /// Rebuild the zone private key from custodian files in memory and check it against
+    /// the public key; with --out, write it (mode 0600) for a job inside the HSZ.
+    #[command(
+        after_help = "Example:\n  kakera zone unseal hsz-key/custodian-1.key hsz-key/custodian-4.key hsz-key/custodian-5.key"
+    )]
+    Unseal {
+        /// Custodian files (at least the threshold).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Write the rebuilt private key to this new file (mode 0600).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -194,6 +233,44 @@ fn run(cmd: Cmd) -> Result<Outcome, ClientError> {
             );
         }
         Cmd::Status { cluster, json } => return status(&cluster, json),
+        Cmd::Zone(ZoneCmd::Keygen {
+            out,
+            zone: zone_name,
+            custodians,
+            threshold,
+        }) => {
+            let custody = match (custodians, threshold) {
+                (Some(custodians), Some(threshold)) => zone::Custody::Split {
+                    custodians,
+                    threshold,
+                },
+                _ => zone::Custody::Single,
+            };
+            let made = zone::keygen(&out, &zone_name, custody)?;
+            println!("zone public key written to {}", made.public_file.display());
+            for f in &made.secret_files {
+                println!(
+                    "private key material written to {} (mode 0600)",
+                    f.display()
+                );
+            }
+            println!(
+                "add to the cluster config:\nzone_public_key = \"{}\"",
+                made.public.to_hex()
+            );
+        }
+        Cmd::Zone(ZoneCmd::Unseal { files, out }) => {
+            let (private, public) = zone::unseal(&files)?;
+            println!(
+                "the {} custodian file(s) rebuild the zone key with public key {}",
+                files.len(),
+                public.to_hex()
+            );
+            if let Some(path) = out {
+                zone::write_private(&path, "hsz", &private)?;
+                println!("private key written to {} (mode 0600)", path.display());
+            }
+        }
     }
     Ok(Outcome::Ok)
 }
