@@ -109,6 +109,7 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
     let data_dir: PathBuf = node.data_dir.clone();
     let db = crate::store::open(&data_dir.join("db"))?;
     let raft_id = member_id(&db, node.id)?;
+    let shares = crate::shares::ShareStore::new(db.clone());
     let network = QuicNetworkFactory::new(&endpoint, config, node.id);
     let parts = start_raft(raft_id, &config.cluster_id, db, &data_dir, network).await?;
     let raft = parts.raft.clone();
@@ -121,6 +122,7 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         raft_id,
         raft: raft.clone(),
         state: parts.state.clone(),
+        shares: shares.clone(),
         max_frame_bytes: kakera_proto::frame::DEFAULT_MAX_FRAME_BYTES,
     });
     let mut tasks = vec![tokio::spawn(serve(
@@ -143,7 +145,8 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         digest: opts.config_digest,
         peers,
     };
-    tasks.push(tokio::spawn(duties.run(shutdown_rx)));
+    tasks.push(tokio::spawn(duties.run(shutdown_rx.clone())));
+    tasks.push(tokio::spawn(collect_staged(shares, shutdown_rx)));
     tracing::info!(
         node = %node.name,
         addr = %node.addr,
@@ -182,6 +185,36 @@ fn member_id(db: &rocksdb::DB, node_id: u64) -> Result<u64, NodeError> {
     crate::store::set_self_raft_id(db, id)?;
     tracing::info!(member = %ids::describe(id), "empty data directory: new Raft member id");
     Ok(id)
+}
+
+/// Staged shares not committed within this time are deleted.
+pub const STAGED_TTL_MS: u64 = 15 * 60 * 1000;
+/// Period of the staged-share collector.
+const STAGED_GC_PERIOD_MS: u64 = 10_000;
+/// Most staged shares deleted per collector step.
+const STAGED_GC_BATCH: usize = 1024;
+
+/// Deletes staged shares that no commit claimed within [`STAGED_TTL_MS`].
+async fn collect_staged(shares: crate::shares::ShareStore, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(STAGED_GC_PERIOD_MS));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let store = shares.clone();
+        let now = crate::transport::server::unix_ms();
+        match tokio::task::spawn_blocking(move || {
+            store.collect_expired(now, STAGED_TTL_MS, STAGED_GC_BATCH)
+        })
+        .await
+        {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(deleted = n, "expired staged shares deleted"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "collecting staged shares failed"),
+            Err(e) => tracing::warn!(error = %e, "staged-share collector task failed"),
+        }
+    }
 }
 
 /// How long a peer gets to answer a status probe or a join.

@@ -15,8 +15,19 @@ pub const CF_RAFT_META: &str = "raft_meta";
 pub const CF_SM_META: &str = "sm_meta";
 /// The replicated catalog.
 pub const CF_CATALOG: &str = "catalog";
+/// Shares received but not yet committed through Raft (node-local, never replicated).
+pub const CF_STAGED: &str = "staged_shares";
+/// Committed shares this node holds (node-local, never replicated).
+pub const CF_SHARES: &str = "shares";
 
-const ALL_CFS: [&str; 4] = [CF_RAFT_LOG, CF_RAFT_META, CF_SM_META, CF_CATALOG];
+const ALL_CFS: [&str; 6] = [
+    CF_RAFT_LOG,
+    CF_RAFT_META,
+    CF_SM_META,
+    CF_CATALOG,
+    CF_STAGED,
+    CF_SHARES,
+];
 
 /// Opens (or creates) the node database under `dir`.
 pub fn open(dir: &Path) -> io::Result<Arc<DB>> {

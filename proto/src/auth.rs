@@ -11,6 +11,8 @@ pub fn is_allowed(role: Role, op: Operation) -> bool {
         Operation::Ping | Operation::Status => true,
         // Consensus traffic only between nodes.
         Operation::Raft => role == Role::Node,
+        // Only ingest gateways (and jobs writing results) bring shares.
+        Operation::Stage => role == Role::Ingest,
     }
 }
 
@@ -40,6 +42,8 @@ mod tests {
             (Role::Ingest | Role::Reader | Role::Auditor | Role::Operator, Operation::Raft) => {
                 false
             }
+            (Role::Ingest, Operation::Stage) => true,
+            (Role::Node | Role::Reader | Role::Auditor | Role::Operator, Operation::Stage) => false,
         };
         for role in Role::ALL {
             for op in Operation::ALL {

@@ -24,6 +24,6 @@ pub use error::{ProtoError, Result};
 pub use identity::{Fingerprint, Identity, Role};
 pub use message::{
     ErrorKind, ErrorReply, NodeStatus, Operation, RaftStatus, Request, RequestEnvelope, RequestId,
-    Response,
+    Response, StageItem,
 };
 pub use record::{Date, Digest, RecordId, RecordKind, RecordMeta, SubjectTag};

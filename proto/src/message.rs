@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::identity::Role;
+use crate::record::{Digest, RecordId};
 
 /// A request id chosen by the caller, echoed in logs and audit entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -83,6 +84,33 @@ pub enum Request {
         /// The new Raft member id (see [`crate::ids`]).
         raft_id: u64,
     },
+    /// Store shares as staged (ingest role only): one share per record for this node,
+    /// synced to disk before the answer. Invisible until a commit names their digests.
+    StageShares {
+        /// The shares, at most a frame's worth.
+        items: Vec<StageItem>,
+    },
+}
+
+/// One share sent for staging.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageItem {
+    /// The record the share belongs to.
+    pub record: RecordId,
+    /// The encoded share (kakera-shamir format v1).
+    pub share: Vec<u8>,
+}
+
+impl std::fmt::Debug for StageItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print share bytes.
+        write!(
+            f,
+            "StageItem {{ record: {}, len: {} }}",
+            self.record,
+            self.share.len()
+        )
+    }
 }
 
 /// The operation a request asks for, for authorization and metrics.
@@ -94,11 +122,18 @@ pub enum Operation {
     Status,
     /// Any Raft RPC.
     Raft,
+    /// [`Request::StageShares`].
+    Stage,
 }
 
 impl Operation {
     /// Every operation, for exhaustive authorization tests.
-    pub const ALL: [Operation; 3] = [Operation::Ping, Operation::Status, Operation::Raft];
+    pub const ALL: [Operation; 4] = [
+        Operation::Ping,
+        Operation::Status,
+        Operation::Raft,
+        Operation::Stage,
+    ];
 
     /// A short name for logs and metrics.
     pub fn as_str(self) -> &'static str {
@@ -106,6 +141,7 @@ impl Operation {
             Operation::Ping => "ping",
             Operation::Status => "status",
             Operation::Raft => "raft",
+            Operation::Stage => "stage",
         }
     }
 }
@@ -121,6 +157,7 @@ impl Request {
             | Request::RaftTransferLeader { .. }
             | Request::RaftSnapshot { .. }
             | Request::RaftJoin { .. } => Operation::Raft,
+            Request::StageShares { .. } => Operation::Stage,
         }
     }
 }
@@ -147,6 +184,12 @@ pub enum Response {
     Error(ErrorReply),
     /// The request was accepted; its effect follows asynchronously (a join).
     Accepted,
+    /// Answer to [`Request::StageShares`]: each share's BLAKE3-256, in request order,
+    /// after the shares were synced to disk.
+    Staged {
+        /// Digests of the staged shares.
+        digests: Vec<Digest>,
+    },
 }
 
 /// Why a request was refused or failed, in words the caller can act on.

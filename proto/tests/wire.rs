@@ -7,8 +7,8 @@ use kakera_proto::codec::{self, FORMAT_VERSION};
 use kakera_proto::frame::{read_frame, read_raw_frame, write_frame};
 use kakera_proto::identity::{name_uri, zone_uri};
 use kakera_proto::{
-    ErrorKind, ErrorReply, Identity, NodeStatus, ProtoError, RaftStatus, Request, RequestEnvelope,
-    RequestId, Response, Role,
+    Digest, ErrorKind, ErrorReply, Identity, NodeStatus, ProtoError, RaftStatus, RecordId, Request,
+    RequestEnvelope, RequestId, Response, Role, StageItem,
 };
 
 fn hex(bytes: &[u8]) -> String {
@@ -116,6 +116,18 @@ fn every_message_round_trips() {
             size_bytes: u64::MAX,
         },
         Request::RaftJoin { raft_id: 1 << 40 },
+        Request::StageShares {
+            items: vec![
+                StageItem {
+                    record: RecordId([3; 16]),
+                    share: vec![1; 300],
+                },
+                StageItem {
+                    record: RecordId([4; 16]),
+                    share: vec![],
+                },
+            ],
+        },
     ];
     for r in requests {
         let e = envelope(r);
@@ -147,6 +159,9 @@ fn every_message_round_trips() {
             },
         })),
         Response::Accepted,
+        Response::Staged {
+            digests: vec![Digest([1; 32]), Digest([2; 32])],
+        },
         Response::Error(ErrorReply {
             kind: ErrorKind::Forbidden,
             message: "no".into(),

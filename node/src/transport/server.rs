@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::raft::state_machine::{MAX_SNAPSHOT_BYTES, StateMachine};
 use crate::raft::{Command, CommandResponse, RaftHandle, TypeConfig};
+use crate::shares::{MAX_STAGE_ITEMS, ShareStore, StageRefusal};
 
 /// What the server needs to answer requests.
 pub struct ServerContext {
@@ -34,6 +35,8 @@ pub struct ServerContext {
     pub raft: RaftHandle,
     /// The applied state (reads of the catalog).
     pub state: StateMachine,
+    /// This node's shares.
+    pub shares: ShareStore,
     /// Largest frame accepted.
     pub max_frame_bytes: u32,
 }
@@ -200,6 +203,7 @@ async fn dispatch(
             Response::Raft(codec::encode(&res)?)
         }
         Request::RaftJoin { raft_id } => join(ctx, identity, raft_id).await,
+        Request::StageShares { items } => stage(ctx, identity, items).await,
         Request::RaftSnapshot {
             to,
             header,
@@ -306,6 +310,90 @@ async fn join(ctx: &ServerContext, identity: &Identity, raft_id: u64) -> Respons
             format!("could not record the join: {e}"),
         ),
     }
+}
+
+/// Stores shares as staged, synced before the answer. Every share must decode (its
+/// checksum holds) and name a distinct record; otherwise nothing is stored.
+async fn stage(
+    ctx: &ServerContext,
+    identity: &Identity,
+    items: Vec<kakera_proto::StageItem>,
+) -> Response {
+    if items.is_empty() {
+        return error(
+            ErrorKind::BadRequest,
+            "a staging request needs at least one share",
+        );
+    }
+    if items.len() > MAX_STAGE_ITEMS {
+        return error(
+            ErrorKind::TooLarge,
+            format!(
+                "{} shares in one request; at most {MAX_STAGE_ITEMS}",
+                items.len()
+            ),
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut batch = Vec::with_capacity(items.len());
+    let mut total_bytes: u64 = 0;
+    for item in items {
+        if !seen.insert(item.record) {
+            return error(
+                ErrorKind::BadRequest,
+                format!("record {} appears twice in one request", item.record),
+            );
+        }
+        if let Err(e) = kakera_shamir::Share::decode(&item.share) {
+            return error(
+                ErrorKind::BadRequest,
+                format!(
+                    "the share for record {} is not a valid share: {e}",
+                    item.record
+                ),
+            );
+        }
+        total_bytes += item.share.len() as u64;
+        batch.push((item.record, item.share));
+    }
+    let store = ctx.shares.clone();
+    let count = batch.len();
+    let now_ms = unix_ms();
+    let result = tokio::task::spawn_blocking(move || store.stage(&batch, now_ms)).await;
+    match result {
+        Ok(Ok(Ok(digests))) => {
+            tracing::info!(peer = %identity.name, shares = count, bytes = total_bytes, "staged");
+            Response::Staged { digests }
+        }
+        Ok(Ok(Err(StageRefusal::Committed { record }))) => error(
+            ErrorKind::BadRequest,
+            format!(
+                "record {record} already has a different committed share on this node; \
+                 nothing of this request was stored"
+            ),
+        ),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "staging failed");
+            error(
+                ErrorKind::Internal,
+                "the node could not store the shares; retry",
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "staging task failed");
+            error(
+                ErrorKind::Internal,
+                "the node could not store the shares; retry",
+            )
+        }
+    }
+}
+
+/// Wall-clock Unix milliseconds (0 if the clock is before 1970).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// This node's view of itself and the group.

@@ -1,0 +1,333 @@
+//! The node's share store: one share per record per node, staged when an ingest
+//! client sends it, promoted to committed when the Raft entry naming its digest is
+//! applied, deleted when staged too long. Every write is synced before it returns
+//! (an acknowledged share survives a crash at any instant).
+//!
+//! Values are versioned: `[version 1][staged or committed at, Unix ms, u64 BE]
+//! [BLAKE3-256 of the share, 32 bytes][encoded share]`. Keys are the 16-byte record id.
+
+use std::io;
+use std::sync::Arc;
+
+use kakera_proto::{Digest, RecordId};
+use rocksdb::{DB, IteratorMode, WriteBatch, WriteOptions};
+
+use crate::store::{CF_SHARES, CF_STAGED, cf};
+
+/// Format version of stored share values.
+const VALUE_VERSION: u8 = 1;
+/// Bytes before the share in a stored value.
+const HEADER_BYTES: usize = 1 + 8 + 32;
+/// Most records one staging request may carry.
+pub const MAX_STAGE_ITEMS: usize = 4096;
+
+/// A share as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredShare {
+    /// When it was staged or committed (Unix ms).
+    pub at_ms: u64,
+    /// BLAKE3-256 of `bytes`.
+    pub digest: Digest,
+    /// The encoded share (kakera-shamir format v1).
+    pub bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for StoredShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print share bytes.
+        write!(
+            f,
+            "StoredShare {{ at_ms: {}, digest: {}, len: {} }}",
+            self.at_ms,
+            self.digest,
+            self.bytes.len()
+        )
+    }
+}
+
+fn encode_value(at_ms: u64, digest: &Digest, bytes: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(HEADER_BYTES + bytes.len());
+    v.push(VALUE_VERSION);
+    v.extend_from_slice(&at_ms.to_be_bytes());
+    v.extend_from_slice(&digest.0);
+    v.extend_from_slice(bytes);
+    v
+}
+
+fn decode_value(v: &[u8]) -> io::Result<StoredShare> {
+    if v.len() < HEADER_BYTES || v[0] != VALUE_VERSION {
+        return Err(io::Error::other(
+            "stored share value has an unknown format version or is truncated",
+        ));
+    }
+    let mut at = [0u8; 8];
+    at.copy_from_slice(&v[1..9]);
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(&v[9..41]);
+    Ok(StoredShare {
+        at_ms: u64::from_be_bytes(at),
+        digest: Digest(digest),
+        bytes: v[HEADER_BYTES..].to_vec(),
+    })
+}
+
+/// What happened to a staged share when its commit was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Promotion {
+    /// Moved from staged to committed.
+    Promoted,
+    /// Already committed with this digest (the entry was applied before).
+    AlreadyCommitted,
+    /// No staged share for the record: repair must bring it.
+    Missing,
+    /// The staged share's digest differs from the committed one: kept out; repair must
+    /// bring the right one.
+    Mismatch,
+}
+
+/// Why a share was not staged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageRefusal {
+    /// A different share is already committed for this record.
+    Committed {
+        /// The record.
+        record: RecordId,
+    },
+}
+
+/// The share store over the node's database.
+#[derive(Clone)]
+pub struct ShareStore {
+    db: Arc<DB>,
+}
+
+fn synced() -> WriteOptions {
+    let mut o = WriteOptions::default();
+    o.set_sync(true);
+    o
+}
+
+impl ShareStore {
+    /// The store over an opened node database.
+    pub fn new(db: Arc<DB>) -> ShareStore {
+        ShareStore { db }
+    }
+
+    /// Stages shares (one synced write for all of them) and returns each digest.
+    /// Staging the same share again is harmless; a record whose committed share
+    /// differs is refused, and then nothing of the request is written.
+    pub fn stage(
+        &self,
+        items: &[(RecordId, Vec<u8>)],
+        now_ms: u64,
+    ) -> io::Result<Result<Vec<Digest>, StageRefusal>> {
+        assert!(items.len() <= MAX_STAGE_ITEMS, "callers bound the request");
+        let staged = cf(&self.db, CF_STAGED)?;
+        let committed = cf(&self.db, CF_SHARES)?;
+        let mut batch = WriteBatch::default();
+        let mut digests = Vec::with_capacity(items.len());
+        for (record, bytes) in items {
+            let digest = Digest::of(bytes);
+            if let Some(v) = self
+                .db
+                .get_pinned_cf(committed, record.0)
+                .map_err(io::Error::other)?
+                && decode_value(&v)?.digest != digest
+            {
+                return Ok(Err(StageRefusal::Committed { record: *record }));
+            }
+            batch.put_cf(staged, record.0, encode_value(now_ms, &digest, bytes));
+            digests.push(digest);
+        }
+        self.db
+            .write_opt(batch, &synced())
+            .map_err(io::Error::other)?;
+        Ok(Ok(digests))
+    }
+
+    /// Adds to `batch` the promotion of `record`'s staged share if its digest is
+    /// `expected`. The caller writes the batch (with the state machine's own writes).
+    pub fn promote(
+        &self,
+        batch: &mut WriteBatch,
+        record: &RecordId,
+        expected: &Digest,
+        now_ms: u64,
+    ) -> io::Result<Promotion> {
+        let staged = cf(&self.db, CF_STAGED)?;
+        let committed = cf(&self.db, CF_SHARES)?;
+        if let Some(v) = self
+            .db
+            .get_pinned_cf(committed, record.0)
+            .map_err(io::Error::other)?
+            && decode_value(&v)?.digest == *expected
+        {
+            return Ok(Promotion::AlreadyCommitted);
+        }
+        let Some(v) = self
+            .db
+            .get_pinned_cf(staged, record.0)
+            .map_err(io::Error::other)?
+        else {
+            return Ok(Promotion::Missing);
+        };
+        let share = decode_value(&v)?;
+        if share.digest != *expected {
+            return Ok(Promotion::Mismatch);
+        }
+        batch.put_cf(
+            committed,
+            record.0,
+            encode_value(now_ms, expected, &share.bytes),
+        );
+        batch.delete_cf(staged, record.0);
+        Ok(Promotion::Promoted)
+    }
+
+    /// The committed share of `record`, if this node holds one.
+    pub fn committed(&self, record: &RecordId) -> io::Result<Option<StoredShare>> {
+        self.read(CF_SHARES, record)
+    }
+
+    /// The staged share of `record`, if any.
+    pub fn staged(&self, record: &RecordId) -> io::Result<Option<StoredShare>> {
+        self.read(CF_STAGED, record)
+    }
+
+    fn read(&self, name: &str, record: &RecordId) -> io::Result<Option<StoredShare>> {
+        self.db
+            .get_pinned_cf(cf(&self.db, name)?, record.0)
+            .map_err(io::Error::other)?
+            .map(|v| decode_value(&v))
+            .transpose()
+    }
+
+    /// Deletes staged shares older than `ttl_ms` at `now_ms`, at most `max_items` per
+    /// call (the caller repeats). Returns how many it deleted.
+    pub fn collect_expired(&self, now_ms: u64, ttl_ms: u64, max_items: usize) -> io::Result<usize> {
+        let staged = cf(&self.db, CF_STAGED)?;
+        let mut batch = WriteBatch::default();
+        let mut deleted = 0;
+        // Bounded: stops after max_items deletions; one pass over the staged family.
+        for item in self.db.iterator_cf(staged, IteratorMode::Start) {
+            if deleted == max_items {
+                break;
+            }
+            let (k, v) = item.map_err(io::Error::other)?;
+            if decode_value(&v)?.at_ms.saturating_add(ttl_ms) <= now_ms {
+                batch.delete_cf(staged, k);
+                deleted += 1;
+            }
+        }
+        if deleted > 0 {
+            self.db
+                .write_opt(batch, &synced())
+                .map_err(io::Error::other)?;
+        }
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, ShareStore) {
+        let dir = tempfile::TempDir::new().unwrap_or_else(|e| panic!("{e}"));
+        let db = crate::store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        (dir, ShareStore::new(db))
+    }
+
+    fn rid(n: u8) -> RecordId {
+        RecordId([n; 16])
+    }
+
+    #[test]
+    fn staged_shares_promote_only_with_the_committed_digest() -> io::Result<()> {
+        let (_d, s) = store();
+        let digests = s
+            .stage(
+                &[(rid(1), b"share one".to_vec()), (rid(2), b"two".to_vec())],
+                10,
+            )?
+            .unwrap_or_else(|r| panic!("{r:?}"));
+        assert_eq!(digests[0], Digest::of(b"share one"));
+        assert!(s.committed(&rid(1))?.is_none());
+
+        let mut batch = WriteBatch::default();
+        assert_eq!(
+            s.promote(&mut batch, &rid(1), &digests[0], 20)?,
+            Promotion::Promoted
+        );
+        assert_eq!(
+            s.promote(&mut batch, &rid(2), &Digest::of(b"other"), 20)?,
+            Promotion::Mismatch
+        );
+        assert_eq!(
+            s.promote(&mut batch, &rid(3), &digests[0], 20)?,
+            Promotion::Missing
+        );
+        s.db.write(batch).map_err(io::Error::other)?;
+        let c = s
+            .committed(&rid(1))?
+            .unwrap_or_else(|| panic!("not committed"));
+        assert_eq!(c.bytes, b"share one");
+        assert!(s.staged(&rid(1))?.is_none());
+        // The mismatching staged share stays staged (for GC), never committed.
+        assert!(s.committed(&rid(2))?.is_none());
+        // Applying the same entry again is a no-op.
+        let mut batch = WriteBatch::default();
+        assert_eq!(
+            s.promote(&mut batch, &rid(1), &digests[0], 30)?,
+            Promotion::AlreadyCommitted
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_committed_share_is_never_replaced_by_staging() -> io::Result<()> {
+        let (_d, s) = store();
+        let d = s
+            .stage(&[(rid(1), b"a".to_vec())], 1)?
+            .unwrap_or_else(|r| panic!("{r:?}"));
+        let mut batch = WriteBatch::default();
+        s.promote(&mut batch, &rid(1), &d[0], 2)?;
+        s.db.write(batch).map_err(io::Error::other)?;
+        assert_eq!(
+            s.stage(&[(rid(9), b"x".to_vec()), (rid(1), b"b".to_vec())], 3)?,
+            Err(StageRefusal::Committed { record: rid(1) })
+        );
+        // Nothing of the refused request was written.
+        assert!(s.staged(&rid(9))?.is_none());
+        // Re-staging the identical share is accepted.
+        assert!(s.stage(&[(rid(1), b"a".to_vec())], 4)?.is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn expired_staged_shares_are_collected_in_bounded_steps() -> io::Result<()> {
+        let (_d, s) = store();
+        let items: Vec<_> = (0..10u8).map(|i| (rid(i), vec![i])).collect();
+        s.stage(&items[..6], 100)?
+            .unwrap_or_else(|r| panic!("{r:?}"));
+        s.stage(&items[6..], 500)?
+            .unwrap_or_else(|r| panic!("{r:?}"));
+        // At t=1000 with a 600 ms TTL only the first six are expired.
+        assert_eq!(s.collect_expired(1000, 600, 4)?, 4);
+        assert_eq!(s.collect_expired(1000, 600, 4)?, 2);
+        assert_eq!(s.collect_expired(1000, 600, 4)?, 0);
+        assert!(s.staged(&rid(0))?.is_none());
+        assert!(s.staged(&rid(7))?.is_some());
+        Ok(())
+    }
+
+    #[test]
+    fn debug_output_never_shows_share_bytes() {
+        let s = StoredShare {
+            at_ms: 1,
+            digest: Digest::of(b"secret-share-bytes"),
+            bytes: b"secret-share-bytes".to_vec(),
+        };
+        assert!(!format!("{s:?}").contains("secret-share-bytes"));
+    }
+}
