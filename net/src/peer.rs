@@ -74,6 +74,17 @@ impl Peer {
         }
     }
 
+    /// A stream failure, with the hint that fits its most common cause.
+    fn transport_err(&self, e: kakera_proto::ProtoError) -> NetError {
+        match e {
+            kakera_proto::ProtoError::TooLarge { .. } => NetError::Proto(e),
+            other => self.err(format!(
+                "{other} (if this persists, check that this certificate is issued by the \
+                 cluster CA)"
+            )),
+        }
+    }
+
     async fn connection(&self) -> Result<quinn::Connection, NetError> {
         let mut guard = self.conn.lock().await;
         if let Some(c) = guard.as_ref()
@@ -105,19 +116,21 @@ impl Peer {
         let attempt = async {
             let conn = self.connection().await?;
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| self.err(e))?;
-            write_frame(&mut send, env, DEFAULT_MAX_FRAME_BYTES).await?;
+            // TLS 1.3: a client whose certificate the server rejects learns it on its
+            // first request, while writing or while reading the answer.
+            write_frame(&mut send, env, DEFAULT_MAX_FRAME_BYTES)
+                .await
+                .map_err(|e| self.transport_err(e))?;
             for chunk in trailer {
-                write_raw_frame(&mut send, chunk, DEFAULT_MAX_FRAME_BYTES).await?;
+                write_raw_frame(&mut send, chunk, DEFAULT_MAX_FRAME_BYTES)
+                    .await
+                    .map_err(|e| self.transport_err(e))?;
             }
             send.finish().map_err(|e| self.err(e))?;
-            // TLS 1.3: a client whose certificate the server rejects learns it here,
-            // on its first request, not at connect().
             match read_frame::<_, Response>(&mut recv, DEFAULT_MAX_FRAME_BYTES).await {
                 Ok(Some(r)) => Ok(r),
                 Ok(None) => Err(self.err("the peer closed the stream without answering")),
-                Err(e) => Err(self.err(format!(
-                    "{e} (if this persists, check that this certificate is issued by the cluster CA)"
-                ))),
+                Err(e) => Err(self.transport_err(e)),
             }
         };
         let result = match tokio::time::timeout(timeout, attempt).await {
