@@ -434,15 +434,7 @@ impl Duties {
             incarnations: self.state.incarnations()?,
             voters: membership.voter_ids().collect(),
             learners: membership.learner_ids().collect(),
-            matched: m
-                .replication
-                .as_ref()
-                .map(|r| {
-                    r.iter()
-                        .map(|(id, lid)| (*id, lid.as_ref().map(|l| l.index())))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            matched: crate::raft::matched_indexes(&m),
             last_log_index: m.last_log_index.unwrap_or(0),
             leader: self.raft_id,
         })

@@ -65,6 +65,18 @@ pub fn rpc_to_streaming(
     }
 }
 
+/// On a leader: each member's matched log index (None if not yet known), from the
+/// Raft metrics. Empty on other nodes.
+pub fn matched_indexes<C: FromIterator<(u64, Option<u64>)>>(
+    m: &openraft::RaftMetrics<TypeConfig>,
+) -> C {
+    m.replication
+        .iter()
+        .flat_map(|r| r.iter())
+        .map(|(id, lid)| (*id, lid.as_ref().map(|l| l.index())))
+        .collect()
+}
+
 /// A node's Raft instance with the handles the rest of the node reads through.
 pub struct RaftParts {
     /// The Raft instance.

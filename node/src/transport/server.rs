@@ -402,15 +402,7 @@ pub fn status(ctx: &ServerContext) -> NodeStatus {
     let membership = m.membership_config.membership();
     let voters: Vec<u64> = membership.voter_ids().collect();
     let learners: Vec<u64> = membership.learner_ids().collect();
-    let replication = m
-        .replication
-        .as_ref()
-        .map(|r| {
-            r.iter()
-                .map(|(id, lid)| (*id, lid.as_ref().map(|l| l.index())))
-                .collect()
-        })
-        .unwrap_or_default();
+    let replication = crate::raft::matched_indexes(&m);
     NodeStatus {
         node_id: ctx.node.id,
         name: ctx.node.name.clone(),
