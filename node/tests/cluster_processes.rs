@@ -68,15 +68,48 @@ async fn wait_group(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_of_the_leader_elects_another_and_the_node_catches_up_after_restart() {
+/// Five processes started together, and the group they form with all five voting.
+async fn five_node_group() -> (tempfile::TempDir, LocalCluster, Client, NodeStatus) {
     let dir = tempfile::TempDir::new().unwrap();
     let mut cluster = LocalCluster::prepare(dir.path(), 5);
     for id in 1..=5 {
         cluster.spawn(id);
     }
     let operator = cluster.client("ops", Role::Operator);
-    let first = wait_group(&cluster, &operator, 0, &[1, 2, 3, 4, 5]).await;
+    let leader = wait_group(&cluster, &operator, 0, &[1, 2, 3, 4, 5]).await;
+    (dir, cluster, operator, leader)
+}
+
+/// Polls every node's status until `done` holds for (leader, node `id`), for 60 s.
+async fn wait_for_node(
+    cluster: &LocalCluster,
+    client: &Client,
+    id: u64,
+    what: &str,
+    done: impl Fn(&NodeStatus, &NodeStatus) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let all = statuses(cluster, client).await;
+        let leader = all.iter().find(|s| s.raft.state == "Leader");
+        let node = all.iter().find(|s| s.node_id == id);
+        if let (Some(l), Some(n)) = (leader, node)
+            && done(l, n)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {all:#?}\nlog of node {id}:\n{}",
+            cluster.log(id)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_leader_elects_another_and_the_node_catches_up_after_restart() {
+    let (_dir, mut cluster, operator, first) = five_node_group().await;
     // The bootstrapper (lowest initial voter) formed the group; every other node
     // joined and was promoted.
     assert_eq!(first.raft.learners, Vec::<u64>::new());
@@ -86,25 +119,19 @@ async fn kill_9_of_the_leader_elects_another_and_the_node_catches_up_after_resta
     assert_ne!(second.node_id, first.node_id);
 
     cluster.spawn(first.node_id);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let all = statuses(&cluster, &operator).await;
-        let leader = all.iter().find(|s| s.raft.state == "Leader");
-        let back = all.iter().find(|s| s.node_id == first.node_id);
-        if let (Some(l), Some(b)) = (leader, back)
-            && b.raft.applied.is_some()
-            && b.raft.applied >= l.raft.committed
-            && b.raft.leader == Some(l.raft.id)
-            && b.raft.id == first.raft.id
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "restarted node did not catch up: {all:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_node(
+        &cluster,
+        &operator,
+        first.node_id,
+        "restarted node did not catch up",
+        |l, b| {
+            b.raft.applied.is_some()
+                && b.raft.applied >= l.raft.committed
+                && b.raft.leader == Some(l.raft.id)
+                && b.raft.id == first.raft.id
+        },
+    )
+    .await;
 
     // SIGTERM stops a node cleanly (exit code 0).
     let follower = *cluster
@@ -122,13 +149,7 @@ async fn kill_9_of_the_leader_elects_another_and_the_node_catches_up_after_resta
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_without_a_cluster_certificate_or_role_are_refused_and_the_node_keeps_serving() {
-    let dir = tempfile::TempDir::new().unwrap();
-    let mut cluster = LocalCluster::prepare(dir.path(), 5);
-    for id in 1..=5 {
-        cluster.spawn(id);
-    }
-    let operator = cluster.client("ops", Role::Operator);
-    let leader = wait_group(&cluster, &operator, 0, &[1, 2, 3, 4, 5]).await;
+    let (dir, cluster, operator, leader) = five_node_group().await;
     let addr = cluster.addrs[leader.node_id as usize - 1];
     let name = format!("node-{}", leader.node_id);
 
@@ -243,13 +264,7 @@ async fn peers_without_a_cluster_certificate_or_role_are_refused_and_the_node_ke
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_lost_its_disk_rejoins_as_a_new_member_and_replaces_its_old_self() {
-    let dir = tempfile::TempDir::new().unwrap();
-    let mut cluster = LocalCluster::prepare(dir.path(), 5);
-    for id in 1..=5 {
-        cluster.spawn(id);
-    }
-    let operator = cluster.client("ops", Role::Operator);
-    let leader = wait_group(&cluster, &operator, 0, &[1, 2, 3, 4, 5]).await;
+    let (dir, mut cluster, operator, leader) = five_node_group().await;
     let lost = *cluster
         .ids
         .iter()
@@ -268,30 +283,22 @@ async fn a_node_that_lost_its_disk_rejoins_as_a_new_member_and_replaces_its_old_
     std::fs::remove_dir_all(data.join("db")).unwrap();
     let _ = std::fs::remove_dir_all(data.join("snapshots"));
     cluster.spawn(lost);
-
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let all = statuses(&cluster, &operator).await;
-        let l = all.iter().find(|s| s.raft.state == "Leader");
-        let back = all.iter().find(|s| s.node_id == lost);
-        if let (Some(l), Some(b)) = (l, back)
-            && b.raft.id != old_member
-            && l.raft.voters.contains(&b.raft.id)
-            && !l.raft.voters.contains(&old_member)
-            && !l.raft.learners.contains(&old_member)
-            && l.raft.voters.len() == 5
-            && b.raft.applied >= l.raft.committed
-        {
-            assert_eq!(node_of(b.raft.id), lost);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the wiped node did not rejoin as a new member: {all:#?}\nlog:\n{}",
-            cluster.log(lost)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_node(
+        &cluster,
+        &operator,
+        lost,
+        "the wiped node did not rejoin as a new member",
+        |l, b| {
+            node_of(b.raft.id) == lost
+                && b.raft.id != old_member
+                && l.raft.voters.contains(&b.raft.id)
+                && !l.raft.voters.contains(&old_member)
+                && !l.raft.learners.contains(&old_member)
+                && l.raft.voters.len() == 5
+                && b.raft.applied >= l.raft.committed
+        },
+    )
+    .await;
     assert!(
         cluster.log(lost).contains("empty data directory"),
         "{}",
