@@ -53,7 +53,7 @@ impl ZonePublicKey {
 
     /// Lower-case hex, as the config holds it.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        crate::zone::hex(&self.0)
     }
 }
 

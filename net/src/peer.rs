@@ -154,12 +154,23 @@ impl Peer {
         body: Request,
         timeout: Duration,
     ) -> Result<Response, NetError> {
+        self.call_with(cluster_id, body, &[], timeout).await
+    }
+
+    /// [`Peer::call`] with `trailer` frames (snapshot data) after the request.
+    pub async fn call_with(
+        &self,
+        cluster_id: &str,
+        body: Request,
+        trailer: &[&[u8]],
+        timeout: Duration,
+    ) -> Result<Response, NetError> {
         let env = RequestEnvelope {
             cluster_id: cluster_id.to_string(),
             request_id: fresh_request_id(),
             body,
         };
-        match self.request(&env, timeout).await? {
+        match self.request_with(&env, trailer, timeout).await? {
             Response::Error(reply) => Err(NetError::Refused {
                 peer: self.server_name.clone(),
                 kind: reply.kind,

@@ -110,7 +110,14 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
     let db = crate::store::open(&data_dir.join("db"))?;
     let raft_id = member_id(&db, node.id)?;
     let shares = crate::shares::ShareStore::new(db.clone());
-    let network = QuicNetworkFactory::new(&endpoint, config, node.id);
+    // One peer (one QUIC connection) per other node, shared by Raft and the duties.
+    let peers: BTreeMap<u64, Arc<Peer>> = config
+        .nodes
+        .iter()
+        .filter(|n| n.id != node.id)
+        .map(|n| (n.id, Arc::new(Peer::new(endpoint.clone(), n.addr, &n.name))))
+        .collect();
+    let network = QuicNetworkFactory::new(&config.cluster_id, peers.clone());
     let parts = start_raft(raft_id, &config.cluster_id, db, &data_dir, network).await?;
     let raft = parts.raft.clone();
 
@@ -130,12 +137,6 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         ctx,
         shutdown_rx.clone(),
     ))];
-    let peers: BTreeMap<u64, Arc<Peer>> = config
-        .nodes
-        .iter()
-        .filter(|n| n.id != node.id)
-        .map(|n| (n.id, Arc::new(Peer::new(endpoint.clone(), n.addr, &n.name))))
-        .collect();
     let duties = Duties {
         raft: raft.clone(),
         raft_id,

@@ -1,15 +1,15 @@
 //! The Raft network over QUIC: each RPC is one request on its own stream to the target
-//! node, payload encoded with the codec. Targets are looked up in the cluster config
-//! (address and certificate name); a node not in the config is unreachable.
+//! node, payload encoded with the codec. Targets are the config's nodes, reached through
+//! the daemon's peers (one connection per peer, shared with its other calls); a node
+//! not in the config is unreachable.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kakera_config::ClusterConfig;
-use kakera_proto::{Request, RequestEnvelope, Response, codec};
+use kakera_proto::{Request, Response, codec};
 use openraft::OptionalSend;
 use openraft::alias::{SnapshotOf, VoteOf};
 use openraft::errors::{
@@ -23,7 +23,7 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 
 use super::{SnapshotData, TypeConfig};
-use kakera_net::{NetError, Peer, fresh_request_id};
+use kakera_net::{NetError, Peer};
 
 /// Chunk size of snapshot data frames.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
@@ -31,21 +31,15 @@ const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 /// Builds connections to the other nodes of the config.
 pub struct QuicNetworkFactory {
     cluster_id: String,
-    peers: HashMap<u64, Arc<Peer>>,
+    peers: BTreeMap<u64, Arc<Peer>>,
 }
 
 impl QuicNetworkFactory {
-    /// Peers for every node of `config` but `self_node` (a config node id), reached
-    /// through `endpoint`. Raft member ids map to nodes by `kakera_proto::ids::node_of`.
-    pub fn new(endpoint: &quinn::Endpoint, config: &ClusterConfig, self_node: u64) -> Self {
-        let peers = config
-            .nodes
-            .iter()
-            .filter(|n| n.id != self_node)
-            .map(|n| (n.id, Arc::new(Peer::new(endpoint.clone(), n.addr, &n.name))))
-            .collect();
+    /// A network over `peers` (config node id -> peer) for cluster `cluster_id`. Raft
+    /// member ids map to nodes by `kakera_proto::ids::node_of`.
+    pub fn new(cluster_id: &str, peers: BTreeMap<u64, Arc<Peer>>) -> Self {
         QuicNetworkFactory {
-            cluster_id: config.cluster_id.clone(),
+            cluster_id: cluster_id.to_string(),
             peers,
         }
     }
@@ -92,23 +86,16 @@ impl QuicConnection {
         let peer = self.peer.as_ref().ok_or_else(|| {
             unreachable(format!("node {} is not in the cluster config", self.target))
         })?;
-        let env = RequestEnvelope {
-            cluster_id: self.cluster_id.clone(),
-            request_id: fresh_request_id(),
-            body,
-        };
         let response = peer
-            .request_with(&env, trailer, timeout)
+            .call_with(&self.cluster_id, body, trailer, timeout)
             .await
             .map_err(|e| match e {
                 NetError::Peer { .. } => unreachable(e),
+                NetError::Refused { kind, message, .. } => network(format!("{kind:?}: {message}")),
                 other => network(other),
             })?;
         let bytes = match response {
             Response::Raft(bytes) => bytes,
-            Response::Error(reply) => {
-                return Err(network(format!("{:?}: {}", reply.kind, reply.message)));
-            }
             other => return Err(network(format!("unexpected answer {other:?}"))),
         };
         let result: Result<T, RaftError<TypeConfig>> = codec::decode(&bytes).map_err(network)?;
