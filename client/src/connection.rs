@@ -68,11 +68,33 @@ impl Connection {
         body: Request,
         timeout: Duration,
     ) -> Result<Response, NetError> {
+        self.call_full(node_id, body, &[], 0, timeout)
+            .await
+            .map(|(r, _)| r)
+    }
+
+    /// Sends `body` to node `node_id` with `trailer` bytes after it, and reads up to
+    /// `reply_limit_bytes` of raw bytes after the answer.
+    pub async fn call_full(
+        &self,
+        node_id: u64,
+        body: Request,
+        trailer: &[u8],
+        reply_limit_bytes: u64,
+        timeout: Duration,
+    ) -> Result<(Response, Vec<u8>), NetError> {
         let peer = self.peers.get(&node_id).ok_or_else(|| NetError::Peer {
             peer: format!("node {node_id}"),
             reason: "not in the cluster config".into(),
         })?;
-        peer.call(&self.config.cluster_id, body, timeout).await
+        peer.call_full(
+            &self.config.cluster_id,
+            body,
+            trailer,
+            reply_limit_bytes,
+            timeout,
+        )
+        .await
     }
 
     /// Asks every node for its status, concurrently.

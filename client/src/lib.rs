@@ -1,11 +1,18 @@
-//! kakera-client: the library jobs and gateways link (the data path arrives with it)
-//! and the `kakera` CLI's building blocks for operators and auditors.
+//! kakera-client: the library jobs and gateways link ([`Client`]: put, get, list,
+//! grants, audit; [`blocking::Client`] for simple jobs) and the `kakera` CLI's
+//! building blocks for operators and auditors.
 
+pub mod blocking;
+pub mod client;
 pub mod connection;
+pub mod demo;
 pub mod error;
 pub mod pki;
+pub mod plan;
 pub mod seal;
 pub mod status;
 pub mod zone;
 
+pub use client::{Client, NewRecord, Page, ReadBatch, Record};
 pub use error::ClientError;
+pub use plan::BadShare;

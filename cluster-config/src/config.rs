@@ -65,6 +65,16 @@ pub struct ZoneConfig {
     pub networks: Vec<IpNet>,
 }
 
+impl ZoneConfig {
+    /// Whether a peer at `ip` may act as a member of this zone: any address if the
+    /// zone lists no networks, else one inside a listed network (IPv4-mapped IPv6
+    /// addresses count as IPv4).
+    pub fn admits(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.networks.is_empty() || self.networks.iter().any(|n| n.contains(&ip))
+    }
+}
+
 /// One storage node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeConfig {

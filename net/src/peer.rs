@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use kakera_proto::frame::{DEFAULT_MAX_FRAME_BYTES, read_frame, write_frame, write_raw_frame};
+use kakera_proto::frame::{
+    DEFAULT_MAX_FRAME_BYTES, read_frame, read_raw_frame, write_frame, write_trailer,
+};
 use kakera_proto::{Request, RequestEnvelope, RequestId, Response};
 use tokio::sync::Mutex;
 
@@ -105,14 +107,17 @@ impl Peer {
         *self.conn.lock().await = None;
     }
 
-    /// Sends one request and reads its response, within `timeout`. `trailer` frames
-    /// (snapshot data) follow the request on the same stream.
+    /// Sends one request and reads its response, within `timeout`. `trailer` (share
+    /// bytes, snapshot data) follows the request on the same stream as raw frames.
+    /// Raw frames after the response (share bytes) are read to the end of the stream,
+    /// at most `reply_limit_bytes` of them.
     pub async fn request_with(
         &self,
         env: &RequestEnvelope,
-        trailer: &[&[u8]],
+        trailer: &[u8],
+        reply_limit_bytes: u64,
         timeout: Duration,
-    ) -> Result<Response, NetError> {
+    ) -> Result<(Response, Vec<u8>), NetError> {
         let attempt = async {
             let conn = self.connection().await?;
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| self.err(e))?;
@@ -121,17 +126,41 @@ impl Peer {
             write_frame(&mut send, env, DEFAULT_MAX_FRAME_BYTES)
                 .await
                 .map_err(|e| self.transport_err(e))?;
-            for chunk in trailer {
-                write_raw_frame(&mut send, chunk, DEFAULT_MAX_FRAME_BYTES)
-                    .await
-                    .map_err(|e| self.transport_err(e))?;
+            // A peer that refuses the request answers without reading the trailer and
+            // stops the stream: then the answer, not the failed write, is the result.
+            let wrote = write_trailer(&mut send, trailer).await;
+            if wrote.is_ok() {
+                send.finish().map_err(|e| self.err(e))?;
             }
-            send.finish().map_err(|e| self.err(e))?;
-            match read_frame::<_, Response>(&mut recv, DEFAULT_MAX_FRAME_BYTES).await {
-                Ok(Some(r)) => Ok(r),
-                Ok(None) => Err(self.err("the peer closed the stream without answering")),
-                Err(e) => Err(self.transport_err(e)),
+            let response = match read_frame::<_, Response>(&mut recv, DEFAULT_MAX_FRAME_BYTES).await
+            {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    return Err(match wrote {
+                        Err(e) => self.transport_err(e),
+                        Ok(()) => self.err("the peer closed the stream without answering"),
+                    });
+                }
+                Err(e) => return Err(self.transport_err(wrote.err().unwrap_or(e))),
+            };
+            let mut extra = Vec::new();
+            // Bounded: each frame adds at least one byte (an empty one ends the loop)
+            // and the total is capped.
+            if reply_limit_bytes > 0 {
+                loop {
+                    match read_raw_frame(&mut recv, DEFAULT_MAX_FRAME_BYTES).await {
+                        Ok(Some(chunk)) if !chunk.is_empty() => extra.extend_from_slice(&chunk),
+                        Ok(_) => break,
+                        Err(e) => return Err(self.transport_err(e)),
+                    }
+                    if extra.len() as u64 > reply_limit_bytes {
+                        return Err(self.err(format!(
+                            "the answer runs past the expected {reply_limit_bytes} bytes"
+                        )));
+                    }
+                }
             }
+            Ok((response, extra))
         };
         let result = match tokio::time::timeout(timeout, attempt).await {
             Ok(r) => r,
@@ -154,24 +183,31 @@ impl Peer {
         body: Request,
         timeout: Duration,
     ) -> Result<Response, NetError> {
-        self.call_with(cluster_id, body, &[], timeout).await
+        self.call_full(cluster_id, body, &[], 0, timeout)
+            .await
+            .map(|(r, _)| r)
     }
 
-    /// [`Peer::call`] with `trailer` frames (snapshot data) after the request.
-    pub async fn call_with(
+    /// [`Peer::call`] with `trailer` bytes after the request and up to
+    /// `reply_limit_bytes` of raw bytes after the answer.
+    pub async fn call_full(
         &self,
         cluster_id: &str,
         body: Request,
-        trailer: &[&[u8]],
+        trailer: &[u8],
+        reply_limit_bytes: u64,
         timeout: Duration,
-    ) -> Result<Response, NetError> {
+    ) -> Result<(Response, Vec<u8>), NetError> {
         let env = RequestEnvelope {
             cluster_id: cluster_id.to_string(),
             request_id: fresh_request_id(),
             body,
         };
-        match self.request_with(&env, trailer, timeout).await? {
-            Response::Error(reply) => Err(NetError::Refused {
+        match self
+            .request_with(&env, trailer, reply_limit_bytes, timeout)
+            .await?
+        {
+            (Response::Error(reply), _) => Err(NetError::Refused {
                 peer: self.server_name.clone(),
                 kind: reply.kind,
                 message: reply.message,
@@ -186,6 +222,8 @@ impl Peer {
         env: &RequestEnvelope,
         timeout: Duration,
     ) -> Result<Response, NetError> {
-        self.request_with(env, &[], timeout).await
+        self.request_with(env, &[], 0, timeout)
+            .await
+            .map(|(r, _)| r)
     }
 }

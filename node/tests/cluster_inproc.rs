@@ -169,18 +169,27 @@ async fn a_partitioned_minority_cannot_commit_and_the_majority_continues() {
         tokio::time::timeout(Duration::from_secs(3), c.write(old, "minority", "lost")).await;
     assert!(stuck.is_err(), "a minority committed a write");
 
-    // The majority elects a leader among itself and commits.
+    // The majority elects a leader among itself and commits. (On a loaded machine a
+    // fresh leader may be replaced before the write lands: then retry with the next.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let new = loop {
         let l = c.wait_leader(Some(old)).await;
         if majority.contains(&l) {
-            break l;
+            let cmd = Command::SetMeta {
+                key: "majority".into(),
+                value: "kept".into(),
+            };
+            if let Ok(w) = c.members[&l].raft.client_write(cmd).await {
+                assert_eq!(w.data, CommandResponse::Applied);
+                break l;
+            }
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the majority never committed"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(
-        c.write(new, "majority", "kept").await,
-        CommandResponse::Applied
-    );
 
     // After healing, everyone converges on the majority's history.
     c.router.heal();

@@ -28,59 +28,46 @@ async fn ingest_stages_shares_durably_and_everyone_else_is_refused() {
     }
 
     let shares = kakera_shamir::split(b"sealed record bytes, not plaintext", 3, 5).unwrap();
-    let items: Vec<StageItem> = shares
+    let items: Vec<(RecordId, Vec<u8>)> = shares
         .iter()
         .enumerate()
-        .map(|(i, s)| StageItem {
-            record: RecordId([i as u8 + 1; 16]),
-            share: s.encode(),
-        })
+        .map(|(i, s)| (RecordId([i as u8 + 1; 16]), s.encode()))
         .collect();
+    let (request, data) = stage_request(&items);
     let answer = ingest
-        .ask(
-            addr,
-            "node-1",
-            Request::StageShares {
-                items: items.clone(),
-            },
-        )
+        .ask_with(addr, "node-1", request, &data)
         .await
         .unwrap();
     let Response::Staged { digests } = answer else {
         panic!("not staged: {answer:?}")
     };
-    let expected: Vec<Digest> = items.iter().map(|i| Digest::of(&i.share)).collect();
+    let expected: Vec<Digest> = items.iter().map(|(_, s)| Digest::of(s)).collect();
     assert_eq!(digests, expected);
 
     // Other roles may not stage.
     for role in [Role::Reader, Role::Auditor, Role::Operator, Role::Node] {
         let c = cluster.client(&format!("not-ingest-{role}"), role);
-        match c
-            .ask(
-                addr,
-                "node-1",
-                Request::StageShares {
-                    items: items[..1].to_vec(),
-                },
-            )
-            .await
-            .unwrap()
-        {
+        let (request, data) = stage_request(&items[..1]);
+        match c.ask_with(addr, "node-1", request, &data).await.unwrap() {
             Response::Error(e) => assert_eq!(e.kind, ErrorKind::Forbidden, "{role}"),
             other => panic!("{role} staged: {other:?}"),
         }
     }
-    // Bad input: not a share, a record twice, nothing at all.
+    // Bad input: not a share, a record twice, nothing at all, fewer bytes than
+    // announced.
     let mut corrupt = items[0].clone();
-    corrupt.share[20] ^= 0xff;
+    corrupt.1[20] ^= 0xff;
+    let mut short = stage_request(&items[..1]);
+    short.1.pop();
     let bad = [
-        vec![corrupt],
-        vec![items[1].clone(), items[1].clone()],
-        vec![],
+        stage_request(&[corrupt]),
+        stage_request(&[items[1].clone(), items[1].clone()]),
+        stage_request(&[]),
+        short,
     ];
-    for request in bad {
+    for (request, data) in bad {
         match ingest
-            .ask(addr, "node-1", Request::StageShares { items: request })
+            .ask_with(addr, "node-1", request, &data)
             .await
             .unwrap()
         {
@@ -93,10 +80,24 @@ async fn ingest_stages_shares_durably_and_everyone_else_is_refused() {
     cluster.kill(1);
     let db = kakera_node::store::open(&dir.path().join("data/node-1/db")).unwrap();
     let store = ShareStore::new(db);
-    for (item, digest) in items.iter().zip(&digests) {
-        let staged = store.staged(&item.record).unwrap().unwrap();
+    for ((record, share), digest) in items.iter().zip(&digests) {
+        let staged = store.staged(record).unwrap().unwrap();
         assert_eq!(&staged.digest, digest);
-        assert_eq!(staged.bytes, item.share);
-        assert!(store.committed(&item.record).unwrap().is_none());
+        assert_eq!(&staged.bytes, share);
+        assert!(store.committed(record).unwrap().is_none());
     }
+}
+
+/// A staging request for `items` and the share bytes that follow it.
+fn stage_request(items: &[(RecordId, Vec<u8>)]) -> (Request, Vec<u8>) {
+    let request = Request::StageShares {
+        items: items
+            .iter()
+            .map(|(record, share)| StageItem {
+                record: *record,
+                size_bytes: share.len() as u64,
+            })
+            .collect(),
+    };
+    (request, items.iter().flat_map(|(_, s)| s.clone()).collect())
 }

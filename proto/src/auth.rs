@@ -1,7 +1,7 @@
 //! Authorization in one place: which role may ask for which operation. Nodes call
 //! [`authorize`] on every request with the role read from the peer's certificate.
 
-use crate::identity::Role;
+use crate::identity::{Identity, Role};
 use crate::message::Operation;
 
 /// Whether `role` may perform `op`. The whole matrix; tested exhaustively.
@@ -11,8 +11,48 @@ pub fn is_allowed(role: Role, op: Operation) -> bool {
         Operation::Ping | Operation::Status => true,
         // Consensus traffic only between nodes.
         Operation::Raft => role == Role::Node,
-        // Only ingest gateways (and jobs writing results) bring shares.
-        Operation::Stage => role == Role::Ingest,
+        // Only ingest gateways (and jobs writing results) bring shares and commit them.
+        Operation::Stage | Operation::Commit => role == Role::Ingest,
+        // Only readers open reads and fetch shares (the zone and the grant are checked
+        // by the node and again when the ticket is applied).
+        Operation::OpenRead | Operation::Fetch => role == Role::Reader,
+        // Metadata listings: readers find records, auditors and operators check them.
+        Operation::List => matches!(role, Role::Reader | Role::Auditor | Role::Operator),
+        // The review committee's approvals are entered by operators.
+        Operation::GrantChange => role == Role::Operator,
+        Operation::GrantList | Operation::AuditLog => {
+            matches!(role, Role::Auditor | Role::Operator)
+        }
+    }
+}
+
+/// Defence in depth for reads: a reader's certificate must name the high-security
+/// zone, and the connection must come from one of that zone's networks in the config.
+/// Other roles pass.
+pub fn check_reader_origin(
+    identity: &Identity,
+    remote: std::net::IpAddr,
+    config: &kakera_config::ClusterConfig,
+) -> Result<(), String> {
+    if identity.role != Role::Reader {
+        return Ok(());
+    }
+    let zone = kakera_config::HSZ_ZONE;
+    if !identity.in_zone(zone) {
+        return Err(format!(
+            "reader '{}' has no certificate for zone '{zone}'; records are reconstructed only there",
+            identity.name
+        ));
+    }
+    match config.zones.get(zone) {
+        Some(z) if z.admits(remote) => Ok(()),
+        Some(_) => Err(format!(
+            "reader '{}' connects from {remote}, outside the networks of zone '{zone}'",
+            identity.name
+        )),
+        None => Err(format!(
+            "the cluster config declares no zone '{zone}', so no reader is admitted"
+        )),
     }
 }
 
@@ -32,6 +72,66 @@ pub fn authorize(role: Role, op: Operation) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    fn who(role: Role, zone: Option<&str>) -> Identity {
+        Identity {
+            name: "job".into(),
+            role,
+            zone: zone.map(str::to_string),
+            fingerprint: crate::Fingerprint([0; 32]),
+        }
+    }
+
+    /// P7 (defence in depth): a reader must hold an hsz certificate and connect from
+    /// an hsz network; other roles are not affected.
+    #[test]
+    fn readers_come_from_the_zone_and_its_networks() {
+        let config = kakera_config::ClusterConfig::parse(
+            r#"
+            cluster_id = "c"
+            ca_cert = "ca.pem"
+            racks = ["a", "b", "c"]
+            [policy]
+            k = 2
+            n = 3
+            [zones.dc]
+            [zones.hsz]
+            networks = ["10.9.0.0/16"]
+            [[nodes]]
+            id = 1
+            name = "n1"
+            rack = "a"
+            zone = "dc"
+            addr = "127.0.0.1:1"
+            data_dir = "d1"
+            [[nodes]]
+            id = 2
+            name = "n2"
+            rack = "b"
+            zone = "dc"
+            addr = "127.0.0.1:2"
+            data_dir = "d2"
+            [[nodes]]
+            id = 3
+            name = "n3"
+            rack = "c"
+            zone = "dc"
+            addr = "127.0.0.1:3"
+            data_dir = "d3"
+            "#,
+        )
+        .unwrap();
+        let inside: std::net::IpAddr = "10.9.1.2".parse().unwrap();
+        let mapped: std::net::IpAddr = "::ffff:10.9.1.2".parse().unwrap();
+        let outside: std::net::IpAddr = "10.8.1.2".parse().unwrap();
+        let reader = who(Role::Reader, Some("hsz"));
+        assert!(check_reader_origin(&reader, inside, &config).is_ok());
+        assert!(check_reader_origin(&reader, mapped, &config).is_ok());
+        assert!(check_reader_origin(&reader, outside, &config).is_err());
+        assert!(check_reader_origin(&who(Role::Reader, Some("dc")), inside, &config).is_err());
+        assert!(check_reader_origin(&who(Role::Reader, None), inside, &config).is_err());
+        assert!(check_reader_origin(&who(Role::Operator, None), outside, &config).is_ok());
+    }
+
     #[test]
     fn the_matrix_is_exactly_this() {
         // Every (role, operation) pair, spelled out, so a change to the matrix is a
@@ -42,8 +142,27 @@ mod tests {
             (Role::Ingest | Role::Reader | Role::Auditor | Role::Operator, Operation::Raft) => {
                 false
             }
-            (Role::Ingest, Operation::Stage) => true,
-            (Role::Node | Role::Reader | Role::Auditor | Role::Operator, Operation::Stage) => false,
+            (Role::Ingest, Operation::Stage | Operation::Commit) => true,
+            (
+                Role::Node | Role::Reader | Role::Auditor | Role::Operator,
+                Operation::Stage | Operation::Commit,
+            ) => false,
+            (Role::Reader, Operation::OpenRead | Operation::Fetch) => true,
+            (
+                Role::Node | Role::Ingest | Role::Auditor | Role::Operator,
+                Operation::OpenRead | Operation::Fetch,
+            ) => false,
+            (Role::Reader | Role::Auditor | Role::Operator, Operation::List) => true,
+            (Role::Node | Role::Ingest, Operation::List) => false,
+            (Role::Operator, Operation::GrantChange) => true,
+            (Role::Node | Role::Ingest | Role::Reader | Role::Auditor, Operation::GrantChange) => {
+                false
+            }
+            (Role::Auditor | Role::Operator, Operation::GrantList | Operation::AuditLog) => true,
+            (
+                Role::Node | Role::Ingest | Role::Reader,
+                Operation::GrantList | Operation::AuditLog,
+            ) => false,
         };
         for role in Role::ALL {
             for op in Operation::ALL {

@@ -85,3 +85,41 @@ where
         None => Ok(None),
     }
 }
+
+/// Size of the raw frames a trailer (share bytes, snapshot data) is cut into.
+pub const TRAILER_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+/// Writes `bytes` as raw frames of at most [`TRAILER_CHUNK_BYTES`].
+pub async fn write_trailer<W>(w: &mut W, bytes: &[u8]) -> Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    for chunk in bytes.chunks(TRAILER_CHUNK_BYTES) {
+        // A chunk is at most 4 MiB, below any sane frame limit.
+        write_raw_frame(w, chunk, TRAILER_CHUNK_BYTES as u32).await?;
+    }
+    Ok(())
+}
+
+/// Reads raw frames until exactly `size_bytes` have arrived (announced earlier on the
+/// same stream). Refuses a trailer that ends early or runs past the announced size.
+pub async fn read_trailer<R>(r: &mut R, size_bytes: u64, max_frame_bytes: u32) -> Result<Vec<u8>>
+where
+    R: AsyncRead + Unpin,
+{
+    // The caller bounds `size_bytes`; reserve at most 64 MiB up front.
+    let mut data = Vec::with_capacity(size_bytes.min(64 << 20) as usize);
+    // Bounded: each frame adds at least one byte or ends the loop.
+    while (data.len() as u64) < size_bytes {
+        match read_raw_frame(r, max_frame_bytes).await? {
+            Some(chunk) if !chunk.is_empty() => data.extend_from_slice(&chunk),
+            _ => return Err(ProtoError::Truncated),
+        }
+        if data.len() as u64 > size_bytes {
+            return Err(ProtoError::Malformed {
+                reason: format!("more than the announced {size_bytes} bytes followed"),
+            });
+        }
+    }
+    Ok(data)
+}

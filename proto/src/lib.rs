@@ -7,11 +7,15 @@
 //! - [`identity`]: roles and zones read from certificates;
 //! - [`ids`]: Raft member ids (config node id + incarnation);
 //! - [`record`]: record ids, metadata and digests as the catalog holds them;
+//! - [`catalog`]: committed records, grants and tickets as the Raft catalog holds them;
+//! - [`audit`]: audit log entries and their hash chain;
 //! - [`auth`]: the role x operation matrix.
 //!
 //! Depends on neither openraft nor RocksDB, so the client's build stays small.
 
+pub mod audit;
 pub mod auth;
+pub mod catalog;
 pub mod codec;
 pub mod error;
 pub mod frame;
@@ -23,7 +27,7 @@ pub mod record;
 pub use error::{ProtoError, Result};
 pub use identity::{Fingerprint, Identity, Role};
 pub use message::{
-    ErrorKind, ErrorReply, NodeStatus, Operation, RaftStatus, Request, RequestEnvelope, RequestId,
-    Response, StageItem,
+    ErrorKind, ErrorReply, FetchedShare, NodeStatus, Operation, RaftStatus, Request,
+    RequestEnvelope, RequestId, Response, StageItem,
 };
 pub use record::{Date, Digest, RecordId, RecordKind, RecordMeta, SubjectTag};

@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{AuditEntry, AuditQuery};
+use crate::catalog::{Grant, ListFilter, RecordEntry, Ticket};
 use crate::identity::Role;
 use crate::record::{Digest, RecordId};
 
@@ -86,31 +88,85 @@ pub enum Request {
     },
     /// Store shares as staged (ingest role only): one share per record for this node,
     /// synced to disk before the answer. Invisible until a commit names their digests.
+    /// The encoded shares follow the request as raw frames, concatenated in item
+    /// order, so one share may be larger than a frame.
     StageShares {
-        /// The shares, at most a frame's worth.
+        /// The records and the size of each share.
         items: Vec<StageItem>,
+    },
+    /// Make staged records visible (ingest role only; at the leader): one Raft entry
+    /// for the batch, with every share digest and holder. The leader re-checks the
+    /// placement rules; applying the entry promotes each holder's staged share.
+    CommitRecords {
+        /// The records (`committed_at_ms` 0; the leader stamps it).
+        records: Vec<RecordEntry>,
+    },
+    /// Open a read ticket for a job (reader role, zone hsz; at the leader): the leader
+    /// commits an audit entry naming the job and the records, checked against the
+    /// job's grant when it is applied. The answer carries the ticket and the records'
+    /// catalog entries.
+    OpenRead {
+        /// The job whose grant covers the read.
+        job: String,
+        /// The records to read.
+        records: Vec<RecordId>,
+    },
+    /// Fetch this node's shares of records under a ticket (reader role, zone hsz). The
+    /// node answers only the ticket's holder, for the ticket's records, once it has
+    /// applied the ticket's entry. The shares follow the answer as raw frames.
+    FetchShares {
+        /// The ticket id (log index of its entry).
+        ticket: u64,
+        /// The records wanted from this node.
+        records: Vec<RecordId>,
+    },
+    /// List committed records' catalog entries (reader, auditor, operator; at the
+    /// leader, linearizable). Metadata only.
+    List {
+        /// What to select.
+        filter: ListFilter,
+        /// Start after this record (paging).
+        after: Option<RecordId>,
+        /// Most entries wanted (capped by the node).
+        limit: u32,
+    },
+    /// Create a grant (operator role; at the leader).
+    CreateGrant {
+        /// The grant (`created_*` and `revoked` are set by the cluster).
+        grant: Grant,
+    },
+    /// Revoke a grant (operator role; at the leader).
+    RevokeGrant {
+        /// The job whose grant ends.
+        job: String,
+        /// Why.
+        reason: String,
+    },
+    /// List grants (operator or auditor; at the leader).
+    ListGrants,
+    /// Read the audit log (auditor or operator; at the leader).
+    AuditLog {
+        /// What to select.
+        query: AuditQuery,
     },
 }
 
-/// One share sent for staging.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One share announced for staging; its bytes follow the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageItem {
     /// The record the share belongs to.
     pub record: RecordId,
-    /// The encoded share (kakera-shamir format v1).
-    pub share: Vec<u8>,
+    /// The encoded share's length.
+    pub size_bytes: u64,
 }
 
-impl std::fmt::Debug for StageItem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print share bytes.
-        write!(
-            f,
-            "StageItem {{ record: {}, len: {} }}",
-            self.record,
-            self.share.len()
-        )
-    }
+/// One share in a fetch answer; its bytes follow the answer, in item order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchedShare {
+    /// The record.
+    pub record: RecordId,
+    /// The encoded share's length, or `None` if this node holds no share of it.
+    pub size_bytes: Option<u64>,
 }
 
 /// The operation a request asks for, for authorization and metrics.
@@ -124,15 +180,36 @@ pub enum Operation {
     Raft,
     /// [`Request::StageShares`].
     Stage,
+    /// [`Request::CommitRecords`].
+    Commit,
+    /// [`Request::OpenRead`].
+    OpenRead,
+    /// [`Request::FetchShares`].
+    Fetch,
+    /// [`Request::List`].
+    List,
+    /// [`Request::CreateGrant`] and [`Request::RevokeGrant`].
+    GrantChange,
+    /// [`Request::ListGrants`].
+    GrantList,
+    /// [`Request::AuditLog`].
+    AuditLog,
 }
 
 impl Operation {
     /// Every operation, for exhaustive authorization tests.
-    pub const ALL: [Operation; 4] = [
+    pub const ALL: [Operation; 11] = [
         Operation::Ping,
         Operation::Status,
         Operation::Raft,
         Operation::Stage,
+        Operation::Commit,
+        Operation::OpenRead,
+        Operation::Fetch,
+        Operation::List,
+        Operation::GrantChange,
+        Operation::GrantList,
+        Operation::AuditLog,
     ];
 
     /// A short name for logs and metrics.
@@ -142,6 +219,13 @@ impl Operation {
             Operation::Status => "status",
             Operation::Raft => "raft",
             Operation::Stage => "stage",
+            Operation::Commit => "commit",
+            Operation::OpenRead => "open-read",
+            Operation::Fetch => "fetch",
+            Operation::List => "list",
+            Operation::GrantChange => "grant-change",
+            Operation::GrantList => "grant-list",
+            Operation::AuditLog => "audit-log",
         }
     }
 }
@@ -158,6 +242,13 @@ impl Request {
             | Request::RaftSnapshot { .. }
             | Request::RaftJoin { .. } => Operation::Raft,
             Request::StageShares { .. } => Operation::Stage,
+            Request::CommitRecords { .. } => Operation::Commit,
+            Request::OpenRead { .. } => Operation::OpenRead,
+            Request::FetchShares { .. } => Operation::Fetch,
+            Request::List { .. } => Operation::List,
+            Request::CreateGrant { .. } | Request::RevokeGrant { .. } => Operation::GrantChange,
+            Request::ListGrants => Operation::GrantList,
+            Request::AuditLog { .. } => Operation::AuditLog,
         }
     }
 }
@@ -190,6 +281,45 @@ pub enum Response {
         /// Digests of the staged shares.
         digests: Vec<Digest>,
     },
+    /// A change went through Raft and was applied.
+    Committed {
+        /// The log index of its entry.
+        log_index: u64,
+    },
+    /// Answer to [`Request::OpenRead`]: the ticket and the records' catalog entries
+    /// (in request order).
+    ReadTicket {
+        /// The ticket.
+        ticket: Ticket,
+        /// The records.
+        entries: Vec<RecordEntry>,
+    },
+    /// Answer to [`Request::FetchShares`], in request order; share bytes follow.
+    Shares {
+        /// Each record's share size, or `None` if this node holds none.
+        items: Vec<FetchedShare>,
+    },
+    /// Answer to [`Request::List`].
+    Listing {
+        /// Catalog entries, in record id order.
+        entries: Vec<RecordEntry>,
+        /// Where the next page starts, if there is more.
+        next: Option<RecordId>,
+    },
+    /// Answer to [`Request::ListGrants`].
+    Grants {
+        /// Every grant, active or not, by job.
+        grants: Vec<Grant>,
+    },
+    /// Answer to [`Request::AuditLog`].
+    Audit {
+        /// Matching entries, in log order.
+        entries: Vec<AuditEntry>,
+        /// Where to continue (`after_seq`) if later entries may still match.
+        next_after: Option<u64>,
+        /// Sequence number and hash of the newest entry in the whole log.
+        head: Option<(u64, [u8; 32])>,
+    },
 }
 
 /// Why a request was refused or failed, in words the caller can act on.
@@ -221,6 +351,8 @@ pub enum ErrorKind {
     Unavailable,
     /// An internal failure; the node logged it.
     Internal,
+    /// The request names records the catalog does not hold.
+    NotFound,
 }
 
 /// A node's view of itself and the Raft group.

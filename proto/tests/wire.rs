@@ -3,13 +3,63 @@
 //! identities read from real certificates.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is the failure report
 
+use kakera_proto::audit::{AuditAction, AuditEntry, AuditQuery, Outcome};
+use kakera_proto::catalog::{
+    Actor, Grant, GrantScope, Holder, ListFilter, RecordEntry, Ticket, TicketPurpose,
+};
 use kakera_proto::codec::{self, FORMAT_VERSION};
 use kakera_proto::frame::{read_frame, read_raw_frame, write_frame};
 use kakera_proto::identity::{name_uri, zone_uri};
 use kakera_proto::{
-    Digest, ErrorKind, ErrorReply, Identity, NodeStatus, ProtoError, RaftStatus, RecordId, Request,
-    RequestEnvelope, RequestId, Response, Role, StageItem,
+    Date, Digest, ErrorKind, ErrorReply, FetchedShare, Fingerprint, Identity, NodeStatus,
+    ProtoError, RaftStatus, RecordId, RecordKind, RecordMeta, Request, RequestEnvelope, RequestId,
+    Response, Role, StageItem, SubjectTag,
 };
+
+fn entry() -> RecordEntry {
+    RecordEntry {
+        id: RecordId([5; 16]),
+        meta: RecordMeta {
+            subject: SubjectTag([6; 32]),
+            kind: RecordKind::Checkup,
+            source: "1310000001".into(),
+            effective: Date::new(2025, 3, 1).unwrap(),
+        },
+        sealed_len: 1000,
+        sealed_digest: Digest([7; 32]),
+        k: 2,
+        holders: vec![
+            Holder {
+                node: 1,
+                x: 1,
+                digest: Digest([8; 32]),
+            },
+            Holder {
+                node: 2,
+                x: 2,
+                digest: Digest([9; 32]),
+            },
+        ],
+        committed_at_ms: 0,
+    }
+}
+
+fn grant() -> Grant {
+    Grant {
+        job: "job".into(),
+        reader: "anon".into(),
+        scope: GrantScope {
+            kinds: vec![RecordKind::Claim],
+            sources: vec!["1310000001".into()],
+            subjects: vec![SubjectTag([1; 32])],
+        },
+        expires_at_ms: 10,
+        approval: "IRB-1".into(),
+        created_at_ms: 1,
+        created_by: "op".into(),
+        revoked: None,
+    }
+}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -86,6 +136,34 @@ fn golden_encodings_do_not_drift() {
             codec::encode(&Response::Accepted).unwrap(),
             "0104".into(),
         ),
+        (
+            "stage",
+            codec::encode(&envelope(Request::StageShares {
+                items: vec![StageItem {
+                    record: RecordId([1; 16]),
+                    size_bytes: 300,
+                }],
+            }))
+            .unwrap(),
+            format!("01026331{id}0701{}fb2c01", "01".repeat(16)),
+        ),
+        (
+            "fetch",
+            codec::encode(&envelope(Request::FetchShares {
+                ticket: 5,
+                records: vec![RecordId([2; 16])],
+            }))
+            .unwrap(),
+            format!("01026331{id}0a0501{}", "02".repeat(16)),
+        ),
+        (
+            "staged",
+            codec::encode(&Response::Staged {
+                digests: vec![Digest([0xee; 32])],
+            })
+            .unwrap(),
+            format!("010501{}", "ee".repeat(32)),
+        ),
     ];
     for (name, bytes, golden) in cases {
         assert_eq!(bytes[0], FORMAT_VERSION, "{name}");
@@ -120,13 +198,44 @@ fn every_message_round_trips() {
             items: vec![
                 StageItem {
                     record: RecordId([3; 16]),
-                    share: vec![1; 300],
+                    size_bytes: 300,
                 },
                 StageItem {
                     record: RecordId([4; 16]),
-                    share: vec![],
+                    size_bytes: 0,
                 },
             ],
+        },
+        Request::CommitRecords {
+            records: vec![entry()],
+        },
+        Request::OpenRead {
+            job: "job".into(),
+            records: vec![RecordId([5; 16])],
+        },
+        Request::FetchShares {
+            ticket: 9,
+            records: vec![RecordId([5; 16])],
+        },
+        Request::List {
+            filter: ListFilter::Kind(RecordKind::Claim),
+            after: Some(RecordId([1; 16])),
+            limit: 10,
+        },
+        Request::CreateGrant { grant: grant() },
+        Request::RevokeGrant {
+            job: "job".into(),
+            reason: "done".into(),
+        },
+        Request::ListGrants,
+        Request::AuditLog {
+            query: AuditQuery {
+                record: Some(RecordId([5; 16])),
+                job: Some("job".into()),
+                since_ms: Some(3),
+                after_seq: 2,
+                limit: 100,
+            },
         },
     ];
     for r in requests {
@@ -166,6 +275,48 @@ fn every_message_round_trips() {
             kind: ErrorKind::Forbidden,
             message: "no".into(),
         }),
+        Response::Committed { log_index: 77 },
+        Response::ReadTicket {
+            ticket: Ticket {
+                id: 4,
+                purpose: TicketPurpose::Read { job: "job".into() },
+                holder: Fingerprint([3; 32]),
+                records: vec![RecordId([1; 16])],
+                expires_at_ms: 99,
+            },
+            entries: vec![entry()],
+        },
+        Response::Shares {
+            items: vec![FetchedShare {
+                record: RecordId([1; 16]),
+                size_bytes: None,
+            }],
+        },
+        Response::Listing {
+            entries: vec![entry()],
+            next: None,
+        },
+        Response::Grants {
+            grants: vec![grant()],
+        },
+        Response::Audit {
+            entries: vec![AuditEntry {
+                seq: 1,
+                prev: [0; 32],
+                log_index: 3,
+                at_ms: 4,
+                actor: Actor::cluster(),
+                request_id: Some(RequestId([1; 16])),
+                action: AuditAction::OpenRead { ticket: 3 },
+                job: Some("job".into()),
+                records: vec![RecordId([1; 16])],
+                outcome: Outcome::Refused {
+                    reason: "no grant".into(),
+                },
+            }],
+            next_after: None,
+            head: Some((1, [2; 32])),
+        },
     ];
     for r in responses {
         assert_eq!(

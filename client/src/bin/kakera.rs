@@ -12,10 +12,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use kakera_client::connection::Connection;
 use kakera_client::pki::{self, IssueRequest};
-use kakera_client::{ClientError, status, zone};
+use kakera_client::{Client, ClientError, demo, status, zone};
 use kakera_config::{ClusterConfig, ConfigError};
 use kakera_net::TlsFiles;
-use kakera_proto::Role;
+use kakera_proto::audit::{AuditEntry, AuditQuery, Outcome as AuditOutcome};
+use kakera_proto::catalog::{Grant, GrantScope, ListFilter, RecordEntry};
+use kakera_proto::{Date, RecordId, RecordKind, Role, SubjectTag};
 
 /// kakera: secret-sharing storage for health records.
 #[derive(Parser, Debug)]
@@ -36,6 +38,55 @@ enum Cmd {
     /// Make and hold the zone key that records are sealed to.
     #[command(subcommand)]
     Zone(ZoneCmd),
+    /// Enter, list and revoke the review committee's grants (operator role).
+    #[command(subcommand)]
+    Grant(GrantCmd),
+    /// Read and verify the audit log (auditor or operator role).
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// List committed records' metadata (reader, auditor or operator role).
+    #[command(
+        after_help = "Examples:\n  kakera list --kind claim\n  kakera list --source 1310000001 --json"
+    )]
+    List {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Only records of this subject tag (64 hex digits).
+        #[arg(long, conflicts_with_all = ["kind", "source"])]
+        subject: Option<String>,
+        /// Only records of this kind (ssmix2, claim, checkup, long-term-care, death).
+        #[arg(long, conflicts_with = "source")]
+        kind: Option<String>,
+        /// Only records from this source facility.
+        #[arg(long)]
+        source: Option<String>,
+        /// At most this many records.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the demo against a running cluster: grant, ingest, read inside the zone,
+    /// refusals, audit trail (scripts/demo.sh sets it up).
+    #[command(
+        after_help = "Example:\n  kakera demo --config .dev-cluster/cluster.toml --identities .dev-cluster/clients --zone-key .dev-cluster/zone/zone.key"
+    )]
+    Demo {
+        /// The cluster config file.
+        #[arg(long, env = "KAKERA_CONFIG")]
+        config: PathBuf,
+        /// Directory with the demo identities (demo-ingest, demo-reader,
+        /// demo-intruder, demo-operator, demo-auditor).
+        #[arg(long)]
+        identities: PathBuf,
+        /// The zone private key file (from `kakera zone keygen`).
+        #[arg(long)]
+        zone_key: PathBuf,
+        /// How many synthetic records to store.
+        #[arg(long, default_value_t = 300)]
+        records: usize,
+    },
     /// Show every node's state and the cluster's health (exit code 1 if unhealthy).
     #[command(
         after_help = "Example:\n  kakera status --config cluster.toml --cert ops.crt.pem --key ops.key.pem\n\nThe flags default to $KAKERA_CONFIG, $KAKERA_CERT and $KAKERA_KEY."
@@ -46,6 +97,92 @@ enum Cmd {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GrantCmd {
+    /// Record an approval: job, reader, scope, expiry and the approval reference.
+    #[command(
+        after_help = "Example:\n  kakera grant create --job study-17 --reader anon-job-17 --kinds claim,checkup --sources any --expires 2027-03-31 --approval IRB-2026-017"
+    )]
+    Create {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// The job's name (unique; a new approval needs a new name).
+        #[arg(long)]
+        job: String,
+        /// The certificate name of the reader that runs the job.
+        #[arg(long)]
+        reader: String,
+        /// Record kinds, comma-separated, or `any`.
+        #[arg(long)]
+        kinds: String,
+        /// Source facilities, comma-separated, or `any`.
+        #[arg(long)]
+        sources: String,
+        /// Subject tags (64 hex digits), comma-separated; default any.
+        #[arg(long)]
+        subjects: Option<String>,
+        /// Expiry: a date (YYYY-MM-DD, end of day UTC) or an RFC 3339 time.
+        #[arg(long)]
+        expires: String,
+        /// The review committee's approval reference.
+        #[arg(long)]
+        approval: String,
+    },
+    /// List every grant with its state.
+    #[command(after_help = "Example:\n  kakera grant list --json")]
+    List {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a grant: reads under it stop at once.
+    #[command(
+        after_help = "Example:\n  kakera grant revoke --job study-17 --reason \"consent withdrawn\""
+    )]
+    Revoke {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// The job.
+        #[arg(long)]
+        job: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCmd {
+    /// Print audit entries (oldest first); --verify checks the whole hash chain.
+    #[command(
+        after_help = "Examples:\n  kakera audit log --job study-17\n  kakera audit log --record 0192f3...e1 --json\n  kakera audit log --since 2026-11-01\n  kakera audit log --verify"
+    )]
+    Log {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Only entries naming this record id (32 hex digits).
+        #[arg(long)]
+        record: Option<String>,
+        /// Only entries naming this job.
+        #[arg(long)]
+        job: Option<String>,
+        /// Only entries at or after this date (YYYY-MM-DD) or RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 10_000)]
+        limit: usize,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// Check the whole chain from the first entry to the head (exit 1 if broken).
+        #[arg(long)]
+        verify: bool,
     },
 }
 
@@ -100,16 +237,139 @@ struct ClusterArgs {
 }
 
 impl ClusterArgs {
-    /// Loads the config and opens a connection (inside a tokio runtime).
-    fn connect(&self) -> Result<Connection, ClientError> {
-        let config = ClusterConfig::load(&self.config)?;
-        let tls = TlsFiles {
+    fn tls(&self, config: &ClusterConfig) -> TlsFiles {
+        TlsFiles {
             ca: config.ca_cert.clone(),
             cert: self.cert.clone(),
             key: self.key.clone(),
-        };
+        }
+    }
+
+    /// Loads the config and opens a connection (inside a tokio runtime).
+    fn connect(&self) -> Result<Connection, ClientError> {
+        let config = ClusterConfig::load(&self.config)?;
+        let tls = self.tls(&config);
         Connection::open(config, &tls)
     }
+
+    /// Loads the config and makes a data-path client (inside a tokio runtime).
+    fn client(&self) -> Result<Client, ClientError> {
+        let config = ClusterConfig::load(&self.config)?;
+        let tls = self.tls(&config);
+        Client::connect(config, &tls)
+    }
+}
+
+/// Parses `YYYY-MM-DD` (with `end_of_day`: 23:59:59.999 UTC, else 00:00 UTC) or an
+/// RFC 3339 time, to Unix ms.
+fn parse_time(text: &str, end_of_day: bool) -> Result<u64, ClientError> {
+    let bad = || {
+        ClientError::Invalid(format!(
+            "'{text}' is not a date (YYYY-MM-DD) or an RFC 3339 time (2026-11-21T09:00:00Z)"
+        ))
+    };
+    let t = if let Ok(d) = Date::parse(text) {
+        let month = time::Month::try_from(d.month).map_err(|_| bad())?;
+        let date =
+            time::Date::from_calendar_date(i32::from(d.year), month, d.day).map_err(|_| bad())?;
+        let day = date.midnight().assume_utc();
+        if end_of_day {
+            day + time::Duration::days(1) - time::Duration::milliseconds(1)
+        } else {
+            day
+        }
+    } else {
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .map_err(|_| bad())?
+    };
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).map_err(|_| bad())
+}
+
+/// Splits a comma-separated list; `any` (or nothing) means no restriction.
+fn list_arg(text: &str) -> Vec<String> {
+    if text.trim().eq_ignore_ascii_case("any") {
+        return Vec::new();
+    }
+    text.split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn json_line(value: &serde_json::Value) {
+    println!("{value}");
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn entry_json(e: &RecordEntry) -> serde_json::Value {
+    serde_json::json!({
+        "id": e.id.to_string(),
+        "subject": hex(&e.meta.subject.0),
+        "kind": e.meta.kind.as_str(),
+        "source": e.meta.source,
+        "effective": e.meta.effective.to_string(),
+        "sealed_bytes": e.sealed_len,
+        "sealed_digest": e.sealed_digest.to_string(),
+        "k": e.k,
+        "holders": e.holders.iter().map(|h| serde_json::json!({
+            "node": h.node, "x": h.x, "digest": h.digest.to_string()
+        })).collect::<Vec<_>>(),
+        "committed_at": demo::format_ms(e.committed_at_ms),
+    })
+}
+
+fn grant_json(g: &Grant, now_ms: u64) -> serde_json::Value {
+    serde_json::json!({
+        "job": g.job,
+        "reader": g.reader,
+        "kinds": g.scope.kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+        "sources": g.scope.sources,
+        "subjects": g.scope.subjects.iter().map(|s| hex(&s.0)).collect::<Vec<_>>(),
+        "expires": demo::format_ms(g.expires_at_ms),
+        "approval": g.approval,
+        "created": demo::format_ms(g.created_at_ms),
+        "created_by": g.created_by,
+        "active": g.active(now_ms),
+        "revoked": g.revoked.as_ref().map(|r| serde_json::json!({
+            "at": demo::format_ms(r.at_ms), "by": r.by, "reason": r.reason
+        })),
+    })
+}
+
+fn audit_json(e: &AuditEntry) -> serde_json::Value {
+    let (outcome, reason) = match &e.outcome {
+        AuditOutcome::Applied => ("applied", None),
+        AuditOutcome::Refused { reason } => ("refused", Some(reason.clone())),
+    };
+    serde_json::json!({
+        "seq": e.seq,
+        "prev": hex(&e.prev),
+        "hash": hex(&e.hash()),
+        "log_index": e.log_index,
+        "at": demo::format_ms(e.at_ms),
+        "actor": {
+            "name": e.actor.name,
+            "role": e.actor.role.as_str(),
+            "zone": e.actor.zone,
+            "fingerprint": e.actor.fingerprint.to_hex(),
+        },
+        "request_id": e.request_id.map(|r| r.to_string()),
+        "action": e.action.as_str(),
+        "detail": format!("{:?}", e.action),
+        "job": e.job,
+        "records": e.records.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        "outcome": outcome,
+        "reason": reason,
+    })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A runtime for the commands that talk to the cluster.
@@ -233,6 +493,88 @@ fn run(cmd: Cmd) -> Result<Outcome, ClientError> {
             );
         }
         Cmd::Status { cluster, json } => return status(&cluster, json),
+        Cmd::Grant(cmd) => return grant(cmd),
+        Cmd::Audit(AuditCmd::Log {
+            cluster,
+            record,
+            job,
+            since,
+            limit,
+            json,
+            verify,
+        }) => {
+            let query = AuditQuery {
+                record: record.as_deref().map(RecordId::parse).transpose()?,
+                job,
+                since_ms: since.as_deref().map(|s| parse_time(s, false)).transpose()?,
+                after_seq: 0,
+                limit: 0,
+            };
+            return audit_log(&cluster, query, limit, json, verify);
+        }
+        Cmd::List {
+            cluster,
+            subject,
+            kind,
+            source,
+            limit,
+            json,
+        } => {
+            let filter = match (subject, kind, source) {
+                (Some(s), _, _) => ListFilter::Subject(SubjectTag::parse(&s)?),
+                (_, Some(k), _) => ListFilter::Kind(RecordKind::parse(&k)?),
+                (_, _, Some(f)) => ListFilter::Source(f),
+                _ => ListFilter::All,
+            };
+            let entries = runtime()?.block_on(async {
+                let c = cluster.client()?;
+                let entries = c.list_all(filter, limit).await;
+                c.close().await;
+                entries
+            })?;
+            for e in &entries {
+                if json {
+                    json_line(&entry_json(e));
+                } else {
+                    println!(
+                        "{}  {:<14} {:<12} {}  {:>10} B  subject {}",
+                        e.id,
+                        e.meta.kind.as_str(),
+                        e.meta.source,
+                        e.meta.effective,
+                        e.sealed_len,
+                        &hex(&e.meta.subject.0)[..16]
+                    );
+                }
+            }
+            if !json {
+                println!("{} record(s)", entries.len());
+            }
+        }
+        Cmd::Demo {
+            config,
+            identities,
+            zone_key,
+            records,
+        } => {
+            let config = ClusterConfig::load(&config)?;
+            let files = demo::DemoFiles {
+                dir: identities,
+                zone_key,
+            };
+            let steps = runtime()?.block_on(demo::run(config, &files, records))?;
+            let mut all_ok = true;
+            for s in &steps {
+                println!("{}{}", if s.ok { "" } else { "UNEXPECTED: " }, s.text);
+                all_ok &= s.ok;
+            }
+            return Ok(if all_ok {
+                println!("demo finished: every step behaved as promised");
+                Outcome::Ok
+            } else {
+                Outcome::Problem
+            });
+        }
         Cmd::Zone(ZoneCmd::Keygen {
             out,
             zone: zone_name,
@@ -273,6 +615,152 @@ fn run(cmd: Cmd) -> Result<Outcome, ClientError> {
         }
     }
     Ok(Outcome::Ok)
+}
+
+fn grant(cmd: GrantCmd) -> Result<Outcome, ClientError> {
+    let rt = runtime()?;
+    match cmd {
+        GrantCmd::Create {
+            cluster,
+            job,
+            reader,
+            kinds,
+            sources,
+            subjects,
+            expires,
+            approval,
+        } => {
+            let kinds = list_arg(&kinds)
+                .iter()
+                .map(|k| RecordKind::parse(k))
+                .collect::<Result<Vec<_>, _>>()?;
+            let subjects = subjects
+                .as_deref()
+                .map(list_arg)
+                .unwrap_or_default()
+                .iter()
+                .map(|s| SubjectTag::parse(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            let grant = Grant {
+                job: job.clone(),
+                reader,
+                scope: GrantScope {
+                    kinds,
+                    sources: list_arg(&sources),
+                    subjects,
+                },
+                expires_at_ms: parse_time(&expires, true)?,
+                approval,
+                created_at_ms: 0,
+                created_by: String::new(),
+                revoked: None,
+            };
+            grant.validate(now_ms())?;
+            rt.block_on(async {
+                let c = cluster.client()?;
+                let r = c.create_grant(grant).await;
+                c.close().await;
+                r
+            })?;
+            println!("grant for job {job} created");
+        }
+        GrantCmd::List { cluster, json } => {
+            let grants = rt.block_on(async {
+                let c = cluster.client()?;
+                let r = c.grants().await;
+                c.close().await;
+                r
+            })?;
+            let now = now_ms();
+            for g in &grants {
+                if json {
+                    json_line(&grant_json(g, now));
+                } else {
+                    let state = match (&g.revoked, g.active(now)) {
+                        (Some(r), _) => format!("revoked by {} ({})", r.by, r.reason),
+                        (None, true) => "active".to_string(),
+                        (None, false) => "expired".to_string(),
+                    };
+                    let kinds: Vec<&str> = g.scope.kinds.iter().map(|k| k.as_str()).collect();
+                    println!(
+                        "{}  reader {}  kinds {}  sources {}  expires {}  approval {}  {}",
+                        g.job,
+                        g.reader,
+                        if kinds.is_empty() {
+                            "any".into()
+                        } else {
+                            kinds.join(",")
+                        },
+                        if g.scope.sources.is_empty() {
+                            "any".into()
+                        } else {
+                            g.scope.sources.join(",")
+                        },
+                        demo::format_ms(g.expires_at_ms),
+                        g.approval,
+                        state
+                    );
+                }
+            }
+            if !json {
+                println!("{} grant(s)", grants.len());
+            }
+        }
+        GrantCmd::Revoke {
+            cluster,
+            job,
+            reason,
+        } => {
+            rt.block_on(async {
+                let c = cluster.client()?;
+                let r = c.revoke_grant(&job, &reason).await;
+                c.close().await;
+                r
+            })?;
+            println!("grant for job {job} revoked");
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+fn audit_log(
+    args: &ClusterArgs,
+    query: AuditQuery,
+    limit: usize,
+    json: bool,
+    verify: bool,
+) -> Result<Outcome, ClientError> {
+    let (entries, verdict) = runtime()?.block_on(async {
+        let c = args.client()?;
+        let verdict = if verify {
+            Some(c.verify_audit_log().await?)
+        } else {
+            None
+        };
+        let (entries, _) = c.audit_log(query, limit).await?;
+        c.close().await;
+        Ok::<_, ClientError>((entries, verdict))
+    })?;
+    if !verify || json {
+        for e in &entries {
+            if json {
+                json_line(&audit_json(e));
+            } else {
+                println!("{}", demo::describe(e));
+            }
+        }
+    }
+    match verdict {
+        Some(Ok(n)) => {
+            eprintln!("audit chain verified: {n} entries, every link intact up to the head");
+            Ok(Outcome::Ok)
+        }
+        Some(Err(b)) => {
+            eprintln!("audit chain BROKEN: {b}");
+            Ok(Outcome::Problem)
+        }
+        None => Ok(Outcome::Ok),
+    }
 }
 
 fn status(args: &ClusterArgs, json: bool) -> Result<Outcome, ClientError> {

@@ -3,9 +3,15 @@
 
 use std::fmt;
 
+use kakera_proto::RequestId;
+use kakera_proto::catalog::{Actor, Grant, RecordEntry};
+use kakera_proto::record::RecordId;
 use serde::{Deserialize, Serialize};
 
 /// A change to the replicated state.
+// One command per client request or membership step, moved into the log once: the
+// size of the largest variant (a client action with its actor) costs nothing there.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Written once by the bootstrapping node: binds the Raft group to a cluster id and
@@ -32,6 +38,49 @@ pub enum Command {
         /// The value (at most 64 KiB).
         value: String,
     },
+    /// A client's request, with who asked (from the certificate) and when (the
+    /// proposing leader's clock). Applying it appends exactly one audit entry.
+    Client {
+        /// Who asked.
+        actor: Actor,
+        /// Leader time at proposal (Unix ms); the audit entry never goes back in time.
+        at_ms: u64,
+        /// The caller's request id.
+        request_id: RequestId,
+        /// What they asked for.
+        action: ClientAction,
+    },
+}
+
+/// What a client asked the cluster to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientAction {
+    /// Make staged records visible; promotes each holder's staged share.
+    CommitRecords {
+        /// The records (`committed_at_ms` is set on apply).
+        records: Vec<RecordEntry>,
+    },
+    /// Open a read ticket under the job's grant.
+    OpenRead {
+        /// The job.
+        job: String,
+        /// The records.
+        records: Vec<RecordId>,
+        /// How long the ticket lasts (capped by the grant's expiry).
+        ttl_ms: u64,
+    },
+    /// Create a grant.
+    CreateGrant {
+        /// The grant.
+        grant: Grant,
+    },
+    /// Revoke a grant.
+    RevokeGrant {
+        /// Its job.
+        job: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Command {
@@ -44,6 +93,19 @@ impl fmt::Display for Command {
                 kakera_proto::ids::describe(*raft_id)
             ),
             Command::SetMeta { key, .. } => write!(f, "SetMeta({key})"),
+            Command::Client { actor, action, .. } => {
+                let what = match action {
+                    ClientAction::CommitRecords { records } => {
+                        format!("CommitRecords({} records)", records.len())
+                    }
+                    ClientAction::OpenRead { job, records, .. } => {
+                        format!("OpenRead({job}, {} records)", records.len())
+                    }
+                    ClientAction::CreateGrant { grant } => format!("CreateGrant({})", grant.job),
+                    ClientAction::RevokeGrant { job, .. } => format!("RevokeGrant({job})"),
+                };
+                write!(f, "{what} by {}", actor.name)
+            }
         }
     }
 }
@@ -54,8 +116,19 @@ pub enum CommandResponse {
     /// Applied.
     #[default]
     Applied,
-    /// Refused by the state machine (the log entry stays; the state did not change).
+    /// Refused by the state machine (the log entry stays; the state did not change
+    /// except for the audit entry recording the refusal).
     Refused {
+        /// Why, for the caller.
+        reason: String,
+    },
+    /// Refused because the actor may not do this (no grant, wrong zone, ...).
+    Forbidden {
+        /// Why, for the caller.
+        reason: String,
+    },
+    /// Refused because it names records the catalog does not hold.
+    NotFound {
         /// Why, for the caller.
         reason: String,
     },

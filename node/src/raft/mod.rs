@@ -2,6 +2,7 @@
 //! RocksDB log store and state machine, the network over QUIC, and the in-process
 //! fault network used by tests. The rest of the node talks to [`RaftHandle`].
 
+pub mod catalog;
 pub mod commands;
 pub mod fault;
 pub mod log_store;
@@ -11,7 +12,7 @@ pub mod state_machine;
 use std::io::Cursor;
 use std::sync::Arc;
 
-pub use commands::{Command, CommandResponse};
+pub use commands::{ClientAction, Command, CommandResponse};
 
 openraft::declare_raft_types!(
     /// kakera's Raft type configuration: u64 node ids, the address as node info.
@@ -115,7 +116,8 @@ where
 {
     let config = raft_config(cluster_id).map_err(std::io::Error::other)?;
     let log = log_store::LogStore::new(db.clone());
-    let state = state_machine::StateMachine::new(db, data_dir.join("snapshots"))?;
+    let node_id = kakera_proto::ids::node_of(id);
+    let state = state_machine::StateMachine::new(db, data_dir.join("snapshots"), node_id)?;
     let raft = Raft::new(id, config, network, log, state.clone())
         .await
         .map_err(std::io::Error::other)?;

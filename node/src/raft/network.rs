@@ -25,9 +25,6 @@ use serde::de::DeserializeOwned;
 use super::{SnapshotData, TypeConfig};
 use kakera_net::{NetError, Peer};
 
-/// Chunk size of snapshot data frames.
-const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
-
 /// Builds connections to the other nodes of the config.
 pub struct QuicNetworkFactory {
     cluster_id: String,
@@ -80,14 +77,14 @@ impl QuicConnection {
     async fn call<T: DeserializeOwned>(
         &self,
         body: Request,
-        trailer: &[&[u8]],
+        trailer: &[u8],
         timeout: Duration,
     ) -> Result<T, RPCError<TypeConfig>> {
         let peer = self.peer.as_ref().ok_or_else(|| {
             unreachable(format!("node {} is not in the cluster config", self.target))
         })?;
-        let response = peer
-            .call_with(&self.cluster_id, body, trailer, timeout)
+        let (response, _) = peer
+            .call_full(&self.cluster_id, body, trailer, 0, timeout)
             .await
             .map_err(|e| match e {
                 NetError::Peer { .. } => unreachable(e),
@@ -142,13 +139,12 @@ impl RaftNetworkV2<TypeConfig> for QuicConnection {
         let data = snapshot.snapshot.into_inner();
         let header = codec::encode(&(vote, snapshot.meta))
             .map_err(|e| super::rpc_to_streaming(network(e)))?;
-        let chunks: Vec<&[u8]> = data.chunks(SNAPSHOT_CHUNK_BYTES).collect();
         let body = Request::RaftSnapshot {
             to: self.target,
             header,
             size_bytes: data.len() as u64,
         };
-        let send = self.call::<SnapshotResponse<TypeConfig>>(body, &chunks, option.hard_ttl());
+        let send = self.call::<SnapshotResponse<TypeConfig>>(body, &data, option.hard_ttl());
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
             res = send => res.map_err(super::rpc_to_streaming),

@@ -17,9 +17,17 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use rocksdb::{DB, IteratorMode};
 use serde::{Deserialize, Serialize};
 
-use super::commands::{Command, CommandResponse, MAX_META_KEY_BYTES, MAX_META_VALUE_BYTES};
+use kakera_proto::audit::{AuditAction, AuditEntry, Outcome};
+use kakera_proto::catalog::{Actor, RecordEntry, Revocation, Ticket, TicketPurpose};
+use kakera_proto::{RecordId, RequestId, ids};
+
+use super::catalog::{AuditHead, keys};
+use super::commands::{
+    ClientAction, Command, CommandResponse, MAX_META_KEY_BYTES, MAX_META_VALUE_BYTES,
+};
 use super::log_store::{decode, encode};
 use super::{SnapshotData, TypeConfig};
+use crate::shares::{Promotion, ShareStore};
 use crate::store::{CF_CATALOG, CF_SM_META, cf};
 
 const KEY_LAST_APPLIED: &[u8] = b"last_applied";
@@ -34,11 +42,19 @@ pub const META_PREFIX: &[u8] = b"meta/";
 /// The largest snapshot a node builds or installs.
 pub const MAX_SNAPSHOT_BYTES: u64 = 512 * 1024 * 1024;
 
+/// How long a read ticket lasts (capped by its grant's expiry).
+pub const READ_TICKET_TTL_MS: u64 = 10 * 60 * 1000;
+/// Most expired tickets one apply removes (bounded work per entry).
+const TICKET_GC_SCAN: usize = 64;
+
 /// The state machine of a node.
 #[derive(Clone)]
 pub struct StateMachine {
-    db: Arc<DB>,
+    pub(super) db: Arc<DB>,
     snapshot_dir: PathBuf,
+    /// This node's config id: applying a commit promotes the shares it holds.
+    node_id: u64,
+    shares: ShareStore,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -57,10 +73,17 @@ pub struct ClusterRecord {
 }
 
 impl StateMachine {
-    /// A state machine over an opened node database; snapshots go to `snapshot_dir`.
-    pub fn new(db: Arc<DB>, snapshot_dir: PathBuf) -> io::Result<StateMachine> {
+    /// A state machine over an opened node database for config node `node_id`;
+    /// snapshots go to `snapshot_dir`.
+    pub fn new(db: Arc<DB>, snapshot_dir: PathBuf, node_id: u64) -> io::Result<StateMachine> {
         std::fs::create_dir_all(&snapshot_dir)?;
-        Ok(StateMachine { db, snapshot_dir })
+        let shares = ShareStore::new(db.clone());
+        Ok(StateMachine {
+            db,
+            snapshot_dir,
+            node_id,
+            shares,
+        })
     }
 
     /// Reads the cluster record, if the group has been initialised.
@@ -122,18 +145,70 @@ impl StateMachine {
         Ok((applied, membership))
     }
 
+    /// Appends `entry` to the audit log in `batch`: numbers it, links it to the head,
+    /// keeps time from going backwards, indexes it by record and job.
+    fn append_audit(
+        &self,
+        batch: &mut rocksdb::WriteBatch,
+        head: &mut AuditHead,
+        mut entry: AuditEntry,
+    ) -> io::Result<()> {
+        let catalog = cf(&self.db, CF_CATALOG)?;
+        entry.seq = head.seq + 1;
+        entry.prev = head.hash;
+        entry.at_ms = entry.at_ms.max(head.at_ms);
+        let hash = entry.hash();
+        let seq_be = entry.seq.to_be_bytes();
+        batch.put_cf(catalog, keys::audit(entry.seq), encode(&entry)?);
+        for r in &entry.records {
+            batch.put_cf(
+                catalog,
+                [keys::audit_by_record(r).as_slice(), &seq_be].concat(),
+                [],
+            );
+        }
+        if let Some(job) = &entry.job {
+            batch.put_cf(
+                catalog,
+                [keys::audit_by_job(job).as_slice(), &seq_be].concat(),
+                [],
+            );
+        }
+        *head = AuditHead {
+            seq: entry.seq,
+            hash,
+            at_ms: entry.at_ms,
+        };
+        batch.put_cf(catalog, keys::AUDIT_HEAD, encode(head)?);
+        Ok(())
+    }
+
     fn apply_command(
         &self,
         batch: &mut rocksdb::WriteBatch,
+        head: &mut AuditHead,
+        log_index: u64,
         cmd: &Command,
     ) -> io::Result<CommandResponse> {
         let catalog = cf(&self.db, CF_CATALOG)?;
-        Ok(match cmd {
+        let system = |action: AuditAction, outcome: &CommandResponse| AuditEntry {
+            seq: 0,
+            prev: [0; 32],
+            log_index,
+            at_ms: 0,
+            actor: Actor::cluster(),
+            request_id: None,
+            action,
+            job: None,
+            records: Vec::new(),
+            outcome: outcome_of(outcome),
+        };
+        let (response, audit) = match cmd {
             Command::InitCluster {
                 cluster_id,
                 config_digest,
             } => {
-                if self.cluster_record()?.is_some() {
+                let r = if self.cluster_record()?.is_some() {
                     CommandResponse::Refused {
                         reason: "the cluster is already initialised".into(),
                     }
@@ -144,14 +219,16 @@ impl StateMachine {
                     };
                     batch.put_cf(catalog, KEY_CLUSTER, encode(&rec)?);
                     CommandResponse::Applied
-                }
+                };
+                let a = system(AuditAction::InitCluster, &r);
+                (r, a)
             }
             Command::RegisterIncarnation { node_id, raft_id } => {
-                if kakera_proto::ids::node_of(*raft_id) != *node_id {
+                let r = if ids::node_of(*raft_id) != *node_id {
                     CommandResponse::Refused {
                         reason: format!(
                             "Raft member {} does not belong to node {node_id}",
-                            kakera_proto::ids::describe(*raft_id)
+                            ids::describe(*raft_id)
                         ),
                     }
                 } else {
@@ -159,10 +236,18 @@ impl StateMachine {
                     k.extend_from_slice(&node_id.to_be_bytes());
                     batch.put_cf(catalog, k, encode(raft_id)?);
                     CommandResponse::Applied
-                }
+                };
+                let a = system(
+                    AuditAction::RegisterIncarnation {
+                        node: *node_id,
+                        member: ids::describe(*raft_id),
+                    },
+                    &r,
+                );
+                (r, a)
             }
             Command::SetMeta { key, value } => {
-                if key.len() > MAX_META_KEY_BYTES || value.len() > MAX_META_VALUE_BYTES {
+                let r = if key.len() > MAX_META_KEY_BYTES || value.len() > MAX_META_VALUE_BYTES {
                     CommandResponse::Refused {
                         reason: format!(
                             "metadata keys are at most {MAX_META_KEY_BYTES} bytes and values \
@@ -174,9 +259,265 @@ impl StateMachine {
                     k.extend_from_slice(key.as_bytes());
                     batch.put_cf(catalog, k, encode(value)?);
                     CommandResponse::Applied
-                }
+                };
+                let a = system(AuditAction::SetMeta { key: key.clone() }, &r);
+                (r, a)
+            }
+            Command::Client {
+                actor,
+                at_ms,
+                request_id,
+                action,
+            } => {
+                // The entry's time: never before the head's (see append_audit).
+                let now = (*at_ms).max(head.at_ms);
+                let (r, audit_action, job, records) =
+                    self.apply_client(batch, log_index, actor, now, action)?;
+                let a = AuditEntry {
+                    seq: 0,
+                    prev: [0; 32],
+                    log_index,
+                    at_ms: now,
+                    actor: actor.clone(),
+                    request_id: Some(*request_id),
+                    action: audit_action,
+                    job,
+                    records,
+                    outcome: outcome_of(&r),
+                };
+                (r, a)
+            }
+        };
+        self.append_audit(batch, head, audit)?;
+        Ok(response)
+    }
+
+    /// Applies a client's action at leader time `now`: the response, and what the
+    /// audit entry records (action, job, records).
+    fn apply_client(
+        &self,
+        batch: &mut rocksdb::WriteBatch,
+        log_index: u64,
+        actor: &Actor,
+        now: u64,
+        action: &ClientAction,
+    ) -> io::Result<(CommandResponse, AuditAction, Option<String>, Vec<RecordId>)> {
+        let catalog = cf(&self.db, CF_CATALOG)?;
+        Ok(match action {
+            ClientAction::CommitRecords { records } => {
+                let ids = records.iter().map(|r| r.id).collect();
+                let r = self.commit_records(batch, actor, now, records)?;
+                (r, AuditAction::CommitRecords, None, ids)
+            }
+            ClientAction::OpenRead {
+                job,
+                records,
+                ttl_ms,
+            } => {
+                let r = self.open_read(batch, log_index, actor, now, job, records, *ttl_ms)?;
+                (
+                    r,
+                    AuditAction::OpenRead { ticket: log_index },
+                    Some(job.clone()),
+                    records.clone(),
+                )
+            }
+            ClientAction::CreateGrant { grant } => {
+                let action = AuditAction::CreateGrant {
+                    expires_at_ms: grant.expires_at_ms,
+                    approval: grant.approval.clone(),
+                };
+                let r = if actor.role != kakera_proto::Role::Operator {
+                    CommandResponse::Forbidden {
+                        reason: format!("role '{}' may not create grants", actor.role),
+                    }
+                } else if let Err(e) = grant.validate(now) {
+                    CommandResponse::Refused {
+                        reason: e.to_string(),
+                    }
+                } else {
+                    let mut g = grant.clone();
+                    g.created_at_ms = now;
+                    g.created_by = actor.name.clone();
+                    g.revoked = None;
+                    match self.grant(&grant.job)? {
+                        Some(old) if same_grant(&old, &g) && old.revoked.is_none() => {
+                            CommandResponse::Applied
+                        }
+                        Some(_) => CommandResponse::Refused {
+                            reason: format!(
+                                "a grant for job '{}' already exists; a new approval needs a \
+                                 new job name",
+                                grant.job
+                            ),
+                        },
+                        None => {
+                            batch.put_cf(catalog, keys::grant(&g.job), encode(&g)?);
+                            CommandResponse::Applied
+                        }
+                    }
+                };
+                (r, action, Some(grant.job.clone()), Vec::new())
+            }
+            ClientAction::RevokeGrant { job, reason } => {
+                let action = AuditAction::RevokeGrant {
+                    reason: reason.clone(),
+                };
+                let r = if actor.role != kakera_proto::Role::Operator {
+                    CommandResponse::Forbidden {
+                        reason: format!("role '{}' may not revoke grants", actor.role),
+                    }
+                } else {
+                    match self.grant(job)? {
+                        None => CommandResponse::NotFound {
+                            reason: format!("there is no grant for job '{job}'"),
+                        },
+                        Some(g) if g.revoked.is_some() => CommandResponse::Applied,
+                        Some(mut g) => {
+                            g.revoked = Some(Revocation {
+                                at_ms: now,
+                                by: actor.name.clone(),
+                                reason: reason.clone(),
+                            });
+                            batch.put_cf(catalog, keys::grant(job), encode(&g)?);
+                            CommandResponse::Applied
+                        }
+                    }
+                };
+                (r, action, Some(job.clone()), Vec::new())
             }
         })
+    }
+
+    /// Makes records visible: checks each entry again (the leader checked placement),
+    /// refuses the whole batch if any id is committed with other content, writes the
+    /// entries and their indexes, and promotes this node's staged shares.
+    fn commit_records(
+        &self,
+        batch: &mut rocksdb::WriteBatch,
+        actor: &Actor,
+        now: u64,
+        records: &[RecordEntry],
+    ) -> io::Result<CommandResponse> {
+        let catalog = cf(&self.db, CF_CATALOG)?;
+        if actor.role != kakera_proto::Role::Ingest {
+            return Ok(CommandResponse::Forbidden {
+                reason: format!("role '{}' may not commit records", actor.role),
+            });
+        }
+        let mut fresh = Vec::with_capacity(records.len());
+        for r in records {
+            if let Err(e) = r.validate() {
+                return Ok(CommandResponse::Refused {
+                    reason: e.to_string(),
+                });
+            }
+            match self.record(&r.id)? {
+                Some(old) if old.same_content(r) => {}
+                Some(_) => {
+                    return Ok(CommandResponse::Refused {
+                        reason: format!(
+                            "record {} is already committed with other content; nothing of \
+                             this batch was committed",
+                            r.id
+                        ),
+                    });
+                }
+                None => fresh.push(r),
+            }
+        }
+        for r in fresh {
+            let mut entry = r.clone();
+            entry.committed_at_ms = now;
+            batch.put_cf(catalog, keys::record(&r.id), encode(&entry)?);
+            for prefix in [
+                keys::by_subject(&r.meta.subject),
+                keys::by_kind(r.meta.kind),
+                keys::by_source(&r.meta.source),
+            ] {
+                batch.put_cf(catalog, [prefix.as_slice(), &r.id.0].concat(), []);
+            }
+            if let Some(h) = r.holder_on(self.node_id) {
+                match self.shares.promote(batch, &r.id, &h.digest, now)? {
+                    Promotion::Promoted | Promotion::AlreadyCommitted => {}
+                    other => tracing::warn!(
+                        record = %r.id,
+                        outcome = ?other,
+                        "committed record has no matching staged share here; repair must bring it"
+                    ),
+                }
+            }
+        }
+        Ok(CommandResponse::Applied)
+    }
+
+    /// Opens a read ticket if the job's grant admits the actor and every record.
+    #[allow(clippy::too_many_arguments)] // the parts of one command, named
+    fn open_read(
+        &self,
+        batch: &mut rocksdb::WriteBatch,
+        log_index: u64,
+        actor: &Actor,
+        now: u64,
+        job: &str,
+        records: &[RecordId],
+        ttl_ms: u64,
+    ) -> io::Result<CommandResponse> {
+        let catalog = cf(&self.db, CF_CATALOG)?;
+        self.collect_tickets(batch, now)?;
+        let Some(grant) = self.grant(job)? else {
+            return Ok(CommandResponse::Forbidden {
+                reason: format!("there is no grant for job '{job}'"),
+            });
+        };
+        let mut entries = Vec::with_capacity(records.len());
+        for id in records {
+            match self.record(id)? {
+                Some(e) => entries.push(e),
+                None => {
+                    return Ok(CommandResponse::NotFound {
+                        reason: format!("record {id} is not in the catalog"),
+                    });
+                }
+            }
+        }
+        if let Err(refusal) = grant.permits(actor, kakera_config::HSZ_ZONE, now, entries.iter()) {
+            return Ok(CommandResponse::Forbidden {
+                reason: refusal.to_string(),
+            });
+        }
+        let mut sorted = records.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let ticket = Ticket {
+            id: log_index,
+            purpose: TicketPurpose::Read {
+                job: job.to_string(),
+            },
+            holder: actor.fingerprint,
+            records: sorted,
+            expires_at_ms: now.saturating_add(ttl_ms).min(grant.expires_at_ms),
+        };
+        batch.put_cf(catalog, keys::ticket(log_index), encode(&ticket)?);
+        Ok(CommandResponse::Applied)
+    }
+
+    /// Deletes expired tickets among the oldest few (bounded work per entry; the same
+    /// on every node since `now` is the entry's time).
+    fn collect_tickets(&self, batch: &mut rocksdb::WriteBatch, now: u64) -> io::Result<()> {
+        let catalog = cf(&self.db, CF_CATALOG)?;
+        let mode = IteratorMode::From(keys::TICKET, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(catalog, mode).take(TICKET_GC_SCAN) {
+            let (k, v) = item.map_err(io::Error::other)?;
+            if !k.starts_with(keys::TICKET) {
+                break;
+            }
+            let t: Ticket = decode(&v)?;
+            if t.expires_at_ms <= now {
+                batch.delete_cf(catalog, k);
+            }
+        }
+        Ok(())
     }
 
     fn snapshot_path(&self, meta: &SnapshotMetaOf<TypeConfig>) -> PathBuf {
@@ -199,6 +540,27 @@ impl StateMachine {
         }
         Ok(())
     }
+}
+
+/// The audit outcome of a command response.
+fn outcome_of(r: &CommandResponse) -> Outcome {
+    match r {
+        CommandResponse::Applied => Outcome::Applied,
+        CommandResponse::Refused { reason }
+        | CommandResponse::Forbidden { reason }
+        | CommandResponse::NotFound { reason } => Outcome::Refused {
+            reason: reason.clone(),
+        },
+    }
+}
+
+/// Whether two grants say the same (a retried create), whoever created them when.
+fn same_grant(a: &kakera_proto::catalog::Grant, b: &kakera_proto::catalog::Grant) -> bool {
+    a.job == b.job
+        && a.reader == b.reader
+        && a.scope == b.scope
+        && a.expires_at_ms == b.expires_at_ms
+        && a.approval == b.approval
 }
 
 fn catalog_dump(db: &DB) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -257,37 +619,46 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        let mut batch = rocksdb::WriteBatch::default();
-        let mut last_applied = None;
-        let mut last_membership = None;
-        let mut responses = Vec::new();
+        // One write batch per entry: a later entry of the same call reads what an
+        // earlier one wrote (a commit, then a read of the same records). The batch
+        // carries the entry's last-applied id, so state and progress move together.
+        let meta_cf = cf(&self.db, CF_SM_META)?;
+        let mut head = self.audit_head()?;
         while let Some((entry, responder)) = entries.try_next().await? {
-            last_applied = Some(entry.log_id());
+            let mut batch = rocksdb::WriteBatch::default();
+            let log_id = entry.log_id();
             let response = match &entry.payload {
                 EntryPayload::Blank => CommandResponse::Applied,
-                EntryPayload::Normal(cmd) => self.apply_command(&mut batch, cmd)?,
+                EntryPayload::Normal(cmd) => {
+                    self.apply_command(&mut batch, &mut head, log_id.index(), cmd)?
+                }
                 EntryPayload::Membership(m) => {
-                    last_membership = Some(StoredMembershipOf::<TypeConfig>::new(
-                        Some(entry.log_id()),
-                        m.clone(),
-                    ));
+                    let stored = StoredMembershipOf::<TypeConfig>::new(Some(log_id), m.clone());
+                    batch.put_cf(meta_cf, KEY_LAST_MEMBERSHIP, encode(&stored)?);
+                    let audit = AuditEntry {
+                        seq: 0,
+                        prev: [0; 32],
+                        log_index: log_id.index(),
+                        at_ms: 0,
+                        actor: Actor::cluster(),
+                        request_id: None::<RequestId>,
+                        action: AuditAction::Membership {
+                            voters: m.voter_ids().map(ids::describe).collect(),
+                            learners: m.learner_ids().map(ids::describe).collect(),
+                        },
+                        job: None,
+                        records: Vec::new(),
+                        outcome: Outcome::Applied,
+                    };
+                    self.append_audit(&mut batch, &mut head, audit)?;
                     CommandResponse::Applied
                 }
             };
+            batch.put_cf(meta_cf, KEY_LAST_APPLIED, encode(&log_id)?);
+            self.db.write(batch).map_err(io::Error::other)?;
             if let Some(r) = responder {
-                responses.push((r, response));
+                r.send(response);
             }
-        }
-        let meta_cf = cf(&self.db, CF_SM_META)?;
-        if let Some(id) = &last_applied {
-            batch.put_cf(meta_cf, KEY_LAST_APPLIED, encode(id)?);
-        }
-        if let Some(m) = &last_membership {
-            batch.put_cf(meta_cf, KEY_LAST_MEMBERSHIP, encode(m)?);
-        }
-        self.db.write(batch).map_err(io::Error::other)?;
-        for (r, resp) in responses {
-            r.send(resp);
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
-//! The node's side of the QUIC transport: the request server. TLS material, peers and
+//! The node's side of the QUIC transport: the request server and the data path. TLS material, peers and
 //! client endpoints live in kakera-net, shared with the client.
 
+pub mod records;
 pub mod server;
 
 pub use kakera_net::{Peer, QuicLimits, TlsFiles, TlsMaterial};

@@ -4,22 +4,26 @@
 //! clear error on its own stream; it never takes the connection or the node down.
 
 use std::io::Cursor;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use kakera_config::{ClusterConfig, NodeConfig};
-use kakera_proto::frame::{DEFAULT_MAX_FRAME_BYTES, read_frame, read_raw_frame, write_frame};
+use kakera_proto::frame::{
+    DEFAULT_MAX_FRAME_BYTES, read_frame, read_trailer, write_frame, write_trailer,
+};
 use kakera_proto::{
     ErrorKind, ErrorReply, Identity, NodeStatus, ProtoError, RaftStatus, Request, RequestEnvelope,
-    Response, auth, codec, ids,
+    RequestId, Response, auth, codec, ids,
 };
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::{ServerState, Snapshot};
 use rustls_pki_types::CertificateDer;
 use tokio::sync::watch;
 
+use super::records;
 use crate::raft::state_machine::{MAX_SNAPSHOT_BYTES, StateMachine};
 use crate::raft::{Command, CommandResponse, RaftHandle, TypeConfig};
-use crate::shares::{MAX_STAGE_ITEMS, ShareStore, StageRefusal};
+use crate::shares::ShareStore;
 
 /// What the server needs to answer requests.
 pub struct ServerContext {
@@ -41,7 +45,8 @@ pub struct ServerContext {
     pub max_frame_bytes: u32,
 }
 
-fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
+/// A refusal with a sentence for the caller.
+pub(crate) fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
     Response::Error(ErrorReply {
         kind,
         message: message.into(),
@@ -98,7 +103,8 @@ async fn handle_connection(incoming: quinn::Incoming, ctx: Arc<ServerContext>) {
             Ok((send, recv)) => {
                 let ctx = ctx.clone();
                 let identity = identity.clone();
-                tokio::spawn(async move { handle_stream(ctx, identity, send, recv).await });
+                let ip = remote.ip();
+                tokio::spawn(async move { handle_stream(ctx, identity, ip, send, recv).await });
             }
             Err(e) => {
                 tracing::debug!(%remote, error = %e, "connection closed");
@@ -111,22 +117,37 @@ async fn handle_connection(incoming: quinn::Incoming, ctx: Arc<ServerContext>) {
 async fn handle_stream(
     ctx: Arc<ServerContext>,
     identity: Arc<Identity>,
+    remote: IpAddr,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
-    let response = match read_frame::<_, RequestEnvelope>(&mut recv, ctx.max_frame_bytes).await {
-        Ok(Some(env)) => handle_request(&ctx, &identity, env, &mut recv).await,
+    let (response, trailer) = match read_frame::<_, RequestEnvelope>(&mut recv, ctx.max_frame_bytes)
+        .await
+    {
+        Ok(Some(env)) => handle_request(&ctx, &identity, remote, env, &mut recv).await,
         Ok(None) => return,
         Err(ProtoError::TooLarge {
             size_bytes,
             limit_bytes,
-        }) => error(
-            ErrorKind::TooLarge,
-            format!("request of {size_bytes} bytes exceeds the frame limit of {limit_bytes} bytes"),
+        }) => (
+            error(
+                ErrorKind::TooLarge,
+                format!(
+                    "request of {size_bytes} bytes exceeds the frame limit of {limit_bytes} bytes"
+                ),
+            ),
+            Vec::new(),
         ),
-        Err(e) => error(ErrorKind::BadRequest, format!("unreadable request: {e}")),
+        Err(e) => (
+            error(ErrorKind::BadRequest, format!("unreadable request: {e}")),
+            Vec::new(),
+        ),
     };
-    if let Err(e) = write_frame(&mut send, &response, DEFAULT_MAX_FRAME_BYTES).await {
+    let sent = async {
+        write_frame(&mut send, &response, DEFAULT_MAX_FRAME_BYTES).await?;
+        write_trailer(&mut send, &trailer).await
+    };
+    if let Err(e) = sent.await {
         tracing::debug!(peer = %identity.name, error = %e, "could not send the response");
         return;
     }
@@ -136,38 +157,57 @@ async fn handle_stream(
 async fn handle_request(
     ctx: &ServerContext,
     identity: &Identity,
+    remote: IpAddr,
     env: RequestEnvelope,
     recv: &mut quinn::RecvStream,
-) -> Response {
+) -> (Response, Vec<u8>) {
     let op = env.body.operation();
     if env.cluster_id != ctx.cluster_id {
-        return error(
+        let r = error(
             ErrorKind::WrongCluster,
             format!(
                 "this node belongs to cluster '{}', the request names '{}'",
                 ctx.cluster_id, env.cluster_id
             ),
         );
+        return (r, Vec::new());
     }
     if let Err(reason) = auth::authorize(identity.role, op) {
         tracing::warn!(peer = %identity, op = op.as_str(), request = %env.request_id, "refused");
-        return error(ErrorKind::Forbidden, reason);
+        return (error(ErrorKind::Forbidden, reason), Vec::new());
     }
-    match dispatch(ctx, identity, env.body, recv).await {
-        Ok(r) => r,
+    if let Request::FetchShares { ticket, records } = env.body {
+        return records::fetch(ctx, identity, remote, ticket, records).await;
+    }
+    let request = Incoming {
+        identity,
+        remote,
+        request_id: env.request_id,
+    };
+    match dispatch(ctx, &request, env.body, recv).await {
+        Ok(r) => (r, Vec::new()),
         Err(e) => {
             tracing::warn!(peer = %identity.name, op = op.as_str(), error = %e, "request failed");
-            error(ErrorKind::BadRequest, e.to_string())
+            (error(ErrorKind::BadRequest, e.to_string()), Vec::new())
         }
     }
 }
 
+/// Who sent a request, from where, under which id.
+struct Incoming<'a> {
+    identity: &'a Identity,
+    remote: IpAddr,
+    request_id: RequestId,
+}
+
 async fn dispatch(
     ctx: &ServerContext,
-    identity: &Identity,
+    incoming: &Incoming<'_>,
     body: Request,
     recv: &mut quinn::RecvStream,
 ) -> Result<Response, ProtoError> {
+    let identity = incoming.identity;
+    let request_id = incoming.request_id;
     Ok(match body {
         Request::Ping => Response::Pong {
             node_id: ctx.node.id,
@@ -203,7 +243,28 @@ async fn dispatch(
             Response::Raft(codec::encode(&res)?)
         }
         Request::RaftJoin { raft_id } => join(ctx, identity, raft_id).await,
-        Request::StageShares { items } => stage(ctx, identity, items).await,
+        Request::StageShares { items } => records::stage(ctx, identity, items, recv).await,
+        Request::CommitRecords { records } => {
+            records::commit(ctx, identity, request_id, records).await
+        }
+        Request::OpenRead { job, records } => {
+            records::open_read(ctx, identity, incoming.remote, request_id, job, records).await
+        }
+        // Answered in handle_request (its answer carries share bytes).
+        Request::FetchShares { .. } => error(ErrorKind::Internal, "misrouted fetch"),
+        Request::List {
+            filter,
+            after,
+            limit,
+        } => records::list(ctx, filter, after, limit).await,
+        Request::CreateGrant { grant } => {
+            records::create_grant(ctx, identity, request_id, grant).await
+        }
+        Request::RevokeGrant { job, reason } => {
+            records::revoke_grant(ctx, identity, request_id, job, reason).await
+        }
+        Request::ListGrants => records::list_grants(ctx).await,
+        Request::AuditLog { query } => records::audit_log(ctx, query).await,
         Request::RaftSnapshot {
             to,
             header,
@@ -221,19 +282,7 @@ async fn dispatch(
                 ));
             }
             let (vote, meta) = codec::decode(&header)?;
-            let mut data = Vec::with_capacity(size_bytes.min(64 << 20) as usize);
-            // Bounded: each frame adds at least one byte or ends the loop.
-            while (data.len() as u64) < size_bytes {
-                match read_raw_frame(recv, ctx.max_frame_bytes).await? {
-                    Some(chunk) if !chunk.is_empty() => data.extend_from_slice(&chunk),
-                    _ => return Err(ProtoError::Truncated),
-                }
-                if data.len() as u64 > size_bytes {
-                    return Err(ProtoError::Malformed {
-                        reason: "snapshot data longer than announced".into(),
-                    });
-                }
-            }
+            let data = read_trailer(recv, size_bytes, ctx.max_frame_bytes).await?;
             let snapshot = Snapshot {
                 meta,
                 snapshot: Cursor::new(data),
@@ -303,89 +352,14 @@ async fn join(ctx: &ServerContext, identity: &Identity, raft_id: u64) -> Respons
                 tracing::info!(member = %ids::describe(raft_id), node = %node.name, "join accepted");
                 Response::Accepted
             }
-            CommandResponse::Refused { reason } => error(ErrorKind::BadRequest, reason.clone()),
+            CommandResponse::Refused { reason }
+            | CommandResponse::Forbidden { reason }
+            | CommandResponse::NotFound { reason } => error(ErrorKind::BadRequest, reason.clone()),
         },
         Err(e) => error(
             ErrorKind::Unavailable,
             format!("could not record the join: {e}"),
         ),
-    }
-}
-
-/// Stores shares as staged, synced before the answer. Every share must decode (its
-/// checksum holds) and name a distinct record; otherwise nothing is stored.
-async fn stage(
-    ctx: &ServerContext,
-    identity: &Identity,
-    items: Vec<kakera_proto::StageItem>,
-) -> Response {
-    if items.is_empty() {
-        return error(
-            ErrorKind::BadRequest,
-            "a staging request needs at least one share",
-        );
-    }
-    if items.len() > MAX_STAGE_ITEMS {
-        return error(
-            ErrorKind::TooLarge,
-            format!(
-                "{} shares in one request; at most {MAX_STAGE_ITEMS}",
-                items.len()
-            ),
-        );
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    let mut batch = Vec::with_capacity(items.len());
-    let mut total_bytes: u64 = 0;
-    for item in items {
-        if !seen.insert(item.record) {
-            return error(
-                ErrorKind::BadRequest,
-                format!("record {} appears twice in one request", item.record),
-            );
-        }
-        if let Err(e) = kakera_shamir::Share::decode(&item.share) {
-            return error(
-                ErrorKind::BadRequest,
-                format!(
-                    "the share for record {} is not a valid share: {e}",
-                    item.record
-                ),
-            );
-        }
-        total_bytes += item.share.len() as u64;
-        batch.push((item.record, item.share));
-    }
-    let store = ctx.shares.clone();
-    let count = batch.len();
-    let now_ms = unix_ms();
-    let result = tokio::task::spawn_blocking(move || store.stage(&batch, now_ms)).await;
-    match result {
-        Ok(Ok(Ok(digests))) => {
-            tracing::info!(peer = %identity.name, shares = count, bytes = total_bytes, "staged");
-            Response::Staged { digests }
-        }
-        Ok(Ok(Err(StageRefusal::Committed { record }))) => error(
-            ErrorKind::BadRequest,
-            format!(
-                "record {record} already has a different committed share on this node; \
-                 nothing of this request was stored"
-            ),
-        ),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "staging failed");
-            error(
-                ErrorKind::Internal,
-                "the node could not store the shares; retry",
-            )
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "staging task failed");
-            error(
-                ErrorKind::Internal,
-                "the node could not store the shares; retry",
-            )
-        }
     }
 }
 

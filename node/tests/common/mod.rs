@@ -91,6 +91,8 @@ pub struct LocalCluster {
     pub ids: Vec<u64>,
     pub addrs: Vec<std::net::SocketAddr>,
     pub children: Vec<Option<Child>>,
+    /// The zone private key whose public half is in the config (readers load it).
+    pub zone_key: [u8; 32],
 }
 
 impl LocalCluster {
@@ -99,8 +101,10 @@ impl LocalCluster {
         let ca = Ca::new("kakera test CA");
         std::fs::write(dir.join("ca.pem"), &ca.cert_pem).unwrap();
         let racks = ["rack-a", "rack-a", "rack-b", "rack-b", "rack-c"];
-        let mut toml = String::from(
-            "cluster_id = \"proc-test\"\nca_cert = \"ca.pem\"\nracks = [\"rack-a\", \"rack-b\", \"rack-c\"]\n\n[policy]\nk = 3\nn = 5\n\n[zones.dc]\n[zones.hsz]\n",
+        let (private, public) = kakera_client::seal::ZonePrivateKey::generate();
+        let mut toml = format!(
+            "cluster_id = \"proc-test\"\nca_cert = \"ca.pem\"\nzone_public_key = \"{}\"\nracks = [\"rack-a\", \"rack-b\", \"rack-c\"]\n\n[policy]\nk = 3\nn = 5\n\n[zones.dc]\n[zones.hsz]\nnetworks = [\"127.0.0.0/8\"]\n",
+            public.to_hex()
         );
         let mut addrs = Vec::new();
         for id in 1..=n {
@@ -124,6 +128,23 @@ impl LocalCluster {
             ids: (1..=n).collect(),
             addrs,
             children: (0..n).map(|_| None).collect(),
+            zone_key: *private.as_bytes(),
+        }
+    }
+
+    /// The cluster config as clients load it.
+    pub fn config(&self) -> kakera_config::ClusterConfig {
+        kakera_config::ClusterConfig::load(&self.config_path).unwrap()
+    }
+
+    /// Certificate files for a holder of `role` (and `zone`) from this cluster's CA.
+    pub fn identity(&self, name: &str, role: Role, zone: Option<&str>) -> TlsFiles {
+        let dir = self.dir.join("clients");
+        let (cert, key) = self.ca.issue(&dir, name, name, role, zone);
+        TlsFiles {
+            ca: self.dir.join("ca.pem"),
+            cert,
+            key,
         }
     }
 
@@ -208,13 +229,26 @@ impl Client {
         server_name: &str,
         body: Request,
     ) -> Result<Response, kakera_net::NetError> {
+        self.ask_with(addr, server_name, body, &[]).await
+    }
+
+    /// [`Client::ask`] with raw bytes (share data) after the request.
+    pub async fn ask_with(
+        &self,
+        addr: std::net::SocketAddr,
+        server_name: &str,
+        body: Request,
+        trailer: &[u8],
+    ) -> Result<Response, kakera_net::NetError> {
         let peer = Peer::new(self.endpoint.clone(), addr, server_name);
         let env = RequestEnvelope {
             cluster_id: "proc-test".into(),
             request_id: RequestId([7; 16]),
             body,
         };
-        peer.request(&env, Duration::from_secs(3)).await
+        peer.request_with(&env, trailer, 0, Duration::from_secs(3))
+            .await
+            .map(|(r, _)| r)
     }
 
     pub async fn status(

@@ -1,0 +1,835 @@
+//! The data path as jobs and gateways use it: put and get records, list them, and the
+//! grant and audit calls. Follows ARCHITECTURE.md's write and read paths:
+//!
+//! - put: ids, placement (kakera-config), HPKE seal to the zone key, split k of n,
+//!   stage each share on its node (all nodes in parallel, many records per message,
+//!   digests checked), then one commit per batch through the leader;
+//! - get: a read ticket committed through the leader (the audit entry), k shares
+//!   fetched with a hedge to one more holder ([`crate::plan`]), each share checked
+//!   against its catalog digest, combined, the sealed digest checked, opened with the
+//!   zone private key. A bad share is skipped and reported.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use kakera_config::{ClusterConfig, NodeView, place};
+use kakera_net::{NetError, TlsFiles};
+use kakera_proto::audit::{AuditEntry, AuditQuery, ChainBreak, MAX_AUDIT_PAGE, verify_chain};
+use kakera_proto::catalog::{
+    Grant, Holder, ListFilter, MAX_BATCH_RECORDS, MAX_LIST_PAGE, MAX_RECORD_BYTES, RecordEntry,
+    Ticket,
+};
+use kakera_proto::{
+    Digest, ErrorKind, FetchedShare, Identity, RecordId, RecordMeta, Request, Response, StageItem,
+    ids,
+};
+use kakera_shamir::Share;
+use zeroize::Zeroizing;
+
+use crate::connection::Connection;
+use crate::error::ClientError;
+use crate::plan::{Asks, BadShare, ReadPlan};
+use crate::seal::{self, SEAL_OVERHEAD_BYTES, ZonePrivateKey, ZonePublicKey};
+
+/// Most sealed bytes one put batch carries before the client starts another commit.
+pub const PUT_BATCH_BYTES: u64 = 64 * 1024 * 1024;
+/// Most share bytes in one staging or fetch request (a single larger share goes
+/// alone).
+pub const REQUEST_BYTES: u64 = 16 * 1024 * 1024;
+/// How long the client keeps looking for the leader.
+pub const LEADER_DEADLINE_MS: u64 = 15_000;
+/// Base timeout of one request; transfers add time per byte.
+pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// The hedge fires this long after a fetch round starts (plus transfer time).
+pub const HEDGE_AFTER_MS: u64 = 40;
+
+/// A record to store.
+pub struct NewRecord {
+    /// Its metadata (visible to every node; bound into the seal).
+    pub meta: RecordMeta,
+    /// Its bytes (plaintext; sealed before they leave the process).
+    pub data: Vec<u8>,
+}
+
+/// A record read back.
+pub struct Record {
+    /// The record.
+    pub id: RecordId,
+    /// Its metadata.
+    pub meta: RecordMeta,
+    /// Its bytes, wiped from memory when dropped.
+    pub data: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print record bytes.
+        write!(
+            f,
+            "Record {{ id: {}, kind: {}, len: {} }}",
+            self.id,
+            self.meta.kind,
+            self.data.len()
+        )
+    }
+}
+
+/// What a batch read produced.
+#[derive(Debug, Default)]
+pub struct ReadBatch {
+    /// Records read, in request order.
+    pub records: Vec<Record>,
+    /// Records that could not be read, and why.
+    pub failed: Vec<(RecordId, ClientError)>,
+    /// Shares skipped as bad (the reads still succeeded if k good ones existed).
+    pub bad_shares: Vec<BadShare>,
+    /// The read ticket(s) used (their audit entries).
+    pub tickets: Vec<u64>,
+}
+
+/// A page of a listing.
+#[derive(Debug)]
+pub struct Page {
+    /// Catalog entries.
+    pub entries: Vec<RecordEntry>,
+    /// Where the next page starts.
+    pub next: Option<RecordId>,
+}
+
+/// A connection to a cluster with one identity.
+pub struct Client {
+    conn: Connection,
+    zone_public: Option<ZonePublicKey>,
+    zone_private: Option<ZonePrivateKey>,
+    /// The config node id of the last node that answered as leader.
+    leader_hint: AtomicU64,
+}
+
+fn timeout_for(bytes: u64) -> Duration {
+    // 10 s, plus one second per 16 MiB (loopback moves far more; WANs less).
+    Duration::from_millis(REQUEST_TIMEOUT_MS + bytes / (16 * 1024))
+}
+
+fn random_id(now_ms: u64) -> Result<RecordId, ClientError> {
+    let mut random = [0u8; 10];
+    getrandom::fill(&mut random)
+        .map_err(|e| ClientError::Invalid(format!("the OS random source failed: {e}")))?;
+    Ok(RecordId::from_parts(now_ms, random))
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Splits `items` into consecutive groups of at most `max_items` and about
+/// `max_bytes` (an item larger than `max_bytes` forms a group alone).
+fn groups<T>(
+    items: Vec<T>,
+    max_items: usize,
+    max_bytes: u64,
+    size: impl Fn(&T) -> u64,
+) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0u64;
+    for item in items {
+        let s = size(&item);
+        if !current.is_empty() && (current.len() == max_items || bytes + s > max_bytes) {
+            out.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += s;
+        current.push(item);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// What one record's put prepared: its catalog entry and its shares by node.
+struct Prepared {
+    entry: RecordEntry,
+    shares: Vec<(u64, Vec<u8>)>,
+}
+
+impl Client {
+    /// Connects with the identity in `tls` (certificate, key, cluster CA). Ingest
+    /// clients seal to the config's zone public key; readers add the zone private key
+    /// with [`Client::with_zone_key`]. Must run inside a tokio runtime.
+    pub fn connect(config: ClusterConfig, tls: &TlsFiles) -> Result<Client, ClientError> {
+        let zone_public = config
+            .zone_public_key
+            .map(ZonePublicKey::from_bytes)
+            .transpose()?;
+        let first = config.nodes.first().map_or(0, |n| n.id);
+        Ok(Client {
+            conn: Connection::open(config, tls)?,
+            zone_public,
+            zone_private: None,
+            leader_hint: AtomicU64::new(first),
+        })
+    }
+
+    /// Adds the zone private key (inside the high-security zone only).
+    pub fn with_zone_key(mut self, key: ZonePrivateKey) -> Client {
+        self.zone_private = Some(key);
+        self
+    }
+
+    /// Who this client is, as its certificate says.
+    pub fn identity(&self) -> &Identity {
+        self.conn.identity()
+    }
+
+    /// The cluster config.
+    pub fn config(&self) -> &ClusterConfig {
+        self.conn.config()
+    }
+
+    /// The underlying connection (status calls).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Closes the connection.
+    pub async fn close(self) {
+        self.conn.close().await;
+    }
+
+    /// Sends `body` to the leader, following not-leader answers and trying other
+    /// nodes while none answers, for up to [`LEADER_DEADLINE_MS`].
+    pub async fn leader_call(&self, body: Request) -> Result<Response, ClientError> {
+        let deadline = Instant::now() + Duration::from_millis(LEADER_DEADLINE_MS);
+        let nodes: Vec<u64> = self.config().nodes.iter().map(|n| n.id).collect();
+        let mut target = self.leader_hint.load(Ordering::Relaxed);
+        // Bounded by the deadline; each failed round sleeps.
+        loop {
+            let result = self.conn.call(target, body.clone(), timeout_for(0)).await;
+            let next = match &result {
+                Ok(_) => {
+                    self.leader_hint.store(target, Ordering::Relaxed);
+                    return Ok(result?);
+                }
+                Err(NetError::Refused {
+                    kind: ErrorKind::NotLeader { leader_id },
+                    ..
+                }) => match leader_id.map(ids::node_of) {
+                    Some(l) if l != target && nodes.contains(&l) => Some(l),
+                    _ => None,
+                },
+                Err(NetError::Refused {
+                    kind: ErrorKind::Unavailable,
+                    ..
+                }) => None,
+                Err(e) if e.is_unreachable() => None,
+                Err(_) => return Ok(result?),
+            };
+            if Instant::now() >= deadline {
+                return Err(ClientError::Unavailable(format!(
+                    "no leader answered within {LEADER_DEADLINE_MS} ms (last: {})",
+                    result.err().map_or_else(String::new, |e| e.to_string())
+                )));
+            }
+            target = match next {
+                Some(l) => l,
+                None => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let i = nodes.iter().position(|n| *n == target).unwrap_or(0);
+                    nodes[(i + 1) % nodes.len()]
+                }
+            };
+        }
+    }
+
+    /// Stores one record; returns its id once it is committed.
+    pub async fn put(&self, record: NewRecord) -> Result<RecordId, ClientError> {
+        let ids = self.put_batch(vec![record]).await?;
+        // put_batch returns one id per record.
+        Ok(ids[0])
+    }
+
+    /// Stores records; returns their ids (in order) once all are committed. Large
+    /// batches go as several commits of at most [`MAX_BATCH_RECORDS`] records and
+    /// about [`PUT_BATCH_BYTES`].
+    pub async fn put_batch(&self, records: Vec<NewRecord>) -> Result<Vec<RecordId>, ClientError> {
+        let zone = self.zone_public.clone().ok_or_else(|| {
+            ClientError::Invalid(
+                "the cluster config has no zone_public_key; run `kakera zone keygen` and add \
+                 the key to the config"
+                    .into(),
+            )
+        })?;
+        for r in &records {
+            r.meta.validate()?;
+            if r.data.len() as u64 > MAX_RECORD_BYTES {
+                return Err(ClientError::Invalid(format!(
+                    "a record of {} bytes exceeds the limit of {MAX_RECORD_BYTES}",
+                    r.data.len()
+                )));
+            }
+        }
+        let mut ids = Vec::with_capacity(records.len());
+        let batches = groups(records, MAX_BATCH_RECORDS, PUT_BATCH_BYTES, |r| {
+            r.data.len() as u64
+        });
+        for batch in batches {
+            ids.extend(self.put_one_batch(&zone, batch).await?);
+        }
+        Ok(ids)
+    }
+
+    async fn put_one_batch(
+        &self,
+        zone: &ZonePublicKey,
+        records: Vec<NewRecord>,
+    ) -> Result<Vec<RecordId>, ClientError> {
+        let config = self.config().clone();
+        let zone = zone.clone();
+        let prepared = tokio::task::spawn_blocking(move || prepare(&config, &zone, records))
+            .await
+            .map_err(|e| ClientError::Invalid(format!("sealing task failed: {e}")))??;
+        // Shares by node, in record order.
+        let mut by_node: BTreeMap<u64, Vec<(RecordId, Vec<u8>)>> = BTreeMap::new();
+        let mut entries = Vec::with_capacity(prepared.len());
+        for p in prepared {
+            for (node, share) in p.shares {
+                by_node.entry(node).or_default().push((p.entry.id, share));
+            }
+            entries.push(p.entry);
+        }
+        let expected: BTreeMap<(u64, RecordId), Digest> = entries
+            .iter()
+            .flat_map(|e| e.holders.iter().map(move |h| ((h.node, e.id), h.digest)))
+            .collect();
+        let mut sends = FuturesUnordered::new();
+        for (node, shares) in by_node {
+            for group in groups(
+                shares,
+                kakera_proto::catalog::MAX_BATCH_RECORDS,
+                REQUEST_BYTES,
+                |s| s.1.len() as u64,
+            ) {
+                sends.push(self.stage_on(node, group, &expected));
+            }
+        }
+        // Every share must be staged before the commit.
+        while let Some(result) = sends.next().await {
+            result?;
+        }
+        drop(sends);
+        let ids: Vec<RecordId> = entries.iter().map(|e| e.id).collect();
+        match self
+            .leader_call(Request::CommitRecords { records: entries })
+            .await?
+        {
+            Response::Committed { .. } => Ok(ids),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn stage_on(
+        &self,
+        node: u64,
+        shares: Vec<(RecordId, Vec<u8>)>,
+        expected: &BTreeMap<(u64, RecordId), Digest>,
+    ) -> Result<(), ClientError> {
+        let items: Vec<StageItem> = shares
+            .iter()
+            .map(|(record, s)| StageItem {
+                record: *record,
+                size_bytes: s.len() as u64,
+            })
+            .collect();
+        let data: Vec<u8> = shares.iter().flat_map(|(_, s)| s.iter().copied()).collect();
+        let timeout = timeout_for(data.len() as u64);
+        let (answer, _) = self
+            .conn
+            .call_full(node, Request::StageShares { items }, &data, 0, timeout)
+            .await?;
+        let Response::Staged { digests } = answer else {
+            return Err(unexpected(&answer));
+        };
+        if digests.len() != shares.len() {
+            return Err(ClientError::Invalid(format!(
+                "node {node} acknowledged {} of {} shares",
+                digests.len(),
+                shares.len()
+            )));
+        }
+        for ((record, _), got) in shares.iter().zip(digests) {
+            if expected.get(&(node, *record)) != Some(&got) {
+                return Err(ClientError::Invalid(format!(
+                    "node {node} acknowledged a different share for record {record} than was sent"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one record under `job`'s grant.
+    pub async fn get(&self, job: &str, id: RecordId) -> Result<Record, ClientError> {
+        let mut batch = self.get_batch(job, &[id]).await?;
+        for bad in &batch.bad_shares {
+            tracing::warn!(record = %bad.record, node = bad.node, reason = %bad.reason, "bad share skipped");
+        }
+        if let Some((_, e)) = batch.failed.pop() {
+            return Err(e);
+        }
+        batch
+            .records
+            .pop()
+            .ok_or_else(|| ClientError::Invalid(format!("record {id} was not returned")))
+    }
+
+    /// Reads records under `job`'s grant: one read ticket per [`MAX_BATCH_RECORDS`]
+    /// records. A record that cannot be read is in `failed`; the ticket is refused as a
+    /// whole (an error) if the grant does not cover every record.
+    pub async fn get_batch(&self, job: &str, ids: &[RecordId]) -> Result<ReadBatch, ClientError> {
+        let key = self.zone_private.as_ref().ok_or_else(|| {
+            ClientError::Invalid(
+                "reading needs the zone private key: load it with `Client::with_zone_key` \
+                 (kakera zone unseal)"
+                    .into(),
+            )
+        })?;
+        let mut out = ReadBatch::default();
+        for chunk in ids.chunks(MAX_BATCH_RECORDS) {
+            let answer = self
+                .leader_call(Request::OpenRead {
+                    job: job.to_string(),
+                    records: chunk.to_vec(),
+                })
+                .await?;
+            let Response::ReadTicket { ticket, entries } = answer else {
+                return Err(unexpected(&answer));
+            };
+            out.tickets.push(ticket.id);
+            self.read_under(key, &ticket, entries, &mut out).await;
+        }
+        Ok(out)
+    }
+
+    /// Fetches, checks, combines and opens the records of one ticket.
+    async fn read_under(
+        &self,
+        key: &ZonePrivateKey,
+        ticket: &Ticket,
+        entries: Vec<RecordEntry>,
+        out: &mut ReadBatch,
+    ) {
+        let mut plan = ReadPlan::new(&entries);
+        let by_id: BTreeMap<RecordId, &RecordEntry> = entries.iter().map(|e| (e.id, e)).collect();
+        let mut good: BTreeMap<RecordId, Vec<Share>> = BTreeMap::new();
+        let mut inflight = FuturesUnordered::new();
+        let largest = entries.iter().map(|e| e.sealed_len).max().unwrap_or(0);
+        let hedge_after = Duration::from_millis(HEDGE_AFTER_MS + largest / 100_000);
+        let hedge = tokio::time::sleep(hedge_after);
+        tokio::pin!(hedge);
+        let mut hedged = false;
+        for (node, records) in plan.start() {
+            for f in self.fetch_asks(ticket.id, node, records, &by_id) {
+                inflight.push(f);
+            }
+        }
+        // Bounded: every ask is answered (or times out) and each record asks at most
+        // n holders, so the set drains.
+        while !plan.settled() {
+            let (node, records, result) = tokio::select! {
+                Some(done) = inflight.next() => done,
+                () = &mut hedge, if !hedged => {
+                    hedged = true;
+                    for (node, records) in plan.hedge() {
+                        for f in self.fetch_asks(ticket.id, node, records, &by_id) {
+                            inflight.push(f);
+                        }
+                    }
+                    continue;
+                }
+                else => break,
+            };
+            let mut more = Asks::new();
+            match result {
+                Err(e) => {
+                    for r in &records {
+                        merge(
+                            &mut more,
+                            plan.failed(r, node, format!("node unavailable: {e}")),
+                        );
+                    }
+                }
+                Ok((items, data)) => {
+                    let mut offset = 0usize;
+                    for item in items {
+                        let share = item.size_bytes.and_then(|s| {
+                            let end = offset.checked_add(s as usize)?;
+                            let bytes = data.get(offset..end)?;
+                            offset = end;
+                            Some(bytes)
+                        });
+                        let Some(entry) = by_id.get(&item.record) else {
+                            continue;
+                        };
+                        if plan.complete(&item.record) {
+                            // A hedged answer after k good shares: not needed.
+                            plan.good(&item.record);
+                            continue;
+                        }
+                        match check_share(entry, node, share) {
+                            Ok(s) => {
+                                good.entry(item.record).or_default().push(s);
+                                plan.good(&item.record);
+                            }
+                            Err(reason) => {
+                                merge(&mut more, plan.failed(&item.record, node, reason))
+                            }
+                        }
+                    }
+                }
+            }
+            for (node, records) in more {
+                for f in self.fetch_asks(ticket.id, node, records, &by_id) {
+                    inflight.push(f);
+                }
+            }
+        }
+        out.bad_shares.extend_from_slice(plan.bad_shares());
+        let cluster_id = self.config().cluster_id.clone();
+        for entry in entries {
+            let shares = good.remove(&entry.id).unwrap_or_default();
+            let result = open_record(key, &cluster_id, &entry, shares);
+            match result {
+                Ok(data) => out.records.push(Record {
+                    id: entry.id,
+                    meta: entry.meta,
+                    data,
+                }),
+                Err(e) => out.failed.push((entry.id, e)),
+            }
+        }
+    }
+
+    /// The fetch requests for `records` on `node`, split by size.
+    fn fetch_asks<'a>(
+        &'a self,
+        ticket: u64,
+        node: u64,
+        records: Vec<RecordId>,
+        by_id: &BTreeMap<RecordId, &RecordEntry>,
+    ) -> Vec<impl std::future::Future<Output = FetchDone> + 'a> {
+        let size = |r: &RecordId| {
+            by_id.get(r).map_or(0, |e| {
+                e.sealed_len + kakera_shamir::share::SHARE_HEADER_LEN as u64 + 16
+            })
+        };
+        groups(records, MAX_BATCH_RECORDS, REQUEST_BYTES, size)
+            .into_iter()
+            .map(|group| {
+                let limit: u64 = group.iter().map(size).sum();
+                async move {
+                    let body = Request::FetchShares {
+                        ticket,
+                        records: group.clone(),
+                    };
+                    let result = self
+                        .conn
+                        .call_full(node, body, &[], limit, timeout_for(limit))
+                        .await
+                        .map_err(ClientError::from)
+                        .and_then(|(answer, data)| match answer {
+                            Response::Shares { items } if items.len() == group.len() => {
+                                Ok((items, data))
+                            }
+                            other => Err(unexpected(&other)),
+                        });
+                    (node, group, result)
+                }
+            })
+            .collect()
+    }
+
+    /// A page of catalog entries.
+    pub async fn list(
+        &self,
+        filter: ListFilter,
+        after: Option<RecordId>,
+        limit: u32,
+    ) -> Result<Page, ClientError> {
+        match self
+            .leader_call(Request::List {
+                filter,
+                after,
+                limit,
+            })
+            .await?
+        {
+            Response::Listing { entries, next } => Ok(Page { entries, next }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Every catalog entry matching `filter`, page by page, at most `max` of them.
+    pub async fn list_all(
+        &self,
+        filter: ListFilter,
+        max: usize,
+    ) -> Result<Vec<RecordEntry>, ClientError> {
+        let mut out = Vec::new();
+        let mut after = None;
+        // Bounded by `max` and by the catalog's size (each page advances `after`).
+        loop {
+            let page = self.list(filter.clone(), after, MAX_LIST_PAGE).await?;
+            out.extend(page.entries);
+            match page.next {
+                Some(n) if out.len() < max => after = Some(n),
+                _ => break,
+            }
+        }
+        out.truncate(max);
+        Ok(out)
+    }
+
+    /// Creates a grant (operator).
+    pub async fn create_grant(&self, grant: Grant) -> Result<(), ClientError> {
+        match self.leader_call(Request::CreateGrant { grant }).await? {
+            Response::Committed { .. } => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Revokes a grant (operator).
+    pub async fn revoke_grant(&self, job: &str, reason: &str) -> Result<(), ClientError> {
+        match self
+            .leader_call(Request::RevokeGrant {
+                job: job.to_string(),
+                reason: reason.to_string(),
+            })
+            .await?
+        {
+            Response::Committed { .. } => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Every grant (operator, auditor).
+    pub async fn grants(&self) -> Result<Vec<Grant>, ClientError> {
+        match self.leader_call(Request::ListGrants).await? {
+            Response::Grants { grants } => Ok(grants),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Audit entries matching `query` (all pages, at most `max`), and the log's head.
+    pub async fn audit_log(
+        &self,
+        mut query: AuditQuery,
+        max: usize,
+    ) -> Result<(Vec<AuditEntry>, Option<(u64, [u8; 32])>), ClientError> {
+        let mut out = Vec::new();
+        let mut head = None;
+        query.limit = MAX_AUDIT_PAGE;
+        // Bounded by `max` and the log's length (each page advances `after_seq`).
+        loop {
+            let answer = self
+                .leader_call(Request::AuditLog {
+                    query: query.clone(),
+                })
+                .await?;
+            let Response::Audit {
+                entries,
+                next_after,
+                head: h,
+            } = answer
+            else {
+                return Err(unexpected(&answer));
+            };
+            head = head.or(h);
+            out.extend(entries);
+            match next_after {
+                Some(n) if out.len() < max && n > query.after_seq => query.after_seq = n,
+                _ => break,
+            }
+        }
+        out.truncate(max);
+        Ok((out, head))
+    }
+
+    /// Reads the whole audit log and checks its hash chain from the first entry to the
+    /// head. Returns the number of entries checked, or where the chain breaks.
+    pub async fn verify_audit_log(&self) -> Result<Result<u64, ChainBreak>, ClientError> {
+        let (entries, head) = self.audit_log(AuditQuery::default(), usize::MAX).await?;
+        let last = match verify_chain(([0; 32], 0), &entries) {
+            Ok(h) => h,
+            Err(b) => return Ok(Err(b)),
+        };
+        let count = entries.len() as u64;
+        match head {
+            Some((seq, hash)) if seq == count && hash == last => Ok(Ok(count)),
+            None if count == 0 => Ok(Ok(0)),
+            Some((seq, _)) => Ok(Err(ChainBreak::BadLink { seq: seq.max(1) })),
+            None => Ok(Err(ChainBreak::Gap {
+                after: 0,
+                found: count,
+            })),
+        }
+    }
+}
+
+type FetchDone = (
+    u64,
+    Vec<RecordId>,
+    Result<(Vec<FetchedShare>, Vec<u8>), ClientError>,
+);
+
+fn merge(into: &mut Asks, more: Asks) {
+    for (node, records) in more {
+        into.entry(node).or_default().extend(records);
+    }
+}
+
+fn unexpected(r: &Response) -> ClientError {
+    match r {
+        Response::Error(e) => ClientError::Invalid(e.message.clone()),
+        other => ClientError::Invalid(format!(
+            "the node answered with an unexpected message ({})",
+            response_name(other)
+        )),
+    }
+}
+
+fn response_name(r: &Response) -> &'static str {
+    match r {
+        Response::Pong { .. } => "pong",
+        Response::Status(_) => "status",
+        Response::Raft(_) => "raft",
+        Response::Error(_) => "error",
+        Response::Accepted => "accepted",
+        Response::Staged { .. } => "staged",
+        Response::Committed { .. } => "committed",
+        Response::ReadTicket { .. } => "read ticket",
+        Response::Shares { .. } => "shares",
+        Response::Listing { .. } => "listing",
+        Response::Grants { .. } => "grants",
+        Response::Audit { .. } => "audit",
+    }
+}
+
+/// Checks a fetched share against the catalog: present, digest, decodable, right x and
+/// threshold. The reason never contains share bytes.
+fn check_share(entry: &RecordEntry, node: u64, bytes: Option<&[u8]>) -> Result<Share, String> {
+    let holder: &Holder = entry
+        .holder_on(node)
+        .ok_or_else(|| format!("node {node} is not a holder of this record"))?;
+    let bytes = bytes.ok_or_else(|| "the node holds no share of this record".to_string())?;
+    if Digest::of(bytes) != holder.digest {
+        return Err(
+            "the share's digest differs from the catalog's (corrupt or substituted)".into(),
+        );
+    }
+    let share = Share::decode(bytes).map_err(|e| format!("the share does not decode: {e}"))?;
+    if share.x() != holder.x || share.threshold() != entry.k {
+        return Err("the share's x or threshold differs from the catalog's".into());
+    }
+    Ok(share)
+}
+
+/// Combines k good shares, checks the sealed digest, opens the seal.
+fn open_record(
+    key: &ZonePrivateKey,
+    cluster_id: &str,
+    entry: &RecordEntry,
+    shares: Vec<Share>,
+) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+    let k = usize::from(entry.k);
+    if shares.len() < k {
+        return Err(ClientError::Read {
+            record: entry.id,
+            reason: format!(
+                "only {} good shares of the {k} needed could be fetched",
+                shares.len()
+            ),
+        });
+    }
+    let sealed = kakera_shamir::combine(&shares[..k]).map_err(|e| ClientError::Read {
+        record: entry.id,
+        reason: format!("combining the shares failed: {e}"),
+    })?;
+    if Digest::of(&sealed) != entry.sealed_digest || sealed.len() as u64 != entry.sealed_len {
+        return Err(ClientError::Read {
+            record: entry.id,
+            reason: "the combined record does not match its catalog digest".into(),
+        });
+    }
+    seal::open(key, cluster_id, &entry.id, &entry.meta, &sealed)
+}
+
+/// Ids, seal, split and placement for a batch (CPU work; runs off the async threads).
+fn prepare(
+    config: &ClusterConfig,
+    zone: &ZonePublicKey,
+    records: Vec<NewRecord>,
+) -> Result<Vec<Prepared>, ClientError> {
+    let policy = config.policy;
+    let views: Vec<NodeView<'_>> = config
+        .nodes
+        .iter()
+        .map(|n| NodeView {
+            id: n.id,
+            rack: &n.rack,
+            fill: 0,
+        })
+        .collect();
+    let now = unix_ms();
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        let id = random_id(now)?;
+        let sealed = seal::seal(zone, &config.cluster_id, &id, &r.meta, &r.data)?;
+        debug_assert_eq!(sealed.len(), r.data.len() + SEAL_OVERHEAD_BYTES);
+        let nodes = place(&id.0, &views, &policy)
+            .map_err(|e| ClientError::Invalid(format!("placement: {e}")))?;
+        let shares = kakera_shamir::split(&sealed, policy.k, policy.n)
+            .map_err(|e| ClientError::Invalid(format!("splitting record {id}: {e}")))?;
+        let mut holders = Vec::with_capacity(shares.len());
+        let mut encoded = Vec::with_capacity(shares.len());
+        // place() returns n nodes in share order: share x = i + 1 goes to nodes[i].
+        for (node, share) in nodes.iter().zip(&shares) {
+            let bytes = share.encode();
+            holders.push(Holder {
+                node: *node,
+                x: share.x(),
+                digest: Digest::of(&bytes),
+            });
+            encoded.push((*node, bytes));
+        }
+        out.push(Prepared {
+            entry: RecordEntry {
+                id,
+                meta: r.meta,
+                sealed_len: sealed.len() as u64,
+                sealed_digest: Digest::of(&sealed),
+                k: policy.k,
+                holders,
+                committed_at_ms: 0,
+            },
+            shares: encoded,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::groups;
+
+    #[test]
+    fn groups_respect_count_and_bytes() {
+        let g = groups(vec![5u64, 5, 5, 20, 1, 1], 2, 10, |s| *s);
+        assert_eq!(g, vec![vec![5, 5], vec![5], vec![20], vec![1, 1]]);
+        assert!(groups(Vec::<u64>::new(), 2, 10, |s| *s).is_empty());
+    }
+}

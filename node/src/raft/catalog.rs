@@ -1,0 +1,305 @@
+//! The catalog's key layout in column family `catalog`, and its reads. Writes happen
+//! only in the state machine's apply (`super::state_machine`). Every value is
+//! codec-encoded (format-version byte first).
+//!
+//! | key | value |
+//! |-----|-------|
+//! | `record/<id 16>` | [`RecordEntry`] |
+//! | `idx/s/<subject 32><id 16>` | empty: records by subject |
+//! | `idx/k/<kind 1><id 16>` | empty: records by kind |
+//! | `idx/f/<len 1><source><id 16>` | empty: records by source facility |
+//! | `grant/<job>` | [`Grant`] |
+//! | `ticket/<log index, BE 8>` | [`Ticket`] |
+//! | `audit/<seq, BE 8>` | [`AuditEntry`] |
+//! | `audit_head` | [`AuditHead`] |
+//! | `aidx/r/<id 16><seq BE 8>` | empty: audit entries by record |
+//! | `aidx/j/<len 1><job><seq BE 8>` | empty: audit entries by job |
+
+use std::io;
+
+use kakera_proto::audit::{AuditEntry, AuditQuery, MAX_AUDIT_PAGE};
+use kakera_proto::catalog::{Grant, ListFilter, MAX_LIST_PAGE, RecordEntry, Ticket};
+use kakera_proto::record::RecordId;
+use rocksdb::{DB, Direction, IteratorMode};
+use serde::{Deserialize, Serialize};
+
+use super::log_store::decode;
+use super::state_machine::StateMachine;
+use crate::store::{CF_CATALOG, cf};
+
+/// Most index or audit keys one query looks at before it answers with a cursor.
+pub const MAX_SCAN_KEYS: usize = 100_000;
+
+/// The newest audit entry's position, hash and time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AuditHead {
+    /// Its sequence number (0: empty log).
+    pub seq: u64,
+    /// Its hash (zeros: empty log).
+    pub hash: [u8; 32],
+    /// Its time.
+    pub at_ms: u64,
+}
+
+/// Key builders.
+pub mod keys {
+    use kakera_proto::record::{RecordId, RecordKind, SubjectTag};
+
+    /// The audit head.
+    pub const AUDIT_HEAD: &[u8] = b"audit_head";
+    /// Prefix of record entries.
+    pub const RECORD: &[u8] = b"record/";
+    /// Prefix of grants.
+    pub const GRANT: &[u8] = b"grant/";
+    /// Prefix of tickets.
+    pub const TICKET: &[u8] = b"ticket/";
+    /// Prefix of audit entries.
+    pub const AUDIT: &[u8] = b"audit/";
+
+    fn cat(parts: &[&[u8]]) -> Vec<u8> {
+        parts.concat()
+    }
+
+    /// A record entry.
+    pub fn record(id: &RecordId) -> Vec<u8> {
+        cat(&[RECORD, &id.0])
+    }
+    /// Prefix of the subject index for one subject.
+    pub fn by_subject(tag: &SubjectTag) -> Vec<u8> {
+        cat(&[b"idx/s/", &tag.0])
+    }
+    /// Prefix of the kind index for one kind.
+    pub fn by_kind(kind: RecordKind) -> Vec<u8> {
+        cat(&[b"idx/k/", &[kind_byte(kind)]])
+    }
+    /// Prefix of the source index for one source (at most 64 bytes, validated).
+    pub fn by_source(source: &str) -> Vec<u8> {
+        cat(&[b"idx/f/", &[source.len() as u8], source.as_bytes()])
+    }
+    /// A grant.
+    pub fn grant(job: &str) -> Vec<u8> {
+        cat(&[GRANT, job.as_bytes()])
+    }
+    /// A ticket.
+    pub fn ticket(id: u64) -> Vec<u8> {
+        cat(&[TICKET, &id.to_be_bytes()])
+    }
+    /// An audit entry.
+    pub fn audit(seq: u64) -> Vec<u8> {
+        cat(&[AUDIT, &seq.to_be_bytes()])
+    }
+    /// Prefix of the audit index for one record.
+    pub fn audit_by_record(id: &RecordId) -> Vec<u8> {
+        cat(&[b"aidx/r/", &id.0])
+    }
+    /// Prefix of the audit index for one job (at most 128 bytes, validated).
+    pub fn audit_by_job(job: &str) -> Vec<u8> {
+        cat(&[b"aidx/j/", &[job.len().min(255) as u8], job.as_bytes()])
+    }
+
+    /// The stable byte of a kind in index keys.
+    pub fn kind_byte(kind: RecordKind) -> u8 {
+        match kind {
+            RecordKind::Ssmix2 => 1,
+            RecordKind::Claim => 2,
+            RecordKind::Checkup => 3,
+            RecordKind::LongTermCare => 4,
+            RecordKind::Death => 5,
+        }
+    }
+}
+
+fn get<T: serde::de::DeserializeOwned>(db: &DB, key: &[u8]) -> io::Result<Option<T>> {
+    db.get_pinned_cf(cf(db, CF_CATALOG)?, key)
+        .map_err(io::Error::other)?
+        .map(|b| decode(&b))
+        .transpose()
+}
+
+/// The id at the end of an index key.
+fn trailing_id(key: &[u8]) -> io::Result<RecordId> {
+    let start = key
+        .len()
+        .checked_sub(16)
+        .ok_or_else(|| io::Error::other("malformed index key"))?;
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&key[start..]);
+    Ok(RecordId(id))
+}
+
+/// The sequence number at the end of an audit index key.
+fn trailing_seq(key: &[u8]) -> io::Result<u64> {
+    let start = key
+        .len()
+        .checked_sub(8)
+        .ok_or_else(|| io::Error::other("malformed audit index key"))?;
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&key[start..]);
+    Ok(u64::from_be_bytes(seq))
+}
+
+impl StateMachine {
+    /// A committed record's entry.
+    pub fn record(&self, id: &RecordId) -> io::Result<Option<RecordEntry>> {
+        get(&self.db, &keys::record(id))
+    }
+
+    /// The grant for `job`.
+    pub fn grant(&self, job: &str) -> io::Result<Option<Grant>> {
+        get(&self.db, &keys::grant(job))
+    }
+
+    /// Every grant, by job.
+    pub fn grants(&self) -> io::Result<Vec<Grant>> {
+        let mut out = Vec::new();
+        self.scan_prefix(keys::GRANT, keys::GRANT, |_, v| {
+            out.push(decode(v)?);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// The ticket opened by log entry `id`.
+    pub fn ticket(&self, id: u64) -> io::Result<Option<Ticket>> {
+        get(&self.db, &keys::ticket(id))
+    }
+
+    /// The audit log's head.
+    pub fn audit_head(&self) -> io::Result<AuditHead> {
+        Ok(get(&self.db, keys::AUDIT_HEAD)?.unwrap_or_default())
+    }
+
+    /// One audit entry.
+    pub fn audit_entry(&self, seq: u64) -> io::Result<Option<AuditEntry>> {
+        get(&self.db, &keys::audit(seq))
+    }
+
+    /// Calls `f` on each key/value under `prefix`, starting at `from` (>= prefix), until
+    /// `f` returns false or [`MAX_SCAN_KEYS`] keys were seen. Returns whether the scan
+    /// stopped at the key limit.
+    fn scan_prefix(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> io::Result<bool>,
+    ) -> io::Result<bool> {
+        let catalog = cf(&self.db, CF_CATALOG)?;
+        let mode = IteratorMode::From(from, Direction::Forward);
+        for (seen, item) in self.db.iterator_cf(catalog, mode).enumerate() {
+            if seen >= MAX_SCAN_KEYS {
+                return Ok(true);
+            }
+            let (k, v) = item.map_err(io::Error::other)?;
+            if !k.starts_with(prefix) || !f(&k, &v)? {
+                break;
+            }
+        }
+        Ok(false)
+    }
+
+    /// A page of committed records matching `filter`, in id order after `after`.
+    /// Returns the page and where the next one starts.
+    pub fn list(
+        &self,
+        filter: &ListFilter,
+        after: Option<RecordId>,
+        limit: u32,
+    ) -> io::Result<(Vec<RecordEntry>, Option<RecordId>)> {
+        let limit = limit.clamp(1, MAX_LIST_PAGE) as usize;
+        let prefix = match filter {
+            ListFilter::All => keys::RECORD.to_vec(),
+            ListFilter::Subject(tag) => keys::by_subject(tag),
+            ListFilter::Kind(kind) => keys::by_kind(*kind),
+            ListFilter::Source(source) => keys::by_source(source),
+        };
+        let mut from = prefix.clone();
+        if let Some(a) = after {
+            from.extend_from_slice(&a.0);
+            // Start strictly after `a`.
+            from.push(0);
+        }
+        let mut out = Vec::with_capacity(limit);
+        let mut last = None;
+        let stopped = self.scan_prefix(&prefix, &from, |k, v| {
+            let id = trailing_id(k)?;
+            let entry = if matches!(filter, ListFilter::All) {
+                Some(decode::<RecordEntry>(v)?)
+            } else {
+                self.record(&id)?
+            };
+            if let Some(e) = entry {
+                out.push(e);
+            }
+            last = Some(id);
+            Ok(out.len() < limit)
+        })?;
+        let next = if out.len() == limit || stopped {
+            last
+        } else {
+            None
+        };
+        Ok((out, next))
+    }
+
+    /// A page of audit entries matching `query`, and where to continue.
+    pub fn audit(&self, query: &AuditQuery) -> io::Result<(Vec<AuditEntry>, Option<u64>)> {
+        let limit = query.limit.clamp(1, MAX_AUDIT_PAGE) as usize;
+        let wanted = |e: &AuditEntry| {
+            query.since_ms.is_none_or(|s| e.at_ms >= s)
+                && query.job.as_ref().is_none_or(|j| e.job.as_ref() == Some(j))
+                && query.record.as_ref().is_none_or(|r| e.records.contains(r))
+        };
+        let mut out = Vec::with_capacity(limit);
+        let mut last_seq = query.after_seq;
+        let start = query.after_seq.saturating_add(1).to_be_bytes();
+        let index = match (&query.record, &query.job) {
+            (Some(r), _) => Some(keys::audit_by_record(r)),
+            (None, Some(j)) => Some(keys::audit_by_job(j)),
+            (None, None) => None,
+        };
+        let stopped = match index {
+            Some(prefix) => {
+                let from = [prefix.as_slice(), &start].concat();
+                self.scan_prefix(&prefix, &from, |k, _| {
+                    let seq = trailing_seq(k)?;
+                    last_seq = seq;
+                    if let Some(e) = self.audit_entry(seq)?
+                        && wanted(&e)
+                    {
+                        out.push(e);
+                    }
+                    Ok(out.len() < limit)
+                })?
+            }
+            None => {
+                let from = [keys::AUDIT, &start].concat();
+                self.scan_prefix(keys::AUDIT, &from, |_, v| {
+                    let e: AuditEntry = decode(v)?;
+                    last_seq = e.seq;
+                    if wanted(&e) {
+                        out.push(e);
+                    }
+                    Ok(out.len() < limit)
+                })?
+            }
+        };
+        let next = (out.len() == limit || stopped).then_some(last_seq);
+        Ok((out, next))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keys;
+    use kakera_proto::record::RecordKind;
+
+    #[test]
+    fn kind_bytes_are_distinct_and_stable() {
+        let bytes: std::collections::BTreeSet<u8> = RecordKind::ALL
+            .iter()
+            .map(|k| keys::kind_byte(*k))
+            .collect();
+        assert_eq!(bytes.len(), RecordKind::ALL.len());
+        assert_eq!(keys::kind_byte(RecordKind::Ssmix2), 1);
+    }
+}

@@ -1,0 +1,556 @@
+//! The data path on a node: staging shares, committing records, read tickets and
+//! share fetches, listings, grants and the audit log. Changes go through Raft at the
+//! leader as [`Command::Client`], stamped with the caller's identity (from its
+//! certificate) and the leader's clock; the state machine decides and audits them.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use kakera_proto::audit::AuditQuery;
+use kakera_proto::catalog::{
+    Actor, Grant, ListFilter, MAX_BATCH_RECORDS, MAX_RECORD_BYTES, RecordEntry,
+};
+use kakera_proto::frame::read_trailer;
+use kakera_proto::{
+    ErrorKind, FetchedShare, Identity, RecordId, RequestId, Response, StageItem, auth,
+};
+use openraft::ReadPolicy;
+use openraft::async_runtime::watch::WatchReceiver;
+
+use super::server::{ServerContext, error, unix_ms};
+use crate::raft::state_machine::READ_TICKET_TTL_MS;
+use crate::raft::{ClientAction, Command, CommandResponse};
+use crate::shares::{MAX_STAGE_ITEMS, StageRefusal};
+
+/// Most share bytes one staging request may carry: one share of the largest record,
+/// with room for its headers.
+pub const MAX_STAGE_REQUEST_BYTES: u64 = MAX_RECORD_BYTES + 1024 * 1024;
+/// Most share bytes one fetch answer carries; a larger ask is refused (the client
+/// splits its fetches by the catalog's sizes).
+pub const MAX_FETCH_REPLY_BYTES: u64 = MAX_RECORD_BYTES + 1024 * 1024;
+/// How long a fetch waits for this node to apply the ticket's entry.
+pub const TICKET_APPLY_WAIT_MS: u64 = 5_000;
+
+/// The answer to a Raft proposal made for a client.
+fn proposal_refusal(r: &CommandResponse) -> Option<Response> {
+    match r {
+        CommandResponse::Applied => None,
+        CommandResponse::Refused { reason } => Some(error(ErrorKind::BadRequest, reason.clone())),
+        CommandResponse::Forbidden { reason } => Some(error(ErrorKind::Forbidden, reason.clone())),
+        CommandResponse::NotFound { reason } => Some(error(ErrorKind::NotFound, reason.clone())),
+    }
+}
+
+/// A refusal naming the leader if this node is not it.
+fn not_leader(ctx: &ServerContext) -> Response {
+    let leader = ctx.raft.metrics().borrow_watched().current_leader;
+    error(
+        ErrorKind::NotLeader { leader_id: leader },
+        "this node is not the leader; send the request to the leader",
+    )
+}
+
+/// Proposes `action` for `identity` and waits until it is applied here. Returns the
+/// entry's log index, or the answer to send (a refusal, not-leader, unavailable).
+async fn propose(
+    ctx: &ServerContext,
+    identity: &Identity,
+    request_id: RequestId,
+    action: ClientAction,
+) -> Result<u64, Response> {
+    if !ctx.raft.is_leader() {
+        return Err(not_leader(ctx));
+    }
+    let cmd = Command::Client {
+        actor: Actor::of(identity),
+        at_ms: unix_ms(),
+        request_id,
+        action,
+    };
+    match ctx.raft.client_write(cmd).await {
+        Ok(w) => match proposal_refusal(w.response()) {
+            None => Ok(w.log_id().index()),
+            Some(refusal) => Err(refusal),
+        },
+        Err(openraft::errors::RaftError::APIError(
+            openraft::errors::ClientWriteError::ForwardToLeader(f),
+        )) => Err(error(
+            ErrorKind::NotLeader {
+                leader_id: f.leader_id,
+            },
+            "leadership moved; send the request to the leader",
+        )),
+        Err(e) => Err(error(
+            ErrorKind::Unavailable,
+            format!("the cluster could not commit the request ({e}); retry"),
+        )),
+    }
+}
+
+/// Waits until this node, as leader, has applied everything committed before the
+/// call (ReadIndex), so a read of its state is linearizable.
+async fn linearizable(ctx: &ServerContext) -> Result<(), Response> {
+    if !ctx.raft.is_leader() {
+        return Err(not_leader(ctx));
+    }
+    match ctx.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+        Ok(_) => Ok(()),
+        Err(openraft::errors::RaftError::APIError(
+            openraft::errors::LinearizableReadError::ForwardToLeader(f),
+        )) => Err(error(
+            ErrorKind::NotLeader {
+                leader_id: f.leader_id,
+            },
+            "leadership moved; send the request to the leader",
+        )),
+        Err(e) => Err(error(
+            ErrorKind::Unavailable,
+            format!("the leader could not confirm its leadership ({e}); retry"),
+        )),
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "catalog read failed");
+    error(
+        ErrorKind::Internal,
+        "the node could not read its catalog; retry",
+    )
+}
+
+/// Checks a list of record ids: 1..=MAX_BATCH_RECORDS, each once.
+fn check_ids(records: &[RecordId]) -> Result<(), Response> {
+    if records.is_empty() {
+        return Err(error(ErrorKind::BadRequest, "the request names no records"));
+    }
+    if records.len() > MAX_BATCH_RECORDS {
+        return Err(error(
+            ErrorKind::TooLarge,
+            format!(
+                "{} records in one request; at most {MAX_BATCH_RECORDS}",
+                records.len()
+            ),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for r in records {
+        if !seen.insert(r) {
+            return Err(error(
+                ErrorKind::BadRequest,
+                format!("record {r} appears twice in one request"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Stores shares as staged, synced before the answer. The shares follow the request
+/// on `recv`; every share must decode (its checksum holds) and name a distinct
+/// record; otherwise nothing is stored.
+pub async fn stage(
+    ctx: &ServerContext,
+    identity: &Identity,
+    items: Vec<StageItem>,
+    recv: &mut quinn::RecvStream,
+) -> Response {
+    if items.is_empty() {
+        return error(
+            ErrorKind::BadRequest,
+            "a staging request needs at least one share",
+        );
+    }
+    if items.len() > MAX_STAGE_ITEMS {
+        return error(
+            ErrorKind::TooLarge,
+            format!(
+                "{} shares in one request; at most {MAX_STAGE_ITEMS}",
+                items.len()
+            ),
+        );
+    }
+    let total_bytes = items
+        .iter()
+        .try_fold(0u64, |acc, i| acc.checked_add(i.size_bytes))
+        .unwrap_or(u64::MAX);
+    if total_bytes > MAX_STAGE_REQUEST_BYTES {
+        return error(
+            ErrorKind::TooLarge,
+            format!(
+                "{total_bytes} bytes of shares in one request; at most {MAX_STAGE_REQUEST_BYTES}"
+            ),
+        );
+    }
+    let data = match read_trailer(recv, total_bytes, ctx.max_frame_bytes).await {
+        Ok(d) => d,
+        Err(e) => return error(ErrorKind::BadRequest, format!("share bytes: {e}")),
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let mut batch = Vec::with_capacity(items.len());
+    let mut offset = 0usize;
+    for item in items {
+        if !seen.insert(item.record) {
+            return error(
+                ErrorKind::BadRequest,
+                format!("record {} appears twice in one request", item.record),
+            );
+        }
+        // The sizes sum to data.len() (read_trailer read exactly total_bytes).
+        let end = offset + item.size_bytes as usize;
+        let share = data[offset..end].to_vec();
+        offset = end;
+        if let Err(e) = kakera_shamir::Share::decode(&share) {
+            return error(
+                ErrorKind::BadRequest,
+                format!(
+                    "the share for record {} is not a valid share: {e}",
+                    item.record
+                ),
+            );
+        }
+        batch.push((item.record, share));
+    }
+    let store = ctx.shares.clone();
+    let count = batch.len();
+    let now_ms = unix_ms();
+    let result = tokio::task::spawn_blocking(move || store.stage(&batch, now_ms)).await;
+    match result {
+        Ok(Ok(Ok(digests))) => {
+            tracing::debug!(peer = %identity.name, shares = count, bytes = total_bytes, "staged");
+            Response::Staged { digests }
+        }
+        Ok(Ok(Err(StageRefusal::Committed { record }))) => error(
+            ErrorKind::BadRequest,
+            format!(
+                "record {record} already has a different committed share on this node; \
+                 nothing of this request was stored"
+            ),
+        ),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "staging failed");
+            error(
+                ErrorKind::Internal,
+                "the node could not store the shares; retry",
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "staging task failed");
+            error(
+                ErrorKind::Internal,
+                "the node could not store the shares; retry",
+            )
+        }
+    }
+}
+
+/// Commits a batch of staged records: the leader checks each entry's shape and the
+/// placement rules against the config, then proposes one entry for the batch.
+pub async fn commit(
+    ctx: &ServerContext,
+    identity: &Identity,
+    request_id: RequestId,
+    records: Vec<RecordEntry>,
+) -> Response {
+    let ids: Vec<RecordId> = records.iter().map(|r| r.id).collect();
+    if let Err(r) = check_ids(&ids) {
+        return r;
+    }
+    let policy = &ctx.config.policy;
+    for r in &records {
+        if let Err(e) = r.validate() {
+            return error(ErrorKind::BadRequest, e.to_string());
+        }
+        if r.k != policy.k || r.committed_at_ms != 0 {
+            return error(
+                ErrorKind::BadRequest,
+                format!(
+                    "record {}: the cluster's policy is {} of {}; the entry says {} of {}",
+                    r.id,
+                    policy.k,
+                    policy.n,
+                    r.k,
+                    r.holders.len()
+                ),
+            );
+        }
+        let holders: Vec<u64> = r.holders.iter().map(|h| h.node).collect();
+        if let Err(v) = kakera_config::check_holders(&holders, &ctx.config.nodes, policy) {
+            return error(
+                ErrorKind::BadRequest,
+                format!("record {}: placement refused: {v}", r.id),
+            );
+        }
+    }
+    let count = records.len();
+    match propose(
+        ctx,
+        identity,
+        request_id,
+        ClientAction::CommitRecords { records },
+    )
+    .await
+    {
+        Ok(log_index) => {
+            tracing::info!(peer = %identity.name, records = count, log_index, "committed");
+            Response::Committed { log_index }
+        }
+        Err(r) => r,
+    }
+}
+
+/// Opens a read ticket: zone and network checked here, the grant when the entry is
+/// applied. Answers with the ticket and the records' catalog entries.
+pub async fn open_read(
+    ctx: &ServerContext,
+    identity: &Identity,
+    remote: IpAddr,
+    request_id: RequestId,
+    job: String,
+    records: Vec<RecordId>,
+) -> Response {
+    if let Err(reason) = auth::check_reader_origin(identity, remote, &ctx.config) {
+        return error(ErrorKind::Forbidden, reason);
+    }
+    if let Err(r) = check_ids(&records) {
+        return r;
+    }
+    let action = ClientAction::OpenRead {
+        job,
+        records: records.clone(),
+        ttl_ms: READ_TICKET_TTL_MS,
+    };
+    let log_index = match propose(ctx, identity, request_id, action).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let ticket = match ctx.state.ticket(log_index) {
+        Ok(Some(t)) => t,
+        Ok(None) => return internal("an applied ticket is missing"),
+        Err(e) => return internal(e),
+    };
+    let mut entries = Vec::with_capacity(records.len());
+    for id in &records {
+        match ctx.state.record(id) {
+            Ok(Some(e)) => entries.push(e),
+            Ok(None) => return internal(format!("record {id} vanished after its ticket")),
+            Err(e) => return internal(e),
+        }
+    }
+    tracing::info!(peer = %identity.name, ticket = log_index, records = records.len(), "read opened");
+    Response::ReadTicket { ticket, entries }
+}
+
+/// Releases this node's shares of `records` to the holder of `ticket`, once the
+/// ticket's entry is applied here. Returns the answer and the share bytes after it.
+pub async fn fetch(
+    ctx: &ServerContext,
+    identity: &Identity,
+    remote: IpAddr,
+    ticket_id: u64,
+    records: Vec<RecordId>,
+) -> (Response, Vec<u8>) {
+    let refuse = |r: Response| (r, Vec::new());
+    if let Err(reason) = auth::check_reader_origin(identity, remote, &ctx.config) {
+        return refuse(error(ErrorKind::Forbidden, reason));
+    }
+    if let Err(r) = check_ids(&records) {
+        return refuse(r);
+    }
+    let wait = ctx
+        .raft
+        .wait(Some(Duration::from_millis(TICKET_APPLY_WAIT_MS)))
+        .applied_index_at_least(Some(ticket_id), "read ticket")
+        .await;
+    if wait.is_err() {
+        return refuse(error(
+            ErrorKind::Unavailable,
+            format!(
+                "this node has not applied ticket {ticket_id} within {TICKET_APPLY_WAIT_MS} ms; retry"
+            ),
+        ));
+    }
+    let ticket = match ctx.state.ticket(ticket_id) {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            return refuse(error(
+                ErrorKind::Forbidden,
+                format!("there is no open ticket {ticket_id} (never opened, refused or expired)"),
+            ));
+        }
+        Err(e) => return refuse(internal(e)),
+    };
+    if ticket.holder != identity.fingerprint {
+        tracing::warn!(peer = %identity, ticket = ticket_id, "fetch with another holder's ticket");
+        return refuse(error(
+            ErrorKind::Forbidden,
+            format!("ticket {ticket_id} belongs to another certificate"),
+        ));
+    }
+    if ticket.expires_at_ms <= unix_ms() {
+        return refuse(error(
+            ErrorKind::Forbidden,
+            format!("ticket {ticket_id} has expired; open a new read"),
+        ));
+    }
+    if let Some(outside) = records.iter().find(|r| !ticket.covers(r)) {
+        return refuse(error(
+            ErrorKind::Forbidden,
+            format!("record {outside} is not in ticket {ticket_id}"),
+        ));
+    }
+    let state = ctx.state.clone();
+    let shares = ctx.shares.clone();
+    let node_id = ctx.node.id;
+    let read = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        let mut items = Vec::with_capacity(records.len());
+        let mut data = Vec::new();
+        for id in records {
+            let mut share = shares.committed(&id)?;
+            if share.is_none() {
+                // Committed while this node installed a snapshot: the staged share is
+                // served if its digest is the catalog's.
+                if let (Some(staged), Some(entry)) = (shares.staged(&id)?, state.record(&id)?)
+                    && entry.holder_on(node_id).map(|h| h.digest) == Some(staged.digest)
+                {
+                    share = Some(staged);
+                }
+            }
+            let size_bytes = share.as_ref().map(|s| s.bytes.len() as u64);
+            if let Some(s) = share {
+                if (data.len() + s.bytes.len()) as u64 > MAX_FETCH_REPLY_BYTES {
+                    return Ok(Err(()));
+                }
+                data.extend_from_slice(&s.bytes);
+            }
+            items.push(FetchedShare {
+                record: id,
+                size_bytes,
+            });
+        }
+        Ok(Ok((items, data)))
+    })
+    .await;
+    match read {
+        Ok(Ok(Ok((items, data)))) => {
+            tracing::info!(
+                peer = %identity.name,
+                ticket = ticket_id,
+                shares = items.len(),
+                bytes = data.len(),
+                "shares released"
+            );
+            (Response::Shares { items }, data)
+        }
+        Ok(Ok(Err(()))) => refuse(error(
+            ErrorKind::TooLarge,
+            format!("the shares asked for exceed {MAX_FETCH_REPLY_BYTES} bytes; ask for fewer"),
+        )),
+        Ok(Err(e)) => refuse(internal(e)),
+        Err(e) => refuse(internal(e)),
+    }
+}
+
+/// A page of catalog entries (linearizable, at the leader).
+pub async fn list(
+    ctx: &ServerContext,
+    filter: ListFilter,
+    after: Option<RecordId>,
+    limit: u32,
+) -> Response {
+    if let Err(r) = linearizable(ctx).await {
+        return r;
+    }
+    let state = ctx.state.clone();
+    match tokio::task::spawn_blocking(move || state.list(&filter, after, limit)).await {
+        Ok(Ok((entries, next))) => Response::Listing { entries, next },
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+/// Creates a grant (operator).
+pub async fn create_grant(
+    ctx: &ServerContext,
+    identity: &Identity,
+    request_id: RequestId,
+    grant: Grant,
+) -> Response {
+    if let Err(e) = grant.validate(unix_ms()) {
+        return error(ErrorKind::BadRequest, e.to_string());
+    }
+    let job = grant.job.clone();
+    match propose(
+        ctx,
+        identity,
+        request_id,
+        ClientAction::CreateGrant { grant },
+    )
+    .await
+    {
+        Ok(log_index) => {
+            tracing::info!(peer = %identity.name, %job, "grant created");
+            Response::Committed { log_index }
+        }
+        Err(r) => r,
+    }
+}
+
+/// Revokes a grant (operator).
+pub async fn revoke_grant(
+    ctx: &ServerContext,
+    identity: &Identity,
+    request_id: RequestId,
+    job: String,
+    reason: String,
+) -> Response {
+    if reason.trim().is_empty() || reason.len() > 1024 {
+        return error(
+            ErrorKind::BadRequest,
+            "a revocation needs a reason of 1 to 1024 characters",
+        );
+    }
+    match propose(
+        ctx,
+        identity,
+        request_id,
+        ClientAction::RevokeGrant { job, reason },
+    )
+    .await
+    {
+        Ok(log_index) => Response::Committed { log_index },
+        Err(r) => r,
+    }
+}
+
+/// Every grant (linearizable).
+pub async fn list_grants(ctx: &ServerContext) -> Response {
+    if let Err(r) = linearizable(ctx).await {
+        return r;
+    }
+    match ctx.state.grants() {
+        Ok(grants) => Response::Grants { grants },
+        Err(e) => internal(e),
+    }
+}
+
+/// A page of the audit log (linearizable).
+pub async fn audit_log(ctx: &ServerContext, query: AuditQuery) -> Response {
+    if let Err(r) = linearizable(ctx).await {
+        return r;
+    }
+    let state = ctx.state.clone();
+    let read = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        let (entries, next_after) = state.audit(&query)?;
+        let head = state.audit_head()?;
+        Ok((entries, next_after, head))
+    })
+    .await;
+    match read {
+        Ok(Ok((entries, next_after, head))) => Response::Audit {
+            entries,
+            next_after,
+            head: (head.seq > 0).then_some((head.seq, head.hash)),
+        },
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
