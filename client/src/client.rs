@@ -40,7 +40,9 @@ pub const PUT_BATCH_BYTES: u64 = 64 * 1024 * 1024;
 /// alone).
 pub const REQUEST_BYTES: u64 = 16 * 1024 * 1024;
 /// How long the client keeps looking for the leader.
-pub const LEADER_DEADLINE_MS: u64 = 15_000;
+pub const LEADER_DEADLINE_MS: u64 = 20_000;
+/// How long one leader request (a commit, a ticket, a listing page) may take.
+pub const LEADER_TIMEOUT_MS: u64 = 5_000;
 /// Base timeout of one request; transfers add time per byte.
 pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// The hedge fires this long after a fetch round starts (plus transfer time).
@@ -210,7 +212,14 @@ impl Client {
         let mut target = self.leader_hint.load(Ordering::Relaxed);
         // Bounded by the deadline; each failed round sleeps.
         loop {
-            let result = self.conn.call(target, body.clone(), timeout_for(0)).await;
+            let result = self
+                .conn
+                .call(
+                    target,
+                    body.clone(),
+                    Duration::from_millis(LEADER_TIMEOUT_MS),
+                )
+                .await;
             let next = match &result {
                 Ok(_) => {
                     self.leader_hint.store(target, Ordering::Relaxed);

@@ -44,6 +44,9 @@ pub fn fresh_request_id() -> RequestId {
     RequestId(id)
 }
 
+/// How long a QUIC handshake may take before the peer counts as unreachable.
+pub const CONNECT_TIMEOUT_MS: u64 = 2_000;
+
 /// A peer reached over QUIC. The connection is opened on first use and reopened after
 /// it breaks.
 pub struct Peer {
@@ -98,7 +101,12 @@ impl Peer {
             .endpoint
             .connect(self.addr, &self.server_name)
             .map_err(|e| self.err(e))?;
-        let conn = connecting.await.map_err(|e| self.err(e))?;
+        // A node that is down never answers the handshake (UDP has no refusal):
+        // give up after a short, fixed time rather than the request's whole timeout.
+        let conn = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), connecting)
+            .await
+            .map_err(|_| self.err(format!("no handshake within {CONNECT_TIMEOUT_MS} ms")))?
+            .map_err(|e| self.err(e))?;
         *guard = Some(conn.clone());
         Ok(conn)
     }

@@ -78,6 +78,24 @@ async fn start(dir: &std::path::Path) -> LocalCluster {
     cluster
 }
 
+/// Waits until every running node has applied everything the leader committed.
+async fn wait_all_applied(client: &Client) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answers = client.connection().status_all().await;
+        let statuses: Vec<_> = answers
+            .iter()
+            .filter_map(|(_, s)| s.as_ref().ok())
+            .collect();
+        let committed = statuses.iter().filter_map(|s| s.raft.committed).max();
+        if statuses.len() == 5 && statuses.iter().all(|s| s.raft.applied == committed) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "nodes did not catch up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn forbidden(e: &ClientError) -> bool {
     matches!(
         e,
@@ -384,6 +402,7 @@ async fn records_round_trip_only_for_granted_hsz_readers_and_everything_is_audit
 
     // Stop the cluster and look at the disks, as an attacker outside the HSZ would.
     let catalog: Vec<RecordEntry> = all;
+    wait_all_applied(&operator).await;
     for id in 1..=5 {
         cluster.kill(id);
     }
@@ -490,6 +509,7 @@ async fn bad_and_missing_shares_are_skipped_and_reported() {
         .unwrap();
     let entries = operator.list_all(ListFilter::All, 100).await.unwrap();
     let victim = entries.iter().find(|e| e.id == ids[0]).unwrap();
+    wait_all_applied(&operator).await;
     // A single-record read asks the first k holders: corrupt the first one's share.
     let holder = victim.holders[0].node;
     cluster.kill(holder);
