@@ -220,3 +220,49 @@ fn zone_keygen_with_custodians_and_unseal_from_the_command_line() {
     let o = kakera(&["zone", "keygen", "--out", "x", "--custodians", "3"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// Bad grant and audit arguments are refused with a sentence naming the fix, before
+/// anything is sent (exit code 1, no panic).
+#[test]
+fn grant_and_audit_arguments_are_checked_before_anything_is_sent() {
+    let cluster = [
+        "--config",
+        "/nonexistent/cluster.toml",
+        "--cert",
+        "x.pem",
+        "--key",
+        "y.pem",
+    ];
+    let create = |extra: &[&str]| {
+        let mut args = vec!["grant", "create"];
+        args.extend_from_slice(&cluster);
+        args.extend_from_slice(&[
+            "--job",
+            "study-1",
+            "--reader",
+            "anon",
+            "--sources",
+            "any",
+            "--approval",
+            "IRB-1",
+        ]);
+        args.extend_from_slice(extra);
+        kakera(&args)
+    };
+    let o = create(&["--kinds", "claim,xray", "--expires", "2099-01-01"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("ssmix2"), "{}", stderr(&o));
+    let o = create(&["--kinds", "claim", "--expires", "next week"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("YYYY-MM-DD"), "{}", stderr(&o));
+    let o = create(&["--kinds", "any", "--expires", "2001-01-01"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("in the past"), "{}", stderr(&o));
+
+    let mut args = vec!["audit", "log"];
+    args.extend_from_slice(&cluster);
+    args.extend_from_slice(&["--record", "not-hex"]);
+    let o = kakera(&args);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("32 hex digits"), "{}", stderr(&o));
+}

@@ -147,7 +147,12 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         peers,
     };
     tasks.push(tokio::spawn(duties.run(shutdown_rx.clone())));
-    tasks.push(tokio::spawn(collect_staged(shares, shutdown_rx)));
+    tasks.push(tokio::spawn(collect_staged(
+        shares,
+        parts.state.clone(),
+        node.id,
+        shutdown_rx,
+    )));
     tracing::info!(
         node = %node.name,
         addr = %node.addr,
@@ -196,7 +201,12 @@ const STAGED_GC_PERIOD_MS: u64 = 10_000;
 const STAGED_GC_BATCH: usize = 1024;
 
 /// Deletes staged shares that no commit claimed within [`STAGED_TTL_MS`].
-async fn collect_staged(shares: crate::shares::ShareStore, mut shutdown: watch::Receiver<bool>) {
+async fn collect_staged(
+    shares: crate::shares::ShareStore,
+    state: crate::raft::state_machine::StateMachine,
+    node_id: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(Duration::from_millis(STAGED_GC_PERIOD_MS));
     loop {
         tokio::select! {
@@ -204,14 +214,24 @@ async fn collect_staged(shares: crate::shares::ShareStore, mut shutdown: watch::
             _ = shutdown.changed() => return,
         }
         let store = shares.clone();
+        let state = state.clone();
         let now = crate::transport::server::unix_ms();
+        let committed = move |id: &kakera_proto::RecordId| {
+            Ok(state
+                .record(id)?
+                .and_then(|e| e.holder_on(node_id).map(|h| h.digest)))
+        };
         match tokio::task::spawn_blocking(move || {
-            store.collect_expired(now, STAGED_TTL_MS, STAGED_GC_BATCH)
+            store.collect_expired(now, STAGED_TTL_MS, STAGED_GC_BATCH, committed)
         })
         .await
         {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(deleted = n, "expired staged shares deleted"),
+            Ok(Ok(c)) if c == crate::shares::Collected::default() => {}
+            Ok(Ok(c)) => tracing::info!(
+                deleted = c.deleted,
+                promoted = c.promoted,
+                "expired staged shares collected"
+            ),
             Ok(Err(e)) => tracing::warn!(error = %e, "collecting staged shares failed"),
             Err(e) => tracing::warn!(error = %e, "staged-share collector task failed"),
         }

@@ -203,29 +203,64 @@ impl ShareStore {
     }
 
     /// Deletes staged shares older than `ttl_ms` at `now_ms`, at most `max_items` per
-    /// call (the caller repeats). Returns how many it deleted.
-    pub fn collect_expired(&self, now_ms: u64, ttl_ms: u64, max_items: usize) -> io::Result<usize> {
+    /// call (the caller repeats). A share whose record was committed naming this node
+    /// and this share's digest (`committed` says which digest, if any) is promoted
+    /// instead: that happens when the node learned of the commit from a snapshot
+    /// rather than by applying the entry.
+    pub fn collect_expired(
+        &self,
+        now_ms: u64,
+        ttl_ms: u64,
+        max_items: usize,
+        committed: impl Fn(&RecordId) -> io::Result<Option<Digest>>,
+    ) -> io::Result<Collected> {
         let staged = cf(&self.db, CF_STAGED)?;
+        let shares = cf(&self.db, CF_SHARES)?;
         let mut batch = WriteBatch::default();
-        let mut deleted = 0;
-        // Bounded: stops after max_items deletions; one pass over the staged family.
+        let mut done = Collected::default();
+        // Bounded: stops after max_items changes; one pass over the staged family.
         for item in self.db.iterator_cf(staged, IteratorMode::Start) {
-            if deleted == max_items {
+            if done.deleted + done.promoted == max_items {
                 break;
             }
             let (k, v) = item.map_err(io::Error::other)?;
-            if decode_value(&v)?.at_ms.saturating_add(ttl_ms) <= now_ms {
-                batch.delete_cf(staged, k);
-                deleted += 1;
+            let share = decode_value(&v)?;
+            if share.at_ms.saturating_add(ttl_ms) > now_ms {
+                continue;
             }
+            let record = RecordId(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| io::Error::other("malformed staged share key"))?,
+            );
+            if committed(&record)? == Some(share.digest) {
+                batch.put_cf(
+                    shares,
+                    &k,
+                    encode_value(now_ms, &share.digest, &share.bytes),
+                );
+                done.promoted += 1;
+            } else {
+                done.deleted += 1;
+            }
+            batch.delete_cf(staged, k);
         }
-        if deleted > 0 {
+        if done.deleted + done.promoted > 0 {
             self.db
                 .write_opt(batch, &synced())
                 .map_err(io::Error::other)?;
         }
-        Ok(deleted)
+        Ok(done)
     }
+}
+
+/// What one collector step did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// Staged shares deleted (never committed here).
+    pub deleted: usize,
+    /// Staged shares promoted (committed, learned from a snapshot).
+    pub promoted: usize,
 }
 
 #[cfg(test)]
@@ -312,12 +347,30 @@ mod tests {
             .unwrap_or_else(|r| panic!("{r:?}"));
         s.stage(&items[6..], 500)?
             .unwrap_or_else(|r| panic!("{r:?}"));
+        // Record 5 was committed with this share (the node learned it from a snapshot).
+        let five = Digest::of(&[5]);
+        let committed = |r: &RecordId| Ok((*r == rid(5)).then_some(five));
         // At t=1000 with a 600 ms TTL only the first six are expired.
-        assert_eq!(s.collect_expired(1000, 600, 4)?, 4);
-        assert_eq!(s.collect_expired(1000, 600, 4)?, 2);
-        assert_eq!(s.collect_expired(1000, 600, 4)?, 0);
+        let step = |n| s.collect_expired(1000, 600, n, committed);
+        assert_eq!(
+            step(4)?,
+            Collected {
+                deleted: 4,
+                promoted: 0
+            }
+        );
+        assert_eq!(
+            step(4)?,
+            Collected {
+                deleted: 1,
+                promoted: 1
+            }
+        );
+        assert_eq!(step(4)?, Collected::default());
         assert!(s.staged(&rid(0))?.is_none());
         assert!(s.staged(&rid(7))?.is_some());
+        assert_eq!(s.committed(&rid(5))?.map(|c| c.digest), Some(five));
+        assert!(s.committed(&rid(4))?.is_none());
         Ok(())
     }
 

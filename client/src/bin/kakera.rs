@@ -443,6 +443,8 @@ fn main() -> ExitCode {
             match e {
                 ClientError::Config(ConfigError::Invalid { .. } | ConfigError::Syntax { .. })
                 | ClientError::Invalid(_)
+                | ClientError::Proto(kakera_proto::ProtoError::Invalid { .. })
+                | ClientError::Read { .. }
                 | ClientError::Net(kakera_net::NetError::Refused { .. }) => ExitCode::from(1),
                 _ => ExitCode::from(3),
             }
