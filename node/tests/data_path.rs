@@ -78,6 +78,21 @@ async fn start(dir: &std::path::Path) -> LocalCluster {
     cluster
 }
 
+/// The operator, the ingest gateway (zone dc) and the granted reader `anon-job`
+/// (zone hsz, with the zone key) of a test cluster.
+fn clients(cluster: &LocalCluster) -> (Client, Client, Client) {
+    let connect = |name: &str, role: Role, zone: Option<&str>| {
+        Client::connect(cluster.config(), &cluster.identity(name, role, zone)).unwrap()
+    };
+    let reader = connect("anon-job", Role::Reader, Some("hsz"))
+        .with_zone_key(ZonePrivateKey::from_bytes(&cluster.zone_key).unwrap());
+    (
+        connect("op", Role::Operator, None),
+        connect("gateway", Role::Ingest, Some("dc")),
+        reader,
+    )
+}
+
 /// Waits until every running node has applied everything the leader committed.
 async fn wait_all_applied(client: &Client) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -112,22 +127,7 @@ async fn records_round_trip_only_for_granted_hsz_readers_and_everything_is_audit
     let mut cluster = start(dir.path()).await;
     let config = cluster.config();
     let zone_key = || ZonePrivateKey::from_bytes(&cluster.zone_key).unwrap();
-    let operator = Client::connect(
-        config.clone(),
-        &cluster.identity("op", Role::Operator, None),
-    )
-    .unwrap();
-    let ingest = Client::connect(
-        config.clone(),
-        &cluster.identity("gateway", Role::Ingest, Some("dc")),
-    )
-    .unwrap();
-    let reader = Client::connect(
-        config.clone(),
-        &cluster.identity("anon-job", Role::Reader, Some("hsz")),
-    )
-    .unwrap()
-    .with_zone_key(zone_key());
+    let (operator, ingest, reader) = clients(&cluster);
 
     // Ingest: sizes from empty to the largest record, past the 16 MiB frame limit.
     let sizes = [0usize, 1, 1000, 100 * 1024, 1 << 20, 17 << 20, 64 << 20];
@@ -474,22 +474,7 @@ async fn bad_and_missing_shares_are_skipped_and_reported() {
     let dir = tempfile::TempDir::new().unwrap();
     let mut cluster = start(dir.path()).await;
     let config = cluster.config();
-    let operator = Client::connect(
-        config.clone(),
-        &cluster.identity("op", Role::Operator, None),
-    )
-    .unwrap();
-    let ingest = Client::connect(
-        config.clone(),
-        &cluster.identity("gateway", Role::Ingest, Some("dc")),
-    )
-    .unwrap();
-    let reader = Client::connect(
-        config.clone(),
-        &cluster.identity("anon-job", Role::Reader, Some("hsz")),
-    )
-    .unwrap()
-    .with_zone_key(ZonePrivateKey::from_bytes(&cluster.zone_key).unwrap());
+    let (operator, ingest, reader) = clients(&cluster);
     operator
         .create_grant(grant("study", "anon-job", vec![], 3_600_000))
         .await

@@ -14,12 +14,13 @@ use kakera_proto::frame::read_trailer;
 use kakera_proto::{
     ErrorKind, FetchedShare, Identity, RecordId, RequestId, Response, StageItem, auth,
 };
-use openraft::ReadPolicy;
 use openraft::async_runtime::watch::WatchReceiver;
+use openraft::errors::{ForwardToLeader, RaftError};
+use openraft::{ReadPolicy, TryAsRef};
 
 use super::server::{ServerContext, error, unix_ms};
 use crate::raft::state_machine::READ_TICKET_TTL_MS;
-use crate::raft::{ClientAction, Command, CommandResponse};
+use crate::raft::{ClientAction, Command, CommandResponse, TypeConfig};
 use crate::shares::{MAX_STAGE_ITEMS, StageRefusal};
 
 /// Most share bytes one staging request may carry: one share of the largest record,
@@ -72,18 +73,27 @@ async fn propose(
             None => Ok(w.log_id().index()),
             Some(refusal) => Err(refusal),
         },
-        Err(openraft::errors::RaftError::APIError(
-            openraft::errors::ClientWriteError::ForwardToLeader(f),
-        )) => Err(error(
+        Err(e) => Err(moved_or_unavailable(
+            &e,
+            "the cluster could not commit the request",
+        )),
+    }
+}
+
+/// The answer to a failed Raft call: not-leader (naming the new leader) if leadership
+/// moved, else unavailable.
+fn moved_or_unavailable<E>(e: &RaftError<TypeConfig, E>, doing: &str) -> Response
+where
+    E: std::error::Error + TryAsRef<ForwardToLeader<TypeConfig>>,
+{
+    match e.forward_to_leader() {
+        Some(f) => error(
             ErrorKind::NotLeader {
                 leader_id: f.leader_id,
             },
             "leadership moved; send the request to the leader",
-        )),
-        Err(e) => Err(error(
-            ErrorKind::Unavailable,
-            format!("the cluster could not commit the request ({e}); retry"),
-        )),
+        ),
+        None => error(ErrorKind::Unavailable, format!("{doing} ({e}); retry")),
     }
 }
 
@@ -95,17 +105,9 @@ async fn linearizable(ctx: &ServerContext) -> Result<(), Response> {
     }
     match ctx.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
         Ok(_) => Ok(()),
-        Err(openraft::errors::RaftError::APIError(
-            openraft::errors::LinearizableReadError::ForwardToLeader(f),
-        )) => Err(error(
-            ErrorKind::NotLeader {
-                leader_id: f.leader_id,
-            },
-            "leadership moved; send the request to the leader",
-        )),
-        Err(e) => Err(error(
-            ErrorKind::Unavailable,
-            format!("the leader could not confirm its leadership ({e}); retry"),
+        Err(e) => Err(moved_or_unavailable(
+            &e,
+            "the leader could not confirm its leadership",
         )),
     }
 }
