@@ -562,6 +562,126 @@ impl Client {
             .collect()
     }
 
+    /// Verifies records' shares as an auditor (see [`crate::verify`]): opens an audit
+    /// ticket (so the run is in the audit log), asks every node to re-read its shares
+    /// of them, and with `deep` also fetches every holder's share and checks that they
+    /// form one sharing of the sealed digest. At most [`MAX_BATCH_RECORDS`] per call.
+    pub async fn verify(
+        &self,
+        ids: &[RecordId],
+        deep: bool,
+    ) -> Result<Vec<crate::verify::RecordReport>, ClientError> {
+        use crate::verify::{Observation, judge, judge_deep};
+        if ids.len() > MAX_BATCH_RECORDS {
+            return Err(ClientError::Invalid(format!(
+                "verify at most {MAX_BATCH_RECORDS} records per call"
+            )));
+        }
+        let answer = self
+            .leader_call(Request::OpenAudit {
+                records: ids.to_vec(),
+                deep,
+            })
+            .await?;
+        let Response::ReadTicket { ticket, entries } = answer else {
+            return Err(unexpected(&answer));
+        };
+        // Light: every node re-reads what it holds of every record.
+        let asks = self.config().nodes.iter().map(|n| {
+            let body = Request::VerifyShares {
+                ticket: ticket.id,
+                records: ids.to_vec(),
+            };
+            async move {
+                let r = self.conn.call(n.id, body, timeout_for(0)).await;
+                (n.id, r)
+            }
+        });
+        let mut seen: BTreeMap<RecordId, BTreeMap<u64, Observation>> = BTreeMap::new();
+        for (node, answer) in futures::future::join_all(asks).await {
+            match answer {
+                Ok(Response::ShareChecks { items }) if items.len() == ids.len() => {
+                    for item in items {
+                        let obs = item.held.map_or(Observation::Absent, Observation::Held);
+                        seen.entry(item.record).or_default().insert(node, obs);
+                    }
+                }
+                other => {
+                    let reason = match other {
+                        Err(e) => e.to_string(),
+                        Ok(r) => unexpected(&r).to_string(),
+                    };
+                    for id in ids {
+                        seen.entry(*id)
+                            .or_default()
+                            .insert(node, Observation::Unreachable(reason.clone()));
+                    }
+                }
+            }
+        }
+        if !deep {
+            return Ok(entries
+                .iter()
+                .map(|e| judge(e, self.config(), &seen.remove(&e.id).unwrap_or_default()))
+                .collect());
+        }
+        // Deep: every holder's share, fetched under the deep audit ticket.
+        let by_id: BTreeMap<RecordId, &RecordEntry> = entries.iter().map(|e| (e.id, e)).collect();
+        let mut per_node: BTreeMap<u64, Vec<RecordId>> = BTreeMap::new();
+        for e in &entries {
+            for h in &e.holders {
+                per_node.entry(h.node).or_default().push(e.id);
+            }
+        }
+        let mut fetches = FuturesUnordered::new();
+        for (node, records) in per_node {
+            for f in self.fetch_asks(ticket.id, node, records, &by_id) {
+                fetches.push(f);
+            }
+        }
+        type Fetched = BTreeMap<u64, Result<Option<Vec<u8>>, String>>;
+        let mut fetched: BTreeMap<RecordId, Fetched> = BTreeMap::new();
+        while let Some((node, records, result)) = fetches.next().await {
+            match result {
+                Err(e) => {
+                    for r in records {
+                        fetched
+                            .entry(r)
+                            .or_default()
+                            .insert(node, Err(e.to_string()));
+                    }
+                }
+                Ok((items, data)) => {
+                    let mut offset = 0usize;
+                    for item in items {
+                        let bytes = item.size_bytes.and_then(|s| {
+                            let end = offset.checked_add(s as usize)?;
+                            let b = data.get(offset..end)?.to_vec();
+                            offset = end;
+                            Some(b)
+                        });
+                        fetched
+                            .entry(item.record)
+                            .or_default()
+                            .insert(node, Ok(bytes));
+                    }
+                }
+            }
+        }
+        drop(fetches);
+        Ok(entries
+            .iter()
+            .map(|e| {
+                judge_deep(
+                    e,
+                    self.config(),
+                    &fetched.remove(&e.id).unwrap_or_default(),
+                    &seen.remove(&e.id).unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
+
     /// A page of catalog entries.
     pub async fn list(
         &self,
@@ -722,6 +842,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::Committed { .. } => "committed",
         Response::ReadTicket { .. } => "read ticket",
         Response::Shares { .. } => "shares",
+        Response::ShareChecks { .. } => "share checks",
         Response::Listing { .. } => "listing",
         Response::Grants { .. } => "grants",
         Response::Audit { .. } => "audit",

@@ -11,6 +11,7 @@ pub mod pki;
 pub mod plan;
 pub mod seal;
 pub mod status;
+pub mod verify;
 pub mod zone;
 
 pub use client::{Client, NewRecord, Page, ReadBatch, Record};

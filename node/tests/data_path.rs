@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::LocalCluster;
+use common::{clients, start, wait_all_applied};
 use kakera_client::seal::ZonePrivateKey;
 use kakera_client::{Client, ClientError, NewRecord};
 use kakera_net::NetError;
@@ -60,57 +60,6 @@ fn grant(job: &str, reader: &str, kinds: Vec<RecordKind>, expires_in_ms: u64) ->
     }
 }
 
-async fn start(dir: &std::path::Path) -> LocalCluster {
-    let mut cluster = LocalCluster::prepare(dir, 5);
-    for id in 1..=5 {
-        cluster.spawn(id);
-    }
-    let operator = Client::connect(
-        cluster.config(),
-        &cluster.identity("op", Role::Operator, None),
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while operator.grants().await.is_err() {
-        assert!(Instant::now() < deadline, "no leader: {}", cluster.log(1));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    cluster
-}
-
-/// The operator, the ingest gateway (zone dc) and the granted reader `anon-job`
-/// (zone hsz, with the zone key) of a test cluster.
-fn clients(cluster: &LocalCluster) -> (Client, Client, Client) {
-    let connect = |name: &str, role: Role, zone: Option<&str>| {
-        Client::connect(cluster.config(), &cluster.identity(name, role, zone)).unwrap()
-    };
-    let reader = connect("anon-job", Role::Reader, Some("hsz"))
-        .with_zone_key(ZonePrivateKey::from_bytes(&cluster.zone_key).unwrap());
-    (
-        connect("op", Role::Operator, None),
-        connect("gateway", Role::Ingest, Some("dc")),
-        reader,
-    )
-}
-
-/// Waits until every running node has applied everything the leader committed.
-async fn wait_all_applied(client: &Client) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let answers = client.connection().status_all().await;
-        let statuses: Vec<_> = answers
-            .iter()
-            .filter_map(|(_, s)| s.as_ref().ok())
-            .collect();
-        let committed = statuses.iter().filter_map(|s| s.raft.committed).max();
-        if statuses.len() == 5 && statuses.iter().all(|s| s.raft.applied == committed) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "nodes did not catch up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn forbidden(e: &ClientError) -> bool {
     matches!(
         e,
@@ -124,7 +73,7 @@ fn forbidden(e: &ClientError) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_round_trip_only_for_granted_hsz_readers_and_everything_is_audited() {
     let dir = tempfile::TempDir::new().unwrap();
-    let mut cluster = start(dir.path()).await;
+    let mut cluster = start(dir.path(), 5).await;
     let config = cluster.config();
     let zone_key = || ZonePrivateKey::from_bytes(&cluster.zone_key).unwrap();
     let (operator, ingest, reader) = clients(&cluster);
@@ -472,7 +421,7 @@ async fn records_round_trip_only_for_granted_hsz_readers_and_everything_is_audit
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_and_missing_shares_are_skipped_and_reported() {
     let dir = tempfile::TempDir::new().unwrap();
-    let mut cluster = start(dir.path()).await;
+    let mut cluster = start(dir.path(), 5).await;
     let config = cluster.config();
     let (operator, ingest, reader) = clients(&cluster);
     operator

@@ -48,6 +48,13 @@ pub enum AuditAction {
         /// The ticket id (the entry's log index).
         ticket: u64,
     },
+    /// An auditor opened a verification run.
+    AuditRun {
+        /// The ticket id (the entry's log index).
+        ticket: u64,
+        /// Deep (shares fetched) or light (digests only).
+        deep: bool,
+    },
     /// A grant was created.
     CreateGrant {
         /// Its expiry (Unix ms).
@@ -72,6 +79,7 @@ impl AuditAction {
             AuditAction::SetMeta { .. } => "set-meta",
             AuditAction::CommitRecords => "commit",
             AuditAction::OpenRead { .. } => "open-read",
+            AuditAction::AuditRun { .. } => "audit-run",
             AuditAction::CreateGrant { .. } => "grant-create",
             AuditAction::RevokeGrant { .. } => "grant-revoke",
         }

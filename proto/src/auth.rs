@@ -13,9 +13,14 @@ pub fn is_allowed(role: Role, op: Operation) -> bool {
         Operation::Raft => role == Role::Node,
         // Only ingest gateways (and jobs writing results) bring shares and commit them.
         Operation::Stage | Operation::Commit => role == Role::Ingest,
-        // Only readers open reads and fetch shares (the zone and the grant are checked
-        // by the node and again when the ticket is applied).
-        Operation::OpenRead | Operation::Fetch => role == Role::Reader,
+        // Only readers open reads (the zone and the grant are checked by the node and
+        // again when the ticket is applied).
+        Operation::OpenRead => role == Role::Reader,
+        // Shares go to readers under read tickets and to auditors under deep audit
+        // tickets; the node checks the ticket's purpose and holder.
+        Operation::Fetch => matches!(role, Role::Reader | Role::Auditor),
+        // Share verification is the auditors' alone.
+        Operation::Audit => role == Role::Auditor,
         // Metadata listings: readers find records, auditors and operators check them.
         Operation::List => matches!(role, Role::Reader | Role::Auditor | Role::Operator),
         // The review committee's approvals are entered by operators.
@@ -147,11 +152,14 @@ mod tests {
                 Role::Node | Role::Reader | Role::Auditor | Role::Operator,
                 Operation::Stage | Operation::Commit,
             ) => false,
-            (Role::Reader, Operation::OpenRead | Operation::Fetch) => true,
-            (
-                Role::Node | Role::Ingest | Role::Auditor | Role::Operator,
-                Operation::OpenRead | Operation::Fetch,
-            ) => false,
+            (Role::Reader, Operation::OpenRead) => true,
+            (Role::Node | Role::Ingest | Role::Auditor | Role::Operator, Operation::OpenRead) => {
+                false
+            }
+            (Role::Reader | Role::Auditor, Operation::Fetch) => true,
+            (Role::Node | Role::Ingest | Role::Operator, Operation::Fetch) => false,
+            (Role::Auditor, Operation::Audit) => true,
+            (Role::Node | Role::Ingest | Role::Reader | Role::Operator, Operation::Audit) => false,
             (Role::Reader | Role::Auditor | Role::Operator, Operation::List) => true,
             (Role::Node | Role::Ingest, Operation::List) => false,
             (Role::Operator, Operation::GrantChange) => true,

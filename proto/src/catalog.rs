@@ -361,6 +361,11 @@ pub enum TicketPurpose {
         /// The job.
         job: String,
     },
+    /// An auditor's verification run.
+    Audit {
+        /// Whether shares are released (deep) or only digests reported (light).
+        deep: bool,
+    },
 }
 
 impl Ticket {

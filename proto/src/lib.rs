@@ -27,7 +27,7 @@ pub mod record;
 pub use error::{ProtoError, Result};
 pub use identity::{Fingerprint, Identity, Role};
 pub use message::{
-    ErrorKind, ErrorReply, FetchedShare, NodeStatus, Operation, RaftStatus, Request,
-    RequestEnvelope, RequestId, Response, StageItem,
+    ErrorKind, ErrorReply, FetchedShare, HeldShare, NodeStatus, Operation, RaftStatus, Request,
+    RequestEnvelope, RequestId, Response, ShareCheck, StageItem,
 };
 pub use record::{Date, Digest, RecordId, RecordKind, RecordMeta, SubjectTag};

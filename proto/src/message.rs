@@ -120,6 +120,25 @@ pub enum Request {
         /// The records wanted from this node.
         records: Vec<RecordId>,
     },
+    /// Open an audit ticket (auditor role; at the leader): committed through Raft like
+    /// a read, so every audit run is in the audit log. A light ticket lets nodes
+    /// report digests of what they store; a deep one also releases the shares (the
+    /// auditor never holds the zone key, so it only ever sees ciphertext).
+    OpenAudit {
+        /// The records to audit.
+        records: Vec<RecordId>,
+        /// Whether shares are released (deep) or only their digests (light).
+        deep: bool,
+    },
+    /// Under an audit ticket: this node recomputes the digest of each share it holds
+    /// of `records` (auditor role). Asked of every node, holder or not, so a share on
+    /// the wrong node shows too.
+    VerifyShares {
+        /// The audit ticket.
+        ticket: u64,
+        /// The records.
+        records: Vec<RecordId>,
+    },
     /// List committed records' catalog entries (reader, auditor, operator; at the
     /// leader, linearizable). Metadata only.
     List {
@@ -160,6 +179,26 @@ pub struct StageItem {
     pub size_bytes: u64,
 }
 
+/// What a node found when it re-read one record's share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareCheck {
+    /// The record.
+    pub record: RecordId,
+    /// The share it holds (committed), if any.
+    pub held: Option<HeldShare>,
+}
+
+/// A share a node holds, as it re-read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldShare {
+    /// The digest recorded when the share was stored.
+    pub stored_digest: Digest,
+    /// BLAKE3-256 of the bytes as read now.
+    pub computed_digest: Digest,
+    /// The share's length.
+    pub size_bytes: u64,
+}
+
 /// One share in a fetch answer; its bytes follow the answer, in item order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchedShare {
@@ -186,6 +225,8 @@ pub enum Operation {
     OpenRead,
     /// [`Request::FetchShares`].
     Fetch,
+    /// [`Request::OpenAudit`] and [`Request::VerifyShares`].
+    Audit,
     /// [`Request::List`].
     List,
     /// [`Request::CreateGrant`] and [`Request::RevokeGrant`].
@@ -198,7 +239,7 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation, for exhaustive authorization tests.
-    pub const ALL: [Operation; 11] = [
+    pub const ALL: [Operation; 12] = [
         Operation::Ping,
         Operation::Status,
         Operation::Raft,
@@ -206,6 +247,7 @@ impl Operation {
         Operation::Commit,
         Operation::OpenRead,
         Operation::Fetch,
+        Operation::Audit,
         Operation::List,
         Operation::GrantChange,
         Operation::GrantList,
@@ -222,6 +264,7 @@ impl Operation {
             Operation::Commit => "commit",
             Operation::OpenRead => "open-read",
             Operation::Fetch => "fetch",
+            Operation::Audit => "audit",
             Operation::List => "list",
             Operation::GrantChange => "grant-change",
             Operation::GrantList => "grant-list",
@@ -245,6 +288,7 @@ impl Request {
             Request::CommitRecords { .. } => Operation::Commit,
             Request::OpenRead { .. } => Operation::OpenRead,
             Request::FetchShares { .. } => Operation::Fetch,
+            Request::OpenAudit { .. } | Request::VerifyShares { .. } => Operation::Audit,
             Request::List { .. } => Operation::List,
             Request::CreateGrant { .. } | Request::RevokeGrant { .. } => Operation::GrantChange,
             Request::ListGrants => Operation::GrantList,
@@ -298,6 +342,11 @@ pub enum Response {
     Shares {
         /// Each record's share size, or `None` if this node holds none.
         items: Vec<FetchedShare>,
+    },
+    /// Answer to [`Request::VerifyShares`], in request order.
+    ShareChecks {
+        /// What this node holds of each record.
+        items: Vec<ShareCheck>,
     },
     /// Answer to [`Request::List`].
     Listing {

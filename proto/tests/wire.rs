@@ -11,9 +11,9 @@ use kakera_proto::codec::{self, FORMAT_VERSION};
 use kakera_proto::frame::{read_frame, read_raw_frame, write_frame};
 use kakera_proto::identity::{name_uri, zone_uri};
 use kakera_proto::{
-    Date, Digest, ErrorKind, ErrorReply, FetchedShare, Fingerprint, Identity, NodeStatus,
-    ProtoError, RaftStatus, RecordId, RecordKind, RecordMeta, Request, RequestEnvelope, RequestId,
-    Response, Role, StageItem, SubjectTag,
+    Date, Digest, ErrorKind, ErrorReply, FetchedShare, Fingerprint, HeldShare, Identity,
+    NodeStatus, ProtoError, RaftStatus, RecordId, RecordKind, RecordMeta, Request, RequestEnvelope,
+    RequestId, Response, Role, ShareCheck, StageItem, SubjectTag,
 };
 
 fn entry() -> RecordEntry {
@@ -228,6 +228,14 @@ fn every_message_round_trips() {
             reason: "done".into(),
         },
         Request::ListGrants,
+        Request::OpenAudit {
+            records: vec![RecordId([5; 16])],
+            deep: true,
+        },
+        Request::VerifyShares {
+            ticket: 3,
+            records: vec![RecordId([5; 16])],
+        },
         Request::AuditLog {
             query: AuditQuery {
                 record: Some(RecordId([5; 16])),
@@ -276,6 +284,22 @@ fn every_message_round_trips() {
             message: "no".into(),
         }),
         Response::Committed { log_index: 77 },
+        Response::ShareChecks {
+            items: vec![
+                ShareCheck {
+                    record: RecordId([1; 16]),
+                    held: None,
+                },
+                ShareCheck {
+                    record: RecordId([2; 16]),
+                    held: Some(HeldShare {
+                        stored_digest: Digest([1; 32]),
+                        computed_digest: Digest([2; 32]),
+                        size_bytes: 99,
+                    }),
+                },
+            ],
+        },
         Response::ReadTicket {
             ticket: Ticket {
                 id: 4,

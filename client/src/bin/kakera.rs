@@ -158,6 +158,34 @@ enum GrantCmd {
 
 #[derive(Subcommand, Debug)]
 enum AuditCmd {
+    /// Verify records' shares (auditor role): light re-reads every node's digests;
+    /// --deep also fetches all n shares and checks they form one sharing of the sealed
+    /// digest. Exit 1 if any record has a problem. Every run is in the audit log.
+    #[command(
+        after_help = "Examples:\n  kakera audit verify --all\n  kakera audit verify --sample 500 --deep --rate 50\n  kakera audit verify --record 0192f3...e1 --json"
+    )]
+    Verify {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Records to verify (32 hex digits each).
+        #[arg(long = "record", conflicts_with_all = ["all", "sample"])]
+        records: Vec<String>,
+        /// Every record in the catalog.
+        #[arg(long, conflicts_with = "sample")]
+        all: bool,
+        /// A random sample of this many records.
+        #[arg(long)]
+        sample: Option<usize>,
+        /// Fetch and check every share (not only the nodes' digests).
+        #[arg(long)]
+        deep: bool,
+        /// Most MB/s of shares the audit makes nodes read, so it does not starve jobs.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Print JSON lines (one per record, then a summary).
+        #[arg(long)]
+        json: bool,
+    },
     /// Print audit entries (oldest first); --verify checks the whole hash chain.
     #[command(
         after_help = "Examples:\n  kakera audit log --job study-17\n  kakera audit log --record 0192f3...e1 --json\n  kakera audit log --since 2026-11-01\n  kakera audit log --verify"
@@ -514,6 +542,31 @@ fn run(cmd: Cmd) -> Result<Outcome, ClientError> {
             };
             return audit_log(&cluster, query, limit, json, verify);
         }
+        Cmd::Audit(AuditCmd::Verify {
+            cluster,
+            records,
+            all,
+            sample,
+            deep,
+            rate,
+            json,
+        }) => {
+            let records = records
+                .iter()
+                .map(|r| RecordId::parse(r))
+                .collect::<Result<Vec<_>, _>>()?;
+            if records.is_empty() && !all && sample.is_none() {
+                return Err(ClientError::Invalid(
+                    "say which records: --record ID (repeatable), --all or --sample N".into(),
+                ));
+            }
+            if rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+                return Err(ClientError::Invalid(
+                    "--rate must be a positive MB/s".into(),
+                ));
+            }
+            return audit_verify(&cluster, records, sample, deep, rate, json);
+        }
         Cmd::List {
             cluster,
             subject,
@@ -723,6 +776,139 @@ fn grant(cmd: GrantCmd) -> Result<Outcome, ClientError> {
         }
     }
     Ok(Outcome::Ok)
+}
+
+/// Records per verification round (one audit ticket each).
+const VERIFY_CHUNK_RECORDS: usize = 512;
+
+fn audit_verify(
+    args: &ClusterArgs,
+    records: Vec<RecordId>,
+    sample: Option<usize>,
+    deep: bool,
+    rate_mb_s: Option<f64>,
+    json: bool,
+) -> Result<Outcome, ClientError> {
+    use kakera_client::verify::{RecordReport, summary};
+    let reports: Vec<RecordReport> = runtime()?.block_on(async {
+        let c = args.client()?;
+        let ids = if records.is_empty() {
+            let all: Vec<RecordId> = c
+                .list_all(ListFilter::All, usize::MAX)
+                .await?
+                .into_iter()
+                .map(|e| e.id)
+                .collect();
+            match sample {
+                Some(n) => sample_of(all, n)?,
+                None => all,
+            }
+        } else {
+            records
+        };
+        let started = std::time::Instant::now();
+        let mut reports = Vec::with_capacity(ids.len());
+        let mut bytes_read: u64 = 0;
+        for chunk in ids.chunks(VERIFY_CHUNK_RECORDS) {
+            let got = c.verify(chunk, deep).await?;
+            // What the nodes read for this round: every share of every record.
+            bytes_read += got.iter().map(|r| r.bytes_read).sum::<u64>();
+            reports.extend(got);
+            let elapsed = started.elapsed().as_secs_f64();
+            if let Some(rate) = rate_mb_s {
+                let due = bytes_read as f64 / (rate * 1e6);
+                if due > elapsed {
+                    tokio::time::sleep(std::time::Duration::from_secs_f64(due - elapsed)).await;
+                }
+            }
+            let elapsed = started.elapsed().as_secs_f64().max(1e-3);
+            let done = reports.len();
+            let eta = elapsed / done as f64 * (ids.len() - done) as f64;
+            eprint!(
+                "\rverified {done}/{} records, {:.1} MB at {:.1} MB/s, ETA {eta:.0} s   ",
+                ids.len(),
+                bytes_read as f64 / 1e6,
+                bytes_read as f64 / 1e6 / elapsed
+            );
+        }
+        eprintln!();
+        c.close().await;
+        Ok::<_, ClientError>(reports)
+    })?;
+    let totals = summary(&reports);
+    for r in &reports {
+        if json {
+            json_line(&serde_json::json!({
+                "record": r.record.to_string(),
+                "labels": r.labels(),
+                "good_shares": r.good_shares,
+                "n": r.n,
+                "findings": r.findings,
+            }));
+        } else if !r.ok() {
+            let details: Vec<String> = r.findings.iter().map(describe_finding).collect();
+            println!(
+                "{}  {}: {}",
+                r.record,
+                r.labels().join(", "),
+                details.join("; ")
+            );
+        }
+    }
+    if json {
+        json_line(
+            &serde_json::json!({ "summary": totals, "records": reports.len(), "deep": deep }),
+        );
+    } else {
+        let parts: Vec<String> = totals.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!(
+            "{} records verified ({}): {}",
+            reports.len(),
+            if deep { "deep" } else { "light" },
+            parts.join(", ")
+        );
+    }
+    Ok(if reports.iter().all(RecordReport::ok) {
+        Outcome::Ok
+    } else {
+        Outcome::Problem
+    })
+}
+
+fn describe_finding(f: &kakera_client::verify::Finding) -> String {
+    use kakera_client::verify::Finding;
+    match f {
+        Finding::Missing { node, rack } => format!("node {node} ({rack}) has no share"),
+        Finding::Corrupt { node, rack } => {
+            format!("node {node} ({rack}) holds a share that does not match the catalog digest")
+        }
+        Finding::Unreachable { node, rack, reason } => {
+            format!("node {node} ({rack}) did not answer: {reason}")
+        }
+        Finding::Unexpected { node, rack } => {
+            format!("node {node} ({rack}) holds a share the catalog does not give it")
+        }
+        Finding::Misplaced { rack, nodes, max } => format!(
+            "rack {rack} holds {} shares (nodes {nodes:?}), more than {max}",
+            nodes.len()
+        ),
+        Finding::Inconsistent { detail } => detail.clone(),
+    }
+}
+
+/// `n` ids drawn at random without replacement.
+fn sample_of(mut ids: Vec<RecordId>, n: usize) -> Result<Vec<RecordId>, ClientError> {
+    // Partial Fisher-Yates with OS randomness.
+    let n = n.min(ids.len());
+    for i in 0..n {
+        let mut r = [0u8; 8];
+        getrandom::fill(&mut r)
+            .map_err(|e| ClientError::Invalid(format!("the OS random source failed: {e}")))?;
+        let j = i + (u64::from_le_bytes(r) % (ids.len() - i) as u64) as usize;
+        ids.swap(i, j);
+    }
+    ids.truncate(n);
+    Ok(ids)
 }
 
 fn audit_log(

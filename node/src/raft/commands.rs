@@ -69,6 +69,15 @@ pub enum ClientAction {
         /// How long the ticket lasts (capped by the grant's expiry).
         ttl_ms: u64,
     },
+    /// Open an audit ticket (auditor).
+    OpenAudit {
+        /// The records.
+        records: Vec<RecordId>,
+        /// Deep (shares released) or light (digests only).
+        deep: bool,
+        /// How long the ticket lasts.
+        ttl_ms: u64,
+    },
     /// Create a grant.
     CreateGrant {
         /// The grant.
@@ -100,6 +109,9 @@ impl fmt::Display for Command {
                     }
                     ClientAction::OpenRead { job, records, .. } => {
                         format!("OpenRead({job}, {} records)", records.len())
+                    }
+                    ClientAction::OpenAudit { records, deep, .. } => {
+                        format!("OpenAudit({} records, deep {deep})", records.len())
                     }
                     ClientAction::CreateGrant { grant } => format!("CreateGrant({})", grant.job),
                     ClientAction::RevokeGrant { job, .. } => format!("RevokeGrant({job})"),

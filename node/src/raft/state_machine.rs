@@ -44,6 +44,8 @@ pub const MAX_SNAPSHOT_BYTES: u64 = 512 * 1024 * 1024;
 
 /// How long a read ticket lasts (capped by its grant's expiry).
 pub const READ_TICKET_TTL_MS: u64 = 10 * 60 * 1000;
+/// How long an audit ticket lasts.
+pub const AUDIT_TICKET_TTL_MS: u64 = 30 * 60 * 1000;
 /// Most expired tickets one apply removes (bounded work per entry).
 const TICKET_GC_SCAN: usize = 64;
 
@@ -322,6 +324,22 @@ impl StateMachine {
                     records.clone(),
                 )
             }
+            ClientAction::OpenAudit {
+                records,
+                deep,
+                ttl_ms,
+            } => {
+                let r = self.open_audit(batch, log_index, actor, now, records, *deep, *ttl_ms)?;
+                (
+                    r,
+                    AuditAction::AuditRun {
+                        ticket: log_index,
+                        deep: *deep,
+                    },
+                    None,
+                    records.clone(),
+                )
+            }
             ClientAction::CreateGrant { grant } => {
                 let action = AuditAction::CreateGrant {
                     expires_at_ms: grant.expires_at_ms,
@@ -497,6 +515,46 @@ impl StateMachine {
             holder: actor.fingerprint,
             records: sorted,
             expires_at_ms: now.saturating_add(ttl_ms).min(grant.expires_at_ms),
+        };
+        batch.put_cf(catalog, keys::ticket(log_index), encode(&ticket)?);
+        Ok(CommandResponse::Applied)
+    }
+
+    /// Opens an audit ticket for an auditor over existing records.
+    #[allow(clippy::too_many_arguments)] // the parts of one command, named
+    fn open_audit(
+        &self,
+        batch: &mut rocksdb::WriteBatch,
+        log_index: u64,
+        actor: &Actor,
+        now: u64,
+        records: &[RecordId],
+        deep: bool,
+        ttl_ms: u64,
+    ) -> io::Result<CommandResponse> {
+        let catalog = cf(&self.db, CF_CATALOG)?;
+        self.collect_tickets(batch, now)?;
+        if actor.role != kakera_proto::Role::Auditor {
+            return Ok(CommandResponse::Forbidden {
+                reason: format!("role '{}' may not open audits", actor.role),
+            });
+        }
+        for id in records {
+            if self.record(id)?.is_none() {
+                return Ok(CommandResponse::NotFound {
+                    reason: format!("record {id} is not in the catalog"),
+                });
+            }
+        }
+        let mut sorted = records.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let ticket = Ticket {
+            id: log_index,
+            purpose: TicketPurpose::Audit { deep },
+            holder: actor.fingerprint,
+            records: sorted,
+            expires_at_ms: now.saturating_add(ttl_ms),
         };
         batch.put_cf(catalog, keys::ticket(log_index), encode(&ticket)?);
         Ok(CommandResponse::Applied)

@@ -8,18 +8,20 @@ use std::time::Duration;
 
 use kakera_proto::audit::AuditQuery;
 use kakera_proto::catalog::{
-    Actor, Grant, ListFilter, MAX_BATCH_RECORDS, MAX_RECORD_BYTES, RecordEntry,
+    Actor, Grant, ListFilter, MAX_BATCH_RECORDS, MAX_RECORD_BYTES, RecordEntry, Ticket,
+    TicketPurpose,
 };
 use kakera_proto::frame::read_trailer;
 use kakera_proto::{
-    ErrorKind, FetchedShare, Identity, RecordId, RequestId, Response, StageItem, auth,
+    Digest, ErrorKind, FetchedShare, HeldShare, Identity, RecordId, RequestId, Response, Role,
+    ShareCheck, StageItem, auth,
 };
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{ForwardToLeader, RaftError};
 use openraft::{ReadPolicy, TryAsRef};
 
 use super::server::{ServerContext, error, unix_ms};
-use crate::raft::state_machine::READ_TICKET_TTL_MS;
+use crate::raft::state_machine::{AUDIT_TICKET_TTL_MS, READ_TICKET_TTL_MS};
 use crate::raft::{ClientAction, Command, CommandResponse, TypeConfig};
 use crate::shares::{MAX_STAGE_ITEMS, StageRefusal};
 
@@ -324,25 +326,86 @@ pub async fn open_read(
         Ok(i) => i,
         Err(r) => return r,
     };
-    let ticket = match ctx.state.ticket(log_index) {
-        Ok(Some(t)) => t,
-        Ok(None) => return internal("an applied ticket is missing"),
-        Err(e) => return internal(e),
-    };
-    let mut entries = Vec::with_capacity(records.len());
-    for id in &records {
-        match ctx.state.record(id) {
-            Ok(Some(e)) => entries.push(e),
-            Ok(None) => return internal(format!("record {id} vanished after its ticket")),
-            Err(e) => return internal(e),
-        }
-    }
     tracing::info!(peer = %identity.name, ticket = log_index, records = records.len(), "read opened");
-    Response::ReadTicket { ticket, entries }
+    ticket_answer(ctx, log_index, &records)
 }
 
-/// Releases this node's shares of `records` to the holder of `ticket`, once the
-/// ticket's entry is applied here. Returns the answer and the share bytes after it.
+/// The ticket `ticket_id` if `identity` may use it for `records` now: waits until this
+/// node has applied the ticket's entry, then checks holder, expiry and records.
+async fn usable_ticket(
+    ctx: &ServerContext,
+    identity: &Identity,
+    ticket_id: u64,
+    records: &[RecordId],
+) -> Result<Ticket, Response> {
+    check_ids(records)?;
+    let wait = ctx
+        .raft
+        .wait(Some(Duration::from_millis(TICKET_APPLY_WAIT_MS)))
+        .applied_index_at_least(Some(ticket_id), "ticket")
+        .await;
+    if wait.is_err() {
+        return Err(error(
+            ErrorKind::Unavailable,
+            format!(
+                "this node has not applied ticket {ticket_id} within {TICKET_APPLY_WAIT_MS} ms; retry"
+            ),
+        ));
+    }
+    let ticket = match ctx.state.ticket(ticket_id) {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            return Err(error(
+                ErrorKind::Forbidden,
+                format!("there is no open ticket {ticket_id} (never opened, refused or expired)"),
+            ));
+        }
+        Err(e) => return Err(internal(e)),
+    };
+    if ticket.holder != identity.fingerprint {
+        tracing::warn!(peer = %identity, ticket = ticket_id, "another holder's ticket");
+        return Err(error(
+            ErrorKind::Forbidden,
+            format!("ticket {ticket_id} belongs to another certificate"),
+        ));
+    }
+    if ticket.expires_at_ms <= unix_ms() {
+        return Err(error(
+            ErrorKind::Forbidden,
+            format!("ticket {ticket_id} has expired; open a new one"),
+        ));
+    }
+    if let Some(outside) = records.iter().find(|r| !ticket.covers(r)) {
+        return Err(error(
+            ErrorKind::Forbidden,
+            format!("record {outside} is not in ticket {ticket_id}"),
+        ));
+    }
+    Ok(ticket)
+}
+
+/// The share this node holds of `id`: committed, or staged with the digest the catalog
+/// names for this node (committed while the node installed a snapshot).
+fn held_share(
+    shares: &crate::shares::ShareStore,
+    state: &crate::raft::state_machine::StateMachine,
+    node_id: u64,
+    id: &RecordId,
+) -> std::io::Result<Option<crate::shares::StoredShare>> {
+    if let Some(s) = shares.committed(id)? {
+        return Ok(Some(s));
+    }
+    if let (Some(staged), Some(entry)) = (shares.staged(id)?, state.record(id)?)
+        && entry.holder_on(node_id).map(|h| h.digest) == Some(staged.digest)
+    {
+        return Ok(Some(staged));
+    }
+    Ok(None)
+}
+
+/// Releases this node's shares of `records` to the holder of `ticket`: a read ticket
+/// to its reader (zone and network checked), a deep audit ticket to its auditor. Only
+/// once the ticket's entry is applied here. Returns the answer and the share bytes.
 pub async fn fetch(
     ctx: &ServerContext,
     identity: &Identity,
@@ -354,49 +417,18 @@ pub async fn fetch(
     if let Err(reason) = auth::check_reader_origin(identity, remote, &ctx.config) {
         return refuse(error(ErrorKind::Forbidden, reason));
     }
-    if let Err(r) = check_ids(&records) {
-        return refuse(r);
-    }
-    let wait = ctx
-        .raft
-        .wait(Some(Duration::from_millis(TICKET_APPLY_WAIT_MS)))
-        .applied_index_at_least(Some(ticket_id), "read ticket")
-        .await;
-    if wait.is_err() {
-        return refuse(error(
-            ErrorKind::Unavailable,
-            format!(
-                "this node has not applied ticket {ticket_id} within {TICKET_APPLY_WAIT_MS} ms; retry"
-            ),
-        ));
-    }
-    let ticket = match ctx.state.ticket(ticket_id) {
-        Ok(Some(t)) => t,
-        Ok(None) => {
-            return refuse(error(
-                ErrorKind::Forbidden,
-                format!("there is no open ticket {ticket_id} (never opened, refused or expired)"),
-            ));
-        }
-        Err(e) => return refuse(internal(e)),
+    let ticket = match usable_ticket(ctx, identity, ticket_id, &records).await {
+        Ok(t) => t,
+        Err(r) => return refuse(r),
     };
-    if ticket.holder != identity.fingerprint {
-        tracing::warn!(peer = %identity, ticket = ticket_id, "fetch with another holder's ticket");
+    let releases = match ticket.purpose {
+        TicketPurpose::Read { .. } => identity.role == Role::Reader,
+        TicketPurpose::Audit { deep } => deep && identity.role == Role::Auditor,
+    };
+    if !releases {
         return refuse(error(
             ErrorKind::Forbidden,
-            format!("ticket {ticket_id} belongs to another certificate"),
-        ));
-    }
-    if ticket.expires_at_ms <= unix_ms() {
-        return refuse(error(
-            ErrorKind::Forbidden,
-            format!("ticket {ticket_id} has expired; open a new read"),
-        ));
-    }
-    if let Some(outside) = records.iter().find(|r| !ticket.covers(r)) {
-        return refuse(error(
-            ErrorKind::Forbidden,
-            format!("record {outside} is not in ticket {ticket_id}"),
+            format!("ticket {ticket_id} releases no shares (a light audit sees digests only)"),
         ));
     }
     let state = ctx.state.clone();
@@ -406,16 +438,7 @@ pub async fn fetch(
         let mut items = Vec::with_capacity(records.len());
         let mut data = Vec::new();
         for id in records {
-            let mut share = shares.committed(&id)?;
-            if share.is_none() {
-                // Committed while this node installed a snapshot: the staged share is
-                // served if its digest is the catalog's.
-                if let (Some(staged), Some(entry)) = (shares.staged(&id)?, state.record(&id)?)
-                    && entry.holder_on(node_id).map(|h| h.digest) == Some(staged.digest)
-                {
-                    share = Some(staged);
-                }
-            }
+            let share = held_share(&shares, &state, node_id, &id)?;
             let size_bytes = share.as_ref().map(|s| s.bytes.len() as u64);
             if let Some(s) = share {
                 if (data.len() + s.bytes.len()) as u64 > MAX_FETCH_REPLY_BYTES {
@@ -448,6 +471,89 @@ pub async fn fetch(
         )),
         Ok(Err(e)) => refuse(internal(e)),
         Err(e) => refuse(internal(e)),
+    }
+}
+
+/// Opens an audit ticket (auditor). Answers with the ticket and the records' entries.
+pub async fn open_audit(
+    ctx: &ServerContext,
+    identity: &Identity,
+    request_id: RequestId,
+    records: Vec<RecordId>,
+    deep: bool,
+) -> Response {
+    if let Err(r) = check_ids(&records) {
+        return r;
+    }
+    let action = ClientAction::OpenAudit {
+        records: records.clone(),
+        deep,
+        ttl_ms: AUDIT_TICKET_TTL_MS,
+    };
+    let log_index = match propose(ctx, identity, request_id, action).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    ticket_answer(ctx, log_index, &records)
+}
+
+/// The ticket applied at `log_index` and the catalog entries of `records`.
+fn ticket_answer(ctx: &ServerContext, log_index: u64, records: &[RecordId]) -> Response {
+    let ticket = match ctx.state.ticket(log_index) {
+        Ok(Some(t)) => t,
+        Ok(None) => return internal("an applied ticket is missing"),
+        Err(e) => return internal(e),
+    };
+    let mut entries = Vec::with_capacity(records.len());
+    for id in records {
+        match ctx.state.record(id) {
+            Ok(Some(e)) => entries.push(e),
+            Ok(None) => return internal(format!("record {id} vanished after its ticket")),
+            Err(e) => return internal(e),
+        }
+    }
+    Response::ReadTicket { ticket, entries }
+}
+
+/// Under an audit ticket: recomputes the digest of each share this node holds of
+/// `records`. Share bytes never leave the node.
+pub async fn verify_shares(
+    ctx: &ServerContext,
+    identity: &Identity,
+    ticket_id: u64,
+    records: Vec<RecordId>,
+) -> Response {
+    let ticket = match usable_ticket(ctx, identity, ticket_id, &records).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    if !matches!(ticket.purpose, TicketPurpose::Audit { .. }) {
+        return error(
+            ErrorKind::Forbidden,
+            format!("ticket {ticket_id} is not an audit ticket"),
+        );
+    }
+    let state = ctx.state.clone();
+    let shares = ctx.shares.clone();
+    let node_id = ctx.node.id;
+    let read = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        records
+            .into_iter()
+            .map(|id| {
+                let held = held_share(&shares, &state, node_id, &id)?.map(|s| HeldShare {
+                    stored_digest: s.digest,
+                    computed_digest: Digest::of(&s.bytes),
+                    size_bytes: s.bytes.len() as u64,
+                });
+                Ok(ShareCheck { record: id, held })
+            })
+            .collect::<std::io::Result<Vec<_>>>()
+    })
+    .await;
+    match read {
+        Ok(Ok(items)) => Response::ShareChecks { items },
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
     }
 }
 

@@ -252,6 +252,12 @@ async fn dispatch(
         }
         // Answered in handle_request (its answer carries share bytes).
         Request::FetchShares { .. } => error(ErrorKind::Internal, "misrouted fetch"),
+        Request::OpenAudit { records, deep } => {
+            records::open_audit(ctx, identity, request_id, records, deep).await
+        }
+        Request::VerifyShares { ticket, records } => {
+            records::verify_shares(ctx, identity, ticket, records).await
+        }
         Request::List {
             filter,
             after,

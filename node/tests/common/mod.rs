@@ -262,3 +262,71 @@ impl Client {
         }
     }
 }
+
+/// Starts an `n`-node cluster and waits until its leader answers an operator.
+pub async fn start(dir: &std::path::Path, n: u64) -> LocalCluster {
+    let mut cluster = LocalCluster::prepare(dir, n);
+    for id in 1..=n {
+        cluster.spawn(id);
+    }
+    let operator = kakera_client::Client::connect(
+        cluster.config(),
+        &cluster.identity("op", Role::Operator, None),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while operator.grants().await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no leader: {}",
+            cluster.log(1)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cluster
+}
+
+/// The operator, the ingest gateway (zone dc) and the granted reader `anon-job`
+/// (zone hsz, with the zone key) of a test cluster.
+pub fn clients(
+    cluster: &LocalCluster,
+) -> (
+    kakera_client::Client,
+    kakera_client::Client,
+    kakera_client::Client,
+) {
+    let connect = |name: &str, role: Role, zone: Option<&str>| {
+        kakera_client::Client::connect(cluster.config(), &cluster.identity(name, role, zone))
+            .unwrap()
+    };
+    let reader = connect("anon-job", Role::Reader, Some("hsz"))
+        .with_zone_key(kakera_client::seal::ZonePrivateKey::from_bytes(&cluster.zone_key).unwrap());
+    (
+        connect("op", Role::Operator, None),
+        connect("gateway", Role::Ingest, Some("dc")),
+        reader,
+    )
+}
+
+/// Waits until every running node has applied everything the leader committed.
+pub async fn wait_all_applied(client: &kakera_client::Client) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answers = client.connection().status_all().await;
+        let statuses: Vec<_> = answers
+            .iter()
+            .filter_map(|(_, s)| s.as_ref().ok())
+            .collect();
+        let committed = statuses.iter().filter_map(|s| s.raft.committed).max();
+        if statuses.len() == client.config().nodes.len()
+            && statuses.iter().all(|s| s.raft.applied == committed)
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nodes did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
