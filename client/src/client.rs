@@ -473,30 +473,21 @@ impl Client {
                     }
                 }
                 Ok((items, data)) => {
-                    let mut offset = 0usize;
-                    for item in items {
-                        let share = item.size_bytes.and_then(|s| {
-                            let end = offset.checked_add(s as usize)?;
-                            let bytes = data.get(offset..end)?;
-                            offset = end;
-                            Some(bytes)
-                        });
-                        let Some(entry) = by_id.get(&item.record) else {
+                    for (record, share) in shares_of(&items, &data) {
+                        let Some(entry) = by_id.get(&record) else {
                             continue;
                         };
-                        if plan.complete(&item.record) {
+                        if plan.complete(&record) {
                             // A hedged answer after k good shares: not needed.
-                            plan.good(&item.record);
+                            plan.good(&record);
                             continue;
                         }
                         match check_share(entry, node, share) {
                             Ok(s) => {
-                                good.entry(item.record).or_default().push(s);
-                                plan.good(&item.record);
+                                good.entry(record).or_default().push(s);
+                                plan.good(&record);
                             }
-                            Err(reason) => {
-                                merge(&mut more, plan.failed(&item.record, node, reason))
-                            }
+                            Err(reason) => merge(&mut more, plan.failed(&record, node, reason)),
                         }
                     }
                 }
@@ -652,18 +643,11 @@ impl Client {
                     }
                 }
                 Ok((items, data)) => {
-                    let mut offset = 0usize;
-                    for item in items {
-                        let bytes = item.size_bytes.and_then(|s| {
-                            let end = offset.checked_add(s as usize)?;
-                            let b = data.get(offset..end)?.to_vec();
-                            offset = end;
-                            Some(b)
-                        });
+                    for (record, share) in shares_of(&items, &data) {
                         fetched
-                            .entry(item.record)
+                            .entry(record)
                             .or_default()
-                            .insert(node, Ok(bytes));
+                            .insert(node, Ok(share.map(<[u8]>::to_vec)));
                     }
                 }
             }
@@ -814,6 +798,24 @@ type FetchDone = (
     Vec<RecordId>,
     Result<(Vec<FetchedShare>, Vec<u8>), ClientError>,
 );
+
+/// Each record of a fetch answer with its share's bytes (the bytes follow the answer
+/// in item order), or `None` if the node holds none or the bytes fall short.
+fn shares_of<'a>(items: &[FetchedShare], data: &'a [u8]) -> Vec<(RecordId, Option<&'a [u8]>)> {
+    let mut offset = 0usize;
+    items
+        .iter()
+        .map(|item| {
+            let share = item.size_bytes.and_then(|s| {
+                let end = offset.checked_add(usize::try_from(s).ok()?)?;
+                let bytes = data.get(offset..end)?;
+                offset = end;
+                Some(bytes)
+            });
+            (item.record, share)
+        })
+        .collect()
+}
 
 fn merge(into: &mut Asks, more: Asks) {
     for (node, records) in more {

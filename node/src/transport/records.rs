@@ -216,28 +216,24 @@ pub async fn stage(
     let store = ctx.shares.clone();
     let count = batch.len();
     let now_ms = unix_ms();
-    let result = tokio::task::spawn_blocking(move || store.stage(&batch, now_ms)).await;
+    let result = tokio::task::spawn_blocking(move || store.stage(&batch, now_ms))
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
     match result {
-        Ok(Ok(Ok(digests))) => {
+        Ok(Ok(digests)) => {
             tracing::debug!(peer = %identity.name, shares = count, bytes = total_bytes, "staged");
             Response::Staged { digests }
         }
-        Ok(Ok(Err(StageRefusal::Committed { record }))) => error(
+        Ok(Err(StageRefusal::Committed { record })) => error(
             ErrorKind::BadRequest,
             format!(
                 "record {record} already has a different committed share on this node; \
                  nothing of this request was stored"
             ),
         ),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "staging failed");
-            error(
-                ErrorKind::Internal,
-                "the node could not store the shares; retry",
-            )
-        }
         Err(e) => {
-            tracing::error!(error = %e, "staging task failed");
+            tracing::error!(error = %e, "staging failed");
             error(
                 ErrorKind::Internal,
                 "the node could not store the shares; retry",
