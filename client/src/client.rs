@@ -553,6 +553,76 @@ impl Client {
             .collect()
     }
 
+    /// Checks that records are gone from every node (auditor; see
+    /// [`crate::verify::judge_erasure`]): opens an erasure-check ticket (so the check is
+    /// in the audit log) and asks every node whether it stores anything of them,
+    /// committed or staged. At most [`MAX_BATCH_RECORDS`] per call.
+    pub async fn check_erasure(
+        &self,
+        ids: &[RecordId],
+    ) -> Result<Vec<crate::verify::ErasureReport>, ClientError> {
+        use crate::verify::{Probe, judge_erasure};
+        if ids.is_empty() || ids.len() > MAX_BATCH_RECORDS {
+            return Err(ClientError::Invalid(format!(
+                "check 1 to {MAX_BATCH_RECORDS} records per call"
+            )));
+        }
+        let answer = self
+            .leader_call(Request::OpenErasureCheck {
+                records: ids.to_vec(),
+            })
+            .await?;
+        let Response::ReadTicket { ticket, entries } = answer else {
+            return Err(unexpected(&answer));
+        };
+        let live: std::collections::BTreeSet<RecordId> = entries.iter().map(|e| e.id).collect();
+        let asks = self.config().nodes.iter().map(|n| {
+            let body = Request::ProbeShares {
+                ticket: ticket.id,
+                records: ids.to_vec(),
+            };
+            async move { (n.id, self.conn.call(n.id, body, timeout_for(0)).await) }
+        });
+        let mut seen: BTreeMap<RecordId, BTreeMap<u64, Probe>> = BTreeMap::new();
+        for (node, answer) in futures::future::join_all(asks).await {
+            match answer {
+                Ok(Response::Probes { items }) if items.len() == ids.len() => {
+                    for item in items {
+                        seen.entry(item.record).or_default().insert(
+                            node,
+                            Probe::Answered {
+                                committed: item.committed,
+                                staged: item.staged,
+                            },
+                        );
+                    }
+                }
+                other => {
+                    let reason = match other {
+                        Err(e) => e.to_string(),
+                        Ok(r) => unexpected(&r).to_string(),
+                    };
+                    for id in ids {
+                        seen.entry(*id)
+                            .or_default()
+                            .insert(node, Probe::Unreachable(reason.clone()));
+                    }
+                }
+            }
+        }
+        Ok(ids
+            .iter()
+            .map(|id| {
+                judge_erasure(
+                    *id,
+                    live.contains(id),
+                    self.config(),
+                    &seen.remove(id).unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
+
     /// Verifies records' shares as an auditor (see [`crate::verify`]): opens an audit
     /// ticket (so the run is in the audit log), asks every node to re-read its shares
     /// of them, and with `deep` also fetches every holder's share and checks that they
@@ -845,6 +915,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::ReadTicket { .. } => "read ticket",
         Response::Shares { .. } => "shares",
         Response::ShareChecks { .. } => "share checks",
+        Response::Probes { .. } => "probes",
         Response::Listing { .. } => "listing",
         Response::Grants { .. } => "grants",
         Response::Audit { .. } => "audit",

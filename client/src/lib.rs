@@ -7,6 +7,7 @@ pub mod client;
 pub mod connection;
 pub mod demo;
 pub mod error;
+pub mod export;
 pub mod pki;
 pub mod plan;
 pub mod seal;

@@ -32,7 +32,7 @@ fn cert_err(e: impl std::fmt::Display) -> ClientError {
 }
 
 /// Writes a file that must not exist yet, with the given mode.
-pub(crate) fn write_new(path: &Path, contents: &str, mode: u32) -> Result<(), ClientError> {
+pub fn write_new(path: &Path, contents: &str, mode: u32) -> Result<(), ClientError> {
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -305,6 +305,98 @@ pub fn judge_deep(
     report
 }
 
+/// What one node said about holding anything of one record (erasure check).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// The node did not answer.
+    Unreachable(String),
+    /// What it stores: (committed, staged).
+    Answered {
+        /// A committed share is stored.
+        committed: bool,
+        /// A staged share is stored.
+        staged: bool,
+    },
+}
+
+/// A node that still stores something of a record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Remnant {
+    /// The node.
+    pub node: u64,
+    /// Its rack.
+    pub rack: String,
+    /// A committed share is stored.
+    pub committed: bool,
+    /// A staged share is stored.
+    pub staged: bool,
+}
+
+/// Whether a record is gone from every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErasureReport {
+    /// The record.
+    pub record: RecordId,
+    /// The record is still live in the catalog (not erased).
+    pub in_catalog: bool,
+    /// Nodes that still store something of it.
+    pub remnants: Vec<Remnant>,
+    /// Nodes that did not answer (nothing can be said of them), with their racks.
+    pub unreachable: Vec<(u64, String, String)>,
+    /// How many nodes answered.
+    pub nodes_checked: usize,
+}
+
+impl ErasureReport {
+    /// Confirmed gone: not in the catalog, no node stores anything, every node answered.
+    pub fn confirmed(&self) -> bool {
+        !self.in_catalog && self.remnants.is_empty() && self.unreachable.is_empty()
+    }
+}
+
+/// Judges one record's erasure from every node's probe. Nodes of the config that sent
+/// no probe count as unreachable.
+pub fn judge_erasure(
+    record: RecordId,
+    in_catalog: bool,
+    config: &ClusterConfig,
+    probes: &BTreeMap<u64, Probe>,
+) -> ErasureReport {
+    let mut report = ErasureReport {
+        record,
+        in_catalog,
+        remnants: Vec::new(),
+        unreachable: Vec::new(),
+        nodes_checked: 0,
+    };
+    for n in &config.nodes {
+        match probes.get(&n.id) {
+            Some(Probe::Answered { committed, staged }) => {
+                report.nodes_checked += 1;
+                if *committed || *staged {
+                    report.remnants.push(Remnant {
+                        node: n.id,
+                        rack: n.rack.clone(),
+                        committed: *committed,
+                        staged: *staged,
+                    });
+                }
+            }
+            Some(Probe::Unreachable(reason)) => {
+                report
+                    .unreachable
+                    .push((n.id, n.rack.clone(), reason.clone()));
+            }
+            None => report.unreachable.push((
+                n.id,
+                n.rack.clone(),
+                "no answer was recorded".to_string(),
+            )),
+        }
+    }
+    report
+}
+
 /// Counts per label over many reports.
 pub fn summary(reports: &[RecordReport]) -> BTreeMap<&'static str, usize> {
     let mut out = BTreeMap::new();
@@ -504,5 +596,49 @@ mod tests {
 
     fn shares_set(bytes: &[u8]) -> kakera_shamir::SetId {
         Share::decode(bytes).unwrap().set_id()
+    }
+
+    /// P6: an erasure is confirmed only when the record is out of the catalog, every
+    /// node answered, and none stores anything, committed or staged; each remnant and
+    /// each silent node is named with its rack.
+    #[test]
+    fn erasure_needs_every_node_clean() {
+        let c = config();
+        let id = RecordId([9; 16]);
+        let clean = |_: u64| Probe::Answered {
+            committed: false,
+            staged: false,
+        };
+        let mut probes: BTreeMap<u64, Probe> = (1..=6).map(|n| (n, clean(n))).collect();
+        assert!(judge_erasure(id, false, &c, &probes).confirmed());
+        assert!(!judge_erasure(id, true, &c, &probes).confirmed());
+
+        probes.insert(
+            4,
+            Probe::Answered {
+                committed: false,
+                staged: true,
+            },
+        );
+        probes.insert(6, Probe::Unreachable("timed out".into()));
+        probes.remove(&2);
+        let r = judge_erasure(id, false, &c, &probes);
+        assert!(!r.confirmed());
+        assert_eq!(
+            r.remnants,
+            vec![Remnant {
+                node: 4,
+                rack: "b".into(),
+                committed: false,
+                staged: true
+            }]
+        );
+        let silent: Vec<(u64, &str)> = r
+            .unreachable
+            .iter()
+            .map(|(n, rack, _)| (*n, rack.as_str()))
+            .collect();
+        assert_eq!(silent, vec![(2, "a"), (6, "a")]);
+        assert_eq!(r.nodes_checked, 4);
     }
 }

@@ -194,6 +194,19 @@ impl ShareStore {
         self.read(CF_STAGED, record)
     }
 
+    /// Whether anything is stored for `record`: (committed, staged). Presence only;
+    /// a value that no longer decodes still counts as held.
+    pub fn presence(&self, record: &RecordId) -> io::Result<(bool, bool)> {
+        let has = |name: &str| -> io::Result<bool> {
+            Ok(self
+                .db
+                .get_pinned_cf(cf(&self.db, name)?, record.0)
+                .map_err(io::Error::other)?
+                .is_some())
+        };
+        Ok((has(CF_SHARES)?, has(CF_STAGED)?))
+    }
+
     fn read(&self, name: &str, record: &RecordId) -> io::Result<Option<StoredShare>> {
         self.db
             .get_pinned_cf(cf(&self.db, name)?, record.0)

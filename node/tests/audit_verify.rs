@@ -11,11 +11,15 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{clients, start, wait_all_applied};
+use kakera_client::export::{ExportQuery, ExportSigner, verify_export, write_export};
 use kakera_client::verify::Finding;
 use kakera_client::{Client, NewRecord};
 use kakera_proto::audit::{AuditAction, AuditQuery};
-use kakera_proto::catalog::{ListFilter, RecordEntry};
-use kakera_proto::{Date, RecordKind, RecordMeta, Request, Role, SubjectTag};
+use kakera_proto::catalog::{Grant, GrantScope, ListFilter, RecordEntry};
+use kakera_proto::{
+    Date, ErrorKind, RecordId, RecordKind, RecordMeta, Request, Response, Role, StageItem,
+    SubjectTag,
+};
 use rocksdb::DB;
 
 fn shares_cf(db: &DB) -> &rocksdb::ColumnFamily {
@@ -229,4 +233,313 @@ async fn every_injected_fault_is_named_with_its_node_and_rack() {
     ] {
         assert!(auditor.leader_call(body).await.is_err());
     }
+}
+
+fn refused_as_forbidden<T: std::fmt::Debug>(what: &str, r: Result<T, kakera_net::NetError>) {
+    match r {
+        Err(kakera_net::NetError::Refused {
+            kind: ErrorKind::Forbidden,
+            ..
+        }) => {}
+        other => panic!("the auditor could {what}: {other:?}"),
+    }
+}
+
+/// P3, P5, P6: the auditor exports the log signed with its key and the export checks
+/// offline; an erasure check names every node that still stores anything of a record
+/// (committed or staged) and every node it could not ask; and the auditor role can do
+/// nothing else: every attempt to read, write, grant or join is refused by the nodes
+/// and the cluster's state is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auditor_exports_checks_erasure_and_can_do_nothing_else() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut cluster = start(dir.path(), 5).await;
+    let config = cluster.config();
+    let (operator, ingest, _reader) = clients(&cluster);
+    let auditor_files = cluster.identity("auditor", Role::Auditor, None);
+    let auditor = Client::connect(config.clone(), &auditor_files).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    operator
+        .create_grant(Grant {
+            job: "study-9".into(),
+            reader: "anon-job".into(),
+            scope: GrantScope::default(),
+            expires_at_ms: now + 3_600_000,
+            approval: "IRB-2026-077".into(),
+            created_at_ms: 0,
+            created_by: String::new(),
+            revoked: None,
+        })
+        .await
+        .unwrap();
+    let ids = ingest
+        .put_batch(
+            (0..3u8)
+                .map(|i| NewRecord {
+                    meta: RecordMeta {
+                        subject: SubjectTag([i; 32]),
+                        kind: RecordKind::Claim,
+                        source: "1310000001".into(),
+                        effective: Date::new(2025, 6, 1).unwrap(),
+                    },
+                    data: vec![i; 500],
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    wait_all_applied(&operator).await;
+    let (log_before, _) = operator
+        .audit_log(AuditQuery::default(), 10_000)
+        .await
+        .unwrap();
+
+    // Nothing else: read, write, grant, join — each refused by a node.
+    let conn = auditor.connection();
+    let timeout = std::time::Duration::from_secs(10);
+    let entry = operator
+        .list_all(ListFilter::All, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    let share = kakera_shamir::split(b"not a record", 3, 5).unwrap()[0].encode();
+    for (what, body, trailer) in [
+        (
+            "open a read",
+            Request::OpenRead {
+                job: "study-9".into(),
+                records: vec![ids[0]],
+            },
+            Vec::new(),
+        ),
+        (
+            "stage a share",
+            Request::StageShares {
+                items: vec![StageItem {
+                    record: RecordId([0xab; 16]),
+                    size_bytes: share.len() as u64,
+                }],
+            },
+            share.clone(),
+        ),
+        (
+            "commit records",
+            Request::CommitRecords {
+                records: vec![entry.clone()],
+            },
+            Vec::new(),
+        ),
+        (
+            "create a grant",
+            Request::CreateGrant {
+                grant: Grant {
+                    job: "audit-own".into(),
+                    reader: "auditor".into(),
+                    scope: GrantScope::default(),
+                    expires_at_ms: now + 3_600_000,
+                    approval: "none".into(),
+                    created_at_ms: 0,
+                    created_by: String::new(),
+                    revoked: None,
+                },
+            },
+            Vec::new(),
+        ),
+        (
+            "revoke a grant",
+            Request::RevokeGrant {
+                job: "study-9".into(),
+                reason: "x".into(),
+            },
+            Vec::new(),
+        ),
+        (
+            "join the Raft group",
+            Request::RaftJoin { raft_id: 99 },
+            Vec::new(),
+        ),
+    ] {
+        for node in 1..=5 {
+            let r = conn
+                .call_full(node, body.clone(), &trailer, 0, timeout)
+                .await;
+            refused_as_forbidden(what, r);
+        }
+    }
+    // Tickets an auditor may open release no share bytes: a light audit ticket and an
+    // erasure-check ticket are both refused for fetching.
+    let light = auditor.leader_call(Request::OpenAudit {
+        records: vec![ids[0]],
+        deep: false,
+    });
+    let Response::ReadTicket { ticket: light, .. } = light.await.unwrap() else {
+        panic!("no light ticket");
+    };
+    let erasure = auditor.leader_call(Request::OpenErasureCheck {
+        records: vec![ids[0]],
+    });
+    let Response::ReadTicket {
+        ticket: erasure, ..
+    } = erasure.await.unwrap()
+    else {
+        panic!("no erasure ticket");
+    };
+    for ticket in [light.id, erasure.id] {
+        for h in &entry_of(&operator, ids[0]).await.holders {
+            let r = conn
+                .call(
+                    h.node,
+                    Request::FetchShares {
+                        ticket,
+                        records: vec![ids[0]],
+                    },
+                    timeout,
+                )
+                .await;
+            refused_as_forbidden("fetch shares without a deep audit ticket", r);
+        }
+    }
+    // The cluster's state is as before: records, grants; the log grew only by the
+    // auditor's own two tickets.
+    wait_all_applied(&operator).await;
+    assert_eq!(
+        operator.list_all(ListFilter::All, 10).await.unwrap().len(),
+        3
+    );
+    let grants = operator.grants().await.unwrap();
+    assert_eq!(grants.len(), 1);
+    assert!(grants[0].revoked.is_none());
+    let (log_after, _) = operator
+        .audit_log(AuditQuery::default(), 10_000)
+        .await
+        .unwrap();
+    let added: Vec<&str> = log_after[log_before.len()..]
+        .iter()
+        .map(|e| e.action.as_str())
+        .collect();
+    assert_eq!(added, vec!["audit-run", "erasure-check"]);
+
+    // Export: signed with the auditor's key, verified with only the CA certificate.
+    let signer = ExportSigner::load(&auditor_files.cert, &auditor_files.key).unwrap();
+    let ca_pem = std::fs::read_to_string(&auditor_files.ca).unwrap();
+    let (all, head) = auditor
+        .audit_log(AuditQuery::default(), usize::MAX)
+        .await
+        .unwrap();
+    let file = write_export(
+        &signer,
+        &config.cluster_id,
+        now,
+        ExportQuery::default(),
+        head,
+        &all,
+    )
+    .unwrap();
+    let summary = verify_export(&file, &ca_pem).unwrap();
+    assert!(summary.header.complete);
+    assert_eq!(summary.seq_range, Some((1, all.len() as u64)));
+    let query = AuditQuery {
+        job: Some("study-9".into()),
+        ..AuditQuery::default()
+    };
+    let (picked, head) = auditor.audit_log(query, usize::MAX).await.unwrap();
+    let export_query = ExportQuery {
+        job: Some("study-9".into()),
+        ..ExportQuery::default()
+    };
+    let file = write_export(
+        &signer,
+        &config.cluster_id,
+        now,
+        export_query,
+        head,
+        &picked,
+    )
+    .unwrap();
+    let summary = verify_export(&file, &ca_pem).unwrap();
+    assert!(!summary.header.complete);
+    assert_eq!(summary.header.entries, picked.len() as u64);
+    assert!(!picked.is_empty());
+
+    // Erasure checks: a live record is not erased (all five holders named); an id no
+    // node ever stored is confirmed; a share only staged is found on its node.
+    let unknown = RecordId([0x5a; 16]);
+    let staged_only = RecordId([0x6b; 16]);
+    let r = ingest
+        .connection()
+        .call_full(
+            2,
+            Request::StageShares {
+                items: vec![StageItem {
+                    record: staged_only,
+                    size_bytes: share.len() as u64,
+                }],
+            },
+            &share,
+            0,
+            timeout,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(r.0, Response::Staged { .. }), "{r:?}");
+    let reports = auditor
+        .check_erasure(&[ids[1], unknown, staged_only])
+        .await
+        .unwrap();
+    assert!(reports[0].in_catalog && !reports[0].confirmed());
+    let holders: Vec<u64> = reports[0].remnants.iter().map(|m| m.node).collect();
+    let expected: Vec<u64> = entry_of(&operator, ids[1])
+        .await
+        .holders
+        .iter()
+        .map(|h| h.node)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(holders, expected);
+    assert!(reports[0].remnants.iter().all(|m| m.committed && !m.staged));
+    assert!(reports[1].confirmed(), "{:?}", reports[1]);
+    assert_eq!(reports[1].nodes_checked, 5);
+    assert_eq!(
+        reports[2].remnants,
+        vec![kakera_client::verify::Remnant {
+            node: 2,
+            rack: config.node(2).unwrap().rack.clone(),
+            committed: false,
+            staged: true,
+        }]
+    );
+    // A node that cannot be asked keeps an erasure from being confirmed.
+    cluster.kill(4);
+    let reports = auditor.check_erasure(&[unknown]).await.unwrap();
+    assert!(!reports[0].confirmed());
+    assert_eq!(
+        reports[0]
+            .unreachable
+            .iter()
+            .map(|(n, _, _)| *n)
+            .collect::<Vec<_>>(),
+        vec![4]
+    );
+    let (log, _) = operator
+        .audit_log(AuditQuery::default(), 10_000)
+        .await
+        .unwrap();
+    let checks = log
+        .iter()
+        .filter(|e| matches!(e.action, AuditAction::ErasureCheck { .. }))
+        .count();
+    assert_eq!(checks, 3);
+}
+
+async fn entry_of(c: &Client, id: RecordId) -> RecordEntry {
+    c.list_all(ListFilter::All, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.id == id)
+        .unwrap()
 }

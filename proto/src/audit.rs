@@ -55,6 +55,11 @@ pub enum AuditAction {
         /// Deep (shares fetched) or light (digests only).
         deep: bool,
     },
+    /// An auditor checked that nodes hold nothing of records.
+    ErasureCheck {
+        /// The ticket id (the entry's log index).
+        ticket: u64,
+    },
     /// A grant was created.
     CreateGrant {
         /// Its expiry (Unix ms).
@@ -80,6 +85,7 @@ impl AuditAction {
             AuditAction::CommitRecords => "commit",
             AuditAction::OpenRead { .. } => "open-read",
             AuditAction::AuditRun { .. } => "audit-run",
+            AuditAction::ErasureCheck { .. } => "erasure-check",
             AuditAction::CreateGrant { .. } => "grant-create",
             AuditAction::RevokeGrant { .. } => "grant-revoke",
         }

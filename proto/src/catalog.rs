@@ -366,6 +366,9 @@ pub enum TicketPurpose {
         /// Whether shares are released (deep) or only digests reported (light).
         deep: bool,
     },
+    /// An auditor's erasure check: nodes say whether they hold anything of the
+    /// records, committed or staged; nothing else is released.
+    ErasureCheck,
 }
 
 impl Ticket {

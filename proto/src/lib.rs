@@ -28,6 +28,6 @@ pub use error::{ProtoError, Result};
 pub use identity::{Fingerprint, Identity, Role};
 pub use message::{
     ErrorKind, ErrorReply, FetchedShare, HeldShare, NodeStatus, Operation, RaftStatus, Request,
-    RequestEnvelope, RequestId, Response, ShareCheck, StageItem,
+    RequestEnvelope, RequestId, Response, ShareCheck, ShareProbe, StageItem,
 };
 pub use record::{Date, Digest, RecordId, RecordKind, RecordMeta, SubjectTag};

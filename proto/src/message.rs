@@ -139,6 +139,21 @@ pub enum Request {
         /// The records.
         records: Vec<RecordId>,
     },
+    /// Open an erasure-check ticket (auditor role; at the leader). The records need
+    /// not be in the catalog (erased ones are not); the answer's entries are the ones
+    /// that still are. Audited like every audit run.
+    OpenErasureCheck {
+        /// The records to check.
+        records: Vec<RecordId>,
+    },
+    /// Under an erasure-check ticket: whether this node holds anything of each record,
+    /// committed or staged (auditor role). Asked of every node.
+    ProbeShares {
+        /// The erasure-check ticket.
+        ticket: u64,
+        /// The records.
+        records: Vec<RecordId>,
+    },
     /// List committed records' catalog entries (reader, auditor, operator; at the
     /// leader, linearizable). Metadata only.
     List {
@@ -199,6 +214,17 @@ pub struct HeldShare {
     pub size_bytes: u64,
 }
 
+/// Whether a node holds anything of one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareProbe {
+    /// The record.
+    pub record: RecordId,
+    /// A committed share is stored.
+    pub committed: bool,
+    /// A staged (not yet committed) share is stored.
+    pub staged: bool,
+}
+
 /// One share in a fetch answer; its bytes follow the answer, in item order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchedShare {
@@ -225,7 +251,8 @@ pub enum Operation {
     OpenRead,
     /// [`Request::FetchShares`].
     Fetch,
-    /// [`Request::OpenAudit`] and [`Request::VerifyShares`].
+    /// [`Request::OpenAudit`], [`Request::VerifyShares`], [`Request::OpenErasureCheck`]
+    /// and [`Request::ProbeShares`].
     Audit,
     /// [`Request::List`].
     List,
@@ -288,7 +315,10 @@ impl Request {
             Request::CommitRecords { .. } => Operation::Commit,
             Request::OpenRead { .. } => Operation::OpenRead,
             Request::FetchShares { .. } => Operation::Fetch,
-            Request::OpenAudit { .. } | Request::VerifyShares { .. } => Operation::Audit,
+            Request::OpenAudit { .. }
+            | Request::VerifyShares { .. }
+            | Request::OpenErasureCheck { .. }
+            | Request::ProbeShares { .. } => Operation::Audit,
             Request::List { .. } => Operation::List,
             Request::CreateGrant { .. } | Request::RevokeGrant { .. } => Operation::GrantChange,
             Request::ListGrants => Operation::GrantList,
@@ -347,6 +377,11 @@ pub enum Response {
     ShareChecks {
         /// What this node holds of each record.
         items: Vec<ShareCheck>,
+    },
+    /// Answer to [`Request::ProbeShares`], in request order.
+    Probes {
+        /// What this node holds of each record.
+        items: Vec<ShareProbe>,
     },
     /// Answer to [`Request::List`].
     Listing {

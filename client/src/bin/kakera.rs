@@ -11,12 +11,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use kakera_client::connection::Connection;
+use kakera_client::export::{self, ExportQuery, ExportSigner};
 use kakera_client::pki::{self, IssueRequest};
 use kakera_client::{Client, ClientError, demo, status, zone};
 use kakera_config::{ClusterConfig, ConfigError};
 use kakera_net::TlsFiles;
-use kakera_proto::audit::{AuditEntry, AuditQuery, Outcome as AuditOutcome};
-use kakera_proto::catalog::{Grant, GrantScope, ListFilter, RecordEntry};
+use kakera_proto::audit::AuditQuery;
+use kakera_proto::catalog::{Grant, GrantScope, ListFilter, MAX_BATCH_RECORDS, RecordEntry};
 use kakera_proto::{Date, RecordId, RecordKind, Role, SubjectTag};
 
 /// kakera: secret-sharing storage for health records.
@@ -202,15 +203,53 @@ enum AuditCmd {
         /// Only entries at or after this date (YYYY-MM-DD) or RFC 3339 time.
         #[arg(long)]
         since: Option<String>,
-        /// At most this many entries.
-        #[arg(long, default_value_t = 10_000)]
-        limit: usize,
+        /// At most this many entries (default 10000 printed; an export takes all).
+        #[arg(long)]
+        limit: Option<usize>,
         /// Print JSON lines.
         #[arg(long)]
         json: bool,
         /// Check the whole chain from the first entry to the head (exit 1 if broken).
         #[arg(long)]
         verify: bool,
+        /// Write the selected entries to this new file as JSON lines signed with this
+        /// auditor's key (check it with `kakera audit verify-export`).
+        #[arg(long, value_name = "FILE")]
+        export: Option<PathBuf>,
+    },
+    /// Check a signed audit export offline: the signature, that the cluster CA issued
+    /// the signer's certificate to an auditor, and every entry's hash and links.
+    #[command(
+        after_help = "Example:\n  kakera audit verify-export audit-2026-11.jsonl --ca ca/ca.crt.pem"
+    )]
+    VerifyExport {
+        /// The export file.
+        file: PathBuf,
+        /// The cluster CA's certificate (PEM).
+        #[arg(long)]
+        ca: PathBuf,
+    },
+    /// Confirm that no node holds any share (committed or staged) of records: asks
+    /// every node. Exit 1 unless every record is out of the catalog and on no node.
+    #[command(
+        after_help = "Examples:\n  kakera audit erasure --record 0192f3...e1\n  kakera audit erasure --subject 5be1...09 --json"
+    )]
+    Erasure {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Records to check (32 hex digits each).
+        #[arg(
+            long = "record",
+            required_unless_present = "subject",
+            conflicts_with = "subject"
+        )]
+        records: Vec<String>,
+        /// Every record of this subject tag (64 hex digits).
+        #[arg(long)]
+        subject: Option<String>,
+        /// Print JSON lines (one per record).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -367,33 +406,6 @@ fn grant_json(g: &Grant, now_ms: u64) -> serde_json::Value {
     })
 }
 
-fn audit_json(e: &AuditEntry) -> serde_json::Value {
-    let (outcome, reason) = match &e.outcome {
-        AuditOutcome::Applied => ("applied", None),
-        AuditOutcome::Refused { reason } => ("refused", Some(reason.clone())),
-    };
-    serde_json::json!({
-        "seq": e.seq,
-        "prev": hex(&e.prev),
-        "hash": hex(&e.hash()),
-        "log_index": e.log_index,
-        "at": demo::format_ms(e.at_ms),
-        "actor": {
-            "name": e.actor.name,
-            "role": e.actor.role.as_str(),
-            "zone": e.actor.zone,
-            "fingerprint": e.actor.fingerprint.to_hex(),
-        },
-        "request_id": e.request_id.map(|r| r.to_string()),
-        "action": e.action.as_str(),
-        "detail": format!("{:?}", e.action),
-        "job": e.job,
-        "records": e.records.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
-        "outcome": outcome,
-        "reason": reason,
-    })
-}
-
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -532,6 +544,7 @@ fn run(cmd: Cmd) -> Result<Outcome, ClientError> {
             limit,
             json,
             verify,
+            export,
         }) => {
             let query = AuditQuery {
                 record: record.as_deref().map(RecordId::parse).transpose()?,
@@ -540,7 +553,29 @@ fn run(cmd: Cmd) -> Result<Outcome, ClientError> {
                 after_seq: 0,
                 limit: 0,
             };
-            return audit_log(&cluster, query, limit, json, verify);
+            if let Some(file) = export {
+                if verify || json {
+                    return Err(ClientError::Invalid(
+                        "--export writes a file; run --verify or --json separately".into(),
+                    ));
+                }
+                return audit_export(&cluster, query, limit.unwrap_or(usize::MAX), &file);
+            }
+            return audit_log(&cluster, query, limit.unwrap_or(10_000), json, verify);
+        }
+        Cmd::Audit(AuditCmd::VerifyExport { file, ca }) => return verify_export(&file, &ca),
+        Cmd::Audit(AuditCmd::Erasure {
+            cluster,
+            records,
+            subject,
+            json,
+        }) => {
+            let records = records
+                .iter()
+                .map(|r| RecordId::parse(r))
+                .collect::<Result<Vec<_>, _>>()?;
+            let subject = subject.as_deref().map(SubjectTag::parse).transpose()?;
+            return audit_erasure(&cluster, records, subject, json);
         }
         Cmd::Audit(AuditCmd::Verify {
             cluster,
@@ -911,6 +946,183 @@ fn sample_of(mut ids: Vec<RecordId>, n: usize) -> Result<Vec<RecordId>, ClientEr
     Ok(ids)
 }
 
+fn read_file(path: &std::path::Path) -> Result<Vec<u8>, ClientError> {
+    std::fs::read(path).map_err(|source| ClientError::File {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn audit_export(
+    args: &ClusterArgs,
+    query: AuditQuery,
+    limit: usize,
+    file: &std::path::Path,
+) -> Result<Outcome, ClientError> {
+    let signer = ExportSigner::load(&args.cert, &args.key)?;
+    if signer.identity().role != Role::Auditor {
+        return Err(ClientError::Invalid(format!(
+            "{} is a {} certificate; only an auditor's certificate signs exports",
+            args.cert.display(),
+            signer.identity().role
+        )));
+    }
+    if file.exists() {
+        return Err(ClientError::Exists {
+            path: file.to_path_buf(),
+        });
+    }
+    let export_query = ExportQuery {
+        record: query.record.map(|r| r.to_string()),
+        job: query.job.clone(),
+        since_ms: query.since_ms,
+    };
+    let (cluster_id, mut entries, head) = runtime()?.block_on(async {
+        let c = args.client()?;
+        let (entries, head) = c.audit_log(query, limit).await?;
+        let id = c.config().cluster_id.clone();
+        c.close().await;
+        Ok::<_, ClientError>((id, entries, head))
+    })?;
+    // Entries appended while the pages were read lie beyond the head the file names.
+    let head_seq = head.map_or(0, |(s, _)| s);
+    entries.retain(|e| e.seq <= head_seq);
+    let bytes = export::write_export(&signer, &cluster_id, now_ms(), export_query, head, &entries)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| ClientError::Invalid("the export is not UTF-8".into()))?;
+    pki::write_new(file, &text, 0o640)?;
+    let range = match (entries.first(), entries.last()) {
+        (Some(a), Some(b)) => format!("entries {}..{}", a.seq, b.seq),
+        _ => "no entries".to_string(),
+    };
+    println!(
+        "exported {} audit entries ({range}; log head {head_seq}) to {}, signed by {}",
+        entries.len(),
+        file.display(),
+        signer.identity()
+    );
+    println!(
+        "check it anywhere with: kakera audit verify-export {} --ca <cluster CA certificate>",
+        file.display()
+    );
+    Ok(Outcome::Ok)
+}
+
+fn verify_export(file: &std::path::Path, ca: &std::path::Path) -> Result<Outcome, ClientError> {
+    let bytes = read_file(file)?;
+    let ca_pem = String::from_utf8(read_file(ca)?)
+        .map_err(|_| ClientError::Invalid(format!("{} is not a PEM file", ca.display())))?;
+    match export::verify_export(&bytes, &ca_pem) {
+        Ok(s) => {
+            let range = s.seq_range.map_or("no entries".to_string(), |(a, b)| {
+                format!("entries {a}..{b}")
+            });
+            println!(
+                "export verified: {} entries ({range}) of cluster '{}', signed by {} at {}",
+                s.header.entries,
+                s.header.cluster_id,
+                s.exporter,
+                demo::format_ms(s.header.exported_at_ms)
+            );
+            if s.header.complete {
+                println!(
+                    "complete log: every link intact from entry 1 to the head ({})",
+                    s.header.head_seq
+                );
+            } else {
+                println!(
+                    "selection of the log (head was {}): links checked within {} run(s) of consecutive entries",
+                    s.header.head_seq, s.runs
+                );
+            }
+            Ok(Outcome::Ok)
+        }
+        Err(flaw) => {
+            println!("export NOT verified: {flaw}");
+            Ok(Outcome::Problem)
+        }
+    }
+}
+
+fn audit_erasure(
+    args: &ClusterArgs,
+    mut records: Vec<RecordId>,
+    subject: Option<SubjectTag>,
+    json: bool,
+) -> Result<Outcome, ClientError> {
+    let reports = runtime()?.block_on(async {
+        let c = args.client()?;
+        if let Some(tag) = subject {
+            let live = c.list_all(ListFilter::Subject(tag), usize::MAX).await?;
+            records.extend(live.iter().map(|e| e.id));
+            if !json {
+                println!(
+                    "subject {}: {} record(s) still in the catalog; this build has no erasure \
+                     tombstones yet, so the check covers those records",
+                    &hex(&tag.0)[..16],
+                    live.len()
+                );
+            }
+        }
+        let mut reports = Vec::with_capacity(records.len());
+        for chunk in records.chunks(MAX_BATCH_RECORDS) {
+            reports.extend(c.check_erasure(chunk).await?);
+        }
+        c.close().await;
+        Ok::<_, ClientError>(reports)
+    })?;
+    let mut confirmed = 0;
+    for r in &reports {
+        if r.confirmed() {
+            confirmed += 1;
+        }
+        if json {
+            json_line(&serde_json::json!({
+                "record": r.record.to_string(),
+                "confirmed": r.confirmed(),
+                "in_catalog": r.in_catalog,
+                "remnants": r.remnants,
+                "unreachable": r.unreachable.iter().map(|(n, rack, why)| serde_json::json!({"node": n, "rack": rack, "reason": why})).collect::<Vec<_>>(),
+                "nodes_checked": r.nodes_checked,
+            }));
+            continue;
+        }
+        if r.confirmed() {
+            println!(
+                "{}  gone: not in the catalog, and none of {} nodes holds any share of it",
+                r.record, r.nodes_checked
+            );
+            continue;
+        }
+        println!("{}  NOT confirmed erased:", r.record);
+        if r.in_catalog {
+            println!("    the record is live in the catalog (it was never erased)");
+        }
+        for m in &r.remnants {
+            let what = match (m.committed, m.staged) {
+                (true, true) => "a committed and a staged share",
+                (true, false) => "a committed share",
+                _ => "a staged share",
+            };
+            println!("    node {} ({}) still holds {what}", m.node, m.rack);
+        }
+        for (node, rack, why) in &r.unreachable {
+            println!("    node {node} ({rack}) could not be checked: {why}");
+        }
+    }
+    if !json {
+        println!(
+            "{confirmed} of {} record(s) confirmed erased on every node",
+            reports.len()
+        );
+    }
+    Ok(if confirmed == reports.len() {
+        Outcome::Ok
+    } else {
+        Outcome::Problem
+    })
+}
+
 fn audit_log(
     args: &ClusterArgs,
     query: AuditQuery,
@@ -932,7 +1144,7 @@ fn audit_log(
     if !verify || json {
         for e in &entries {
             if json {
-                json_line(&audit_json(e));
+                json_line(&export::entry_json(e));
             } else {
                 println!("{}", demo::describe(e));
             }

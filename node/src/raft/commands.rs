@@ -78,6 +78,13 @@ pub enum ClientAction {
         /// How long the ticket lasts.
         ttl_ms: u64,
     },
+    /// Open an erasure-check ticket (auditor); the records need not exist.
+    OpenErasureCheck {
+        /// The records.
+        records: Vec<RecordId>,
+        /// How long the ticket lasts.
+        ttl_ms: u64,
+    },
     /// Create a grant.
     CreateGrant {
         /// The grant.
@@ -112,6 +119,9 @@ impl fmt::Display for Command {
                     }
                     ClientAction::OpenAudit { records, deep, .. } => {
                         format!("OpenAudit({} records, deep {deep})", records.len())
+                    }
+                    ClientAction::OpenErasureCheck { records, .. } => {
+                        format!("OpenErasureCheck({} records)", records.len())
                     }
                     ClientAction::CreateGrant { grant } => format!("CreateGrant({})", grant.job),
                     ClientAction::RevokeGrant { job, .. } => format!("RevokeGrant({job})"),

@@ -329,13 +329,38 @@ impl StateMachine {
                 deep,
                 ttl_ms,
             } => {
-                let r = self.open_audit(batch, log_index, actor, now, records, *deep, *ttl_ms)?;
+                let r = self.open_ticket(
+                    batch,
+                    log_index,
+                    actor,
+                    now,
+                    records,
+                    TicketPurpose::Audit { deep: *deep },
+                    *ttl_ms,
+                )?;
                 (
                     r,
                     AuditAction::AuditRun {
                         ticket: log_index,
                         deep: *deep,
                     },
+                    None,
+                    records.clone(),
+                )
+            }
+            ClientAction::OpenErasureCheck { records, ttl_ms } => {
+                let r = self.open_ticket(
+                    batch,
+                    log_index,
+                    actor,
+                    now,
+                    records,
+                    TicketPurpose::ErasureCheck,
+                    *ttl_ms,
+                )?;
+                (
+                    r,
+                    AuditAction::ErasureCheck { ticket: log_index },
                     None,
                     records.clone(),
                 )
@@ -520,16 +545,17 @@ impl StateMachine {
         Ok(CommandResponse::Applied)
     }
 
-    /// Opens an audit ticket for an auditor over existing records.
+    /// Opens an auditor's ticket. Audit runs need the records in the catalog; an
+    /// erasure check does not (erased records are not).
     #[allow(clippy::too_many_arguments)] // the parts of one command, named
-    fn open_audit(
+    fn open_ticket(
         &self,
         batch: &mut rocksdb::WriteBatch,
         log_index: u64,
         actor: &Actor,
         now: u64,
         records: &[RecordId],
-        deep: bool,
+        purpose: TicketPurpose,
         ttl_ms: u64,
     ) -> io::Result<CommandResponse> {
         let catalog = cf(&self.db, CF_CATALOG)?;
@@ -539,11 +565,13 @@ impl StateMachine {
                 reason: format!("role '{}' may not open audits", actor.role),
             });
         }
-        for id in records {
-            if self.record(id)?.is_none() {
-                return Ok(CommandResponse::NotFound {
-                    reason: format!("record {id} is not in the catalog"),
-                });
+        if matches!(purpose, TicketPurpose::Audit { .. }) {
+            for id in records {
+                if self.record(id)?.is_none() {
+                    return Ok(CommandResponse::NotFound {
+                        reason: format!("record {id} is not in the catalog"),
+                    });
+                }
             }
         }
         let mut sorted = records.to_vec();
@@ -551,7 +579,7 @@ impl StateMachine {
         sorted.dedup();
         let ticket = Ticket {
             id: log_index,
-            purpose: TicketPurpose::Audit { deep },
+            purpose,
             holder: actor.fingerprint,
             records: sorted,
             expires_at_ms: now.saturating_add(ttl_ms),

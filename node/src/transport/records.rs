@@ -14,7 +14,7 @@ use kakera_proto::catalog::{
 use kakera_proto::frame::read_trailer;
 use kakera_proto::{
     Digest, ErrorKind, FetchedShare, HeldShare, Identity, RecordId, RequestId, Response, Role,
-    ShareCheck, StageItem, auth,
+    ShareCheck, ShareProbe, StageItem, auth,
 };
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{ForwardToLeader, RaftError};
@@ -420,6 +420,7 @@ pub async fn fetch(
     let releases = match ticket.purpose {
         TicketPurpose::Read { .. } => identity.role == Role::Reader,
         TicketPurpose::Audit { deep } => deep && identity.role == Role::Auditor,
+        TicketPurpose::ErasureCheck => false,
     };
     if !releases {
         return refuse(error(
@@ -491,6 +492,81 @@ pub async fn open_audit(
         Err(r) => return r,
     };
     ticket_answer(ctx, log_index, &records)
+}
+
+/// Opens an erasure-check ticket (auditor). Answers with the ticket and the catalog
+/// entries of those records that are still in the catalog.
+pub async fn open_erasure_check(
+    ctx: &ServerContext,
+    identity: &Identity,
+    request_id: RequestId,
+    records: Vec<RecordId>,
+) -> Response {
+    if let Err(r) = check_ids(&records) {
+        return r;
+    }
+    let action = ClientAction::OpenErasureCheck {
+        records: records.clone(),
+        ttl_ms: AUDIT_TICKET_TTL_MS,
+    };
+    let log_index = match propose(ctx, identity, request_id, action).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let ticket = match ctx.state.ticket(log_index) {
+        Ok(Some(t)) => t,
+        Ok(None) => return internal("an applied ticket is missing"),
+        Err(e) => return internal(e),
+    };
+    let mut entries = Vec::new();
+    for id in &records {
+        match ctx.state.record(id) {
+            Ok(Some(e)) => entries.push(e),
+            Ok(None) => {}
+            Err(e) => return internal(e),
+        }
+    }
+    Response::ReadTicket { ticket, entries }
+}
+
+/// Under an erasure-check ticket: whether this node stores anything of each record,
+/// committed or staged. Presence only; no bytes, no digests leave the node.
+pub async fn probe_shares(
+    ctx: &ServerContext,
+    identity: &Identity,
+    ticket_id: u64,
+    records: Vec<RecordId>,
+) -> Response {
+    let ticket = match usable_ticket(ctx, identity, ticket_id, &records).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    if ticket.purpose != TicketPurpose::ErasureCheck {
+        return error(
+            ErrorKind::Forbidden,
+            format!("ticket {ticket_id} is not an erasure-check ticket"),
+        );
+    }
+    let shares = ctx.shares.clone();
+    let probe = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        records
+            .into_iter()
+            .map(|id| {
+                let (committed, staged) = shares.presence(&id)?;
+                Ok(ShareProbe {
+                    record: id,
+                    committed,
+                    staged,
+                })
+            })
+            .collect::<std::io::Result<Vec<_>>>()
+    })
+    .await;
+    match probe {
+        Ok(Ok(items)) => Response::Probes { items },
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
 }
 
 /// The ticket applied at `log_index` and the catalog entries of `records`.

@@ -255,6 +255,12 @@ async fn dispatch(
         Request::OpenAudit { records, deep } => {
             records::open_audit(ctx, identity, request_id, records, deep).await
         }
+        Request::OpenErasureCheck { records } => {
+            records::open_erasure_check(ctx, identity, request_id, records).await
+        }
+        Request::ProbeShares { ticket, records } => {
+            records::probe_shares(ctx, identity, ticket, records).await
+        }
         Request::VerifyShares { ticket, records } => {
             records::verify_shares(ctx, identity, ticket, records).await
         }
