@@ -300,9 +300,11 @@ impl Client {
     ) -> Result<Vec<RecordId>, ClientError> {
         let config = self.config().clone();
         let zone = zone.clone();
-        let prepared = tokio::task::spawn_blocking(move || prepare(&config, &zone, records))
-            .await
-            .map_err(|e| ClientError::Invalid(format!("sealing task failed: {e}")))??;
+        let accepting = self.accepting_nodes().await;
+        let prepared =
+            tokio::task::spawn_blocking(move || prepare(&config, &accepting, &zone, records))
+                .await
+                .map_err(|e| ClientError::Invalid(format!("sealing task failed: {e}")))??;
         // Shares by node, in record order.
         let mut by_node: BTreeMap<u64, Vec<(RecordId, Vec<u8>)>> = BTreeMap::new();
         let mut entries = Vec::with_capacity(prepared.len());
@@ -551,6 +553,53 @@ impl Client {
                 }
             })
             .collect()
+    }
+
+    /// Every node's mode and health as the leader sees them, and repair progress.
+    pub async fn topology(
+        &self,
+    ) -> Result<(Vec<kakera_proto::NodeHealth>, kakera_proto::RepairProgress), ClientError> {
+        match self.leader_call(Request::Topology).await? {
+            Response::Topology { nodes, repair } => Ok((nodes, repair)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The nodes that take new shares (active and alive, by the leader), with their
+    /// share counts; every configured node if the leader cannot say (the leader's
+    /// placement check and staging still refuse what cannot work).
+    async fn accepting_nodes(&self) -> Vec<(u64, u64)> {
+        match self.topology().await {
+            Ok((nodes, _)) => nodes
+                .iter()
+                .filter(|n| {
+                    n.mode == kakera_proto::catalog::NodeMode::Active && n.health == "alive"
+                })
+                .map(|n| (n.node, 0))
+                .collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "no topology from the leader; placing on every node");
+                self.config().nodes.iter().map(|n| (n.id, 0)).collect()
+            }
+        }
+    }
+
+    /// Sets a node's mode (operator): drain, decommission, or back to active.
+    pub async fn set_node_mode(
+        &self,
+        node: u64,
+        mode: kakera_proto::catalog::NodeMode,
+        reason: &str,
+    ) -> Result<(), ClientError> {
+        let body = Request::SetNodeMode {
+            node,
+            mode,
+            reason: reason.to_string(),
+        };
+        match self.leader_call(body).await? {
+            Response::Accepted => Ok(()),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Checks that records are gone from every node (auditor; see
@@ -916,6 +965,9 @@ fn response_name(r: &Response) -> &'static str {
         Response::Shares { .. } => "shares",
         Response::ShareChecks { .. } => "share checks",
         Response::Probes { .. } => "probes",
+        Response::Topology { .. } => "topology",
+        Response::RepairTerm { .. } => "repair term",
+        Response::Repaired { .. } => "repaired",
         Response::Listing { .. } => "listing",
         Response::Grants { .. } => "grants",
         Response::Audit { .. } => "audit",
@@ -972,8 +1024,10 @@ fn open_record(
 }
 
 /// Ids, seal, split and placement for a batch (CPU work; runs off the async threads).
+/// `accepting` lists the nodes that take new shares, with their share counts.
 fn prepare(
     config: &ClusterConfig,
+    accepting: &[(u64, u64)],
     zone: &ZonePublicKey,
     records: Vec<NewRecord>,
 ) -> Result<Vec<Prepared>, ClientError> {
@@ -981,10 +1035,13 @@ fn prepare(
     let views: Vec<NodeView<'_>> = config
         .nodes
         .iter()
-        .map(|n| NodeView {
-            id: n.id,
-            rack: &n.rack,
-            fill: 0,
+        .filter_map(|n| {
+            let (_, fill) = accepting.iter().find(|(id, _)| *id == n.id)?;
+            Some(NodeView {
+                id: n.id,
+                rack: &n.rack,
+                fill: *fill,
+            })
         })
         .collect();
     let now = unix_ms();

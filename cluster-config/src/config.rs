@@ -58,6 +58,31 @@ pub struct Policy {
     pub max_shares_per_rack: u8,
 }
 
+/// When the leader considers a node suspect or dead, and how hard repair may work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// A node not heard from for this long is suspect (no new shares placed on it).
+    pub suspect_after_ms: u64,
+    /// A node not heard from for this long is dead: its shares are regenerated
+    /// elsewhere.
+    pub dead_after_ms: u64,
+    /// Most repairs running at once.
+    pub repair_parallel: u32,
+    /// Most share bytes per second that repair makes helpers read (MB/s, 10^6 bytes).
+    pub repair_rate_mb_s: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> HealthConfig {
+        HealthConfig {
+            suspect_after_ms: 5_000,
+            dead_after_ms: 60_000,
+            repair_parallel: 4,
+            repair_rate_mb_s: 50,
+        }
+    }
+}
+
 /// A zone: a security domain, optionally with the networks its members connect from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ZoneConfig {
@@ -114,6 +139,8 @@ pub struct ClusterConfig {
     pub policy: Policy,
     /// The storage nodes, in file order.
     pub nodes: Vec<NodeConfig>,
+    /// Failure detection and repair pacing (`[health]`, all fields optional).
+    pub health: HealthConfig,
 }
 
 impl ClusterConfig {
@@ -221,6 +248,17 @@ struct RawConfig {
     policy: Spanned<RawPolicy>,
     #[serde(default)]
     nodes: Vec<Spanned<RawNode>>,
+    #[serde(default)]
+    health: Option<Spanned<RawHealth>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    suspect_after_ms: Option<u64>,
+    dead_after_ms: Option<u64>,
+    repair_parallel: Option<u32>,
+    repair_rate_mb_s: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -520,6 +558,30 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
         }
     }
 
+    // Health and repair pacing.
+    let mut health = HealthConfig::default();
+    if let Some(h) = &raw.health {
+        let r = h.get_ref();
+        health.suspect_after_ms = r.suspect_after_ms.unwrap_or(health.suspect_after_ms);
+        health.dead_after_ms = r.dead_after_ms.unwrap_or(health.dead_after_ms);
+        health.repair_parallel = r.repair_parallel.unwrap_or(health.repair_parallel);
+        health.repair_rate_mb_s = r.repair_rate_mb_s.unwrap_or(health.repair_rate_mb_s);
+        if health.suspect_after_ms < 500 || health.dead_after_ms <= health.suspect_after_ms {
+            issues.at(
+                h.span(),
+                "health",
+                "need 500 <= suspect_after_ms < dead_after_ms",
+            );
+        }
+        if !(1..=64).contains(&health.repair_parallel) || health.repair_rate_mb_s == 0 {
+            issues.at(
+                h.span(),
+                "health",
+                "repair_parallel must be 1-64 and repair_rate_mb_s at least 1",
+            );
+        }
+    }
+
     // The policy against the topology (only meaningful once the parts are valid).
     if issues.list.is_empty() {
         for problem in crate::placement::policy_problems(&policy, &nodes) {
@@ -541,6 +603,7 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
         zones,
         policy,
         nodes,
+        health,
     })
 }
 

@@ -10,9 +10,11 @@ pub mod error;
 pub mod placement;
 
 pub use config::{
-    ClusterConfig, HSZ_ZONE, MAX_NODE_ID, MAX_VOTERS, NodeConfig, NodeId, Policy, ZoneConfig,
+    ClusterConfig, HSZ_ZONE, HealthConfig, MAX_NODE_ID, MAX_VOTERS, NodeConfig, NodeId, Policy,
+    ZoneConfig,
 };
 pub use error::{ConfigError, Issue, PlacementError};
 pub use placement::{
-    NodeView, PlacementViolation, capacity, check_holders, place, rendezvous_score,
+    NodeView, PlacementViolation, capacity, check_holders, choose_replacement, place,
+    rendezvous_score,
 };

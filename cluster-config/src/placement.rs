@@ -104,6 +104,36 @@ pub fn place(
     Ok(chosen)
 }
 
+/// Chooses the node that receives a record's share in place of one moved off (repair,
+/// drain): a node of `candidates` (alive, accepting shares) that holds none of the
+/// record's shares (`keeping`: the holders that stay), whose rack stays within the
+/// rack rule; least full first, ties by rendezvous score. `None` if no node qualifies
+/// (the repair waits).
+pub fn choose_replacement(
+    record_id: &[u8; 16],
+    keeping: &[NodeView<'_>],
+    candidates: &[NodeView<'_>],
+    policy: &Policy,
+) -> Option<NodeId> {
+    let max = usize::from(policy.max_shares_per_rack);
+    let mut per_rack: HashMap<&str, usize> = HashMap::new();
+    for k in keeping {
+        *per_rack.entry(k.rack).or_default() += 1;
+    }
+    candidates
+        .iter()
+        .filter(|c| keeping.iter().all(|k| k.id != c.id))
+        .filter(|c| per_rack.get(c.rack).copied().unwrap_or(0) < max)
+        .min_by_key(|c| {
+            (
+                c.fill,
+                std::cmp::Reverse(rendezvous_score(record_id, c.id)),
+                c.id,
+            )
+        })
+        .map(|c| c.id)
+}
+
 /// Why a given set of holders breaks the placement rules (the leader's re-check, the
 /// auditor's "misplaced").
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -291,5 +321,36 @@ mod tests {
         for (node, &u) in uses.iter().enumerate() {
             assert!((100..=240).contains(&u), "node {node} used {u} times");
         }
+    }
+
+    /// P1, P4: a replacement keeps the rack rule with the holders that stay, never
+    /// picks a holder, and is None when no rack has room.
+    #[test]
+    fn replacement_keeps_the_rack_rule() {
+        let policy = Policy {
+            k: 3,
+            n: 5,
+            max_shares_per_rack: 2,
+        };
+        let v = |id, rack| NodeView { id, rack, fill: 0 };
+        // Holders 1, 2 (rack a), 3 (b), 5 (c) stay; 4 (b) is lost.
+        let keeping = [v(1, "a"), v(2, "a"), v(3, "b"), v(5, "c")];
+        let candidates = [v(1, "a"), v(6, "a"), v(7, "b"), v(8, "c")];
+        for id in 0..50u8 {
+            let got = choose_replacement(&[id; 16], &keeping, &candidates, &policy).unwrap();
+            assert!(got == 7 || got == 8, "{got}");
+        }
+        // Fill wins over the hash.
+        let mut c2 = candidates;
+        c2[2].fill = 10;
+        assert_eq!(
+            choose_replacement(&[1; 16], &keeping, &c2, &policy),
+            Some(8)
+        );
+        // Only rack a has a free node, and rack a is full: the repair waits.
+        assert_eq!(
+            choose_replacement(&[1; 16], &keeping, &[v(6, "a")], &policy),
+            None
+        );
     }
 }

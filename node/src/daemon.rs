@@ -30,11 +30,15 @@ use crate::error::NodeError;
 use crate::membership::{
     GroupView, MembershipStep, PeerAnswer, StartPlan, plan_membership, plan_start,
 };
+use crate::raft::commands::RepairStep;
 use crate::raft::network::QuicNetworkFactory;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{Command, RaftHandle, start_raft};
+use crate::repair::{HealthState, HealthTracker, NodeFacts, plan_record, prioritize};
+use crate::transport::repair::lock;
 use crate::transport::server::{ServerContext, serve};
 use crate::transport::{Peer, QuicLimits, TlsFiles, TlsMaterial};
+use kakera_proto::catalog::RepairTask;
 
 /// How to start a node.
 #[derive(Debug, Clone)]
@@ -131,12 +135,18 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         state: parts.state.clone(),
         shares: shares.clone(),
         max_frame_bytes: kakera_proto::frame::DEFAULT_MAX_FRAME_BYTES,
+        peers: peers.clone(),
+        view: Arc::new(crate::transport::repair::ClusterView::default()),
     });
     let mut tasks = vec![tokio::spawn(serve(
         endpoint.clone(),
-        ctx,
+        ctx.clone(),
         shutdown_rx.clone(),
     ))];
+    tasks.push(tokio::spawn(watch_health(ctx.clone(), shutdown_rx.clone())));
+    tasks.push(tokio::spawn(
+        Repairer::new(ctx.clone()).run(shutdown_rx.clone()),
+    ));
     let duties = Duties {
         raft: raft.clone(),
         raft_id,
@@ -459,6 +469,315 @@ impl Duties {
             last_log_index: m.last_log_index.unwrap_or(0),
             leader: self.raft_id,
         })
+    }
+}
+
+/// Period of the leader's health probes.
+const HEALTH_TICK_MS: u64 = 500;
+/// How long a health probe may take.
+const HEALTH_PROBE_TIMEOUT_MS: u64 = 1_000;
+/// Period of the leader's repair loop.
+const REPAIR_TICK_MS: u64 = 1_000;
+/// Catalog entries the repair scan reads per page, and pages per tick.
+const REPAIR_SCAN_PAGE: u32 = 500;
+const REPAIR_SCAN_PAGES_PER_TICK: usize = 8;
+/// Most needs one scan pass keeps (the most urgent are assigned first).
+const MAX_PLANNED: usize = 10_000;
+/// Most moves assigned per pass.
+const MAX_ASSIGN_PER_PASS: usize = 256;
+/// How long a new holder may take to run one move.
+const REPAIR_RUN_TIMEOUT_MS: u64 = 120_000;
+
+/// While leading: probes every node and feeds the failure detector. A node that stops
+/// leading forgets what it saw (a new leader starts with a full grace period).
+async fn watch_health(ctx: Arc<ServerContext>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(HEALTH_TICK_MS));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if !ctx.raft.is_leader() {
+            *lock(&ctx.view.health) = HealthTracker::default();
+            continue;
+        }
+        let probes = ctx.peers.iter().map(|(id, peer)| {
+            let ctx = &ctx;
+            async move {
+                let r = peer
+                    .call(
+                        &ctx.cluster_id,
+                        Request::Ping,
+                        Duration::from_millis(HEALTH_PROBE_TIMEOUT_MS),
+                    )
+                    .await;
+                (*id, matches!(r, Ok(Response::Pong { .. })))
+            }
+        });
+        let answers = futures::future::join_all(probes).await;
+        let now = ctx.view.now_ms();
+        let mut h = lock(&ctx.view.health);
+        h.probed(now);
+        h.answered(ctx.node.id, now);
+        for (id, ok) in answers {
+            if ok {
+                h.answered(id, now);
+            }
+        }
+    }
+}
+
+/// The leader's repair loop: scans the catalog for shares on dead or draining nodes,
+/// assigns moves (most urgent first) through Raft, has the new holders run them within
+/// the configured parallelism and rate, and commits the ones that succeeded.
+struct Repairer {
+    ctx: Arc<ServerContext>,
+    cursor: Option<kakera_proto::RecordId>,
+    planned: Vec<crate::repair::Need>,
+    counts: BTreeMap<u64, u64>,
+    was_leader: bool,
+}
+
+impl Repairer {
+    fn new(ctx: Arc<ServerContext>) -> Repairer {
+        Repairer {
+            ctx,
+            cursor: None,
+            planned: Vec::new(),
+            counts: BTreeMap::new(),
+            was_leader: false,
+        }
+    }
+
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(REPAIR_TICK_MS));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let leader = self.ctx.raft.is_leader();
+            if leader != self.was_leader {
+                self.cursor = None;
+                self.planned.clear();
+                self.counts.clear();
+                *lock(&self.ctx.view.progress) = kakera_proto::RepairProgress::default();
+                self.was_leader = leader;
+            }
+            if !leader {
+                continue;
+            }
+            if let Err(e) = self.step().await {
+                tracing::warn!(error = %e, "repair step failed; will retry");
+                lock(&self.ctx.view.progress).last_error = Some(e);
+            }
+        }
+    }
+
+    fn facts(&self) -> Result<BTreeMap<u64, NodeFacts>, String> {
+        let ctx = &self.ctx;
+        let modes = ctx.state.node_modes().map_err(|e| e.to_string())?;
+        let now = ctx.view.now_ms();
+        let health = lock(&ctx.view.health).clone();
+        let counts = lock(&ctx.view.shares).clone();
+        Ok(ctx
+            .config
+            .nodes
+            .iter()
+            .map(|n| {
+                let state = if n.id == ctx.node.id {
+                    HealthState::Alive
+                } else {
+                    health.state(n.id, now, &ctx.config)
+                };
+                let facts = NodeFacts {
+                    id: n.id,
+                    rack: n.rack.clone(),
+                    mode: modes
+                        .iter()
+                        .find(|m| m.node == n.id)
+                        .map_or(kakera_proto::catalog::NodeMode::Active, |m| m.mode),
+                    health: state,
+                    shares: counts.get(&n.id).copied().unwrap_or(0),
+                };
+                (n.id, facts)
+            })
+            .collect())
+    }
+
+    async fn step(&mut self) -> Result<(), String> {
+        let facts = self.facts()?;
+        self.scan(&facts).await?;
+        self.execute(&facts).await
+    }
+
+    /// Scans a few pages; at the end of a pass, publishes counts and assigns moves.
+    async fn scan(&mut self, facts: &BTreeMap<u64, NodeFacts>) -> Result<(), String> {
+        let ctx = self.ctx.clone();
+        let facts_owned = facts.clone();
+        let cursor = self.cursor;
+        let scanned = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            let mut after = cursor;
+            let mut needs = Vec::new();
+            let mut counts: BTreeMap<u64, u64> = BTreeMap::new();
+            let mut wrapped = false;
+            for _ in 0..REPAIR_SCAN_PAGES_PER_TICK {
+                let (page, next) = ctx.state.list(
+                    &kakera_proto::catalog::ListFilter::All,
+                    after,
+                    REPAIR_SCAN_PAGE,
+                )?;
+                for e in &page {
+                    for h in &e.holders {
+                        *counts.entry(h.node).or_default() += 1;
+                    }
+                    let pending = ctx.state.pending_repair(&e.id)?;
+                    if let Some(n) = plan_record(e, &facts_owned, &ctx.config, pending.as_ref()) {
+                        needs.push(n);
+                    }
+                }
+                after = next;
+                if after.is_none() {
+                    wrapped = true;
+                    break;
+                }
+            }
+            Ok((needs, counts, after, wrapped))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        let (needs, counts, after, wrapped) = scanned;
+        for (n, c) in counts {
+            *self.counts.entry(n).or_default() += c;
+        }
+        let room = MAX_PLANNED.saturating_sub(self.planned.len());
+        self.planned.extend(needs.into_iter().take(room));
+        self.cursor = after;
+        if !wrapped {
+            return Ok(());
+        }
+        // End of a pass.
+        let mut planned = std::mem::take(&mut self.planned);
+        *lock(&self.ctx.view.shares) = std::mem::take(&mut self.counts);
+        {
+            let mut p = lock(&self.ctx.view.progress);
+            p.needed = planned.len() as u64;
+            p.waiting = planned.iter().filter(|n| !n.placed).count() as u64;
+        }
+        prioritize(&mut planned);
+        let fresh: Vec<RepairTask> = planned
+            .into_iter()
+            .filter(|n| n.placed && n.task.assigned_index == 0)
+            .take(MAX_ASSIGN_PER_PASS)
+            .map(|n| n.task)
+            .collect();
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(moves = fresh.len(), "assigning share moves");
+        let cmd = Command::Repair {
+            at_ms: crate::transport::server::unix_ms(),
+            step: RepairStep::Assign { tasks: fresh },
+        };
+        self.ctx
+            .raft
+            .client_write(cmd)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("assigning moves: {e}"))
+    }
+
+    /// Runs pending moves whose new holder accepts shares, within the parallelism and
+    /// byte budget of one tick, and commits those that succeeded.
+    async fn execute(&mut self, facts: &BTreeMap<u64, NodeFacts>) -> Result<(), String> {
+        let ctx = self.ctx.clone();
+        let pending = ctx
+            .state
+            .pending_repairs(MAX_ASSIGN_PER_PASS)
+            .map_err(|e| e.to_string())?;
+        lock(&ctx.view.progress).pending = pending.len() as u64;
+        let budget_bytes =
+            u64::from(ctx.config.health.repair_rate_mb_s) * 1_000_000 * REPAIR_TICK_MS / 1000;
+        let mut spent = 0u64;
+        let mut batch = Vec::new();
+        for t in pending {
+            if batch.len() >= ctx.config.health.repair_parallel as usize
+                || (spent >= budget_bytes && !batch.is_empty())
+            {
+                break;
+            }
+            if !facts.get(&t.to).is_some_and(NodeFacts::accepts) {
+                continue;
+            }
+            let cost = match ctx.state.record(&t.record) {
+                Ok(Some(e)) => e.sealed_len.saturating_mul(u64::from(e.k)),
+                _ => 0,
+            };
+            spent = spent.saturating_add(cost);
+            batch.push(t);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let runs = batch.into_iter().map(|t| {
+            let ctx = ctx.clone();
+            async move {
+                let answer = if t.to == ctx.node.id {
+                    Ok(crate::transport::repair::run_assigned(&ctx, t.clone()).await)
+                } else {
+                    match ctx.peers.get(&t.to) {
+                        Some(p) => p
+                            .call(
+                                &ctx.cluster_id,
+                                Request::RepairRun { task: t.clone() },
+                                Duration::from_millis(REPAIR_RUN_TIMEOUT_MS),
+                            )
+                            .await
+                            .map_err(|e| e.to_string()),
+                        None => Err(format!("node {} is not a peer", t.to)),
+                    }
+                };
+                (t, answer)
+            }
+        });
+        let mut done = Vec::new();
+        let mut last_error = None;
+        for (t, answer) in futures::future::join_all(runs).await {
+            match answer {
+                Ok(Response::Repaired { .. }) => done.push(t),
+                Ok(other) => {
+                    last_error = Some(format!(
+                        "moving record {} to node {}: {other:?}",
+                        t.record, t.to
+                    ))
+                }
+                Err(e) => {
+                    last_error = Some(format!("moving record {} to node {}: {e}", t.record, t.to))
+                }
+            }
+        }
+        if let Some(e) = &last_error {
+            tracing::warn!(error = %e, "a share move failed; it will be retried");
+        }
+        let moved = done.len() as u64;
+        if !done.is_empty() {
+            let cmd = Command::Repair {
+                at_ms: crate::transport::server::unix_ms(),
+                step: RepairStep::Commit { tasks: done },
+            };
+            ctx.raft
+                .client_write(cmd)
+                .await
+                .map_err(|e| format!("committing moves: {e}"))?;
+            tracing::info!(moves = moved, "share moves committed");
+        }
+        let mut p = lock(&ctx.view.progress);
+        p.done += moved;
+        if last_error.is_some() {
+            p.last_error = last_error;
+        }
+        Ok(())
     }
 }
 

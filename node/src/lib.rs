@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod error;
 pub mod membership;
 pub mod raft;
+pub mod repair;
 pub mod shares;
 pub mod store;
 pub mod transport;

@@ -184,6 +184,33 @@ impl ShareStore {
         Ok(Promotion::Promoted)
     }
 
+    /// Adds to `batch` the deletion of `record`'s committed share (it moved away).
+    pub fn remove(&self, batch: &mut WriteBatch, record: &RecordId) -> io::Result<()> {
+        batch.delete_cf(cf(&self.db, CF_SHARES)?, record.0);
+        Ok(())
+    }
+
+    /// Stores a regenerated share as staged (synced), for the repair commit to promote.
+    /// Returns its digest.
+    pub fn stage_repaired(
+        &self,
+        record: &RecordId,
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> io::Result<Digest> {
+        let digest = Digest::of(bytes);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            cf(&self.db, CF_STAGED)?,
+            record.0,
+            encode_value(now_ms, &digest, bytes),
+        );
+        self.db
+            .write_opt(batch, &synced())
+            .map_err(io::Error::other)?;
+        Ok(digest)
+    }
+
     /// The committed share of `record`, if this node holds one.
     pub fn committed(&self, record: &RecordId) -> io::Result<Option<StoredShare>> {
         self.read(CF_SHARES, record)

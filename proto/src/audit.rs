@@ -60,6 +60,25 @@ pub enum AuditAction {
         /// The ticket id (the entry's log index).
         ticket: u64,
     },
+    /// An operator changed a node's mode.
+    NodeMode {
+        /// The node.
+        node: u64,
+        /// The new mode.
+        mode: crate::catalog::NodeMode,
+        /// Why.
+        reason: String,
+    },
+    /// The leader assigned share moves (records listed in the entry, in task order).
+    RepairAssign {
+        /// Each task as (x, from node, to node).
+        moves: Vec<(u8, u64, u64)>,
+    },
+    /// Share moves completed: holders changed in the catalog.
+    RepairCommit {
+        /// Each move as (x, from node, to node).
+        moves: Vec<(u8, u64, u64)>,
+    },
     /// A grant was created.
     CreateGrant {
         /// Its expiry (Unix ms).
@@ -86,6 +105,9 @@ impl AuditAction {
             AuditAction::OpenRead { .. } => "open-read",
             AuditAction::AuditRun { .. } => "audit-run",
             AuditAction::ErasureCheck { .. } => "erasure-check",
+            AuditAction::NodeMode { .. } => "node-mode",
+            AuditAction::RepairAssign { .. } => "repair-assign",
+            AuditAction::RepairCommit { .. } => "repair-commit",
             AuditAction::CreateGrant { .. } => "grant-create",
             AuditAction::RevokeGrant { .. } => "grant-revoke",
         }

@@ -28,6 +28,12 @@ pub fn is_allowed(role: Role, op: Operation) -> bool {
         Operation::GrantList | Operation::AuditLog => {
             matches!(role, Role::Auditor | Role::Operator)
         }
+        // Draining and decommissioning nodes is the operators' job.
+        Operation::NodeAdmin => role == Role::Operator,
+        // Modes and health: every client (ingest places shares by it).
+        Operation::Topology => role != Role::Node,
+        // Repair traffic only between nodes; the helpers check the assignment.
+        Operation::Repair => role == Role::Node,
     }
 }
 
@@ -171,6 +177,18 @@ mod tests {
                 Role::Node | Role::Ingest | Role::Reader,
                 Operation::GrantList | Operation::AuditLog,
             ) => false,
+            (Role::Operator, Operation::NodeAdmin) => true,
+            (Role::Node | Role::Ingest | Role::Reader | Role::Auditor, Operation::NodeAdmin) => {
+                false
+            }
+            (Role::Node, Operation::Topology) => false,
+            (Role::Ingest | Role::Reader | Role::Auditor | Role::Operator, Operation::Topology) => {
+                true
+            }
+            (Role::Node, Operation::Repair) => true,
+            (Role::Ingest | Role::Reader | Role::Auditor | Role::Operator, Operation::Repair) => {
+                false
+            }
         };
         for role in Role::ALL {
             for op in Operation::ALL {

@@ -353,6 +353,74 @@ pub struct Ticket {
     pub expires_at_ms: u64,
 }
 
+/// An operator's standing instruction for a node (replicated; default active).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum NodeMode {
+    /// Receives new shares and serves.
+    Active,
+    /// Receives no new shares; repair moves every share it holds to other nodes.
+    Draining,
+    /// Holds nothing and receives nothing; may be switched off and removed from the
+    /// config.
+    Decommissioned,
+}
+
+impl NodeMode {
+    /// The lowercase name used on the command line and in status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeMode::Active => "active",
+            NodeMode::Draining => "draining",
+            NodeMode::Decommissioned => "decommissioned",
+        }
+    }
+}
+
+/// A node's mode as the cluster recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// The config node id.
+    pub node: u64,
+    /// Its mode.
+    pub mode: NodeMode,
+    /// When it was set (leader time, Unix ms).
+    pub changed_at_ms: u64,
+    /// Who set it.
+    pub changed_by: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Why a share moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum RepairCause {
+    /// Its holder is dead.
+    Dead,
+    /// Its holder is draining.
+    Drain,
+}
+
+/// One share moving from one node to another: the new holder regenerates share `x`
+/// (byte for byte, so the catalog digest stays) by masked repair from k helpers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairTask {
+    /// The record.
+    pub record: RecordId,
+    /// The share's x coordinate.
+    pub x: u8,
+    /// The node losing it.
+    pub from: u64,
+    /// The node receiving it.
+    pub to: u64,
+    /// Why.
+    pub cause: RepairCause,
+    /// When it was assigned (leader time, Unix ms; set on apply).
+    pub assigned_at_ms: u64,
+    /// The log index of the assignment (set on apply): helpers wait until they have
+    /// applied it.
+    pub assigned_index: u64,
+}
+
 /// Why a ticket was opened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TicketPurpose {

@@ -27,7 +27,8 @@ pub mod record;
 pub use error::{ProtoError, Result};
 pub use identity::{Fingerprint, Identity, Role};
 pub use message::{
-    ErrorKind, ErrorReply, FetchedShare, HeldShare, NodeStatus, Operation, RaftStatus, Request,
-    RequestEnvelope, RequestId, Response, ShareCheck, ShareProbe, StageItem,
+    ErrorKind, ErrorReply, FetchedShare, HeldShare, NodeHealth, NodeStatus, Operation, RaftStatus,
+    RepairProgress, RepairSession, Request, RequestEnvelope, RequestId, Response, ShareCheck,
+    ShareProbe, StageItem,
 };
 pub use record::{Date, Digest, RecordId, RecordKind, RecordMeta, SubjectTag};

@@ -154,6 +154,43 @@ pub enum Request {
         /// The records.
         records: Vec<RecordId>,
     },
+    /// Set a node's mode: drain, decommission, or back to active (operator role; at
+    /// the leader). Decommissioning needs the node to hold no share.
+    SetNodeMode {
+        /// The config node id.
+        node: u64,
+        /// The new mode.
+        mode: crate::catalog::NodeMode,
+        /// Why (audited).
+        reason: String,
+    },
+    /// The cluster's view of its nodes for placement and status (any client role; at
+    /// the leader): each node's mode and health, and repair progress.
+    Topology,
+    /// Leader to a new holder: run the assigned repair of `record` (node role).
+    RepairRun {
+        /// The task as assigned.
+        task: crate::catalog::RepairTask,
+    },
+    /// New holder to a helper: join a masked-repair session (node role). The helper
+    /// sends a pad seed to every helper after it in the list, directly.
+    RepairPrepare {
+        /// The session.
+        session: RepairSession,
+    },
+    /// Helper to helper: a pad seed for a session (node role).
+    RepairPad {
+        /// The session id.
+        session: [u8; 16],
+        /// The seed (32 bytes; only the two helpers ever hold it).
+        seed: [u8; 32],
+    },
+    /// New holder to a helper: send the masked term (node role). The term follows the
+    /// answer as raw frames.
+    RepairContribute {
+        /// The session id.
+        session: [u8; 16],
+    },
     /// List committed records' catalog entries (reader, auditor, operator; at the
     /// leader, linearizable). Metadata only.
     List {
@@ -183,6 +220,47 @@ pub enum Request {
         /// What to select.
         query: AuditQuery,
     },
+}
+
+/// A masked-repair session, as the new holder runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairSession {
+    /// Random id chosen by the new holder.
+    pub id: [u8; 16],
+    /// The task (record, x, from, to, assignment index).
+    pub task: crate::catalog::RepairTask,
+    /// The k helpers as (node, x), in session order.
+    pub helpers: Vec<(u64, u8)>,
+}
+
+/// One node as the leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeHealth {
+    /// The config node id.
+    pub node: u64,
+    /// The operator's mode.
+    pub mode: crate::catalog::NodeMode,
+    /// alive, suspect or dead (the leader's failure detector); unknown on a new leader.
+    pub health: String,
+    /// Milliseconds since the leader last heard from it, if ever.
+    pub silent_ms: Option<u64>,
+    /// Shares it holds by the catalog (counted during the leader's last repair scan).
+    pub shares: u64,
+}
+
+/// Repair progress on the leader.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairProgress {
+    /// Moves assigned and not yet committed.
+    pub pending: u64,
+    /// Moves committed since this leader took over.
+    pub done: u64,
+    /// Shares that need a move but have no node to go to under the rack rule.
+    pub waiting: u64,
+    /// Shares found needing a move in the last full scan.
+    pub needed: u64,
+    /// The last failure, as a sentence.
+    pub last_error: Option<String>,
 }
 
 /// One share announced for staging; its bytes follow the request.
@@ -260,13 +338,20 @@ pub enum Operation {
     GrantChange,
     /// [`Request::ListGrants`].
     GrantList,
+    /// [`Request::SetNodeMode`].
+    NodeAdmin,
+    /// [`Request::Topology`].
+    Topology,
+    /// Node-to-node repair: [`Request::RepairRun`], [`Request::RepairPrepare`],
+    /// [`Request::RepairPad`], [`Request::RepairContribute`].
+    Repair,
     /// [`Request::AuditLog`].
     AuditLog,
 }
 
 impl Operation {
     /// Every operation, for exhaustive authorization tests.
-    pub const ALL: [Operation; 12] = [
+    pub const ALL: [Operation; 15] = [
         Operation::Ping,
         Operation::Status,
         Operation::Raft,
@@ -279,6 +364,9 @@ impl Operation {
         Operation::GrantChange,
         Operation::GrantList,
         Operation::AuditLog,
+        Operation::NodeAdmin,
+        Operation::Topology,
+        Operation::Repair,
     ];
 
     /// A short name for logs and metrics.
@@ -296,6 +384,9 @@ impl Operation {
             Operation::GrantChange => "grant-change",
             Operation::GrantList => "grant-list",
             Operation::AuditLog => "audit-log",
+            Operation::NodeAdmin => "node-admin",
+            Operation::Topology => "topology",
+            Operation::Repair => "repair",
         }
     }
 }
@@ -323,6 +414,12 @@ impl Request {
             Request::CreateGrant { .. } | Request::RevokeGrant { .. } => Operation::GrantChange,
             Request::ListGrants => Operation::GrantList,
             Request::AuditLog { .. } => Operation::AuditLog,
+            Request::SetNodeMode { .. } => Operation::NodeAdmin,
+            Request::Topology => Operation::Topology,
+            Request::RepairRun { .. }
+            | Request::RepairPrepare { .. }
+            | Request::RepairPad { .. }
+            | Request::RepairContribute { .. } => Operation::Repair,
         }
     }
 }
@@ -382,6 +479,28 @@ pub enum Response {
     Probes {
         /// What this node holds of each record.
         items: Vec<ShareProbe>,
+    },
+    /// Answer to [`Request::Topology`].
+    Topology {
+        /// Every configured node.
+        nodes: Vec<NodeHealth>,
+        /// Repair progress.
+        repair: RepairProgress,
+    },
+    /// Answer to [`Request::RepairContribute`]: the sharing's public facts; the
+    /// masked term follows as raw frames.
+    RepairTerm {
+        /// The sharing's set id.
+        set_id: [u8; 16],
+        /// The threshold.
+        k: u8,
+        /// The term's length.
+        size_bytes: u64,
+    },
+    /// Answer to [`Request::RepairRun`]: the new share is staged on this node.
+    Repaired {
+        /// Its digest (the catalog's for that x).
+        digest: crate::record::Digest,
     },
     /// Answer to [`Request::List`].
     Listing {

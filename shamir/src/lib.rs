@@ -32,6 +32,7 @@
 pub mod error;
 mod gf;
 pub mod kernel;
+pub mod repair;
 pub mod rng;
 pub mod share;
 pub mod stream;

@@ -66,6 +66,18 @@ impl OsSeededRng {
         })
     }
 
+    /// A deterministic keystream under a caller's 256-bit key, counter from 0: the
+    /// repair pads ([`crate::repair`]) that two helpers expand from one shared seed.
+    /// Not for dealing: dealing needs [`OsSeededRng::new`].
+    pub(crate) fn keyed(key: &[u8; 32]) -> OsSeededRng {
+        OsSeededRng {
+            cipher: Aes256::new(key.into()),
+            counter: 0,
+            spare: [0u8; BLOCK],
+            spare_len: 0,
+        }
+    }
+
     fn keystream_blocks(&mut self, blocks: &mut [Block<Aes256>]) {
         for b in blocks.iter_mut() {
             b.copy_from_slice(&self.counter.to_le_bytes());

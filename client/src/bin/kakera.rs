@@ -42,6 +42,9 @@ enum Cmd {
     /// Enter, list and revoke the review committee's grants (operator role).
     #[command(subcommand)]
     Grant(GrantCmd),
+    /// Planned node changes (operator role): drain, decommission, remove, add back.
+    #[command(subcommand)]
+    Node(NodeCmd),
     /// Read and verify the audit log (auditor or operator role).
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -151,6 +154,58 @@ enum GrantCmd {
         /// The job.
         #[arg(long)]
         job: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeCmd {
+    /// Stop placing shares on a node and move every share it holds elsewhere (masked
+    /// repair, rack rule kept). --wait shows progress until it holds none.
+    #[command(after_help = "Example:\n  kakera node drain 4 --reason \"disk replacement\" --wait")]
+    Drain {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// The config node id.
+        node: u64,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+        /// Wait until the node holds no share, with a progress bar.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout_s: u64,
+    },
+    /// Retire a drained node (it must hold no share); it may then be switched off.
+    Decommission {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// The config node id.
+        node: u64,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Give up on a dead node: its shares are regenerated on other nodes.
+    Remove {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// The config node id.
+        node: u64,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Return a node to service (after a drain, or a node newly added to the config).
+    Add {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// The config node id.
+        node: u64,
         /// Why (recorded in the audit log).
         #[arg(long)]
         reason: String,
@@ -536,6 +591,7 @@ fn run(cmd: Cmd) -> Result<Outcome, ClientError> {
         }
         Cmd::Status { cluster, json } => return status(&cluster, json),
         Cmd::Grant(cmd) => return grant(cmd),
+        Cmd::Node(cmd) => return node_cmd(cmd),
         Cmd::Audit(AuditCmd::Log {
             cluster,
             record,
@@ -1163,22 +1219,146 @@ fn audit_log(
     }
 }
 
+fn node_cmd(cmd: NodeCmd) -> Result<Outcome, ClientError> {
+    use kakera_proto::catalog::NodeMode;
+    let (cluster, node, mode, reason, wait) = match cmd {
+        NodeCmd::Drain {
+            cluster,
+            node,
+            reason,
+            wait,
+            timeout_s,
+        } => (
+            cluster,
+            node,
+            NodeMode::Draining,
+            reason,
+            wait.then_some(timeout_s),
+        ),
+        NodeCmd::Decommission {
+            cluster,
+            node,
+            reason,
+        }
+        | NodeCmd::Remove {
+            cluster,
+            node,
+            reason,
+        } => (cluster, node, NodeMode::Decommissioned, reason, None),
+        NodeCmd::Add {
+            cluster,
+            node,
+            reason,
+        } => (cluster, node, NodeMode::Active, reason, None),
+    };
+    runtime()?.block_on(async {
+        let c = cluster.client()?;
+        c.set_node_mode(node, mode, &reason).await?;
+        println!("node {node} is now {}", mode.as_str());
+        if let Some(timeout_s) = wait {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_s);
+            let mut first: Option<u64> = None;
+            let started = std::time::Instant::now();
+            // Bounded by the deadline.
+            loop {
+                let (nodes, repair) = c.topology().await?;
+                let held = nodes.iter().find(|n| n.node == node).map_or(0, |n| n.shares);
+                let total = *first.get_or_insert(held.max(1));
+                let moved = total.saturating_sub(held);
+                let rate = moved as f64 / started.elapsed().as_secs_f64().max(0.001);
+                let eta = if rate > 0.0 { held as f64 / rate } else { f64::NAN };
+                let width = 30usize;
+                let filled = (moved as usize * width / total.max(1) as usize).min(width);
+                eprint!(
+                    "\rdraining node {node} [{}{}] {moved}/{total} shares moved, {rate:.1}/s, ETA {}   ",
+                    "#".repeat(filled),
+                    ".".repeat(width - filled),
+                    if eta.is_finite() { format!("{eta:.0} s") } else { "?".into() }
+                );
+                if held == 0 && repair.pending == 0 {
+                    eprintln!();
+                    println!("node {node} holds no share; decommission it with `kakera node decommission {node}`");
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    eprintln!();
+                    println!("node {node} still holds {held} shares after {timeout_s} s; repair continues (see `kakera status`)");
+                    c.close().await;
+                    return Ok(Outcome::Problem);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+            }
+        }
+        c.close().await;
+        Ok(Outcome::Ok)
+    })
+}
+
 fn status(args: &ClusterArgs, json: bool) -> Result<Outcome, ClientError> {
-    let report = runtime()?.block_on(async {
+    let (report, topology) = runtime()?.block_on(async {
         let conn = args.connect()?;
         let answers = conn.status_all().await;
         let report = status::build(conn.config(), &answers);
         conn.close().await;
-        Ok::<_, ClientError>(report)
+        // The leader's view of modes, health and repair (absent without a leader).
+        let topology = match args.client() {
+            Ok(c) => {
+                let t = c.topology().await.ok();
+                c.close().await;
+                t
+            }
+            Err(_) => None,
+        };
+        Ok::<_, ClientError>((report, topology))
     })?;
     if json {
-        let text = serde_json::to_string_pretty(&report)
+        let value = serde_json::json!({
+            "cluster": report,
+            "nodes": topology.as_ref().map(|(n, _)| n),
+            "repair": topology.as_ref().map(|(_, r)| r),
+        });
+        let text = serde_json::to_string_pretty(&value)
             .map_err(|e| ClientError::Invalid(format!("cannot encode the report: {e}")))?;
         println!("{text}");
     } else {
         print!("{}", status::render(&report));
+        match &topology {
+            Some((nodes, repair)) => {
+                println!("leader's view (mode, health, shares held):");
+                for n in nodes {
+                    let silent = n
+                        .silent_ms
+                        .map_or("never heard".to_string(), |ms| format!("heard {ms} ms ago"));
+                    println!(
+                        "  node {:<4} {:<15} {:<8} {:>8} shares  {silent}",
+                        n.node,
+                        n.mode.as_str(),
+                        n.health,
+                        n.shares
+                    );
+                }
+                println!(
+                    "repair: {} moves pending, {} done by this leader, {} shares need a move, {} wait for a node{}",
+                    repair.pending,
+                    repair.done,
+                    repair.needed,
+                    repair.waiting,
+                    repair
+                        .last_error
+                        .as_ref()
+                        .map_or(String::new(), |e| format!("; last failure: {e}"))
+                );
+            }
+            None => println!("leader's view: unavailable (no leader answered)"),
+        }
     }
-    Ok(if report.healthy() {
+    let degraded = topology.as_ref().is_some_and(|(nodes, r)| {
+        r.needed > 0
+            || nodes.iter().any(|n| {
+                n.health != "alive" && n.mode != kakera_proto::catalog::NodeMode::Decommissioned
+            })
+    });
+    Ok(if report.healthy() && !degraded {
         Outcome::Ok
     } else {
         Outcome::Problem

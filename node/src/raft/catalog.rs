@@ -18,7 +18,9 @@
 use std::io;
 
 use kakera_proto::audit::{AuditEntry, AuditQuery, MAX_AUDIT_PAGE};
-use kakera_proto::catalog::{Grant, ListFilter, MAX_LIST_PAGE, RecordEntry, Ticket};
+use kakera_proto::catalog::{
+    Grant, ListFilter, MAX_LIST_PAGE, NodeRecord, RecordEntry, RepairTask, Ticket,
+};
 use kakera_proto::record::RecordId;
 use rocksdb::{DB, Direction, IteratorMode};
 use serde::{Deserialize, Serialize};
@@ -55,6 +57,10 @@ pub mod keys {
     pub const TICKET: &[u8] = b"ticket/";
     /// Prefix of audit entries.
     pub const AUDIT: &[u8] = b"audit/";
+    /// Prefix of node modes.
+    pub const NODE_MODE: &[u8] = b"nodemode/";
+    /// Prefix of pending repairs (one per record).
+    pub const REPAIR: &[u8] = b"repair/";
 
     fn cat(parts: &[&[u8]]) -> Vec<u8> {
         parts.concat()
@@ -79,6 +85,14 @@ pub mod keys {
     /// A grant.
     pub fn grant(job: &str) -> Vec<u8> {
         cat(&[GRANT, job.as_bytes()])
+    }
+    /// A node's mode.
+    pub fn node_mode(node: u64) -> Vec<u8> {
+        cat(&[NODE_MODE, &node.to_be_bytes()])
+    }
+    /// A record's pending repair.
+    pub fn repair(id: &RecordId) -> Vec<u8> {
+        cat(&[REPAIR, &id.0])
     }
     /// A ticket.
     pub fn ticket(id: u64) -> Vec<u8> {
@@ -155,6 +169,31 @@ impl StateMachine {
         self.scan_prefix(keys::GRANT, keys::GRANT, |_, v| {
             out.push(decode(v)?);
             Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Every node mode the operators set (nodes not listed are active).
+    pub fn node_modes(&self) -> io::Result<Vec<NodeRecord>> {
+        let mut out = Vec::new();
+        self.scan_prefix(keys::NODE_MODE, keys::NODE_MODE, |_, v| {
+            out.push(decode(v)?);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// The pending repair of a record.
+    pub fn pending_repair(&self, id: &RecordId) -> io::Result<Option<RepairTask>> {
+        get(&self.db, &keys::repair(id))
+    }
+
+    /// Up to `limit` pending repairs, in record order.
+    pub fn pending_repairs(&self, limit: usize) -> io::Result<Vec<RepairTask>> {
+        let mut out = Vec::new();
+        self.scan_prefix(keys::REPAIR, keys::REPAIR, |_, v| {
+            out.push(decode(v)?);
+            Ok(out.len() < limit)
         })?;
         Ok(out)
     }

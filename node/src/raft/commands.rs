@@ -4,7 +4,7 @@
 use std::fmt;
 
 use kakera_proto::RequestId;
-use kakera_proto::catalog::{Actor, Grant, RecordEntry};
+use kakera_proto::catalog::{Actor, Grant, NodeMode, RecordEntry, RepairTask};
 use kakera_proto::record::RecordId;
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +37,14 @@ pub enum Command {
         key: String,
         /// The value (at most 64 KiB).
         value: String,
+    },
+    /// The leader's repair work (no client asked): assigning share moves, then
+    /// committing the ones whose new holder has the regenerated share.
+    Repair {
+        /// Leader time at proposal (Unix ms).
+        at_ms: u64,
+        /// Which step.
+        step: RepairStep,
     },
     /// A client's request, with who asked (from the certificate) and when (the
     /// proposing leader's clock). Applying it appends exactly one audit entry.
@@ -85,6 +93,15 @@ pub enum ClientAction {
         /// How long the ticket lasts.
         ttl_ms: u64,
     },
+    /// Set a node's mode (operator).
+    SetNodeMode {
+        /// The config node id.
+        node: u64,
+        /// The mode.
+        mode: NodeMode,
+        /// Why.
+        reason: String,
+    },
     /// Create a grant.
     CreateGrant {
         /// The grant.
@@ -109,6 +126,10 @@ impl fmt::Display for Command {
                 kakera_proto::ids::describe(*raft_id)
             ),
             Command::SetMeta { key, .. } => write!(f, "SetMeta({key})"),
+            Command::Repair { step, .. } => match step {
+                RepairStep::Assign { tasks } => write!(f, "RepairAssign({} moves)", tasks.len()),
+                RepairStep::Commit { tasks } => write!(f, "RepairCommit({} moves)", tasks.len()),
+            },
             Command::Client { actor, action, .. } => {
                 let what = match action {
                     ClientAction::CommitRecords { records } => {
@@ -123,6 +144,9 @@ impl fmt::Display for Command {
                     ClientAction::OpenErasureCheck { records, .. } => {
                         format!("OpenErasureCheck({} records)", records.len())
                     }
+                    ClientAction::SetNodeMode { node, mode, .. } => {
+                        format!("SetNodeMode({node}, {})", mode.as_str())
+                    }
                     ClientAction::CreateGrant { grant } => format!("CreateGrant({})", grant.job),
                     ClientAction::RevokeGrant { job, .. } => format!("RevokeGrant({job})"),
                 };
@@ -130,6 +154,21 @@ impl fmt::Display for Command {
             }
         }
     }
+}
+
+/// A repair step (see `crate::repair`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RepairStep {
+    /// Record these moves as pending (replacing any pending move of the same record).
+    Assign {
+        /// The moves (`assigned_*` are set on apply).
+        tasks: Vec<RepairTask>,
+    },
+    /// Change the holders of these pending moves: `to` holds share x from now on.
+    Commit {
+        /// The moves, as assigned.
+        tasks: Vec<RepairTask>,
+    },
 }
 
 /// What applying a command produced.

@@ -18,12 +18,14 @@ use rocksdb::{DB, IteratorMode};
 use serde::{Deserialize, Serialize};
 
 use kakera_proto::audit::{AuditAction, AuditEntry, Outcome};
-use kakera_proto::catalog::{Actor, RecordEntry, Revocation, Ticket, TicketPurpose};
+use kakera_proto::catalog::{
+    Actor, MAX_BATCH_RECORDS, NodeMode, NodeRecord, RecordEntry, Revocation, Ticket, TicketPurpose,
+};
 use kakera_proto::{RecordId, RequestId, ids};
 
 use super::catalog::{AuditHead, keys};
 use super::commands::{
-    ClientAction, Command, CommandResponse, MAX_META_KEY_BYTES, MAX_META_VALUE_BYTES,
+    ClientAction, Command, CommandResponse, MAX_META_KEY_BYTES, MAX_META_VALUE_BYTES, RepairStep,
 };
 use super::log_store::{decode, encode};
 use super::{SnapshotData, TypeConfig};
@@ -265,6 +267,14 @@ impl StateMachine {
                 let a = system(AuditAction::SetMeta { key: key.clone() }, &r);
                 (r, a)
             }
+            Command::Repair { at_ms, step } => {
+                let now = (*at_ms).max(head.at_ms);
+                let (r, action, records) = self.apply_repair(batch, log_index, now, step)?;
+                let mut a = system(action, &r);
+                a.at_ms = now;
+                a.records = records;
+                (r, a)
+            }
             Command::Client {
                 actor,
                 at_ms,
@@ -292,6 +302,121 @@ impl StateMachine {
         };
         self.append_audit(batch, head, audit)?;
         Ok(response)
+    }
+
+    /// Applies a repair step: the response, the audit action and its records. Moves
+    /// that no longer fit the catalog (the record changed, another move replaced it)
+    /// are skipped and left out of the audit entry.
+    fn apply_repair(
+        &self,
+        batch: &mut rocksdb::WriteBatch,
+        log_index: u64,
+        now: u64,
+        step: &RepairStep,
+    ) -> io::Result<(CommandResponse, AuditAction, Vec<RecordId>)> {
+        let catalog = cf(&self.db, CF_CATALOG)?;
+        let mut moves = Vec::new();
+        let mut records = Vec::new();
+        match step {
+            RepairStep::Assign { tasks } => {
+                for t in tasks.iter().take(MAX_BATCH_RECORDS) {
+                    let Some(entry) = self.record(&t.record)? else {
+                        continue;
+                    };
+                    let fits = entry.holder_on(t.from).is_some_and(|h| h.x == t.x)
+                        && entry.holder_on(t.to).is_none()
+                        && t.from != t.to;
+                    if !fits {
+                        continue;
+                    }
+                    let mut task = t.clone();
+                    task.assigned_at_ms = now;
+                    task.assigned_index = log_index;
+                    batch.put_cf(catalog, keys::repair(&t.record), encode(&task)?);
+                    moves.push((t.x, t.from, t.to));
+                    records.push(t.record);
+                }
+                Ok((
+                    CommandResponse::Applied,
+                    AuditAction::RepairAssign { moves },
+                    records,
+                ))
+            }
+            RepairStep::Commit { tasks } => {
+                for t in tasks.iter().take(MAX_BATCH_RECORDS) {
+                    let pending = self.pending_repair(&t.record)?;
+                    let Some(p) = pending.filter(|p| {
+                        (p.x, p.from, p.to, p.assigned_index)
+                            == (t.x, t.from, t.to, t.assigned_index)
+                    }) else {
+                        continue;
+                    };
+                    let Some(mut entry) = self.record(&p.record)? else {
+                        batch.delete_cf(catalog, keys::repair(&p.record));
+                        continue;
+                    };
+                    let Some(pos) = entry
+                        .holders
+                        .iter()
+                        .position(|h| h.node == p.from && h.x == p.x)
+                    else {
+                        batch.delete_cf(catalog, keys::repair(&p.record));
+                        continue;
+                    };
+                    entry.holders[pos].node = p.to;
+                    let digest = entry.holders[pos].digest;
+                    batch.put_cf(catalog, keys::record(&p.record), encode(&entry)?);
+                    batch.delete_cf(catalog, keys::repair(&p.record));
+                    if self.node_id == p.to {
+                        match self.shares.promote(batch, &p.record, &digest, now)? {
+                            Promotion::Promoted | Promotion::AlreadyCommitted => {}
+                            other => tracing::warn!(
+                                record = %p.record,
+                                outcome = ?other,
+                                "repaired share not staged here; the next repair scan brings it"
+                            ),
+                        }
+                    }
+                    if self.node_id == p.from {
+                        self.shares.remove(batch, &p.record)?;
+                    }
+                    moves.push((p.x, p.from, p.to));
+                    records.push(p.record);
+                }
+                Ok((
+                    CommandResponse::Applied,
+                    AuditAction::RepairCommit { moves },
+                    records,
+                ))
+            }
+        }
+    }
+
+    /// Sets a node's mode (operator).
+    fn set_node_mode(
+        &self,
+        batch: &mut rocksdb::WriteBatch,
+        actor: &Actor,
+        now: u64,
+        node: u64,
+        mode: NodeMode,
+        reason: &str,
+    ) -> io::Result<CommandResponse> {
+        if actor.role != kakera_proto::Role::Operator {
+            return Ok(CommandResponse::Forbidden {
+                reason: format!("role '{}' may not change node modes", actor.role),
+            });
+        }
+        let catalog = cf(&self.db, CF_CATALOG)?;
+        let rec = NodeRecord {
+            node,
+            mode,
+            changed_at_ms: now,
+            changed_by: actor.name.clone(),
+            reason: reason.to_string(),
+        };
+        batch.put_cf(catalog, keys::node_mode(node), encode(&rec)?);
+        Ok(CommandResponse::Applied)
     }
 
     /// Applies a client's action at leader time `now`: the response, and what the
@@ -346,6 +471,19 @@ impl StateMachine {
                     },
                     None,
                     records.clone(),
+                )
+            }
+            ClientAction::SetNodeMode { node, mode, reason } => {
+                let r = self.set_node_mode(batch, actor, now, *node, *mode, reason)?;
+                (
+                    r,
+                    AuditAction::NodeMode {
+                        node: *node,
+                        mode: *mode,
+                        reason: reason.clone(),
+                    },
+                    None,
+                    Vec::new(),
                 )
             }
             ClientAction::OpenErasureCheck { records, ttl_ms } => {

@@ -2,6 +2,7 @@
 //! client endpoints live in kakera-net, shared with the client.
 
 pub mod records;
+pub mod repair;
 pub mod server;
 
 pub use kakera_net::{Peer, QuicLimits, TlsFiles, TlsMaterial};

@@ -45,7 +45,7 @@ fn proposal_refusal(r: &CommandResponse) -> Option<Response> {
 }
 
 /// A refusal naming the leader if this node is not it.
-fn not_leader(ctx: &ServerContext) -> Response {
+pub(crate) fn not_leader(ctx: &ServerContext) -> Response {
     let leader = ctx.raft.metrics().borrow_watched().current_leader;
     error(
         ErrorKind::NotLeader { leader_id: leader },
@@ -55,7 +55,7 @@ fn not_leader(ctx: &ServerContext) -> Response {
 
 /// Proposes `action` for `identity` and waits until it is applied here. Returns the
 /// entry's log index, or the answer to send (a refusal, not-leader, unavailable).
-async fn propose(
+pub(crate) async fn propose(
     ctx: &ServerContext,
     identity: &Identity,
     request_id: RequestId,
@@ -114,7 +114,7 @@ async fn linearizable(ctx: &ServerContext) -> Result<(), Response> {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> Response {
+pub(crate) fn internal(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "catalog read failed");
     error(
         ErrorKind::Internal,

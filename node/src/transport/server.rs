@@ -43,6 +43,10 @@ pub struct ServerContext {
     pub shares: ShareStore,
     /// Largest frame accepted.
     pub max_frame_bytes: u32,
+    /// One peer per other node (repair traffic).
+    pub peers: std::collections::BTreeMap<u64, std::sync::Arc<kakera_net::Peer>>,
+    /// Health, repair progress and helper sessions.
+    pub view: std::sync::Arc<super::repair::ClusterView>,
 }
 
 /// A refusal with a sentence for the caller.
@@ -179,6 +183,9 @@ async fn handle_request(
     if let Request::FetchShares { ticket, records } = env.body {
         return records::fetch(ctx, identity, remote, ticket, records).await;
     }
+    if let Request::RepairContribute { session } = env.body {
+        return super::repair::contribute(ctx, identity, session).await;
+    }
     let request = Incoming {
         identity,
         remote,
@@ -255,6 +262,14 @@ async fn dispatch(
         Request::OpenAudit { records, deep } => {
             records::open_audit(ctx, identity, request_id, records, deep).await
         }
+        Request::RepairContribute { .. } => error(ErrorKind::Internal, "misrouted repair term"),
+        Request::SetNodeMode { node, mode, reason } => {
+            super::repair::set_node_mode(ctx, identity, request_id, node, mode, reason).await
+        }
+        Request::Topology => super::repair::topology(ctx),
+        Request::RepairRun { task } => super::repair::run(ctx, identity, task).await,
+        Request::RepairPrepare { session } => super::repair::prepare(ctx, identity, session).await,
+        Request::RepairPad { session, seed } => super::repair::pad(ctx, identity, session, seed),
         Request::OpenErasureCheck { records } => {
             records::open_erasure_check(ctx, identity, request_id, records).await
         }

@@ -103,7 +103,7 @@ impl LocalCluster {
         let racks = ["rack-a", "rack-a", "rack-b", "rack-b", "rack-c"];
         let (private, public) = kakera_client::seal::ZonePrivateKey::generate();
         let mut toml = format!(
-            "cluster_id = \"proc-test\"\nca_cert = \"ca.pem\"\nzone_public_key = \"{}\"\nracks = [\"rack-a\", \"rack-b\", \"rack-c\"]\n\n[policy]\nk = 3\nn = 5\n\n[zones.dc]\n[zones.hsz]\nnetworks = [\"127.0.0.0/8\"]\n",
+            "cluster_id = \"proc-test\"\nca_cert = \"ca.pem\"\nzone_public_key = \"{}\"\nracks = [\"rack-a\", \"rack-b\", \"rack-c\"]\n\n[policy]\nk = 3\nn = 5\n\n[zones.dc]\n[zones.hsz]\nnetworks = [\"127.0.0.0/8\"]\n\n[health]\nsuspect_after_ms = 1500\ndead_after_ms = 5000\n",
             public.to_hex()
         );
         let mut addrs = Vec::new();

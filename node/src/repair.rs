@@ -1,0 +1,534 @@
+//! Failure detection and repair decisions, free of IO: the leader's view of each node
+//! (alive, suspect, dead from the time since it last answered), which shares must move
+//! and where (placement rules), in which order, and the helpers' session memory for
+//! masked repair. The daemon pings, scans and carries out what these functions decide.
+//!
+//! A share moves when its holder is dead (cause `Dead`) or draining/decommissioned
+//! (cause `Drain`). Its new holder is chosen by `kakera_config::choose_replacement`
+//! among alive, active non-holders within the rack rule; if none qualifies the share
+//! waits and is counted. Records with the fewest live holders go first; dead before
+//! drain.
+
+use std::collections::{BTreeMap, HashMap};
+
+use kakera_config::{ClusterConfig, NodeView, choose_replacement};
+use kakera_proto::catalog::{NodeMode, RecordEntry, RepairCause, RepairTask};
+use kakera_proto::message::RepairSession;
+use kakera_shamir::repair::PadSeed;
+
+/// The leader's verdict on a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum HealthState {
+    /// Answered within `suspect_after_ms`.
+    Alive,
+    /// Silent for longer: no new shares go there.
+    Suspect,
+    /// Silent for longer than `dead_after_ms`: its shares are regenerated elsewhere.
+    Dead,
+}
+
+impl HealthState {
+    /// The lowercase name in status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthState::Alive => "alive",
+            HealthState::Suspect => "suspect",
+            HealthState::Dead => "dead",
+        }
+    }
+}
+
+/// When each node last answered, on the leader's monotonic clock (ms).
+#[derive(Debug, Clone, Default)]
+pub struct HealthTracker {
+    /// When the tracker started (a new leader gives every node the full grace period).
+    started_ms: Option<u64>,
+    last_ok_ms: BTreeMap<u64, u64>,
+}
+
+impl HealthTracker {
+    /// Notes that `node` answered at `now_ms`.
+    pub fn answered(&mut self, node: u64, now_ms: u64) {
+        self.started_ms.get_or_insert(now_ms);
+        self.last_ok_ms.insert(node, now_ms);
+    }
+
+    /// Notes that a probe round ran at `now_ms` (starts the grace period).
+    pub fn probed(&mut self, now_ms: u64) {
+        self.started_ms.get_or_insert(now_ms);
+    }
+
+    /// Milliseconds since `node` last answered, if it ever did.
+    pub fn silent_ms(&self, node: u64, now_ms: u64) -> Option<u64> {
+        self.last_ok_ms
+            .get(&node)
+            .map(|t| now_ms.saturating_sub(*t))
+    }
+
+    /// The verdict on `node` at `now_ms`. A node never heard from is judged from the
+    /// tracker's start, so a new leader does not declare everyone dead at once.
+    pub fn state(&self, node: u64, now_ms: u64, config: &ClusterConfig) -> HealthState {
+        let since = self
+            .last_ok_ms
+            .get(&node)
+            .copied()
+            .or(self.started_ms)
+            .unwrap_or(now_ms);
+        let silent = now_ms.saturating_sub(since);
+        if silent > config.health.dead_after_ms {
+            HealthState::Dead
+        } else if silent > config.health.suspect_after_ms {
+            HealthState::Suspect
+        } else {
+            HealthState::Alive
+        }
+    }
+}
+
+/// What the planner knows of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// The config node id.
+    pub id: u64,
+    /// Its rack.
+    pub rack: String,
+    /// The operator's mode.
+    pub mode: NodeMode,
+    /// The failure detector's verdict.
+    pub health: HealthState,
+    /// Shares it holds (for least-full choice).
+    pub shares: u64,
+}
+
+impl NodeFacts {
+    /// May receive new shares.
+    pub fn accepts(&self) -> bool {
+        self.mode == NodeMode::Active && self.health == HealthState::Alive
+    }
+
+    /// Why its shares must move, if they must.
+    pub fn evicts(&self) -> Option<RepairCause> {
+        if self.health == HealthState::Dead {
+            Some(RepairCause::Dead)
+        } else if self.mode != NodeMode::Active {
+            Some(RepairCause::Drain)
+        } else {
+            None
+        }
+    }
+}
+
+/// A share that must move, found by [`plan_record`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Need {
+    /// Holders of the record not dead: fewer means more urgent.
+    pub live_holders: usize,
+    /// The move; `to` is `None` when no node qualifies (it waits).
+    pub task: RepairTask,
+    /// Whether a node was found.
+    pub placed: bool,
+}
+
+/// The first share of `entry` that must move, and where to. `pending` is the record's
+/// assigned move, if any: kept while its new holder can still take it.
+pub fn plan_record(
+    entry: &RecordEntry,
+    nodes: &BTreeMap<u64, NodeFacts>,
+    config: &ClusterConfig,
+    pending: Option<&RepairTask>,
+) -> Option<Need> {
+    let live_holders = entry
+        .holders
+        .iter()
+        .filter(|h| {
+            nodes
+                .get(&h.node)
+                .is_some_and(|n| n.health != HealthState::Dead)
+        })
+        .count();
+    if let Some(p) = pending
+        && nodes.get(&p.to).is_some_and(NodeFacts::accepts)
+    {
+        return Some(Need {
+            live_holders,
+            task: p.clone(),
+            placed: true,
+        });
+    }
+    // Dead holders before draining ones.
+    let (holder, cause) = entry
+        .holders
+        .iter()
+        .filter_map(|h| {
+            let cause = match nodes.get(&h.node) {
+                Some(n) => n.evicts()?,
+                // A holder no longer in the config counts as dead.
+                None => RepairCause::Dead,
+            };
+            Some((h, cause))
+        })
+        .min_by_key(|(h, cause)| (*cause, h.x))?;
+    let view = |n: &NodeFacts| NodeView {
+        id: n.id,
+        rack: config.node(n.id).map_or("", |c| c.rack.as_str()),
+        fill: n.shares,
+    };
+    let keeping: Vec<NodeView<'_>> = entry
+        .holders
+        .iter()
+        .filter(|h| h.node != holder.node)
+        .filter_map(|h| nodes.get(&h.node).map(view))
+        .collect();
+    let candidates: Vec<NodeView<'_>> = nodes.values().filter(|n| n.accepts()).map(view).collect();
+    let to = choose_replacement(&entry.id.0, &keeping, &candidates, &config.policy);
+    Some(Need {
+        live_holders,
+        task: RepairTask {
+            record: entry.id,
+            x: holder.x,
+            from: holder.node,
+            to: to.unwrap_or(0),
+            cause,
+            assigned_at_ms: 0,
+            assigned_index: 0,
+        },
+        placed: to.is_some(),
+    })
+}
+
+/// Orders needs most urgent first: fewest live holders, dead before drain, then record.
+pub fn prioritize(needs: &mut [Need]) {
+    needs.sort_by_key(|n| (n.live_holders, n.task.cause, n.task.record));
+}
+
+/// The helpers a new holder asks: `k` holders other than itself, the leaving node last
+/// (it may be dead), skipping `excluded` (failed in an earlier attempt).
+pub fn choose_helpers(
+    entry: &RecordEntry,
+    task: &RepairTask,
+    excluded: &[u64],
+) -> Option<Vec<(u64, u8)>> {
+    let mut order: Vec<(u64, u8)> = entry
+        .holders
+        .iter()
+        .filter(|h| h.node != task.to && !excluded.contains(&h.node))
+        .map(|h| (h.node, h.x))
+        .collect();
+    order.sort_by_key(|(node, _)| *node == task.from);
+    order.truncate(usize::from(entry.k));
+    (order.len() == usize::from(entry.k)).then_some(order)
+}
+
+/// Most helper sessions and received pads a node keeps at once.
+pub const MAX_SESSIONS: usize = 1024;
+/// How long a helper keeps a session or a pad that is not used.
+pub const SESSION_TTL_MS: u64 = 60_000;
+
+/// A helper's memory of one session: the session and the seeds it drew.
+#[derive(Debug)]
+pub struct HelperSession {
+    /// The session.
+    pub session: RepairSession,
+    /// Seeds this helper drew for the helpers after it.
+    pub drawn: Vec<PadSeed>,
+    /// When it was prepared (monotonic ms).
+    pub at_ms: u64,
+}
+
+/// Sessions and pads on a helper, bounded in count and age.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    sessions: HashMap<[u8; 16], HelperSession>,
+    pads: HashMap<([u8; 16], u64), (PadSeed, u64)>,
+}
+
+impl Sessions {
+    fn expire(&mut self, now_ms: u64) {
+        self.sessions
+            .retain(|_, s| now_ms.saturating_sub(s.at_ms) < SESSION_TTL_MS);
+        self.pads
+            .retain(|_, (_, at)| now_ms.saturating_sub(*at) < SESSION_TTL_MS);
+    }
+
+    /// Keeps a prepared session. False if the node holds too many already.
+    pub fn insert(&mut self, s: HelperSession, now_ms: u64) -> bool {
+        self.expire(now_ms);
+        if self.sessions.len() >= MAX_SESSIONS {
+            return false;
+        }
+        self.sessions.insert(s.session.id, s);
+        true
+    }
+
+    /// Keeps a pad received from helper `from`. False if too many are held.
+    pub fn pad(&mut self, session: [u8; 16], from: u64, seed: PadSeed, now_ms: u64) -> bool {
+        self.expire(now_ms);
+        if self.pads.len() >= MAX_SESSIONS * 8 {
+            return false;
+        }
+        self.pads.insert((session, from), (seed, now_ms));
+        true
+    }
+
+    /// Takes a session and every pad it needs: the seeds this helper drew and those
+    /// received from each helper before it. `Err` names what is missing.
+    pub fn take(&mut self, id: [u8; 16], me: u64) -> Result<(RepairSession, Vec<PadSeed>), String> {
+        let s = self
+            .sessions
+            .get(&id)
+            .ok_or("no such repair session here (expired or never prepared)")?;
+        let pos = s
+            .session
+            .helpers
+            .iter()
+            .position(|(n, _)| *n == me)
+            .ok_or("this node is not a helper of the session")?;
+        let before: Vec<u64> = s.session.helpers[..pos].iter().map(|(n, _)| *n).collect();
+        if let Some(missing) = before.iter().find(|n| !self.pads.contains_key(&(id, **n))) {
+            return Err(format!("the pad from node {missing} has not arrived"));
+        }
+        let s = self
+            .sessions
+            .remove(&id)
+            .ok_or("no such repair session here")?;
+        let mut seeds = s.drawn;
+        for n in before {
+            if let Some((seed, _)) = self.pads.remove(&(id, n)) {
+                seeds.push(seed);
+            }
+        }
+        Ok((s.session, seeds))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
+mod tests {
+    use kakera_proto::catalog::Holder;
+    use kakera_proto::{Date, Digest, RecordId, RecordKind, RecordMeta, SubjectTag};
+
+    use super::*;
+
+    fn config() -> ClusterConfig {
+        let mut toml = String::from(
+            "cluster_id = \"c\"\nca_cert = \"ca.pem\"\nracks = [\"a\", \"b\", \"c\"]\n[policy]\nk = 3\nn = 5\n[zones.dc]\n[health]\nsuspect_after_ms = 1000\ndead_after_ms = 5000\n",
+        );
+        for (id, rack) in [(1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "c"), (6, "c")] {
+            toml.push_str(&format!(
+                "[[nodes]]\nid = {id}\nname = \"n{id}\"\nrack = \"{rack}\"\nzone = \"dc\"\naddr = \"127.0.0.1:{id}\"\ndata_dir = \"d{id}\"\n"
+            ));
+        }
+        ClusterConfig::parse(&toml).unwrap()
+    }
+
+    fn entry(id: u8, holders: [u64; 5]) -> RecordEntry {
+        RecordEntry {
+            id: RecordId([id; 16]),
+            meta: RecordMeta {
+                subject: SubjectTag([0; 32]),
+                kind: RecordKind::Claim,
+                source: "s".into(),
+                effective: Date::new(2025, 1, 1).unwrap(),
+            },
+            sealed_len: 10,
+            sealed_digest: Digest::of(b"x"),
+            k: 3,
+            holders: holders
+                .iter()
+                .enumerate()
+                .map(|(i, &node)| Holder {
+                    node,
+                    x: i as u8 + 1,
+                    digest: Digest::of(&[i as u8]),
+                })
+                .collect(),
+            committed_at_ms: 1,
+        }
+    }
+
+    fn facts(
+        c: &ClusterConfig,
+        f: impl Fn(u64) -> (NodeMode, HealthState),
+    ) -> BTreeMap<u64, NodeFacts> {
+        c.nodes
+            .iter()
+            .map(|n| {
+                let (mode, health) = f(n.id);
+                (
+                    n.id,
+                    NodeFacts {
+                        id: n.id,
+                        rack: n.rack.clone(),
+                        mode,
+                        health,
+                        shares: 0,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// P4: the detector moves alive -> suspect -> dead with silence, and a new leader
+    /// gives nodes it never heard from the full grace period.
+    #[test]
+    fn health_follows_silence() {
+        let c = config();
+        let mut h = HealthTracker::default();
+        h.probed(10_000);
+        assert_eq!(h.state(3, 10_500, &c), HealthState::Alive);
+        assert_eq!(h.state(3, 12_000, &c), HealthState::Suspect);
+        assert_eq!(h.state(3, 15_001, &c), HealthState::Dead);
+        h.answered(3, 15_100);
+        assert_eq!(h.state(3, 15_200, &c), HealthState::Alive);
+        assert_eq!(h.silent_ms(3, 15_200), Some(100));
+    }
+
+    /// P1, P4: a dead holder's share goes to an alive, active non-holder within the
+    /// rack rule; dead before drain; nothing moves for a healthy record; a share waits
+    /// when no node qualifies.
+    #[test]
+    fn planner_places_within_the_rules() {
+        let c = config();
+        let e = entry(1, [1, 3, 5, 2, 4]);
+        let healthy = facts(&c, |_| (NodeMode::Active, HealthState::Alive));
+        assert_eq!(plan_record(&e, &healthy, &c, None), None);
+
+        let dead3 = facts(&c, |n| {
+            let h = if n == 3 {
+                HealthState::Dead
+            } else {
+                HealthState::Alive
+            };
+            (
+                if n == 1 {
+                    NodeMode::Draining
+                } else {
+                    NodeMode::Active
+                },
+                h,
+            )
+        });
+        let need = plan_record(&e, &dead3, &c, None).unwrap();
+        assert_eq!(
+            (need.task.from, need.task.x, need.task.cause),
+            (3, 2, RepairCause::Dead)
+        );
+        // Rack b keeps node 4; rack c has 5, so 6 (rack c) is the only non-holder.
+        assert_eq!(need.task.to, 6);
+        assert!(need.placed);
+        assert_eq!(need.live_holders, 4);
+
+        // Node 6 suspect too: no node qualifies, the share waits.
+        let stuck = facts(&c, |n| match n {
+            3 => (NodeMode::Active, HealthState::Dead),
+            6 => (NodeMode::Active, HealthState::Suspect),
+            _ => (NodeMode::Active, HealthState::Alive),
+        });
+        assert!(!plan_record(&e, &stuck, &c, None).unwrap().placed);
+
+        // A pending move is kept while its target accepts, replaced when it does not.
+        let pending = RepairTask {
+            to: 6,
+            ..need.task.clone()
+        };
+        assert_eq!(
+            plan_record(&e, &dead3, &c, Some(&pending)).unwrap().task,
+            pending
+        );
+        let moved = plan_record(&e, &stuck, &c, Some(&pending)).unwrap();
+        assert!(!moved.placed);
+    }
+
+    /// P4: records with fewer live holders come first.
+    #[test]
+    fn most_urgent_first() {
+        let c = config();
+        let nodes = facts(&c, |n| match n {
+            1 | 3 => (NodeMode::Active, HealthState::Dead),
+            2 => (NodeMode::Draining, HealthState::Alive),
+            _ => (NodeMode::Active, HealthState::Alive),
+        });
+        let mut needs: Vec<Need> = [
+            entry(1, [2, 4, 5, 6, 3]), // one dead, one draining
+            entry(2, [1, 3, 4, 5, 6]), // two dead
+            entry(3, [2, 4, 5, 6, 1]), // one dead
+        ]
+        .iter()
+        .filter_map(|e| plan_record(e, &nodes, &c, None))
+        .collect();
+        prioritize(&mut needs);
+        let order: Vec<u8> = needs.iter().map(|n| n.task.record.0[0]).collect();
+        assert_eq!(order, vec![2, 1, 3]);
+    }
+
+    /// Helpers: k holders, never the new holder, the leaving node last, failed ones
+    /// skipped; None when too few remain.
+    #[test]
+    fn helpers_skip_the_leaving_and_the_failed() {
+        let e = entry(1, [1, 3, 5, 2, 4]);
+        let task = RepairTask {
+            record: e.id,
+            x: 1,
+            from: 1,
+            to: 6,
+            cause: RepairCause::Drain,
+            assigned_at_ms: 0,
+            assigned_index: 0,
+        };
+        let h = choose_helpers(&e, &task, &[]).unwrap();
+        assert_eq!(h, vec![(3, 2), (5, 3), (2, 4)]);
+        let h = choose_helpers(&e, &task, &[3, 5]).unwrap();
+        assert_eq!(h, vec![(2, 4), (4, 5), (1, 1)]);
+        assert!(choose_helpers(&e, &task, &[3, 5, 2]).is_none());
+    }
+
+    fn session(helpers: Vec<(u64, u8)>) -> RepairSession {
+        RepairSession {
+            id: [7; 16],
+            task: RepairTask {
+                record: RecordId([1; 16]),
+                x: 4,
+                from: 9,
+                to: 8,
+                cause: RepairCause::Dead,
+                assigned_at_ms: 0,
+                assigned_index: 1,
+            },
+            helpers,
+        }
+    }
+
+    /// A helper releases a session only with every pad from the helpers before it.
+    #[test]
+    fn sessions_need_every_pad() {
+        let mut s = Sessions::default();
+        let sess = session(vec![(1, 1), (2, 2), (3, 3)]);
+        assert!(s.insert(
+            HelperSession {
+                session: sess,
+                drawn: vec![],
+                at_ms: 0
+            },
+            0
+        ));
+        assert!(s.take([7; 16], 3).unwrap_err().contains("node 1"));
+        s.pad([7; 16], 1, PadSeed::from_bytes([1; 32]), 10);
+        assert!(s.take([7; 16], 3).unwrap_err().contains("node 2"));
+        s.pad([7; 16], 2, PadSeed::from_bytes([2; 32]), 10);
+        let (_, seeds) = s.take([7; 16], 3).unwrap();
+        assert_eq!(seeds.len(), 2);
+        assert!(s.take([7; 16], 3).is_err(), "a session is used once");
+        // Old sessions expire.
+        let sess = session(vec![(1, 1), (2, 2), (3, 3)]);
+        s.insert(
+            HelperSession {
+                session: sess,
+                drawn: vec![],
+                at_ms: 0,
+            },
+            0,
+        );
+        s.pad([9; 16], 1, PadSeed::from_bytes([1; 32]), SESSION_TTL_MS + 1);
+        assert!(s.take([7; 16], 1).is_err());
+    }
+}

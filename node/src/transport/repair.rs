@@ -1,0 +1,559 @@
+//! Node modes, the cluster's topology view, and masked repair between nodes (see
+//! `kakera_shamir::repair` for the protocol and `crate::repair` for the decisions).
+//!
+//! 1. The leader assigns a move through Raft (`RepairStep::Assign`), then asks the new
+//!    holder to run it (`RepairRun`).
+//! 2. The new holder picks k helpers and sends each `RepairPrepare`. A helper checks
+//!    that the move is assigned in its applied state to exactly this requester, and
+//!    sends a fresh pad seed directly to every helper after it (`RepairPad`).
+//! 3. Once every helper prepared, the new holder asks each for its masked term
+//!    (`RepairContribute`), adds them into share x, checks the catalog digest and
+//!    stages it (synced). It answers the leader `Repaired`.
+//! 4. The leader commits the move (`RepairStep::Commit`): the catalog names the new
+//!    holder, which promotes its staged share; the old holder, if alive, deletes its.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use kakera_proto::catalog::{NodeMode, RepairTask};
+use kakera_proto::{
+    ErrorKind, Identity, NodeHealth, RepairProgress, RepairSession, Request, RequestId, Response,
+};
+use kakera_shamir::Share;
+use kakera_shamir::repair::{PadSeed, assemble, masked_term};
+use openraft::async_runtime::watch::WatchReceiver;
+
+use super::records::{internal, not_leader, propose};
+use super::server::{ServerContext, error, unix_ms};
+use crate::raft::commands::ClientAction;
+use crate::repair::{HealthState, HealthTracker, HelperSession, Sessions, choose_helpers};
+
+/// How long a helper waits to apply a move's assignment.
+const ASSIGN_WAIT_MS: u64 = 5_000;
+/// How long one helper call may take (a term is at most a record's size).
+const HELPER_TIMEOUT_MS: u64 = 60_000;
+/// Attempts with different helpers before a repair run gives up.
+const MAX_HELPER_ATTEMPTS: usize = 3;
+
+/// What the leader knows of the cluster beyond the replicated state: health, repair
+/// progress, share counts; and every node's helper sessions. Shared by the server and
+/// the daemon's loops.
+#[derive(Debug)]
+pub struct ClusterView {
+    /// The monotonic clock's origin.
+    pub origin: Instant,
+    /// Failure detector (meaningful on the leader).
+    pub health: Mutex<HealthTracker>,
+    /// Repair progress (on the leader).
+    pub progress: Mutex<RepairProgress>,
+    /// Shares per node as counted by the leader's last full scan.
+    pub shares: Mutex<std::collections::BTreeMap<u64, u64>>,
+    /// This node's helper sessions and received pads.
+    pub sessions: Mutex<Sessions>,
+}
+
+impl Default for ClusterView {
+    fn default() -> ClusterView {
+        ClusterView {
+            origin: Instant::now(),
+            health: Mutex::new(HealthTracker::default()),
+            progress: Mutex::new(RepairProgress::default()),
+            shares: Mutex::new(Default::default()),
+            sessions: Mutex::new(Sessions::default()),
+        }
+    }
+}
+
+impl ClusterView {
+    /// Milliseconds on the monotonic clock.
+    pub fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+}
+
+/// Locks a mutex, recovering the data if a holder panicked (the data are plain
+/// counters and maps, valid at every step).
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The health verdict on `node` now.
+pub fn health_of(ctx: &ServerContext, node: u64) -> HealthState {
+    let now = ctx.view.now_ms();
+    lock(&ctx.view.health).state(node, now, &ctx.config)
+}
+
+/// Sets a node's mode (operator; at the leader). Decommissioning needs the node to
+/// hold no share — or to be dead (removing a node that is gone for good: its shares
+/// are then regenerated elsewhere).
+pub async fn set_node_mode(
+    ctx: &ServerContext,
+    identity: &Identity,
+    request_id: RequestId,
+    node: u64,
+    mode: NodeMode,
+    reason: String,
+) -> Response {
+    if ctx.config.node(node).is_none() {
+        return error(
+            ErrorKind::NotFound,
+            format!("node {node} is not in the cluster config"),
+        );
+    }
+    if reason.trim().is_empty() || reason.len() > 512 {
+        return error(
+            ErrorKind::BadRequest,
+            "give a reason of 1-512 characters (it is audited)",
+        );
+    }
+    if !ctx.raft.is_leader() {
+        return not_leader(ctx);
+    }
+    if mode == NodeMode::Decommissioned {
+        let held = match count_holdings(ctx, node).await {
+            Ok(n) => n,
+            Err(r) => return r,
+        };
+        if held > 0 && health_of(ctx, node) != HealthState::Dead {
+            return error(
+                ErrorKind::BadRequest,
+                format!(
+                    "node {node} still holds {held} shares; drain it first \
+                     (`kakera node drain {node} --wait`), or remove it once it is dead"
+                ),
+            );
+        }
+    }
+    let action = ClientAction::SetNodeMode { node, mode, reason };
+    match propose(ctx, identity, request_id, action).await {
+        Ok(_) => Response::Accepted,
+        Err(r) => r,
+    }
+}
+
+/// Shares the catalog places on `node` (a full scan, bounded by the catalog's size).
+async fn count_holdings(ctx: &ServerContext, node: u64) -> Result<u64, Response> {
+    let state = ctx.state.clone();
+    let count = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+        let mut after = None;
+        let mut held = 0;
+        // Bounded: each page advances `after` through a finite catalog.
+        loop {
+            let (page, next) = state.list(&kakera_proto::catalog::ListFilter::All, after, 1000)?;
+            held += page.iter().filter(|e| e.holder_on(node).is_some()).count() as u64;
+            match next {
+                Some(n) => after = Some(n),
+                None => return Ok(held),
+            }
+        }
+    })
+    .await;
+    match count {
+        Ok(Ok(n)) => Ok(n),
+        Ok(Err(e)) => Err(internal(e)),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// Every node's mode and health and the repair progress (at the leader).
+pub fn topology(ctx: &ServerContext) -> Response {
+    if !ctx.raft.is_leader() {
+        return not_leader(ctx);
+    }
+    let modes = match ctx.state.node_modes() {
+        Ok(m) => m,
+        Err(e) => return internal(e),
+    };
+    let now = ctx.view.now_ms();
+    let health = lock(&ctx.view.health).clone();
+    let shares = lock(&ctx.view.shares).clone();
+    let nodes = ctx
+        .config
+        .nodes
+        .iter()
+        .map(|n| NodeHealth {
+            node: n.id,
+            mode: modes
+                .iter()
+                .find(|m| m.node == n.id)
+                .map_or(NodeMode::Active, |m| m.mode),
+            health: if n.id == ctx.node.id {
+                HealthState::Alive.as_str().to_string()
+            } else {
+                health.state(n.id, now, &ctx.config).as_str().to_string()
+            },
+            silent_ms: if n.id == ctx.node.id {
+                Some(0)
+            } else {
+                health.silent_ms(n.id, now)
+            },
+            shares: shares.get(&n.id).copied().unwrap_or(0),
+        })
+        .collect();
+    let repair = lock(&ctx.view.progress).clone();
+    Response::Topology { nodes, repair }
+}
+
+/// The config node id of a node peer, from its certificate's name.
+fn node_id_of(ctx: &ServerContext, identity: &Identity) -> Option<u64> {
+    ctx.config.node_by_name(&identity.name).map(|n| n.id)
+}
+
+/// Waits until the move's assignment is applied here and checks it is the pending one.
+async fn assigned(ctx: &ServerContext, task: &RepairTask) -> Result<(), Response> {
+    let wait = ctx
+        .raft
+        .wait(Some(Duration::from_millis(ASSIGN_WAIT_MS)))
+        .applied_index_at_least(Some(task.assigned_index), "repair assignment")
+        .await;
+    if wait.is_err() {
+        return Err(error(
+            ErrorKind::Unavailable,
+            "this node has not applied the repair assignment yet; retry",
+        ));
+    }
+    match ctx.state.pending_repair(&task.record) {
+        Ok(Some(p)) if p == *task => Ok(()),
+        Ok(_) => Err(error(
+            ErrorKind::Forbidden,
+            format!("no such repair of record {} is assigned", task.record),
+        )),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// Helper side, step 2: checks the session against the catalog, sends pads to the
+/// helpers after this one, and keeps the session.
+pub async fn prepare(ctx: &ServerContext, identity: &Identity, session: RepairSession) -> Response {
+    let task = &session.task;
+    if node_id_of(ctx, identity) != Some(task.to) {
+        return error(
+            ErrorKind::Forbidden,
+            "only the assigned new holder may run this repair",
+        );
+    }
+    if let Err(r) = assigned(ctx, task).await {
+        return r;
+    }
+    let entry = match ctx.state.record(&task.record) {
+        Ok(Some(e)) => e,
+        Ok(None) => return error(ErrorKind::NotFound, "the record is not in the catalog"),
+        Err(e) => return internal(e),
+    };
+    // Exactly k distinct holders, each with its catalog x, none at the target x.
+    let mut seen = std::collections::BTreeSet::new();
+    let sound = session.helpers.len() == usize::from(entry.k)
+        && session.helpers.iter().all(|(n, x)| {
+            seen.insert(*n) && *x != task.x && entry.holder_on(*n).is_some_and(|h| h.x == *x)
+        });
+    let Some(pos) = session.helpers.iter().position(|(n, _)| *n == ctx.node.id) else {
+        return error(ErrorKind::BadRequest, "this node is not among the helpers");
+    };
+    if !sound || task.to == ctx.node.id {
+        return error(
+            ErrorKind::BadRequest,
+            "the helpers do not match the catalog (k distinct holders other than the target)",
+        );
+    }
+    let mut drawn = Vec::new();
+    for (node, _) in &session.helpers[pos + 1..] {
+        let seed = match PadSeed::random() {
+            Ok(s) => s,
+            Err(e) => return internal(e),
+        };
+        let Some(peer) = ctx.peers.get(node) else {
+            return error(ErrorKind::BadRequest, format!("node {node} is not a peer"));
+        };
+        let body = Request::RepairPad {
+            session: session.id,
+            seed: *seed.as_bytes(),
+        };
+        let timeout = Duration::from_millis(HELPER_TIMEOUT_MS);
+        match peer.call(&ctx.cluster_id, body, timeout).await {
+            Ok(Response::Accepted) => drawn.push(seed),
+            other => {
+                return error(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "helper node {node} did not take its pad: {}",
+                        describe(&other)
+                    ),
+                );
+            }
+        }
+    }
+    let now = ctx.view.now_ms();
+    let kept = lock(&ctx.view.sessions).insert(
+        HelperSession {
+            session,
+            drawn,
+            at_ms: now,
+        },
+        now,
+    );
+    if kept {
+        Response::Accepted
+    } else {
+        error(
+            ErrorKind::Unavailable,
+            "too many repair sessions here; retry",
+        )
+    }
+}
+
+/// Helper side: keeps a pad from another helper.
+pub fn pad(
+    ctx: &ServerContext,
+    identity: &Identity,
+    session: [u8; 16],
+    seed: [u8; 32],
+) -> Response {
+    let Some(from) = node_id_of(ctx, identity) else {
+        return error(
+            ErrorKind::Forbidden,
+            "the sender is not a node of this cluster",
+        );
+    };
+    let now = ctx.view.now_ms();
+    if lock(&ctx.view.sessions).pad(session, from, PadSeed::from_bytes(seed), now) {
+        Response::Accepted
+    } else {
+        error(ErrorKind::Unavailable, "too many repair pads here; retry")
+    }
+}
+
+/// Helper side, step 3: the masked term (as trailer bytes).
+pub async fn contribute(
+    ctx: &ServerContext,
+    identity: &Identity,
+    session_id: [u8; 16],
+) -> (Response, Vec<u8>) {
+    let refuse = |r: Response| (r, Vec::new());
+    let taken = lock(&ctx.view.sessions).take(session_id, ctx.node.id);
+    let (session, seeds) = match taken {
+        Ok(t) => t,
+        Err(reason) => return refuse(error(ErrorKind::BadRequest, reason)),
+    };
+    if node_id_of(ctx, identity) != Some(session.task.to) {
+        return refuse(error(
+            ErrorKind::Forbidden,
+            "only the assigned new holder may collect the terms",
+        ));
+    }
+    let shares = ctx.shares.clone();
+    let work = tokio::task::spawn_blocking(move || -> Result<(Response, Vec<u8>), String> {
+        let stored = shares
+            .committed(&session.task.record)
+            .map_err(|e| e.to_string())?
+            .ok_or("this helper holds no committed share of the record")?;
+        let share = Share::decode(&stored.bytes).map_err(|e| e.to_string())?;
+        let xs: Vec<u8> = session.helpers.iter().map(|(_, x)| *x).collect();
+        let term = masked_term(&share, &xs, session.task.x, &seeds).map_err(|e| e.to_string())?;
+        Ok((
+            Response::RepairTerm {
+                set_id: share.set_id().0,
+                k: share.threshold(),
+                size_bytes: term.len() as u64,
+            },
+            term.to_vec(),
+        ))
+    })
+    .await;
+    match work {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(reason)) => refuse(error(ErrorKind::Unavailable, reason)),
+        Err(e) => refuse(internal(e)),
+    }
+}
+
+fn describe<T: std::fmt::Debug>(r: &Result<T, kakera_net::NetError>) -> String {
+    match r {
+        Err(e) => e.to_string(),
+        Ok(other) => format!("unexpected answer {other:?}"),
+    }
+}
+
+/// New-holder side: runs an assigned move (steps 2-3) and stages the share.
+pub async fn run(ctx: &ServerContext, identity: &Identity, task: RepairTask) -> Response {
+    let leader_node = ctx
+        .raft
+        .metrics()
+        .borrow_watched()
+        .current_leader
+        .map(kakera_proto::ids::node_of);
+    if node_id_of(ctx, identity).is_none() || node_id_of(ctx, identity) != leader_node {
+        return error(ErrorKind::Forbidden, "only the leader starts repairs");
+    }
+    run_assigned(ctx, task).await
+}
+
+/// Runs an assigned move whose new holder is this node (the leader calls it directly
+/// when it is the new holder itself).
+pub async fn run_assigned(ctx: &ServerContext, task: RepairTask) -> Response {
+    if task.to != ctx.node.id {
+        return error(
+            ErrorKind::BadRequest,
+            "this node is not the move's new holder",
+        );
+    }
+    if let Err(r) = assigned(ctx, &task).await {
+        return r;
+    }
+    let entry = match ctx.state.record(&task.record) {
+        Ok(Some(e)) => e,
+        Ok(None) => return error(ErrorKind::NotFound, "the record is not in the catalog"),
+        Err(e) => return internal(e),
+    };
+    let Some(expected) = entry
+        .holder_on(task.from)
+        .filter(|h| h.x == task.x)
+        .map(|h| h.digest)
+    else {
+        return error(ErrorKind::BadRequest, "the catalog does not match the move");
+    };
+    // Already staged by an earlier run whose answer was lost.
+    if let Ok(Some(s)) = ctx.shares.staged(&task.record)
+        && s.digest == expected
+    {
+        return Response::Repaired { digest: expected };
+    }
+    let mut excluded = Vec::new();
+    let mut last = String::from("no attempt was made");
+    for _ in 0..MAX_HELPER_ATTEMPTS {
+        let Some(helpers) = choose_helpers(&entry, &task, &excluded) else {
+            break;
+        };
+        match session(ctx, &task, &helpers).await {
+            Ok(bytes) => {
+                let digest = kakera_proto::Digest::of(&bytes);
+                if digest != expected {
+                    return error(
+                        ErrorKind::Internal,
+                        "the regenerated share does not match the catalog digest (a helper's share is bad)",
+                    );
+                }
+                let shares = ctx.shares.clone();
+                let record = task.record;
+                let now = unix_ms();
+                let staged = tokio::task::spawn_blocking(move || {
+                    shares.stage_repaired(&record, &bytes, now)
+                })
+                .await;
+                return match staged {
+                    Ok(Ok(d)) => Response::Repaired { digest: d },
+                    Ok(Err(e)) => internal(e),
+                    Err(e) => internal(e),
+                };
+            }
+            Err((failed, reason)) => {
+                last = reason;
+                excluded.extend(failed);
+            }
+        }
+    }
+    error(
+        ErrorKind::Unavailable,
+        format!("repair of record {} failed: {last}", task.record),
+    )
+}
+
+/// One masked-repair session with `helpers`. On failure: the helpers that failed and
+/// why.
+async fn session(
+    ctx: &ServerContext,
+    task: &RepairTask,
+    helpers: &[(u64, u8)],
+) -> Result<Vec<u8>, (Vec<u64>, String)> {
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).map_err(|e| (Vec::new(), e.to_string()))?;
+    let session = RepairSession {
+        id,
+        task: task.clone(),
+        helpers: helpers.to_vec(),
+    };
+    let timeout = Duration::from_millis(HELPER_TIMEOUT_MS);
+    let peer = |n: u64| ctx.peers.get(&n).cloned();
+    // Prepare every helper; pads flow between them during this step.
+    let prepares = helpers.iter().map(|(n, _)| {
+        let body = Request::RepairPrepare {
+            session: session.clone(),
+        };
+        let p = peer(*n);
+        async move {
+            let r = match p {
+                Some(p) => p.call(&ctx.cluster_id, body, timeout).await,
+                None => Err(kakera_net::NetError::Refused {
+                    peer: format!("node {n}"),
+                    kind: ErrorKind::BadRequest,
+                    message: "not a peer".into(),
+                }),
+            };
+            (*n, r)
+        }
+    });
+    let mut failed = Vec::new();
+    let mut reason = String::new();
+    for (n, r) in futures::future::join_all(prepares).await {
+        if !matches!(r, Ok(Response::Accepted)) {
+            reason = format!("helper node {n}: {}", describe(&r));
+            failed.push(n);
+        }
+    }
+    if !failed.is_empty() {
+        return Err((failed, reason));
+    }
+    let limit = 2 * kakera_proto::catalog::MAX_RECORD_BYTES;
+    let contributions = helpers.iter().map(|(n, _)| {
+        let p = peer(*n);
+        async move {
+            let body = Request::RepairContribute { session: id };
+            let r = match p {
+                Some(p) => {
+                    p.call_full(&ctx.cluster_id, body, &[], limit, timeout)
+                        .await
+                }
+                None => Err(kakera_net::NetError::Refused {
+                    peer: format!("node {n}"),
+                    kind: ErrorKind::BadRequest,
+                    message: "not a peer".into(),
+                }),
+            };
+            (*n, r)
+        }
+    });
+    let mut terms = Vec::with_capacity(helpers.len());
+    let mut facts = None;
+    for (n, r) in futures::future::join_all(contributions).await {
+        match r {
+            Ok((
+                Response::RepairTerm {
+                    set_id,
+                    k,
+                    size_bytes,
+                },
+                bytes,
+            )) if size_bytes == bytes.len() as u64 => {
+                if facts.is_some_and(|f| f != (set_id, k)) {
+                    failed.push(n);
+                    reason = format!("helper node {n} holds a share of another sharing");
+                }
+                facts = Some((set_id, k));
+                terms.push(bytes);
+            }
+            other => {
+                reason = format!("helper node {n}: {}", describe(&other.map(|(r, _)| r)));
+                failed.push(n);
+            }
+        }
+    }
+    if !failed.is_empty() {
+        return Err((failed, reason));
+    }
+    let Some((set_id, k)) = facts else {
+        return Err((Vec::new(), "no helper answered".into()));
+    };
+    let refs: Vec<&[u8]> = terms.iter().map(Vec::as_slice).collect();
+    let share = assemble(&refs, kakera_shamir::SetId(set_id), k, task.x)
+        .map_err(|e| (Vec::new(), e.to_string()))?;
+    Ok(share.encode())
+}
