@@ -602,6 +602,18 @@ impl Client {
         }
     }
 
+    /// Sends `body` to every configured node at once; each node's answer.
+    async fn ask_every_node(
+        &self,
+        body: Request,
+    ) -> Vec<(u64, Result<Response, kakera_net::NetError>)> {
+        let asks = self.config().nodes.iter().map(|n| {
+            let body = body.clone();
+            async move { (n.id, self.conn.call(n.id, body, timeout_for(0)).await) }
+        });
+        futures::future::join_all(asks).await
+    }
+
     /// Checks that records are gone from every node (auditor; see
     /// [`crate::verify::judge_erasure`]): opens an erasure-check ticket (so the check is
     /// in the audit log) and asks every node whether it stores anything of them,
@@ -625,15 +637,12 @@ impl Client {
             return Err(unexpected(&answer));
         };
         let live: std::collections::BTreeSet<RecordId> = entries.iter().map(|e| e.id).collect();
-        let asks = self.config().nodes.iter().map(|n| {
-            let body = Request::ProbeShares {
-                ticket: ticket.id,
-                records: ids.to_vec(),
-            };
-            async move { (n.id, self.conn.call(n.id, body, timeout_for(0)).await) }
-        });
+        let body = Request::ProbeShares {
+            ticket: ticket.id,
+            records: ids.to_vec(),
+        };
         let mut seen: BTreeMap<RecordId, BTreeMap<u64, Probe>> = BTreeMap::new();
-        for (node, answer) in futures::future::join_all(asks).await {
+        for (node, answer) in self.ask_every_node(body).await {
             match answer {
                 Ok(Response::Probes { items }) if items.len() == ids.len() => {
                     for item in items {
@@ -647,10 +656,7 @@ impl Client {
                     }
                 }
                 other => {
-                    let reason = match other {
-                        Err(e) => e.to_string(),
-                        Ok(r) => unexpected(&r).to_string(),
-                    };
+                    let reason = failure_reason(other);
                     for id in ids {
                         seen.entry(*id)
                             .or_default()
@@ -697,18 +703,12 @@ impl Client {
             return Err(unexpected(&answer));
         };
         // Light: every node re-reads what it holds of every record.
-        let asks = self.config().nodes.iter().map(|n| {
-            let body = Request::VerifyShares {
-                ticket: ticket.id,
-                records: ids.to_vec(),
-            };
-            async move {
-                let r = self.conn.call(n.id, body, timeout_for(0)).await;
-                (n.id, r)
-            }
-        });
+        let body = Request::VerifyShares {
+            ticket: ticket.id,
+            records: ids.to_vec(),
+        };
         let mut seen: BTreeMap<RecordId, BTreeMap<u64, Observation>> = BTreeMap::new();
-        for (node, answer) in futures::future::join_all(asks).await {
+        for (node, answer) in self.ask_every_node(body).await {
             match answer {
                 Ok(Response::ShareChecks { items }) if items.len() == ids.len() => {
                     for item in items {
@@ -717,10 +717,7 @@ impl Client {
                     }
                 }
                 other => {
-                    let reason = match other {
-                        Err(e) => e.to_string(),
-                        Ok(r) => unexpected(&r).to_string(),
-                    };
+                    let reason = failure_reason(other);
                     for id in ids {
                         seen.entry(*id)
                             .or_default()
@@ -939,6 +936,14 @@ fn shares_of<'a>(items: &[FetchedShare], data: &'a [u8]) -> Vec<(RecordId, Optio
 fn merge(into: &mut Asks, more: Asks) {
     for (node, records) in more {
         into.entry(node).or_default().extend(records);
+    }
+}
+
+/// Why a node's answer is not the one asked for, as a sentence.
+fn failure_reason(answer: Result<Response, kakera_net::NetError>) -> String {
+    match answer {
+        Err(e) => e.to_string(),
+        Ok(r) => unexpected(&r).to_string(),
     }
 }
 

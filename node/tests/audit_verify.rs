@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{clients, start, wait_all_applied};
+use common::{auditor, clients, start, wait_all_applied};
 use kakera_client::export::{ExportQuery, ExportSigner, verify_export, write_export};
 use kakera_client::verify::Finding;
 use kakera_client::{Client, NewRecord};
@@ -32,11 +32,7 @@ async fn every_injected_fault_is_named_with_its_node_and_rack() {
     let mut cluster = start(dir.path(), 6).await;
     let config = cluster.config();
     let (operator, ingest, _reader) = clients(&cluster);
-    let auditor = Client::connect(
-        config.clone(),
-        &cluster.identity("auditor", Role::Auditor, None),
-    )
-    .unwrap();
+    let auditor = auditor(&cluster);
     let ids = ingest
         .put_batch(
             (0..8u8)

@@ -9,11 +9,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{clients, start, wait_all_applied};
+use common::{auditor, clients, open_grant, start, wait_all_applied};
 use kakera_client::{Client, NewRecord};
 use kakera_proto::audit::AuditQuery;
-use kakera_proto::catalog::{Grant, GrantScope, ListFilter, NodeMode, RecordEntry};
-use kakera_proto::{Date, RecordId, RecordKind, RecordMeta, Role, SubjectTag};
+use kakera_proto::catalog::{ListFilter, NodeMode, RecordEntry};
+use kakera_proto::{Date, RecordId, RecordKind, RecordMeta, SubjectTag};
 
 fn record(i: u8) -> NewRecord {
     NewRecord {
@@ -57,28 +57,8 @@ async fn drained_and_dead_nodes_are_repaired_by_masked_repair() {
     let mut cluster = start(dir.path(), 6).await;
     let config = cluster.config();
     let (operator, ingest, reader) = clients(&cluster);
-    let auditor = Client::connect(
-        config.clone(),
-        &cluster.identity("auditor", Role::Auditor, None),
-    )
-    .unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    operator
-        .create_grant(Grant {
-            job: "study-r".into(),
-            reader: "anon-job".into(),
-            scope: GrantScope::default(),
-            expires_at_ms: now + 3_600_000,
-            approval: "IRB-2026-090".into(),
-            created_at_ms: 0,
-            created_by: String::new(),
-            revoked: None,
-        })
-        .await
-        .unwrap();
+    let auditor = auditor(&cluster);
+    open_grant(&operator, "study-r", "anon-job").await;
     let mut ids = ingest
         .put_batch((0..16u8).map(record).collect())
         .await

@@ -529,6 +529,26 @@ pub async fn open_erasure_check(
     Response::ReadTicket { ticket, entries }
 }
 
+/// A usable ticket of the purpose `purpose_ok` accepts (`what` names it in the
+/// refusal).
+async fn ticket_for(
+    ctx: &ServerContext,
+    identity: &Identity,
+    ticket_id: u64,
+    records: &[RecordId],
+    purpose_ok: impl Fn(&TicketPurpose) -> bool,
+    what: &str,
+) -> Result<Ticket, Response> {
+    let ticket = usable_ticket(ctx, identity, ticket_id, records).await?;
+    if !purpose_ok(&ticket.purpose) {
+        return Err(error(
+            ErrorKind::Forbidden,
+            format!("ticket {ticket_id} is not an {what} ticket"),
+        ));
+    }
+    Ok(ticket)
+}
+
 /// Under an erasure-check ticket: whether this node stores anything of each record,
 /// committed or staged. Presence only; no bytes, no digests leave the node.
 pub async fn probe_shares(
@@ -537,15 +557,18 @@ pub async fn probe_shares(
     ticket_id: u64,
     records: Vec<RecordId>,
 ) -> Response {
-    let ticket = match usable_ticket(ctx, identity, ticket_id, &records).await {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    if ticket.purpose != TicketPurpose::ErasureCheck {
-        return error(
-            ErrorKind::Forbidden,
-            format!("ticket {ticket_id} is not an erasure-check ticket"),
-        );
+    let purpose_ok = |p: &TicketPurpose| *p == TicketPurpose::ErasureCheck;
+    if let Err(r) = ticket_for(
+        ctx,
+        identity,
+        ticket_id,
+        &records,
+        purpose_ok,
+        "erasure-check",
+    )
+    .await
+    {
+        return r;
     }
     let shares = ctx.shares.clone();
     let probe = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
@@ -595,15 +618,9 @@ pub async fn verify_shares(
     ticket_id: u64,
     records: Vec<RecordId>,
 ) -> Response {
-    let ticket = match usable_ticket(ctx, identity, ticket_id, &records).await {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    if !matches!(ticket.purpose, TicketPurpose::Audit { .. }) {
-        return error(
-            ErrorKind::Forbidden,
-            format!("ticket {ticket_id} is not an audit ticket"),
-        );
+    let purpose_ok = |p: &TicketPurpose| matches!(p, TicketPurpose::Audit { .. });
+    if let Err(r) = ticket_for(ctx, identity, ticket_id, &records, purpose_ok, "audit").await {
+        return r;
     }
     let state = ctx.state.clone();
     let shares = ctx.shares.clone();

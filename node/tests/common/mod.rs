@@ -330,3 +330,35 @@ pub async fn wait_all_applied(client: &kakera_client::Client) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The auditor of a test cluster.
+#[allow(dead_code)] // not every test file audits
+pub fn auditor(cluster: &LocalCluster) -> kakera_client::Client {
+    kakera_client::Client::connect(
+        cluster.config(),
+        &cluster.identity("auditor", Role::Auditor, None),
+    )
+    .unwrap()
+}
+
+/// Enters an hour-long grant over everything for `job`, read by `reader`.
+#[allow(dead_code)] // not every test file reads
+pub async fn open_grant(operator: &kakera_client::Client, job: &str, reader: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    operator
+        .create_grant(kakera_proto::catalog::Grant {
+            job: job.into(),
+            reader: reader.into(),
+            scope: kakera_proto::catalog::GrantScope::default(),
+            expires_at_ms: now + 3_600_000,
+            approval: "IRB-2026-test".into(),
+            created_at_ms: 0,
+            created_by: String::new(),
+            revoked: None,
+        })
+        .await
+        .unwrap();
+}
