@@ -565,21 +565,21 @@ impl Client {
         }
     }
 
-    /// The nodes that take new shares (active and alive, by the leader), with their
-    /// share counts; every configured node if the leader cannot say (the leader's
-    /// placement check and staging still refuse what cannot work).
-    async fn accepting_nodes(&self) -> Vec<(u64, u64)> {
+    /// The nodes that take new shares (active and alive, by the leader); every
+    /// configured node if the leader cannot say (the leader's placement check and
+    /// staging still refuse what cannot work).
+    async fn accepting_nodes(&self) -> Vec<u64> {
         match self.topology().await {
             Ok((nodes, _)) => nodes
                 .iter()
                 .filter(|n| {
                     n.mode == kakera_proto::catalog::NodeMode::Active && n.health == "alive"
                 })
-                .map(|n| (n.node, 0))
+                .map(|n| n.node)
                 .collect(),
             Err(e) => {
                 tracing::debug!(error = %e, "no topology from the leader; placing on every node");
-                self.config().nodes.iter().map(|n| (n.id, 0)).collect()
+                self.config().nodes.iter().map(|n| n.id).collect()
             }
         }
     }
@@ -1029,10 +1029,10 @@ fn open_record(
 }
 
 /// Ids, seal, split and placement for a batch (CPU work; runs off the async threads).
-/// `accepting` lists the nodes that take new shares, with their share counts.
+/// `accepting` lists the nodes that take new shares.
 fn prepare(
     config: &ClusterConfig,
-    accepting: &[(u64, u64)],
+    accepting: &[u64],
     zone: &ZonePublicKey,
     records: Vec<NewRecord>,
 ) -> Result<Vec<Prepared>, ClientError> {
@@ -1040,13 +1040,11 @@ fn prepare(
     let views: Vec<NodeView<'_>> = config
         .nodes
         .iter()
-        .filter_map(|n| {
-            let (_, fill) = accepting.iter().find(|(id, _)| *id == n.id)?;
-            Some(NodeView {
-                id: n.id,
-                rack: &n.rack,
-                fill: *fill,
-            })
+        .filter(|n| accepting.contains(&n.id))
+        .map(|n| NodeView {
+            id: n.id,
+            rack: &n.rack,
+            fill: 0,
         })
         .collect();
     let now = unix_ms();

@@ -27,6 +27,7 @@ use x509_parser::prelude::{ASN1Time, FromDer, X509Certificate};
 
 use crate::demo::format_ms;
 use crate::error::ClientError;
+use crate::zone::hex;
 
 /// The `format` field of an export's header.
 pub const EXPORT_FORMAT: &str = "kakera-audit-export";
@@ -35,11 +36,6 @@ pub const EXPORT_VERSION: u32 = 1;
 /// Largest export [`verify_export`] accepts (bytes), so a hostile file cannot exhaust
 /// memory: about four million entries.
 pub const MAX_EXPORT_BYTES: usize = 4 << 30;
-
-/// Lower-case hex.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// Hex of any even length, or `None`.
 fn unhex(text: &str) -> Option<Vec<u8>> {

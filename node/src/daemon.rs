@@ -34,7 +34,7 @@ use crate::raft::commands::RepairStep;
 use crate::raft::network::QuicNetworkFactory;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{Command, RaftHandle, start_raft};
-use crate::repair::{HealthState, HealthTracker, NodeFacts, plan_record, prioritize};
+use crate::repair::{HealthTracker, NodeFacts, plan_record, prioritize};
 use crate::transport::repair::lock;
 use crate::transport::server::{ServerContext, serve};
 use crate::transport::{Peer, QuicLimits, TlsFiles, TlsMaterial};
@@ -574,39 +574,8 @@ impl Repairer {
         }
     }
 
-    fn facts(&self) -> Result<BTreeMap<u64, NodeFacts>, String> {
-        let ctx = &self.ctx;
-        let modes = ctx.state.node_modes().map_err(|e| e.to_string())?;
-        let now = ctx.view.now_ms();
-        let health = lock(&ctx.view.health).clone();
-        let counts = lock(&ctx.view.shares).clone();
-        Ok(ctx
-            .config
-            .nodes
-            .iter()
-            .map(|n| {
-                let state = if n.id == ctx.node.id {
-                    HealthState::Alive
-                } else {
-                    health.state(n.id, now, &ctx.config)
-                };
-                let facts = NodeFacts {
-                    id: n.id,
-                    rack: n.rack.clone(),
-                    mode: modes
-                        .iter()
-                        .find(|m| m.node == n.id)
-                        .map_or(kakera_proto::catalog::NodeMode::Active, |m| m.mode),
-                    health: state,
-                    shares: counts.get(&n.id).copied().unwrap_or(0),
-                };
-                (n.id, facts)
-            })
-            .collect())
-    }
-
     async fn step(&mut self) -> Result<(), String> {
-        let facts = self.facts()?;
+        let facts = crate::transport::repair::node_facts(&self.ctx).map_err(|e| e.to_string())?;
         self.scan(&facts).await?;
         self.execute(&facts).await
     }

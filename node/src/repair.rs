@@ -168,11 +168,13 @@ pub fn plan_record(
             Some((h, cause))
         })
         .min_by_key(|(h, cause)| (*cause, h.x))?;
-    let view = |n: &NodeFacts| NodeView {
-        id: n.id,
-        rack: config.node(n.id).map_or("", |c| c.rack.as_str()),
-        fill: n.shares,
-    };
+    fn view(n: &NodeFacts) -> NodeView<'_> {
+        NodeView {
+            id: n.id,
+            rack: n.rack.as_str(),
+            fill: n.shares,
+        }
+    }
     let keeping: Vec<NodeView<'_>> = entry
         .holders
         .iter()

@@ -12,6 +12,7 @@
 //! 4. The leader commits the move (`RepairStep::Commit`): the catalog names the new
 //!    holder, which promotes its staged share; the old holder, if alive, deletes its.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,9 @@ use openraft::async_runtime::watch::WatchReceiver;
 use super::records::{internal, not_leader, propose};
 use super::server::{ServerContext, error, unix_ms};
 use crate::raft::commands::ClientAction;
-use crate::repair::{HealthState, HealthTracker, HelperSession, Sessions, choose_helpers};
+use crate::repair::{
+    HealthState, HealthTracker, HelperSession, NodeFacts, Sessions, choose_helpers,
+};
 
 /// How long a helper waits to apply a move's assignment.
 const ASSIGN_WAIT_MS: u64 = 5_000;
@@ -155,39 +158,60 @@ async fn count_holdings(ctx: &ServerContext, node: u64) -> Result<u64, Response>
     }
 }
 
+/// What the leader knows of every configured node now: mode (replicated), health
+/// (its failure detector; itself always alive), shares held (last scan).
+pub fn node_facts(ctx: &ServerContext) -> std::io::Result<BTreeMap<u64, NodeFacts>> {
+    let modes = ctx.state.node_modes()?;
+    let now = ctx.view.now_ms();
+    let health = lock(&ctx.view.health).clone();
+    let shares = lock(&ctx.view.shares).clone();
+    Ok(ctx
+        .config
+        .nodes
+        .iter()
+        .map(|n| {
+            let facts = NodeFacts {
+                id: n.id,
+                rack: n.rack.clone(),
+                mode: modes
+                    .iter()
+                    .find(|m| m.node == n.id)
+                    .map_or(NodeMode::Active, |m| m.mode),
+                health: if n.id == ctx.node.id {
+                    HealthState::Alive
+                } else {
+                    health.state(n.id, now, &ctx.config)
+                },
+                shares: shares.get(&n.id).copied().unwrap_or(0),
+            };
+            (n.id, facts)
+        })
+        .collect())
+}
+
 /// Every node's mode and health and the repair progress (at the leader).
 pub fn topology(ctx: &ServerContext) -> Response {
     if !ctx.raft.is_leader() {
         return not_leader(ctx);
     }
-    let modes = match ctx.state.node_modes() {
-        Ok(m) => m,
+    let facts = match node_facts(ctx) {
+        Ok(f) => f,
         Err(e) => return internal(e),
     };
     let now = ctx.view.now_ms();
     let health = lock(&ctx.view.health).clone();
-    let shares = lock(&ctx.view.shares).clone();
-    let nodes = ctx
-        .config
-        .nodes
-        .iter()
-        .map(|n| NodeHealth {
-            node: n.id,
-            mode: modes
-                .iter()
-                .find(|m| m.node == n.id)
-                .map_or(NodeMode::Active, |m| m.mode),
-            health: if n.id == ctx.node.id {
-                HealthState::Alive.as_str().to_string()
-            } else {
-                health.state(n.id, now, &ctx.config).as_str().to_string()
-            },
-            silent_ms: if n.id == ctx.node.id {
+    let nodes = facts
+        .into_values()
+        .map(|f| NodeHealth {
+            node: f.id,
+            mode: f.mode,
+            health: f.health.as_str().to_string(),
+            silent_ms: if f.id == ctx.node.id {
                 Some(0)
             } else {
-                health.silent_ms(n.id, now)
+                health.silent_ms(f.id, now)
             },
-            shares: shares.get(&n.id).copied().unwrap_or(0),
+            shares: f.shares,
         })
         .collect();
     let repair = lock(&ctx.view.progress).clone();
