@@ -207,7 +207,19 @@ impl Client {
     /// Sends `body` to the leader, following not-leader answers and trying other
     /// nodes while none answers, for up to [`LEADER_DEADLINE_MS`].
     pub async fn leader_call(&self, body: Request) -> Result<Response, ClientError> {
-        let deadline = Instant::now() + Duration::from_millis(LEADER_DEADLINE_MS);
+        self.leader_call_until(
+            body,
+            Instant::now() + Duration::from_millis(LEADER_DEADLINE_MS),
+        )
+        .await
+    }
+
+    /// [`Client::leader_call`] that starts no attempt after `deadline`.
+    async fn leader_call_until(
+        &self,
+        body: Request,
+        deadline: Instant,
+    ) -> Result<Response, ClientError> {
         let nodes: Vec<u64> = self.config().nodes.iter().map(|n| n.id).collect();
         let mut target = self.leader_hint.load(Ordering::Relaxed);
         // Bounded by the deadline; each failed round sleeps.
@@ -241,7 +253,7 @@ impl Client {
             };
             if Instant::now() >= deadline {
                 return Err(ClientError::Unavailable(format!(
-                    "no leader answered within {LEADER_DEADLINE_MS} ms (last: {})",
+                    "no leader answered in time (last: {})",
                     result.err().map_or_else(String::new, |e| e.to_string())
                 )));
             }
@@ -267,6 +279,34 @@ impl Client {
     /// batches go as several commits of at most [`MAX_BATCH_RECORDS`] records and
     /// about [`PUT_BATCH_BYTES`].
     pub async fn put_batch(&self, records: Vec<NewRecord>) -> Result<Vec<RecordId>, ClientError> {
+        let now = unix_ms();
+        let with_ids = records
+            .into_iter()
+            .map(|r| Ok((random_id(now)?, r)))
+            .collect::<Result<Vec<_>, ClientError>>()?;
+        self.put_batch_with_ids(with_ids).await
+    }
+
+    /// A fresh record id (creation time in ms and 80 random bits), for callers that
+    /// must know a record's id before its put completes: a job that logs what it is
+    /// about to store, a test history.
+    pub fn new_record_id() -> Result<RecordId, ClientError> {
+        random_id(unix_ms())
+    }
+
+    /// Like [`Client::put_batch`] with ids the caller drew by
+    /// [`Client::new_record_id`]. An id used twice in the batch is refused; an id
+    /// already committed is refused by the leader and nothing of its batch commits.
+    pub async fn put_batch_with_ids(
+        &self,
+        records: Vec<(RecordId, NewRecord)>,
+    ) -> Result<Vec<RecordId>, ClientError> {
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some((id, _)) = records.iter().find(|(id, _)| !seen.insert(*id)) {
+            return Err(ClientError::Invalid(format!(
+                "record id {id} appears twice in one batch"
+            )));
+        }
         let zone = self.zone_public.clone().ok_or_else(|| {
             ClientError::Invalid(
                 "the cluster config has no zone_public_key; run `kakera zone keygen` and add \
@@ -274,7 +314,7 @@ impl Client {
                     .into(),
             )
         })?;
-        for r in &records {
+        for (_, r) in &records {
             r.meta.validate()?;
             if r.data.len() as u64 > MAX_RECORD_BYTES {
                 return Err(ClientError::Invalid(format!(
@@ -284,7 +324,7 @@ impl Client {
             }
         }
         let mut ids = Vec::with_capacity(records.len());
-        let batches = groups(records, MAX_BATCH_RECORDS, PUT_BATCH_BYTES, |r| {
+        let batches = groups(records, MAX_BATCH_RECORDS, PUT_BATCH_BYTES, |(_, r)| {
             r.data.len() as u64
         });
         for batch in batches {
@@ -296,7 +336,7 @@ impl Client {
     async fn put_one_batch(
         &self,
         zone: &ZonePublicKey,
-        records: Vec<NewRecord>,
+        records: Vec<(RecordId, NewRecord)>,
     ) -> Result<Vec<RecordId>, ClientError> {
         let config = self.config().clone();
         let zone = zone.clone();
@@ -318,6 +358,7 @@ impl Client {
             .iter()
             .flat_map(|e| e.holders.iter().map(move |h| ((h.node, e.id), h.digest)))
             .collect();
+        let staging_started = Instant::now();
         let mut sends = FuturesUnordered::new();
         for (node, shares) in by_node {
             for group in groups(
@@ -334,12 +375,29 @@ impl Client {
             result?;
         }
         drop(sends);
+        // Nodes delete staged shares no commit claimed within the staging lifetime;
+        // a commit that landed later could name shares already gone. So no commit
+        // attempt starts after half the lifetime: the put fails, nothing of it is
+        // committed, and the caller may put the records again.
+        let ttl_ms = self.config().staging.ttl_ms;
+        let commit_by = (staging_started + Duration::from_millis(ttl_ms / 2))
+            .min(Instant::now() + Duration::from_millis(LEADER_DEADLINE_MS));
+        if Instant::now() >= commit_by {
+            return Err(ClientError::Unavailable(format!(
+                "staging took longer than half the staging lifetime ({ttl_ms} ms); nothing \
+                 was committed, put the records again"
+            )));
+        }
+        kakera_net::crash::point("client.put.staged");
         let ids: Vec<RecordId> = entries.iter().map(|e| e.id).collect();
         match self
-            .leader_call(Request::CommitRecords { records: entries })
+            .leader_call_until(Request::CommitRecords { records: entries }, commit_by)
             .await?
         {
-            Response::Committed { .. } => Ok(ids),
+            Response::Committed { .. } => {
+                kakera_net::crash::point("client.put.committed");
+                Ok(ids)
+            }
             other => Err(unexpected(&other)),
         }
     }
@@ -421,6 +479,7 @@ impl Client {
                 return Err(unexpected(&answer));
             };
             out.tickets.push(ticket.id);
+            kakera_net::crash::point("client.get.ticket");
             self.read_under(key, &ticket, entries, &mut out).await;
         }
         Ok(out)
@@ -1034,7 +1093,7 @@ fn prepare(
     config: &ClusterConfig,
     accepting: &[u64],
     zone: &ZonePublicKey,
-    records: Vec<NewRecord>,
+    records: Vec<(RecordId, NewRecord)>,
 ) -> Result<Vec<Prepared>, ClientError> {
     let policy = config.policy;
     let views: Vec<NodeView<'_>> = config
@@ -1047,10 +1106,8 @@ fn prepare(
             fill: 0,
         })
         .collect();
-    let now = unix_ms();
     let mut out = Vec::with_capacity(records.len());
-    for r in records {
-        let id = random_id(now)?;
+    for (id, r) in records {
         let sealed = seal::seal(zone, &config.cluster_id, &id, &r.meta, &r.data)?;
         debug_assert_eq!(sealed.len(), r.data.len() + SEAL_OVERHEAD_BYTES);
         let nodes = place(&id.0, &views, &policy)

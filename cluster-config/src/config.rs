@@ -83,6 +83,24 @@ impl Default for HealthConfig {
     }
 }
 
+/// How long staged (uncommitted) shares live (`[staging]`, all fields optional).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StagingConfig {
+    /// A staged share that no commit claimed within this time is deleted.
+    pub ttl_ms: u64,
+    /// How often each node looks for expired staged shares.
+    pub collect_every_ms: u64,
+}
+
+impl Default for StagingConfig {
+    fn default() -> StagingConfig {
+        StagingConfig {
+            ttl_ms: 15 * 60 * 1000,
+            collect_every_ms: 10_000,
+        }
+    }
+}
+
 /// A zone: a security domain, optionally with the networks its members connect from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ZoneConfig {
@@ -141,6 +159,8 @@ pub struct ClusterConfig {
     pub nodes: Vec<NodeConfig>,
     /// Failure detection and repair pacing (`[health]`, all fields optional).
     pub health: HealthConfig,
+    /// Lifetime of staged shares (`[staging]`, all fields optional).
+    pub staging: StagingConfig,
 }
 
 impl ClusterConfig {
@@ -250,6 +270,15 @@ struct RawConfig {
     nodes: Vec<Spanned<RawNode>>,
     #[serde(default)]
     health: Option<Spanned<RawHealth>>,
+    #[serde(default)]
+    staging: Option<Spanned<RawStaging>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStaging {
+    ttl_ms: Option<u64>,
+    collect_every_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -582,6 +611,24 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
         }
     }
 
+    // Staged-share lifetime.
+    let mut staging = StagingConfig::default();
+    if let Some(st) = &raw.staging {
+        let r = st.get_ref();
+        staging.ttl_ms = r.ttl_ms.unwrap_or(staging.ttl_ms);
+        staging.collect_every_ms = r.collect_every_ms.unwrap_or(staging.collect_every_ms);
+        if staging.ttl_ms < 1_000
+            || staging.collect_every_ms < 100
+            || staging.collect_every_ms > staging.ttl_ms
+        {
+            issues.at(
+                st.span(),
+                "staging",
+                "need ttl_ms >= 1000 and 100 <= collect_every_ms <= ttl_ms",
+            );
+        }
+    }
+
     // The policy against the topology (only meaningful once the parts are valid).
     if issues.list.is_empty() {
         for problem in crate::placement::policy_problems(&policy, &nodes) {
@@ -604,6 +651,7 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
         policy,
         nodes,
         health,
+        staging,
     })
 }
 

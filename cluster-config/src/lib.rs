@@ -11,7 +11,7 @@ pub mod placement;
 
 pub use config::{
     ClusterConfig, HSZ_ZONE, HealthConfig, MAX_NODE_ID, MAX_VOTERS, NodeConfig, NodeId, Policy,
-    ZoneConfig,
+    StagingConfig, ZoneConfig,
 };
 pub use error::{ConfigError, Issue, PlacementError};
 pub use placement::{

@@ -282,3 +282,29 @@ fn node_ids_must_fit_in_32_bits_and_not_be_zero() {
     assert!(big.message.contains("4294967295"), "{}", big.message);
     assert!(ClusterConfig::parse(&GOOD.replace("id = 5\n", "id = 4294967295\n")).is_ok());
 }
+
+#[test]
+fn health_and_staging_sections_are_optional_and_checked() {
+    let c = ClusterConfig::parse(GOOD).unwrap();
+    assert_eq!(c.health, kakera_config::HealthConfig::default());
+    assert_eq!(c.staging, kakera_config::StagingConfig::default());
+    assert_eq!(c.staging.ttl_ms, 15 * 60 * 1000);
+
+    let set = format!(
+        "{GOOD}\n[health]\nsuspect_after_ms = 1500\ndead_after_ms = 5000\n\n[staging]\nttl_ms = 4000\ncollect_every_ms = 500\n"
+    );
+    let c = ClusterConfig::parse(&set).unwrap();
+    assert_eq!(c.health.dead_after_ms, 5000);
+    assert_eq!(c.staging.ttl_ms, 4000);
+    assert_eq!(c.staging.collect_every_ms, 500);
+
+    // A collector slower than the lifetime, and a lifetime under a second, are refused.
+    let slow = format!("{GOOD}\n[staging]\nttl_ms = 2000\ncollect_every_ms = 3000\n");
+    let issue = single_issue(&slow);
+    assert_eq!(issue.field, "staging");
+    assert!(issue.message.contains("collect_every_ms"), "{issue:?}");
+    let short = format!("{GOOD}\n[staging]\nttl_ms = 10\n");
+    assert_eq!(single_issue(&short).field, "staging");
+    let unknown = format!("{GOOD}\n[staging]\nttl_s = 10\n");
+    assert!(ClusterConfig::parse(&unknown).is_err());
+}

@@ -6,6 +6,7 @@
 //! This crate has no knowledge of Raft, RocksDB or records; the node's server side and
 //! its Raft network build on it, and so does the client.
 
+pub mod crash;
 pub mod error;
 pub mod peer;
 pub mod tls;

@@ -90,12 +90,13 @@ impl Peer {
         }
     }
 
-    async fn connection(&self) -> Result<quinn::Connection, NetError> {
+    /// The cached connection, or a new one; `true` when it is new.
+    async fn connection(&self) -> Result<(quinn::Connection, bool), NetError> {
         let mut guard = self.conn.lock().await;
         if let Some(c) = guard.as_ref()
             && c.close_reason().is_none()
         {
-            return Ok(c.clone());
+            return Ok((c.clone(), false));
         }
         let connecting = self
             .endpoint
@@ -108,7 +109,7 @@ impl Peer {
             .map_err(|_| self.err(format!("no handshake within {CONNECT_TIMEOUT_MS} ms")))?
             .map_err(|e| self.err(e))?;
         *guard = Some(conn.clone());
-        Ok(conn)
+        Ok((conn, true))
     }
 
     async fn forget(&self) {
@@ -126,8 +127,44 @@ impl Peer {
         reply_limit_bytes: u64,
         timeout: Duration,
     ) -> Result<(Response, Vec<u8>), NetError> {
-        let attempt = async {
-            let conn = self.connection().await?;
+        // A cached connection may belong to a process that has since restarted: its
+        // first packet draws a stateless reset and the connection closes. Then the
+        // request goes once more on a new connection (every request is safe to repeat:
+        // staging and commits are idempotent, a repeated ticket is only audited twice).
+        let attempts = async {
+            let (conn, fresh) = self.connection().await?;
+            match self.attempt(&conn, env, trailer, reply_limit_bytes).await {
+                Err(e) if !fresh && conn.close_reason().is_some() => {
+                    tracing::debug!(peer = %self.server_name, error = %e, "stale connection: reconnecting");
+                    self.forget().await;
+                    let (conn, _) = self.connection().await?;
+                    self.attempt(&conn, env, trailer, reply_limit_bytes).await
+                }
+                other => other,
+            }
+        };
+        let result = match tokio::time::timeout(timeout, attempts).await {
+            Ok(r) => r,
+            Err(_) => Err(NetError::Timeout {
+                peer: self.server_name.clone(),
+                timeout_ms: timeout.as_millis() as u64,
+            }),
+        };
+        if result.as_ref().is_err_and(NetError::is_unreachable) {
+            self.forget().await;
+        }
+        result
+    }
+
+    /// One request on `conn`.
+    async fn attempt(
+        &self,
+        conn: &quinn::Connection,
+        env: &RequestEnvelope,
+        trailer: &[u8],
+        reply_limit_bytes: u64,
+    ) -> Result<(Response, Vec<u8>), NetError> {
+        {
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| self.err(e))?;
             // TLS 1.3: a client whose certificate the server rejects learns it on its
             // first request, while writing or while reading the answer.
@@ -169,18 +206,7 @@ impl Peer {
                 }
             }
             Ok((response, extra))
-        };
-        let result = match tokio::time::timeout(timeout, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(NetError::Timeout {
-                peer: self.server_name.clone(),
-                timeout_ms: timeout.as_millis() as u64,
-            }),
-        };
-        if result.as_ref().is_err_and(NetError::is_unreachable) {
-            self.forget().await;
         }
-        result
     }
 
     /// Sends `body` to this peer for `cluster_id` and returns the answer; a refusal

@@ -119,6 +119,45 @@ impl TlsMaterial {
         Ok(config)
     }
 
+    /// A QUIC endpoint that serves on `bind` (and makes outbound connections too).
+    ///
+    /// Its stateless-reset key (and connection-id check key) is derived from this
+    /// holder's private key, so it stays the same across restarts: a peer still holding a connection to the previous
+    /// process gets a stateless reset from the restarted one at its first packet and
+    /// reconnects at once, instead of waiting for the idle timeout.
+    pub fn server_endpoint(
+        &self,
+        limits: QuicLimits,
+        bind: std::net::SocketAddr,
+    ) -> Result<quinn::Endpoint, std::io::Error> {
+        let mut secret = blake3::derive_key(
+            "kakera 2026-11 QUIC stateless reset key",
+            self.key.secret_der(),
+        );
+        let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
+        // Connection ids carry a keyed check that the restarted process must accept
+        // too (it answers only ids it could have issued): derive that key as well.
+        let mut cid_key = [0u8; 8];
+        cid_key.copy_from_slice(&blake3::keyed_hash(&secret, b"connection ids").as_bytes()[..8]);
+        let cid_key = u64::from_le_bytes(cid_key);
+        zeroize::Zeroize::zeroize(&mut secret);
+        let server = self
+            .server_config(limits)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let socket = std::net::UdpSocket::bind(bind)?;
+        let mut config = quinn::EndpointConfig::new(Arc::new(reset_key));
+        config.cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        });
+        let mut endpoint =
+            quinn::Endpoint::new(config, Some(server), socket, Arc::new(quinn::TokioRuntime))?;
+        endpoint.set_default_client_config(
+            self.client_config(limits)
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+        );
+        Ok(endpoint)
+    }
+
     /// A QUIC client config that presents this holder's certificate and trusts only the
     /// cluster CA.
     pub fn client_config(&self, limits: QuicLimits) -> Result<quinn::ClientConfig, NetError> {

@@ -51,6 +51,9 @@ pub struct NodeOptions {
     pub node_id: u64,
     /// The node's certificate and key, and the cluster CA.
     pub tls: TlsFiles,
+    /// Where to bind the QUIC socket when it is not the config address (which stays
+    /// the address peers and clients use): behind a NAT or a proxy.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl NodeOptions {
@@ -101,14 +104,13 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         });
     }
     let limits = QuicLimits::default();
-    let mut endpoint =
-        quinn::Endpoint::server(tls.server_config(limits)?, node.addr).map_err(|e| {
-            NodeError::Listen {
-                addr: node.addr,
-                reason: e.to_string(),
-            }
+    let bind = opts.listen.unwrap_or(node.addr);
+    let endpoint = tls
+        .server_endpoint(limits, bind)
+        .map_err(|e| NodeError::Listen {
+            addr: bind,
+            reason: e.to_string(),
         })?;
-    endpoint.set_default_client_config(tls.client_config(limits)?);
 
     let data_dir: PathBuf = node.data_dir.clone();
     let db = crate::store::open(&data_dir.join("db"))?;
@@ -158,6 +160,8 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
     };
     tasks.push(tokio::spawn(duties.run(shutdown_rx.clone())));
     tasks.push(tokio::spawn(collect_staged(
+        raft.clone(),
+        config.staging,
         shares,
         parts.state.clone(),
         node.id,
@@ -166,6 +170,7 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
     tracing::info!(
         node = %node.name,
         addr = %node.addr,
+        listen = %bind,
         member = %ids::describe(raft_id),
         "node started"
     );
@@ -203,36 +208,55 @@ fn member_id(db: &rocksdb::DB, node_id: u64) -> Result<u64, NodeError> {
     Ok(id)
 }
 
-/// Staged shares not committed within this time are deleted.
-pub const STAGED_TTL_MS: u64 = 15 * 60 * 1000;
-/// Period of the staged-share collector.
-const STAGED_GC_PERIOD_MS: u64 = 10_000;
 /// Most staged shares deleted per collector step.
 const STAGED_GC_BATCH: usize = 1024;
 
-/// Deletes staged shares that no commit claimed within [`STAGED_TTL_MS`].
+/// Deletes staged shares that no commit claimed within the config's
+/// `[staging] ttl_ms`, looking every `collect_every_ms`, and only while this node
+/// knows a leader and has applied everything it knows committed: a node back from
+/// a crash first applies the commits it missed (which promote their staged shares),
+/// so a share committed while it was down is never taken for an orphan.
 async fn collect_staged(
+    raft: RaftHandle,
+    staging: kakera_config::StagingConfig,
     shares: crate::shares::ShareStore,
     state: crate::raft::state_machine::StateMachine,
     node_id: u64,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_millis(STAGED_GC_PERIOD_MS));
+    let mut tick = tokio::time::interval(Duration::from_millis(staging.collect_every_ms));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
+        let caught_up = {
+            let m = raft.metrics().borrow_watched().clone();
+            m.current_leader.is_some()
+                && m.cluster_committed.is_some()
+                && m.last_applied.map(|l| l.index()) >= m.cluster_committed.map(|l| l.index())
+        };
+        if !caught_up {
+            continue;
+        }
         let store = shares.clone();
         let state = state.clone();
         let now = crate::transport::server::unix_ms();
-        let committed = move |id: &kakera_proto::RecordId| {
-            Ok(state
+        let claim = move |id: &kakera_proto::RecordId| {
+            use crate::shares::Claim;
+            if let Some(d) = state
                 .record(id)?
-                .and_then(|e| e.holder_on(node_id).map(|h| h.digest)))
+                .and_then(|e| e.holder_on(node_id).map(|h| h.digest))
+            {
+                return Ok(Claim::Committed(d));
+            }
+            if state.pending_repair(id)?.is_some_and(|t| t.to == node_id) {
+                return Ok(Claim::RepairAssigned);
+            }
+            Ok(Claim::None)
         };
         match tokio::task::spawn_blocking(move || {
-            store.collect_expired(now, STAGED_TTL_MS, STAGED_GC_BATCH, committed)
+            store.collect_expired(now, staging.ttl_ms, STAGED_GC_BATCH, claim)
         })
         .await
         {
@@ -653,8 +677,9 @@ impl Repairer {
             .raft
             .client_write(cmd)
             .await
-            .map(|_| ())
-            .map_err(|e| format!("assigning moves: {e}"))
+            .map_err(|e| format!("assigning moves: {e}"))?;
+        kakera_net::crash::point("repair.assigned");
+        Ok(())
     }
 
     /// Runs pending moves whose new holder accepts shares, within the parallelism and
@@ -689,17 +714,26 @@ impl Repairer {
         if batch.is_empty() {
             return Ok(());
         }
+        let avoid: Vec<u64> = facts
+            .values()
+            .filter(|f| f.health != crate::repair::HealthState::Alive)
+            .map(|f| f.id)
+            .collect();
         let runs = batch.into_iter().map(|t| {
             let ctx = ctx.clone();
+            let avoid = avoid.clone();
             async move {
                 let answer = if t.to == ctx.node.id {
-                    Ok(crate::transport::repair::run_assigned(&ctx, t.clone()).await)
+                    Ok(crate::transport::repair::run_assigned(&ctx, t.clone(), &avoid).await)
                 } else {
                     match ctx.peers.get(&t.to) {
                         Some(p) => p
                             .call(
                                 &ctx.cluster_id,
-                                Request::RepairRun { task: t.clone() },
+                                Request::RepairRun {
+                                    task: t.clone(),
+                                    avoid: avoid.clone(),
+                                },
                                 Duration::from_millis(REPAIR_RUN_TIMEOUT_MS),
                             )
                             .await
@@ -731,6 +765,7 @@ impl Repairer {
         }
         let moved = done.len() as u64;
         if !done.is_empty() {
+            kakera_net::crash::point("repair.before_commit");
             let cmd = Command::Repair {
                 at_ms: crate::transport::server::unix_ms(),
                 step: RepairStep::Commit { tasks: done },

@@ -203,12 +203,15 @@ pub fn prioritize(needs: &mut [Need]) {
     needs.sort_by_key(|n| (n.live_holders, n.task.cause, n.task.record));
 }
 
-/// The helpers a new holder asks: `k` holders other than itself, the leaving node last
-/// (it may be dead), skipping `excluded` (failed in an earlier attempt).
+/// The helpers a new holder asks: `k` holders other than itself, skipping `excluded`
+/// (failed in an earlier attempt); nodes the leader called unhealthy (`avoid`) and the
+/// leaving node (it may be dead) come last, so a lost rack's nodes are not tried
+/// first while live holders suffice.
 pub fn choose_helpers(
     entry: &RecordEntry,
     task: &RepairTask,
     excluded: &[u64],
+    avoid: &[u64],
 ) -> Option<Vec<(u64, u8)>> {
     let mut order: Vec<(u64, u8)> = entry
         .holders
@@ -216,7 +219,7 @@ pub fn choose_helpers(
         .filter(|h| h.node != task.to && !excluded.contains(&h.node))
         .map(|h| (h.node, h.x))
         .collect();
-    order.sort_by_key(|(node, _)| *node == task.from);
+    order.sort_by_key(|(node, _)| (avoid.contains(node), *node == task.from));
     order.truncate(usize::from(entry.k));
     (order.len() == usize::from(entry.k)).then_some(order)
 }
@@ -477,11 +480,16 @@ mod tests {
             assigned_at_ms: 0,
             assigned_index: 0,
         };
-        let h = choose_helpers(&e, &task, &[]).unwrap();
+        let h = choose_helpers(&e, &task, &[], &[]).unwrap();
         assert_eq!(h, vec![(3, 2), (5, 3), (2, 4)]);
-        let h = choose_helpers(&e, &task, &[3, 5]).unwrap();
+        let h = choose_helpers(&e, &task, &[3, 5], &[]).unwrap();
         assert_eq!(h, vec![(2, 4), (4, 5), (1, 1)]);
-        assert!(choose_helpers(&e, &task, &[3, 5, 2]).is_none());
+        assert!(choose_helpers(&e, &task, &[3, 5, 2], &[]).is_none());
+        // Unhealthy holders go last, after the leaving node (alive while it drains).
+        let h = choose_helpers(&e, &task, &[], &[3, 5]).unwrap();
+        assert_eq!(h, vec![(2, 4), (4, 5), (1, 1)]);
+        let h = choose_helpers(&e, &task, &[2], &[3, 5]).unwrap();
+        assert_eq!(h, vec![(4, 5), (1, 1), (3, 2)]);
     }
 
     fn session(helpers: Vec<(u64, u8)>) -> RepairSession {

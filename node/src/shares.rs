@@ -243,16 +243,17 @@ impl ShareStore {
     }
 
     /// Deletes staged shares older than `ttl_ms` at `now_ms`, at most `max_items` per
-    /// call (the caller repeats). A share whose record was committed naming this node
-    /// and this share's digest (`committed` says which digest, if any) is promoted
-    /// instead: that happens when the node learned of the commit from a snapshot
-    /// rather than by applying the entry.
+    /// call (the caller repeats). `claim` says what the catalog holds for a record: a
+    /// share committed naming this node with this share's digest is promoted instead
+    /// (the node learned of the commit from a snapshot rather than by applying the
+    /// entry); a share a pending repair move assigns to this node is kept until the
+    /// move commits, so a slow commit never finds its share collected.
     pub fn collect_expired(
         &self,
         now_ms: u64,
         ttl_ms: u64,
         max_items: usize,
-        committed: impl Fn(&RecordId) -> io::Result<Option<Digest>>,
+        claim: impl Fn(&RecordId) -> io::Result<Claim>,
     ) -> io::Result<Collected> {
         let staged = cf(&self.db, CF_STAGED)?;
         let shares = cf(&self.db, CF_SHARES)?;
@@ -273,15 +274,17 @@ impl ShareStore {
                     .try_into()
                     .map_err(|_| io::Error::other("malformed staged share key"))?,
             );
-            if committed(&record)? == Some(share.digest) {
-                batch.put_cf(
-                    shares,
-                    &k,
-                    encode_value(now_ms, &share.digest, &share.bytes),
-                );
-                done.promoted += 1;
-            } else {
-                done.deleted += 1;
+            match claim(&record)? {
+                Claim::Committed(d) if d == share.digest => {
+                    batch.put_cf(
+                        shares,
+                        &k,
+                        encode_value(now_ms, &share.digest, &share.bytes),
+                    );
+                    done.promoted += 1;
+                }
+                Claim::RepairAssigned => continue,
+                Claim::Committed(_) | Claim::None => done.deleted += 1,
             }
             batch.delete_cf(staged, k);
         }
@@ -292,6 +295,17 @@ impl ShareStore {
         }
         Ok(done)
     }
+}
+
+/// What the catalog says of a record whose staged share expired here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Committed, naming this node with this digest.
+    Committed(Digest),
+    /// A pending repair move regenerates the share onto this node.
+    RepairAssigned,
+    /// Nothing claims this node's share.
+    None,
 }
 
 /// What one collector step did.
@@ -387,11 +401,20 @@ mod tests {
             .unwrap_or_else(|r| panic!("{r:?}"));
         s.stage(&items[6..], 500)?
             .unwrap_or_else(|r| panic!("{r:?}"));
-        // Record 5 was committed with this share (the node learned it from a snapshot).
+        // Record 5 was committed with this share (the node learned it from a snapshot);
+        // a pending repair move regenerates record 3's share onto this node.
         let five = Digest::of(&[5]);
-        let committed = |r: &RecordId| Ok((*r == rid(5)).then_some(five));
+        let claim = |r: &RecordId| {
+            Ok(if *r == rid(5) {
+                Claim::Committed(five)
+            } else if *r == rid(3) {
+                Claim::RepairAssigned
+            } else {
+                Claim::None
+            })
+        };
         // At t=1000 with a 600 ms TTL only the first six are expired.
-        let step = |n| s.collect_expired(1000, 600, n, committed);
+        let step = |n| s.collect_expired(1000, 600, n, claim);
         assert_eq!(
             step(4)?,
             Collected {
@@ -402,12 +425,13 @@ mod tests {
         assert_eq!(
             step(4)?,
             Collected {
-                deleted: 1,
+                deleted: 0,
                 promoted: 1
             }
         );
         assert_eq!(step(4)?, Collected::default());
         assert!(s.staged(&rid(0))?.is_none());
+        assert!(s.staged(&rid(3))?.is_some(), "kept for its repair move");
         assert!(s.staged(&rid(7))?.is_some());
         assert_eq!(s.committed(&rid(5))?.map(|c| c.digest), Some(five));
         assert!(s.committed(&rid(4))?.is_none());

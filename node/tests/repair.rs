@@ -7,12 +7,13 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{auditor, clients, open_grant, start, wait_all_applied};
-use kakera_client::{Client, NewRecord};
+use common::{
+    LocalCluster, auditor, clients, entries, open_grant, run, start, wait_all_applied,
+    wait_moved_off,
+};
+use kakera_client::NewRecord;
 use kakera_proto::audit::AuditQuery;
-use kakera_proto::catalog::{ListFilter, NodeMode, RecordEntry};
+use kakera_proto::catalog::{NodeMode, RecordEntry};
 use kakera_proto::{Date, RecordId, RecordKind, RecordMeta, SubjectTag};
 
 fn record(i: u8) -> NewRecord {
@@ -24,30 +25,6 @@ fn record(i: u8) -> NewRecord {
             effective: Date::new(2025, 6, 1).unwrap(),
         },
         data: vec![i; 2000 + usize::from(i)],
-    }
-}
-
-async fn entries(c: &Client) -> Vec<RecordEntry> {
-    c.list_all(ListFilter::All, 1000).await.unwrap()
-}
-
-/// Waits until the leader reports `node` holding no share and no move pending.
-async fn wait_moved_off(c: &Client, node: u64, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok((nodes, repair)) = c.topology().await {
-            let held = nodes.iter().find(|n| n.node == node).map(|n| n.shares);
-            let on_it = entries(c)
-                .await
-                .iter()
-                .filter(|e| e.holder_on(node).is_some())
-                .count();
-            if held == Some(0) && on_it == 0 && repair.pending == 0 {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{what}: {nodes:?} {repair:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -161,4 +138,107 @@ async fn drained_and_dead_nodes_are_repaired_by_masked_repair() {
         .sum();
     let on6 = before.values().filter(|e| e.holder_on(6).is_some()).count();
     assert!(moved_by_commit >= on6, "{moved_by_commit} < {on6}");
+}
+
+/// Kills every node of `rack` and checks every record still reads back byte for byte.
+async fn lose_rack(
+    cluster: &mut LocalCluster,
+    rack: &[u64],
+    reader: &kakera_client::Client,
+    ids: &[RecordId],
+) {
+    for n in rack {
+        cluster.kill(*n);
+    }
+    let read = reader.get_batch("study-r", ids).await.unwrap();
+    assert!(read.failed.is_empty(), "{:?}", read.failed);
+    for rec in &read.records {
+        let i = ids.iter().position(|id| *id == rec.id).unwrap() as u8;
+        assert_eq!(rec.data.as_slice(), record(i).data.as_slice());
+    }
+}
+
+/// Four racks (a: 1, 2; b: 3, 4; c: 5, 6; d: 7): rack b is lost; the five live nodes
+/// in racks a, c, d can hold all five shares of every record within two per rack, so
+/// repair restores full redundancy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_rack_is_repaired_in_full_where_the_racks_left_allow() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let racks = [
+        "rack-a", "rack-a", "rack-b", "rack-b", "rack-c", "rack-c", "rack-d",
+    ];
+    let mut cluster = run(LocalCluster::prepare_racks(dir.path(), &racks, "")).await;
+    let config = cluster.config();
+    let (operator, ingest, reader) = clients(&cluster);
+    open_grant(&operator, "study-r", "anon-job").await;
+    let ids = ingest
+        .put_batch((0..16u8).map(record).collect())
+        .await
+        .unwrap();
+    wait_all_applied(&operator).await;
+
+    lose_rack(&mut cluster, &[3, 4], &reader, &ids).await;
+    wait_moved_off(&operator, 3, "repair of rack b (node 3)").await;
+    wait_moved_off(&operator, 4, "repair of rack b (node 4)").await;
+    let (_, progress) = operator.topology().await.unwrap();
+    assert_eq!(progress.waiting, 0, "{progress:?}");
+    for e in entries(&operator).await {
+        let holders: Vec<u64> = e.holders.iter().map(|h| h.node).collect();
+        assert!(kakera_config::check_holders(&holders, &config.nodes, &config.policy).is_ok());
+    }
+    let reports = auditor(&cluster).verify(&ids, true).await.unwrap();
+    for r in &reports {
+        assert!(r.ok() && r.good_shares == 5, "{r:?}");
+    }
+}
+
+/// Three racks (a: 1, 2, 6; b: 3, 4; c: 5): rack b is lost; racks a and c can hold at
+/// most four shares of a record within two per rack, so nothing can be moved: every
+/// record still reads (three shares are enough) and the leader reports each record
+/// that waits for a rack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_rack_that_cannot_be_replaced_is_reported_as_waiting() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut cluster = start(dir.path(), 6).await;
+    let (operator, ingest, reader) = clients(&cluster);
+    open_grant(&operator, "study-r", "anon-job").await;
+    let ids = ingest
+        .put_batch((0..12u8).map(record).collect())
+        .await
+        .unwrap();
+    wait_all_applied(&operator).await;
+    // Records with a share in rack b (each waits as one record, its first move).
+    let on_b = entries(&operator)
+        .await
+        .iter()
+        .filter(|e| e.holders.iter().any(|h| h.node == 3 || h.node == 4))
+        .count() as u64;
+    assert!(on_b > 0);
+
+    lose_rack(&mut cluster, &[3, 4], &reader, &ids).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (nodes, progress) = operator.topology().await.unwrap();
+        let dead = nodes.iter().filter(|n| n.health == "dead").count();
+        if dead == 2 && progress.waiting == on_b {
+            assert_eq!(
+                progress.pending, 0,
+                "a move was assigned that breaks the rack rule"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{nodes:?} {progress:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    // Still readable with three shares each; nothing moved.
+    let read = reader.get_batch("study-r", &ids).await.unwrap();
+    assert!(read.failed.is_empty(), "{:?}", read.failed);
+    let (log, _) = auditor(&cluster)
+        .audit_log(AuditQuery::default(), 100_000)
+        .await
+        .unwrap();
+    assert!(!log.iter().any(|e| e.action.as_str() == "repair-assign"));
 }

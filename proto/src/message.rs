@@ -12,6 +12,9 @@ use crate::catalog::{Grant, ListFilter, RecordEntry, Ticket};
 use crate::identity::Role;
 use crate::record::{Digest, RecordId};
 
+/// Most nodes a [`Request::RepairRun`] asks the new holder to avoid that are read.
+pub const MAX_REPAIR_AVOID: usize = 64;
+
 /// A request id chosen by the caller, echoed in logs and audit entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RequestId(pub [u8; 16]);
@@ -171,6 +174,9 @@ pub enum Request {
     RepairRun {
         /// The task as assigned.
         task: crate::catalog::RepairTask,
+        /// Nodes the leader has not heard from lately: asked to help last (at most
+        /// [`MAX_REPAIR_AVOID`] are read).
+        avoid: Vec<u64>,
     },
     /// New holder to a helper: join a masked-repair session (node role). The helper
     /// sends a pad seed to every helper after it in the list, directly.

@@ -29,6 +29,10 @@ struct Args {
     /// Private key (PEM); default `<data_dir>/node.key.pem`.
     #[arg(long)]
     key: Option<PathBuf>,
+    /// Bind here instead of the node's config address, which peers and clients keep
+    /// using (for a node behind a NAT or a proxy), e.g. 10.0.0.5:7101.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -72,6 +76,7 @@ async fn run(args: Args) -> Result<(), String> {
         config,
         node_id: args.node,
         tls,
+        listen: args.listen,
     };
     let handle = daemon::start(opts).await.map_err(|e| e.to_string())?;
     wait_for_signal().await?;

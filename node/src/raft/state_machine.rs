@@ -879,7 +879,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             };
             batch.put_cf(meta_cf, KEY_LAST_APPLIED, encode(&log_id)?);
+            let normal = matches!(entry.payload, EntryPayload::Normal(_));
+            if normal {
+                kakera_net::crash::point("apply.before_write");
+            }
             self.db.write(batch).map_err(io::Error::other)?;
+            if normal {
+                kakera_net::crash::point("apply.after_write");
+            }
             if let Some(r) = responder {
                 r.send(response);
             }

@@ -101,7 +101,7 @@ where
 
 /// Waits until this node, as leader, has applied everything committed before the
 /// call (ReadIndex), so a read of its state is linearizable.
-async fn linearizable(ctx: &ServerContext) -> Result<(), Response> {
+pub(crate) async fn linearizable(ctx: &ServerContext) -> Result<(), Response> {
     if !ctx.raft.is_leader() {
         return Err(not_leader(ctx));
     }
@@ -222,6 +222,7 @@ pub async fn stage(
         .and_then(|r| r);
     match result {
         Ok(Ok(digests)) => {
+            kakera_net::crash::point("stage.synced");
             tracing::debug!(peer = %identity.name, shares = count, bytes = total_bytes, "staged");
             Response::Staged { digests }
         }
@@ -281,6 +282,7 @@ pub async fn commit(
         }
     }
     let count = records.len();
+    kakera_net::crash::point("commit.received");
     match propose(
         ctx,
         identity,
@@ -290,6 +292,7 @@ pub async fn commit(
     .await
     {
         Ok(log_index) => {
+            kakera_net::crash::point("commit.applied");
             tracing::info!(peer = %identity.name, records = count, log_index, "committed");
             Response::Committed { log_index }
         }
@@ -322,6 +325,7 @@ pub async fn open_read(
         Ok(i) => i,
         Err(r) => return r,
     };
+    kakera_net::crash::point("ticket.applied");
     tracing::info!(peer = %identity.name, ticket = log_index, records = records.len(), "read opened");
     ticket_answer(ctx, log_index, &records)
 }
@@ -453,6 +457,7 @@ pub async fn fetch(
     .await;
     match read {
         Ok(Ok(Ok((items, data)))) => {
+            kakera_net::crash::point("fetch.read");
             tracing::info!(
                 peer = %identity.name,
                 ticket = ticket_id,

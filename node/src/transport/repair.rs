@@ -189,10 +189,15 @@ pub fn node_facts(ctx: &ServerContext) -> std::io::Result<BTreeMap<u64, NodeFact
         .collect())
 }
 
-/// Every node's mode and health and the repair progress (at the leader).
-pub fn topology(ctx: &ServerContext) -> Response {
+/// Every node's mode and health and the repair progress (at the leader, once a
+/// quorum confirms it still leads: a deposed leader cut off from the others would
+/// call every node silent and have clients place shares on itself alone).
+pub async fn topology(ctx: &ServerContext) -> Response {
     if !ctx.raft.is_leader() {
         return not_leader(ctx);
+    }
+    if let Err(r) = crate::transport::records::linearizable(ctx).await {
+        return r;
     }
     let facts = match node_facts(ctx) {
         Ok(f) => f,
@@ -384,7 +389,10 @@ pub async fn contribute(
     })
     .await;
     match work {
-        Ok(Ok(answer)) => answer,
+        Ok(Ok(answer)) => {
+            kakera_net::crash::point("repair.contributed");
+            answer
+        }
         Ok(Err(reason)) => refuse(error(ErrorKind::Unavailable, reason)),
         Err(e) => refuse(internal(e)),
     }
@@ -398,7 +406,12 @@ fn describe<T: std::fmt::Debug>(r: &Result<T, kakera_net::NetError>) -> String {
 }
 
 /// New-holder side: runs an assigned move (steps 2-3) and stages the share.
-pub async fn run(ctx: &ServerContext, identity: &Identity, task: RepairTask) -> Response {
+pub async fn run(
+    ctx: &ServerContext,
+    identity: &Identity,
+    task: RepairTask,
+    avoid: &[u64],
+) -> Response {
     let leader_node = ctx
         .raft
         .metrics()
@@ -408,12 +421,12 @@ pub async fn run(ctx: &ServerContext, identity: &Identity, task: RepairTask) -> 
     if node_id_of(ctx, identity).is_none() || node_id_of(ctx, identity) != leader_node {
         return error(ErrorKind::Forbidden, "only the leader starts repairs");
     }
-    run_assigned(ctx, task).await
+    run_assigned(ctx, task, avoid).await
 }
 
 /// Runs an assigned move whose new holder is this node (the leader calls it directly
 /// when it is the new holder itself).
-pub async fn run_assigned(ctx: &ServerContext, task: RepairTask) -> Response {
+pub async fn run_assigned(ctx: &ServerContext, task: RepairTask, avoid: &[u64]) -> Response {
     if task.to != ctx.node.id {
         return error(
             ErrorKind::BadRequest,
@@ -444,7 +457,7 @@ pub async fn run_assigned(ctx: &ServerContext, task: RepairTask) -> Response {
     let mut excluded = Vec::new();
     let mut last = String::from("no attempt was made");
     for _ in 0..MAX_HELPER_ATTEMPTS {
-        let Some(helpers) = choose_helpers(&entry, &task, &excluded) else {
+        let Some(helpers) = choose_helpers(&entry, &task, &excluded, avoid) else {
             break;
         };
         match session(ctx, &task, &helpers).await {
@@ -464,7 +477,10 @@ pub async fn run_assigned(ctx: &ServerContext, task: RepairTask) -> Response {
                 })
                 .await;
                 return match staged {
-                    Ok(Ok(d)) => Response::Repaired { digest: d },
+                    Ok(Ok(d)) => {
+                        kakera_net::crash::point("repair.staged");
+                        Response::Repaired { digest: d }
+                    }
                     Ok(Err(e)) => internal(e),
                     Err(e) => internal(e),
                 };

@@ -266,8 +266,11 @@ async fn dispatch(
         Request::SetNodeMode { node, mode, reason } => {
             super::repair::set_node_mode(ctx, identity, request_id, node, mode, reason).await
         }
-        Request::Topology => super::repair::topology(ctx),
-        Request::RepairRun { task } => super::repair::run(ctx, identity, task).await,
+        Request::Topology => super::repair::topology(ctx).await,
+        Request::RepairRun { task, mut avoid } => {
+            avoid.truncate(kakera_proto::message::MAX_REPAIR_AVOID);
+            super::repair::run(ctx, identity, task, &avoid).await
+        }
         Request::RepairPrepare { session } => super::repair::prepare(ctx, identity, session).await,
         Request::RepairPad { session, seed } => super::repair::pad(ctx, identity, session, seed),
         Request::OpenErasureCheck { records } => {

@@ -8,6 +8,9 @@
     clippy::panic
 )] // test support
 
+pub mod history;
+pub mod proxy;
+
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -91,6 +94,9 @@ pub struct LocalCluster {
     pub ids: Vec<u64>,
     pub addrs: Vec<std::net::SocketAddr>,
     pub children: Vec<Option<Child>>,
+    /// Where each node listens when it is not its config address (a fault proxy
+    /// stands at the config address).
+    pub listen: Vec<Option<std::net::SocketAddr>>,
     /// The zone private key whose public half is in the config (readers load it).
     pub zone_key: [u8; 32],
 }
@@ -98,13 +104,30 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Writes certificates and a config for `n` nodes over racks a, a, b, b, c, ...
     pub fn prepare(dir: &Path, n: u64) -> LocalCluster {
+        LocalCluster::prepare_with(dir, n, "")
+    }
+
+    /// [`LocalCluster::prepare`] with `extra` TOML sections (e.g. `[staging]`).
+    pub fn prepare_with(dir: &Path, n: u64, extra: &str) -> LocalCluster {
+        let racks = ["rack-a", "rack-a", "rack-b", "rack-b", "rack-c"];
+        let node_racks: Vec<&str> = (0..n as usize).map(|i| racks[i % racks.len()]).collect();
+        LocalCluster::prepare_racks(dir, &node_racks, extra)
+    }
+
+    /// A cluster whose node `i + 1` stands in `node_racks[i]`.
+    pub fn prepare_racks(dir: &Path, node_racks: &[&str], extra: &str) -> LocalCluster {
+        let n = node_racks.len() as u64;
         let ca = Ca::new("kakera test CA");
         std::fs::write(dir.join("ca.pem"), &ca.cert_pem).unwrap();
-        let racks = ["rack-a", "rack-a", "rack-b", "rack-b", "rack-c"];
+        let mut racks: Vec<&str> = node_racks.to_vec();
+        racks.sort_unstable();
+        racks.dedup();
+        let racks_toml: Vec<String> = racks.iter().map(|r| format!("\"{r}\"")).collect();
         let (private, public) = kakera_client::seal::ZonePrivateKey::generate();
         let mut toml = format!(
-            "cluster_id = \"proc-test\"\nca_cert = \"ca.pem\"\nzone_public_key = \"{}\"\nracks = [\"rack-a\", \"rack-b\", \"rack-c\"]\n\n[policy]\nk = 3\nn = 5\n\n[zones.dc]\n[zones.hsz]\nnetworks = [\"127.0.0.0/8\"]\n\n[health]\nsuspect_after_ms = 1500\ndead_after_ms = 5000\n",
-            public.to_hex()
+            "cluster_id = \"proc-test\"\nca_cert = \"ca.pem\"\nzone_public_key = \"{}\"\nracks = [{}]\n\n[policy]\nk = 3\nn = 5\n\n[zones.dc]\n[zones.hsz]\nnetworks = [\"127.0.0.0/8\"]\n\n[health]\nsuspect_after_ms = 1500\ndead_after_ms = 5000\n{extra}\n",
+            public.to_hex(),
+            racks_toml.join(", ")
         );
         let mut addrs = Vec::new();
         for id in 1..=n {
@@ -116,7 +139,7 @@ impl LocalCluster {
             ca.issue(&data, "node", &name, Role::Node, None);
             toml.push_str(&format!(
                 "\n[[nodes]]\nid = {id}\nname = \"{name}\"\nrack = \"{}\"\nzone = \"dc\"\naddr = \"{addr}\"\ndata_dir = \"data/{name}\"\n",
-                racks[(id as usize - 1) % racks.len()]
+                node_racks[id as usize - 1]
             ));
         }
         let config_path = dir.join("cluster.toml");
@@ -128,6 +151,7 @@ impl LocalCluster {
             ids: (1..=n).collect(),
             addrs,
             children: (0..n).map(|_| None).collect(),
+            listen: (0..n).map(|_| None).collect(),
             zone_key: *private.as_bytes(),
         }
     }
@@ -148,19 +172,86 @@ impl LocalCluster {
         }
     }
 
+    /// Starts node `id` (appending to its log), with crash points armed through
+    /// [`LocalCluster::crash_file`].
     pub fn spawn(&mut self, id: u64) {
-        let log = std::fs::File::create(self.dir.join(format!("node-{id}.log"))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_kakera-node"))
-            .arg("--config")
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("node-{id}.log")))
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kakera-node"));
+        cmd.arg("--config")
             .arg(&self.config_path)
             .arg("--node")
             .arg(id.to_string())
             .env("RUST_LOG", "info")
+            .env(kakera_net::crash::ENV, self.crash_file(id))
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.children[id as usize - 1] = Some(child);
+            .stderr(log);
+        if let Some(listen) = self.listen[id as usize - 1] {
+            cmd.arg("--listen").arg(listen.to_string());
+        }
+        self.children[id as usize - 1] = Some(cmd.spawn().unwrap());
+    }
+
+    /// Moves every node behind a fault proxy: each listens on a fresh port, and its
+    /// config address is left for the proxy. Returns `(id, front, back)` per node for
+    /// [`proxy::FaultProxy::start`]. Call before spawning.
+    pub fn behind_proxies(&mut self) -> Vec<(u64, std::net::SocketAddr, std::net::SocketAddr)> {
+        let mut out = Vec::new();
+        for (i, id) in self.ids.iter().enumerate() {
+            let back: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            self.listen[i] = Some(back);
+            out.push((*id, self.addrs[i], back));
+        }
+        out
+    }
+
+    /// The file that arms node `id`'s crash points.
+    pub fn crash_file(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("crash-{id}"))
+    }
+
+    /// Arms crash point `point` on node `id`: the node kills itself with SIGKILL the
+    /// next time it reaches it.
+    pub fn arm(&self, id: u64, point: &str) {
+        let _ = std::fs::remove_file(self.crash_file(id).with_extension("hit"));
+        std::fs::write(self.crash_file(id), point).unwrap();
+    }
+
+    /// Disarms node `id` (its crash point was not reached).
+    pub fn disarm(&self, id: u64) {
+        let _ = std::fs::remove_file(self.crash_file(id));
+    }
+
+    /// The crash point node `id` died at, once its process has exited (waits up to
+    /// `timeout`); `None` if it is still running or died elsewhere.
+    pub async fn died_at(&mut self, id: u64, timeout: Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let exited = match self.children[id as usize - 1].as_mut() {
+                Some(c) => c.try_wait().unwrap().is_some(),
+                None => true,
+            };
+            if exited {
+                self.children[id as usize - 1] = None;
+                let hit = self.crash_file(id).with_extension("hit");
+                return std::fs::read_to_string(hit).ok();
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether node `id`'s process is running.
+    pub fn running(&mut self, id: u64) -> bool {
+        match self.children[id as usize - 1].as_mut() {
+            Some(c) => c.try_wait().unwrap().is_none(),
+            None => false,
+        }
     }
 
     /// kill -9.
@@ -265,8 +356,17 @@ impl Client {
 
 /// Starts an `n`-node cluster and waits until its leader answers an operator.
 pub async fn start(dir: &std::path::Path, n: u64) -> LocalCluster {
-    let mut cluster = LocalCluster::prepare(dir, n);
-    for id in 1..=n {
+    start_with(dir, n, "").await
+}
+
+/// [`start`] with extra config sections.
+pub async fn start_with(dir: &std::path::Path, n: u64, extra: &str) -> LocalCluster {
+    run(LocalCluster::prepare_with(dir, n, extra)).await
+}
+
+/// Spawns every node of a prepared cluster and waits until its leader answers.
+pub async fn run(mut cluster: LocalCluster) -> LocalCluster {
+    for id in cluster.ids.clone() {
         cluster.spawn(id);
     }
     let operator = kakera_client::Client::connect(
@@ -283,6 +383,7 @@ pub async fn start(dir: &std::path::Path, n: u64) -> LocalCluster {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    wait_voters(&operator, cluster.ids.len().min(5)).await;
     cluster
 }
 
@@ -325,7 +426,17 @@ pub async fn wait_all_applied(client: &kakera_client::Client) {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "nodes did not catch up"
+            "nodes did not catch up: {:?}",
+            answers
+                .iter()
+                .map(|(n, s)| match s {
+                    Ok(s) => format!(
+                        "node {}: {} term {} applied {:?} committed {:?}",
+                        n.id, s.raft.state, s.raft.term, s.raft.applied, s.raft.committed
+                    ),
+                    Err(e) => format!("node {}: {e}", n.id),
+                })
+                .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -361,4 +472,71 @@ pub async fn open_grant(operator: &kakera_client::Client, job: &str, reader: &st
         })
         .await
         .unwrap();
+}
+
+/// Every catalog entry.
+#[allow(dead_code)] // not every test file lists
+pub async fn entries(c: &kakera_client::Client) -> Vec<kakera_proto::catalog::RecordEntry> {
+    c.list_all(kakera_proto::catalog::ListFilter::All, 100_000)
+        .await
+        .unwrap()
+}
+
+/// Waits until the leader reports `node` holding no share and no move pending.
+#[allow(dead_code)] // not every test file repairs
+pub async fn wait_moved_off(c: &kakera_client::Client, node: u64, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok((nodes, repair)) = c.topology().await {
+            let held = nodes.iter().find(|n| n.node == node).map(|n| n.shares);
+            let on_it = entries(c)
+                .await
+                .iter()
+                .filter(|e| e.holder_on(node).is_some())
+                .count();
+            if held == Some(0) && on_it == 0 && repair.pending == 0 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: {nodes:?} {repair:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The node the cluster's leader runs on (highest term that claims it).
+#[allow(dead_code)]
+pub async fn leader_node(c: &kakera_client::Client) -> Option<u64> {
+    c.connection()
+        .status_all()
+        .await
+        .into_iter()
+        .filter_map(|(id, s)| s.ok().map(|s| (id, s)))
+        .filter(|(_, s)| s.raft.state == "Leader")
+        .max_by_key(|(_, s)| s.raft.term)
+        .map(|(n, _)| n.id)
+}
+
+/// Waits until the leader reports `voters` voting members (the start-up membership
+/// change is done): before that, the bootstrapper alone may be the whole quorum.
+#[allow(dead_code)]
+pub async fn wait_voters(c: &kakera_client::Client, voters: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let answers = c.connection().status_all().await;
+        let done = answers.iter().any(|(_, s)| {
+            s.as_ref()
+                .is_ok_and(|s| s.raft.state == "Leader" && s.raft.voters.len() == voters)
+        });
+        if done {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the voter set never reached {voters}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
