@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use common::history::{History, Seen};
 use common::proxy::FaultProxy;
-use common::{LocalCluster, clients, leader_node, open_grant, wait_all_applied, wait_voters};
+use common::{LocalCluster, clients, leader_node, open_grant, run, wait_all_applied};
 use kakera_client::{Client, ClientError, NewRecord};
 use kakera_net::NetError;
 use kakera_proto::{Date, ErrorKind, RecordId, RecordKind, RecordMeta, SubjectTag};
@@ -134,16 +134,8 @@ impl Chaos {
         } else {
             None
         };
-        for id in 1..=5 {
-            cluster.spawn(id);
-        }
+        let cluster = run(cluster).await;
         let (operator, ingest, reader) = clients(&cluster);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while operator.grants().await.is_err() {
-            assert!(Instant::now() < deadline, "no leader");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        wait_voters(&operator, 5).await;
         open_grant(&operator, JOB, "anon-job").await;
         Chaos {
             cluster,

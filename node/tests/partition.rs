@@ -10,9 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::proxy::FaultProxy;
-use common::{
-    LocalCluster, clients, entries, leader_node, open_grant, wait_all_applied, wait_voters,
-};
+use common::{LocalCluster, clients, entries, leader_node, open_grant, run, wait_all_applied};
 use kakera_client::NewRecord;
 use kakera_proto::catalog::{Holder, RecordEntry};
 use kakera_proto::{
@@ -36,16 +34,8 @@ async fn an_isolated_leader_never_commits_and_the_majority_carries_on() {
     let dir = tempfile::TempDir::new().unwrap();
     let mut cluster = LocalCluster::prepare(dir.path(), 5);
     let proxy = FaultProxy::start(&cluster.behind_proxies()).await;
-    for id in 1..=5 {
-        cluster.spawn(id);
-    }
+    let cluster = run(cluster).await;
     let (operator, ingest, reader) = clients(&cluster);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while operator.grants().await.is_err() {
-        assert!(Instant::now() < deadline, "no leader: {}", cluster.log(1));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    wait_voters(&operator, 5).await;
     open_grant(&operator, "study-p", "anon-job").await;
     let mut ids = ingest
         .put_batch((0..6u8).map(record).collect())

@@ -126,8 +126,12 @@ async fn relay(
     let mut sessions: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
     let mut buf = vec![0u8; 65_536];
     loop {
-        let Ok((len, src)) = front.recv_from(&mut buf).await else {
-            return;
+        let (len, src) = match front.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                continue;
+            }
         };
         let from = sources.get(&src).copied();
         if blocked(&rules, from, to) {
@@ -168,8 +172,15 @@ async fn answer(
 ) {
     let mut buf = vec![0u8; 65_536];
     loop {
-        let Ok(len) = upstream.recv(&mut buf).await else {
-            return;
+        // While the node is down its port answers ICMP unreachable, which a connected
+        // UDP socket reports as an error on the next receive: keep relaying, the node
+        // comes back on the same port.
+        let len = match upstream.recv(&mut buf).await {
+            Ok(len) => len,
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                continue;
+            }
         };
         // An answer travels to -> from.
         if let Some(f) = from
