@@ -164,49 +164,46 @@ impl Peer {
         trailer: &[u8],
         reply_limit_bytes: u64,
     ) -> Result<(Response, Vec<u8>), NetError> {
-        {
-            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| self.err(e))?;
-            // TLS 1.3: a client whose certificate the server rejects learns it on its
-            // first request, while writing or while reading the answer.
-            write_frame(&mut send, env, DEFAULT_MAX_FRAME_BYTES)
-                .await
-                .map_err(|e| self.transport_err(e))?;
-            // A peer that refuses the request answers without reading the trailer and
-            // stops the stream: then the answer, not the failed write, is the result.
-            let wrote = write_trailer(&mut send, trailer).await;
-            if wrote.is_ok() {
-                send.finish().map_err(|e| self.err(e))?;
-            }
-            let response = match read_frame::<_, Response>(&mut recv, DEFAULT_MAX_FRAME_BYTES).await
-            {
-                Ok(Some(r)) => r,
-                Ok(None) => {
-                    return Err(match wrote {
-                        Err(e) => self.transport_err(e),
-                        Ok(()) => self.err("the peer closed the stream without answering"),
-                    });
-                }
-                Err(e) => return Err(self.transport_err(wrote.err().unwrap_or(e))),
-            };
-            let mut extra = Vec::new();
-            // Bounded: each frame adds at least one byte (an empty one ends the loop)
-            // and the total is capped.
-            if reply_limit_bytes > 0 {
-                loop {
-                    match read_raw_frame(&mut recv, DEFAULT_MAX_FRAME_BYTES).await {
-                        Ok(Some(chunk)) if !chunk.is_empty() => extra.extend_from_slice(&chunk),
-                        Ok(_) => break,
-                        Err(e) => return Err(self.transport_err(e)),
-                    }
-                    if extra.len() as u64 > reply_limit_bytes {
-                        return Err(self.err(format!(
-                            "the answer runs past the expected {reply_limit_bytes} bytes"
-                        )));
-                    }
-                }
-            }
-            Ok((response, extra))
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| self.err(e))?;
+        // TLS 1.3: a client whose certificate the server rejects learns it on its
+        // first request, while writing or while reading the answer.
+        write_frame(&mut send, env, DEFAULT_MAX_FRAME_BYTES)
+            .await
+            .map_err(|e| self.transport_err(e))?;
+        // A peer that refuses the request answers without reading the trailer and
+        // stops the stream: then the answer, not the failed write, is the result.
+        let wrote = write_trailer(&mut send, trailer).await;
+        if wrote.is_ok() {
+            send.finish().map_err(|e| self.err(e))?;
         }
+        let response = match read_frame::<_, Response>(&mut recv, DEFAULT_MAX_FRAME_BYTES).await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                return Err(match wrote {
+                    Err(e) => self.transport_err(e),
+                    Ok(()) => self.err("the peer closed the stream without answering"),
+                });
+            }
+            Err(e) => return Err(self.transport_err(wrote.err().unwrap_or(e))),
+        };
+        let mut extra = Vec::new();
+        // Bounded: each frame adds at least one byte (an empty one ends the loop)
+        // and the total is capped.
+        if reply_limit_bytes > 0 {
+            loop {
+                match read_raw_frame(&mut recv, DEFAULT_MAX_FRAME_BYTES).await {
+                    Ok(Some(chunk)) if !chunk.is_empty() => extra.extend_from_slice(&chunk),
+                    Ok(_) => break,
+                    Err(e) => return Err(self.transport_err(e)),
+                }
+                if extra.len() as u64 > reply_limit_bytes {
+                    return Err(self.err(format!(
+                        "the answer runs past the expected {reply_limit_bytes} bytes"
+                    )));
+                }
+            }
+        }
+        Ok((response, extra))
     }
 
     /// Sends `body` to this peer for `cluster_id` and returns the answer; a refusal

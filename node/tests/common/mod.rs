@@ -506,17 +506,11 @@ pub async fn wait_moved_off(c: &kakera_client::Client, node: u64, what: &str) {
     }
 }
 
-/// The node the cluster's leader runs on (highest term that claims it).
+/// The node the cluster's leader runs on, as `kakera status` judges it.
 #[allow(dead_code)]
 pub async fn leader_node(c: &kakera_client::Client) -> Option<u64> {
-    c.connection()
-        .status_all()
-        .await
-        .into_iter()
-        .filter_map(|(id, s)| s.ok().map(|s| (id, s)))
-        .filter(|(_, s)| s.raft.state == "Leader")
-        .max_by_key(|(_, s)| s.raft.term)
-        .map(|(n, _)| n.id)
+    let answers = c.connection().status_all().await;
+    kakera_client::status::build(c.config(), &answers).leader
 }
 
 /// Waits until the leader reports `voters` voting members (the start-up membership
