@@ -19,12 +19,12 @@ use kakera_config::{ClusterConfig, NodeView, place};
 use kakera_net::{NetError, TlsFiles};
 use kakera_proto::audit::{AuditEntry, AuditQuery, ChainBreak, MAX_AUDIT_PAGE, verify_chain};
 use kakera_proto::catalog::{
-    Grant, Holder, ListFilter, MAX_BATCH_RECORDS, MAX_LIST_PAGE, MAX_RECORD_BYTES, RecordEntry,
-    Ticket,
+    EraseTarget, Grant, Holder, ListFilter, MAX_BATCH_RECORDS, MAX_LIST_PAGE, MAX_RECORD_BYTES,
+    RecordEntry, RecordState, Ticket, Tombstone,
 };
 use kakera_proto::{
     Digest, ErrorKind, FetchedShare, Identity, RecordId, RecordMeta, Request, Response, StageItem,
-    ids,
+    SubjectTag, ids,
 };
 use kakera_shamir::Share;
 use zeroize::Zeroizing;
@@ -890,6 +890,86 @@ impl Client {
         }
     }
 
+    /// Erases records or every record of a subject (operator; P6). A subject
+    /// erasure also records the opt-out, so its records are refused from then on.
+    /// Repeats the request until nothing of the target remains; returns every record
+    /// it erased (records erased before are not listed again).
+    pub async fn erase(
+        &self,
+        target: EraseTarget,
+        reason: &str,
+    ) -> Result<Vec<RecordId>, ClientError> {
+        let mut all = Vec::new();
+        // Bounded: each round erases up to MAX_BATCH_RECORDS of the subject's records
+        // (it stops when none remain); a record list is one round.
+        loop {
+            let answer = self
+                .leader_call(Request::Erase {
+                    target: target.clone(),
+                    reason: reason.to_string(),
+                })
+                .await?;
+            let Response::Erased { erased, remaining } = answer else {
+                return Err(unexpected(&answer));
+            };
+            let progressed = !erased.is_empty();
+            all.extend(erased);
+            if !remaining || !progressed {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Every tombstone (of one subject's opt-out, or all), in record id order
+    /// (auditor or operator).
+    pub async fn tombstones(
+        &self,
+        subject: Option<SubjectTag>,
+    ) -> Result<Vec<Tombstone>, ClientError> {
+        let mut out = Vec::new();
+        let mut after = None;
+        // Bounded by the number of tombstones (each page advances `after`).
+        loop {
+            let answer = self
+                .leader_call(Request::ListErased {
+                    subject,
+                    after,
+                    limit: MAX_LIST_PAGE,
+                })
+                .await?;
+            let Response::Tombstones { items, next } = answer else {
+                return Err(unexpected(&answer));
+            };
+            out.extend(items);
+            match next {
+                Some(n) => after = Some(n),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Where records stand (committed, erased, absent) and which of `subjects` opted
+    /// out (ingest, operator, auditor). At most [`MAX_BATCH_RECORDS`] of each.
+    pub async fn lookup(
+        &self,
+        records: &[RecordId],
+        subjects: &[SubjectTag],
+    ) -> Result<(Vec<RecordState>, Vec<SubjectTag>), ClientError> {
+        let answer = self
+            .leader_call(Request::Lookup {
+                records: records.to_vec(),
+                subjects: subjects.to_vec(),
+            })
+            .await?;
+        match answer {
+            Response::Lookup {
+                records: states,
+                opted_out,
+            } if states.len() == records.len() => Ok((states, opted_out)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Revokes a grant (operator).
     pub async fn revoke_grant(&self, job: &str, reason: &str) -> Result<(), ClientError> {
         match self
@@ -1035,6 +1115,9 @@ fn response_name(r: &Response) -> &'static str {
         Response::Listing { .. } => "listing",
         Response::Grants { .. } => "grants",
         Response::Audit { .. } => "audit",
+        Response::Erased { .. } => "erased",
+        Response::Tombstones { .. } => "tombstones",
+        Response::Lookup { .. } => "lookup",
     }
 }
 

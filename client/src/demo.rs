@@ -140,6 +140,7 @@ pub async fn run(
                 kind,
                 source: FACILITIES[i % FACILITIES.len()].into(),
                 effective: Date::new(2025, 6, 1 + (i % 28) as u8)?,
+                data_kind: None,
             },
             data,
         });

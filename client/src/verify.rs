@@ -441,6 +441,7 @@ mod tests {
                 kind: RecordKind::Claim,
                 source: "s".into(),
                 effective: Date::new(2025, 1, 1).unwrap(),
+                data_kind: None,
             },
             sealed_len: sealed.len() as u64,
             sealed_digest: Digest::of(&sealed),

@@ -18,6 +18,7 @@ fn meta() -> RecordMeta {
         kind: RecordKind::Ssmix2,
         source: "1312345678".into(),
         effective: Date::new(2024, 4, 1).unwrap(),
+        data_kind: None,
     }
 }
 

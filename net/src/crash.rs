@@ -38,6 +38,12 @@ pub const POINTS: &[&str] = &[
     "repair.staged",
     // Repair (leader): moves done, before the commit is proposed.
     "repair.before_commit",
+    // Erasure (any node): the erase entry applied (shares deleted, purge markers
+    // written), before the purger runs.
+    "erase.applied",
+    // Erasure (any node): erased shares compacted off the disk, before the purge
+    // markers are cleared.
+    "erase.compacted",
     // Client: every share staged, before the commit is sent.
     "client.put.staged",
     // Client: commit acknowledged, before put returns.

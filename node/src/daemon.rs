@@ -124,7 +124,7 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         .map(|n| (n.id, Arc::new(Peer::new(endpoint.clone(), n.addr, &n.name))))
         .collect();
     let network = QuicNetworkFactory::new(&config.cluster_id, peers.clone());
-    let parts = start_raft(raft_id, &config.cluster_id, db, &data_dir, network).await?;
+    let parts = start_raft(raft_id, &config.cluster_id, db.clone(), &data_dir, network).await?;
     let raft = parts.raft.clone();
 
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -159,6 +159,9 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         peers,
     };
     tasks.push(tokio::spawn(duties.run(shutdown_rx.clone())));
+    tasks.push(tokio::spawn(
+        crate::erasure::Purger::new(db, parts.state.purge_signal()).run(shutdown_rx.clone()),
+    ));
     tasks.push(tokio::spawn(collect_staged(
         raft.clone(),
         config.staging,

@@ -2,6 +2,7 @@
 //! RocksDB for the catalog, and (with the data path) the share store.
 
 pub mod daemon;
+pub mod erasure;
 pub mod error;
 pub mod membership;
 pub mod raft;

@@ -334,6 +334,7 @@ mod tests {
                 kind: RecordKind::Claim,
                 source: "s".into(),
                 effective: Date::new(2025, 1, 1).unwrap(),
+                data_kind: None,
             },
             sealed_len: 10,
             sealed_digest: Digest::of(b"x"),

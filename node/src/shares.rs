@@ -93,6 +93,11 @@ pub enum StageRefusal {
         /// The record.
         record: RecordId,
     },
+    /// The record was erased.
+    Erased {
+        /// The record.
+        record: RecordId,
+    },
 }
 
 /// The share store over the node's database.

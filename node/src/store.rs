@@ -20,7 +20,8 @@ pub const CF_STAGED: &str = "staged_shares";
 /// Committed shares this node holds (node-local, never replicated).
 pub const CF_SHARES: &str = "shares";
 
-const ALL_CFS: [&str; 6] = [
+/// Every column family.
+pub const ALL_CFS: [&str; 6] = [
     CF_RAFT_LOG,
     CF_RAFT_META,
     CF_SM_META,

@@ -42,6 +42,7 @@ async fn every_injected_fault_is_named_with_its_node_and_rack() {
                         kind: RecordKind::Checkup,
                         source: "1310000001".into(),
                         effective: Date::new(2025, 4, 1).unwrap(),
+                        data_kind: None,
                     },
                     data: vec![i; 3000],
                 })
@@ -280,6 +281,7 @@ async fn auditor_exports_checks_erasure_and_can_do_nothing_else() {
                         kind: RecordKind::Claim,
                         source: "1310000001".into(),
                         effective: Date::new(2025, 6, 1).unwrap(),
+                        data_kind: None,
                     },
                     data: vec![i; 500],
                 })

@@ -50,6 +50,7 @@ fn new_record(id: &RecordId) -> NewRecord {
             kind: RecordKind::Claim,
             source: "1310000001".into(),
             effective: Date::new(2026, 1, 5).unwrap(),
+            data_kind: None,
         },
         data: bytes_of(id),
     }

@@ -67,6 +67,7 @@ fn new_records(round: u32, count: u8) -> Vec<(RecordId, NewRecord)> {
                         kind: RecordKind::Checkup,
                         source: "1310000001".into(),
                         effective: Date::new(2024, 4, 1).unwrap(),
+                        data_kind: None,
                     },
                     data,
                 },

@@ -27,6 +27,7 @@ fn meta(kind: RecordKind, source: &str, subject: u8) -> RecordMeta {
         kind,
         source: source.into(),
         effective: Date::new(2025, 6, 1).unwrap(),
+        data_kind: None,
     }
 }
 

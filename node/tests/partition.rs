@@ -24,6 +24,7 @@ fn record(i: u8) -> NewRecord {
             kind: RecordKind::Ssmix2,
             source: "1310000001".into(),
             effective: Date::new(2025, 1, 2).unwrap(),
+            data_kind: None,
         },
         data: vec![i; 900 + usize::from(i)],
     }

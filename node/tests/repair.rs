@@ -23,6 +23,7 @@ fn record(i: u8) -> NewRecord {
             kind: RecordKind::Claim,
             source: "1310000001".into(),
             effective: Date::new(2025, 6, 1).unwrap(),
+            data_kind: None,
         },
         data: vec![i; 2000 + usize::from(i)],
     }

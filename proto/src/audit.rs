@@ -91,6 +91,14 @@ pub enum AuditAction {
         /// Why.
         reason: String,
     },
+    /// Records erased (their ids are the entry's records); for an opt-out, the
+    /// subject.
+    Erase {
+        /// The opted-out subject, for a subject erasure.
+        subject: Option<crate::record::SubjectTag>,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl AuditAction {
@@ -110,6 +118,7 @@ impl AuditAction {
             AuditAction::RepairCommit { .. } => "repair-commit",
             AuditAction::CreateGrant { .. } => "grant-create",
             AuditAction::RevokeGrant { .. } => "grant-revoke",
+            AuditAction::Erase { .. } => "erase",
         }
     }
 }

@@ -34,6 +34,11 @@ pub fn is_allowed(role: Role, op: Operation) -> bool {
         Operation::Topology => role != Role::Node,
         // Repair traffic only between nodes; the helpers check the assignment.
         Operation::Repair => role == Role::Node,
+        // Erasure (opt-out, a record withdrawn) is an operator's decision.
+        Operation::Erase => role == Role::Operator,
+        // Whether ids are committed or erased, subjects opted out: ingest needs it to
+        // be idempotent; operators and auditors to check.
+        Operation::Lookup => matches!(role, Role::Ingest | Role::Operator | Role::Auditor),
     }
 }
 
@@ -189,6 +194,10 @@ mod tests {
             (Role::Ingest | Role::Reader | Role::Auditor | Role::Operator, Operation::Repair) => {
                 false
             }
+            (Role::Operator, Operation::Erase) => true,
+            (Role::Node | Role::Ingest | Role::Reader | Role::Auditor, Operation::Erase) => false,
+            (Role::Ingest | Role::Operator | Role::Auditor, Operation::Lookup) => true,
+            (Role::Node | Role::Reader, Operation::Lookup) => false,
         };
         for role in Role::ALL {
             for op in Operation::ALL {

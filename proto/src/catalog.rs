@@ -446,6 +446,68 @@ impl Ticket {
     }
 }
 
+/// Most bytes of an erasure's reason.
+pub const MAX_REASON_BYTES: usize = 512;
+
+/// What an operator erases.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EraseTarget {
+    /// These records (at most [`MAX_BATCH_RECORDS`]).
+    Records(Vec<RecordId>),
+    /// Every record of a subject, now and later: the subject opted out, and records
+    /// of it are refused from then on.
+    Subject(SubjectTag),
+}
+
+/// What the catalog keeps of an erased record: no metadata, no digests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    /// The erased record.
+    pub id: RecordId,
+    /// When it was erased (leader time, Unix ms).
+    pub at_ms: u64,
+    /// Who erased it (certificate name).
+    pub by: String,
+    /// Why.
+    pub reason: String,
+    /// The Raft log index of the erasing entry (its audit entry names it).
+    pub log_index: u64,
+}
+
+/// A subject's opt-out: its records are erased and new ones refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OptOut {
+    /// The subject.
+    pub subject: SubjectTag,
+    /// When it was recorded (leader time, Unix ms).
+    pub at_ms: u64,
+    /// Who recorded it.
+    pub by: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Where a record id stands in the catalog (ingest's idempotence check).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecordState {
+    /// Never committed (or only staged).
+    Absent,
+    /// Committed and live.
+    Committed,
+    /// Erased: it is never committed again.
+    Erased,
+}
+
+/// Checks an erasure's reason: 1 to [`MAX_REASON_BYTES`] bytes, not only spaces.
+pub fn validate_reason(reason: &str) -> Result<(), ProtoError> {
+    if reason.trim().is_empty() || reason.len() > MAX_REASON_BYTES {
+        return Err(ProtoError::Invalid {
+            reason: format!("a reason is 1 to {MAX_REASON_BYTES} bytes of text"),
+        });
+    }
+    Ok(())
+}
+
 /// What a list query selects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ListFilter {
@@ -484,6 +546,7 @@ mod tests {
                 kind,
                 source: source.into(),
                 effective: Date::new(2024, 1, 1).unwrap(),
+                data_kind: None,
             },
             sealed_len: 100,
             sealed_digest: Digest([0; 32]),

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{AuditEntry, AuditQuery};
 use crate::catalog::{Grant, ListFilter, RecordEntry, Ticket};
 use crate::identity::Role;
-use crate::record::{Digest, RecordId};
+use crate::record::{Digest, RecordId, SubjectTag};
 
 /// Most nodes a [`Request::RepairRun`] asks the new holder to avoid that are read.
 pub const MAX_REPAIR_AVOID: usize = 64;
@@ -221,6 +221,33 @@ pub enum Request {
     },
     /// List grants (operator or auditor; at the leader).
     ListGrants,
+    /// Erase records or a subject (operator role; at the leader). One call erases at
+    /// most [`crate::catalog::MAX_BATCH_RECORDS`] records; `remaining` in the answer
+    /// says whether to call again.
+    Erase {
+        /// What to erase.
+        target: crate::catalog::EraseTarget,
+        /// Why (recorded in the tombstones and the audit log).
+        reason: String,
+    },
+    /// List tombstones (auditor or operator; at the leader).
+    ListErased {
+        /// Only the records erased with this subject's opt-out.
+        subject: Option<SubjectTag>,
+        /// Start after this record (paging).
+        after: Option<RecordId>,
+        /// Most tombstones wanted (capped by the node).
+        limit: u32,
+    },
+    /// Where record ids and subjects stand: committed, erased, opted out (ingest,
+    /// operator, auditor; at the leader). At most
+    /// [`crate::catalog::MAX_BATCH_RECORDS`] of each.
+    Lookup {
+        /// The records.
+        records: Vec<RecordId>,
+        /// The subjects.
+        subjects: Vec<SubjectTag>,
+    },
     /// Read the audit log (auditor or operator; at the leader).
     AuditLog {
         /// What to select.
@@ -353,11 +380,15 @@ pub enum Operation {
     Repair,
     /// [`Request::AuditLog`].
     AuditLog,
+    /// [`Request::Erase`].
+    Erase,
+    /// [`Request::Lookup`].
+    Lookup,
 }
 
 impl Operation {
     /// Every operation, for exhaustive authorization tests.
-    pub const ALL: [Operation; 15] = [
+    pub const ALL: [Operation; 17] = [
         Operation::Ping,
         Operation::Status,
         Operation::Raft,
@@ -373,6 +404,8 @@ impl Operation {
         Operation::NodeAdmin,
         Operation::Topology,
         Operation::Repair,
+        Operation::Erase,
+        Operation::Lookup,
     ];
 
     /// A short name for logs and metrics.
@@ -393,6 +426,8 @@ impl Operation {
             Operation::NodeAdmin => "node-admin",
             Operation::Topology => "topology",
             Operation::Repair => "repair",
+            Operation::Erase => "erase",
+            Operation::Lookup => "lookup",
         }
     }
 }
@@ -419,7 +454,9 @@ impl Request {
             Request::List { .. } => Operation::List,
             Request::CreateGrant { .. } | Request::RevokeGrant { .. } => Operation::GrantChange,
             Request::ListGrants => Operation::GrantList,
-            Request::AuditLog { .. } => Operation::AuditLog,
+            Request::AuditLog { .. } | Request::ListErased { .. } => Operation::AuditLog,
+            Request::Erase { .. } => Operation::Erase,
+            Request::Lookup { .. } => Operation::Lookup,
             Request::SetNodeMode { .. } => Operation::NodeAdmin,
             Request::Topology => Operation::Topology,
             Request::RepairRun { .. }
@@ -514,6 +551,27 @@ pub enum Response {
         entries: Vec<RecordEntry>,
         /// Where the next page starts, if there is more.
         next: Option<RecordId>,
+    },
+    /// Answer to [`Request::Erase`].
+    Erased {
+        /// The records this call erased (records already erased are not repeated).
+        erased: Vec<RecordId>,
+        /// Whether the subject still has records (call again).
+        remaining: bool,
+    },
+    /// Answer to [`Request::ListErased`].
+    Tombstones {
+        /// Tombstones in record id order.
+        items: Vec<crate::catalog::Tombstone>,
+        /// Where the next page starts, if there is more.
+        next: Option<RecordId>,
+    },
+    /// Answer to [`Request::Lookup`].
+    Lookup {
+        /// One state per asked record, in order.
+        records: Vec<crate::catalog::RecordState>,
+        /// The asked subjects that opted out.
+        opted_out: Vec<SubjectTag>,
     },
     /// Answer to [`Request::ListGrants`].
     Grants {

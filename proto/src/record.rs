@@ -186,6 +186,8 @@ impl fmt::Display for Date {
 
 /// Most bytes of a source facility code.
 pub const MAX_SOURCE_BYTES: usize = 64;
+/// Most bytes of a data kind ([`RecordMeta::data_kind`]).
+pub const MAX_DATA_KIND_BYTES: usize = 16;
 
 /// What every node may know about a record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +200,9 @@ pub struct RecordMeta {
     pub source: String,
     /// The record's effective date.
     pub effective: Date,
+    /// The kind within the source's own scheme, if it has one: for SS-MIX2 the data
+    /// kind (`ADT-00`, `OML-11`, ...). 1 to [`MAX_DATA_KIND_BYTES`] of A-Z, 0-9, '-'.
+    pub data_kind: Option<String>,
 }
 
 impl RecordMeta {
@@ -209,17 +214,32 @@ impl RecordMeta {
                 .source
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-        if ok {
-            Ok(())
-        } else {
-            Err(ProtoError::Invalid {
+        if !ok {
+            return Err(ProtoError::Invalid {
                 reason: format!(
                     "source '{}' must be 1 to {MAX_SOURCE_BYTES} characters of A-Z, a-z, \
                      0-9, '-', '_', '.'",
                     self.source.escape_debug()
                 ),
-            })
+            });
         }
+        if let Some(dk) = &self.data_kind {
+            let ok = !dk.is_empty()
+                && dk.len() <= MAX_DATA_KIND_BYTES
+                && dk
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-');
+            if !ok {
+                return Err(ProtoError::Invalid {
+                    reason: format!(
+                        "data kind '{}' must be 1 to {MAX_DATA_KIND_BYTES} characters of A-Z, \
+                         0-9, '-'",
+                        dk.escape_debug()
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -312,8 +332,16 @@ mod tests {
             kind: RecordKind::Claim,
             source: source.into(),
             effective: Date::new(2024, 4, 1).unwrap(),
+            data_kind: None,
         };
         assert!(meta("1312345678").validate().is_ok());
+        let mut m = meta("1312345678");
+        m.data_kind = Some("OML-11".into());
+        assert!(m.validate().is_ok());
+        m.data_kind = Some("oml 11".into());
+        assert!(m.validate().is_err());
+        m.data_kind = Some(String::new());
+        assert!(m.validate().is_err());
         assert!(meta("").validate().is_err());
         assert!(meta("a b").validate().is_err());
         assert!(meta(&"9".repeat(65)).validate().is_err());

@@ -24,6 +24,7 @@ fn entry() -> RecordEntry {
             kind: RecordKind::Checkup,
             source: "1310000001".into(),
             effective: Date::new(2025, 3, 1).unwrap(),
+            data_kind: None,
         },
         sealed_len: 1000,
         sealed_digest: Digest([7; 32]),

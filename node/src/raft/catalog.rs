@@ -14,14 +14,18 @@
 //! | `audit_head` | [`AuditHead`] |
 //! | `aidx/r/<id 16><seq BE 8>` | empty: audit entries by record |
 //! | `aidx/j/<len 1><job><seq BE 8>` | empty: audit entries by job |
+//! | `tomb/<id 16>` | [`Tombstone`]: an erased record (nothing else of it remains) |
+//! | `tidx/s/<subject 32><id 16>` | empty: records erased by the subject's opt-out |
+//! | `optout/<subject 32>` | [`OptOut`]: the subject's records are refused |
 
 use std::io;
 
 use kakera_proto::audit::{AuditEntry, AuditQuery, MAX_AUDIT_PAGE};
 use kakera_proto::catalog::{
-    Grant, ListFilter, MAX_LIST_PAGE, NodeRecord, RecordEntry, RepairTask, Ticket,
+    Grant, ListFilter, MAX_LIST_PAGE, NodeRecord, OptOut, RecordEntry, RecordState, RepairTask,
+    Ticket, Tombstone,
 };
-use kakera_proto::record::RecordId;
+use kakera_proto::record::{RecordId, SubjectTag};
 use rocksdb::{DB, Direction, IteratorMode};
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +65,10 @@ pub mod keys {
     pub const NODE_MODE: &[u8] = b"nodemode/";
     /// Prefix of pending repairs (one per record).
     pub const REPAIR: &[u8] = b"repair/";
+    /// Prefix of tombstones.
+    pub const TOMB: &[u8] = b"tomb/";
+    /// Prefix of opt-outs.
+    pub const OPTOUT: &[u8] = b"optout/";
 
     fn cat(parts: &[&[u8]]) -> Vec<u8> {
         parts.concat()
@@ -81,6 +89,18 @@ pub mod keys {
     /// Prefix of the source index for one source (at most 64 bytes, validated).
     pub fn by_source(source: &str) -> Vec<u8> {
         cat(&[b"idx/f/", &[source.len() as u8], source.as_bytes()])
+    }
+    /// An erased record's tombstone.
+    pub fn tomb(id: &RecordId) -> Vec<u8> {
+        cat(&[TOMB, &id.0])
+    }
+    /// Prefix of the tombstones erased by one subject's opt-out.
+    pub fn tombs_of_subject(tag: &SubjectTag) -> Vec<u8> {
+        cat(&[b"tidx/s/", &tag.0])
+    }
+    /// A subject's opt-out.
+    pub fn optout(tag: &SubjectTag) -> Vec<u8> {
+        cat(&[OPTOUT, &tag.0])
     }
     /// A grant.
     pub fn grant(job: &str) -> Vec<u8> {
@@ -156,6 +176,97 @@ impl StateMachine {
     /// A committed record's entry.
     pub fn record(&self, id: &RecordId) -> io::Result<Option<RecordEntry>> {
         get(&self.db, &keys::record(id))
+    }
+
+    /// An erased record's tombstone.
+    pub fn tombstone(&self, id: &RecordId) -> io::Result<Option<Tombstone>> {
+        get(&self.db, &keys::tomb(id))
+    }
+
+    /// A subject's opt-out.
+    pub fn opt_out(&self, subject: &SubjectTag) -> io::Result<Option<OptOut>> {
+        get(&self.db, &keys::optout(subject))
+    }
+
+    /// Where a record id stands.
+    pub fn record_state(&self, id: &RecordId) -> io::Result<RecordState> {
+        let catalog = cf(&self.db, CF_CATALOG)?;
+        let has = |key: Vec<u8>| -> io::Result<bool> {
+            Ok(self
+                .db
+                .get_pinned_cf(catalog, key)
+                .map_err(io::Error::other)?
+                .is_some())
+        };
+        Ok(if has(keys::record(id))? {
+            RecordState::Committed
+        } else if has(keys::tomb(id))? {
+            RecordState::Erased
+        } else {
+            RecordState::Absent
+        })
+    }
+
+    /// Up to `limit` live record ids of `subject`, in id order, and whether more
+    /// remain.
+    pub fn subject_records(
+        &self,
+        subject: &SubjectTag,
+        limit: usize,
+    ) -> io::Result<(Vec<RecordId>, bool)> {
+        let prefix = keys::by_subject(subject);
+        let mut out = Vec::new();
+        let mut more = false;
+        let stopped = self.scan_prefix(&prefix, &prefix, |k, _| {
+            if out.len() == limit {
+                more = true;
+                return Ok(false);
+            }
+            out.push(trailing_id(k)?);
+            Ok(true)
+        })?;
+        Ok((out, more || stopped))
+    }
+
+    /// A page of tombstones (of one subject's opt-out, or all), in id order after
+    /// `after`, and where the next page starts.
+    pub fn tombstones(
+        &self,
+        subject: Option<&SubjectTag>,
+        after: Option<RecordId>,
+        limit: u32,
+    ) -> io::Result<(Vec<Tombstone>, Option<RecordId>)> {
+        let limit = limit.clamp(1, MAX_LIST_PAGE) as usize;
+        let prefix = match subject {
+            Some(tag) => keys::tombs_of_subject(tag),
+            None => keys::TOMB.to_vec(),
+        };
+        let mut from = prefix.clone();
+        if let Some(a) = after {
+            from.extend_from_slice(&a.0);
+            from.push(0);
+        }
+        let mut out = Vec::with_capacity(limit);
+        let mut last = None;
+        let stopped = self.scan_prefix(&prefix, &from, |k, v| {
+            let id = trailing_id(k)?;
+            let tomb = if subject.is_none() {
+                Some(decode::<Tombstone>(v)?)
+            } else {
+                self.tombstone(&id)?
+            };
+            if let Some(t) = tomb {
+                out.push(t);
+            }
+            last = Some(id);
+            Ok(out.len() < limit)
+        })?;
+        let next = if out.len() == limit || stopped {
+            last
+        } else {
+            None
+        };
+        Ok((out, next))
     }
 
     /// The grant for `job`.

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use kakera_proto::RequestId;
-use kakera_proto::catalog::{Actor, Grant, NodeMode, RecordEntry, RepairTask};
+use kakera_proto::catalog::{Actor, EraseTarget, Grant, NodeMode, RecordEntry, RepairTask};
 use kakera_proto::record::RecordId;
 use serde::{Deserialize, Serialize};
 
@@ -114,6 +114,14 @@ pub enum ClientAction {
         /// Why.
         reason: String,
     },
+    /// Erase records or a subject (operator): tombstones replace the catalog entries
+    /// and every node deletes its shares (see `crate::erasure`).
+    Erase {
+        /// What.
+        target: EraseTarget,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Command {
@@ -149,6 +157,10 @@ impl fmt::Display for Command {
                     }
                     ClientAction::CreateGrant { grant } => format!("CreateGrant({})", grant.job),
                     ClientAction::RevokeGrant { job, .. } => format!("RevokeGrant({job})"),
+                    ClientAction::Erase { target, .. } => match target {
+                        EraseTarget::Records(ids) => format!("Erase({} records)", ids.len()),
+                        EraseTarget::Subject(_) => "Erase(subject)".to_string(),
+                    },
                 };
                 write!(f, "{what} by {}", actor.name)
             }
@@ -192,6 +204,13 @@ pub enum CommandResponse {
     NotFound {
         /// Why, for the caller.
         reason: String,
+    },
+    /// An erasure was applied.
+    Erased {
+        /// The records it erased.
+        erased: Vec<RecordId>,
+        /// Whether the subject still has records (the caller proposes again).
+        remaining: bool,
     },
 }
 

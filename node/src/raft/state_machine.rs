@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use kakera_proto::audit::{AuditAction, AuditEntry, Outcome};
 use kakera_proto::catalog::{
-    Actor, MAX_BATCH_RECORDS, NodeMode, NodeRecord, RecordEntry, Revocation, Ticket, TicketPurpose,
+    Actor, EraseTarget, MAX_BATCH_RECORDS, NodeMode, NodeRecord, OptOut, RecordEntry, Revocation,
+    Ticket, TicketPurpose, Tombstone,
 };
 use kakera_proto::{RecordId, RequestId, ids};
 
@@ -59,6 +60,8 @@ pub struct StateMachine {
     /// This node's config id: applying a commit promotes the shares it holds.
     node_id: u64,
     shares: ShareStore,
+    /// Wakes this node's purger after an erase entry or a snapshot install.
+    purge: crate::erasure::PurgeSignal,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -87,7 +90,13 @@ impl StateMachine {
             snapshot_dir,
             node_id,
             shares,
+            purge: crate::erasure::PurgeSignal::default(),
         })
+    }
+
+    /// The signal this state machine gives the node's purger.
+    pub fn purge_signal(&self) -> crate::erasure::PurgeSignal {
+        self.purge.clone()
     }
 
     /// Reads the cluster record, if the group has been initialised.
@@ -540,6 +549,22 @@ impl StateMachine {
                 };
                 (r, action, Some(grant.job.clone()), Vec::new())
             }
+            ClientAction::Erase { target, reason } => {
+                let subject = match target {
+                    EraseTarget::Subject(tag) => Some(*tag),
+                    EraseTarget::Records(_) => None,
+                };
+                let action = AuditAction::Erase {
+                    subject,
+                    reason: reason.clone(),
+                };
+                let r = self.erase(batch, log_index, actor, now, target, reason)?;
+                let records = match &r {
+                    CommandResponse::Erased { erased, .. } => erased.clone(),
+                    _ => Vec::new(),
+                };
+                (r, action, None, records)
+            }
             ClientAction::RevokeGrant { job, reason } => {
                 let action = AuditAction::RevokeGrant {
                     reason: reason.clone(),
@@ -570,6 +595,101 @@ impl StateMachine {
         })
     }
 
+    /// Erases records (operator): for each live one, the catalog entry, its indexes
+    /// and any pending repair give way to a tombstone, and this node deletes its
+    /// shares and marks them for purging (`crate::erasure`). A subject erasure also
+    /// records the opt-out (its records are refused from then on) and takes at most
+    /// [`MAX_BATCH_RECORDS`] records per entry, saying whether more remain.
+    #[allow(clippy::too_many_arguments)] // the parts of one command, named
+    fn erase(
+        &self,
+        batch: &mut rocksdb::WriteBatch,
+        log_index: u64,
+        actor: &Actor,
+        now: u64,
+        target: &EraseTarget,
+        reason: &str,
+    ) -> io::Result<CommandResponse> {
+        let catalog = cf(&self.db, CF_CATALOG)?;
+        if actor.role != kakera_proto::Role::Operator {
+            return Ok(CommandResponse::Forbidden {
+                reason: format!("role '{}' may not erase records", actor.role),
+            });
+        }
+        if let Err(e) = kakera_proto::catalog::validate_reason(reason) {
+            return Ok(CommandResponse::Refused {
+                reason: e.to_string(),
+            });
+        }
+        let (ids, remaining, subject) = match target {
+            EraseTarget::Records(ids) => {
+                if ids.is_empty() || ids.len() > MAX_BATCH_RECORDS {
+                    return Ok(CommandResponse::Refused {
+                        reason: format!("erase 1 to {MAX_BATCH_RECORDS} records per request"),
+                    });
+                }
+                for id in ids {
+                    if self.record(id)?.is_none() && self.tombstone(id)?.is_none() {
+                        return Ok(CommandResponse::NotFound {
+                            reason: format!(
+                                "record {id} is not in the catalog and was never erased; \
+                                 nothing of this request was erased"
+                            ),
+                        });
+                    }
+                }
+                (ids.clone(), false, None)
+            }
+            EraseTarget::Subject(tag) => {
+                if self.opt_out(tag)?.is_none() {
+                    let o = OptOut {
+                        subject: *tag,
+                        at_ms: now,
+                        by: actor.name.clone(),
+                        reason: reason.to_string(),
+                    };
+                    batch.put_cf(catalog, keys::optout(tag), encode(&o)?);
+                }
+                let (ids, more) = self.subject_records(tag, MAX_BATCH_RECORDS)?;
+                (ids, more, Some(*tag))
+            }
+        };
+        let mut erased = Vec::with_capacity(ids.len());
+        for id in &ids {
+            // Bounded by MAX_BATCH_RECORDS (checked or taken above).
+            let Some(entry) = self.record(id)? else {
+                continue;
+            };
+            batch.delete_cf(catalog, keys::record(id));
+            for prefix in [
+                keys::by_subject(&entry.meta.subject),
+                keys::by_kind(entry.meta.kind),
+                keys::by_source(&entry.meta.source),
+            ] {
+                batch.delete_cf(catalog, [prefix.as_slice(), &id.0].concat());
+            }
+            batch.delete_cf(catalog, keys::repair(id));
+            let tomb = Tombstone {
+                id: *id,
+                at_ms: now,
+                by: actor.name.clone(),
+                reason: reason.to_string(),
+                log_index,
+            };
+            batch.put_cf(catalog, keys::tomb(id), encode(&tomb)?);
+            if let Some(tag) = &subject {
+                batch.put_cf(
+                    catalog,
+                    [keys::tombs_of_subject(tag).as_slice(), &id.0].concat(),
+                    [],
+                );
+            }
+            crate::erasure::erase_local(&self.db, batch, id)?;
+            erased.push(*id);
+        }
+        Ok(CommandResponse::Erased { erased, remaining })
+    }
+
     /// Makes records visible: checks each entry again (the leader checked placement),
     /// refuses the whole batch if any id is committed with other content, writes the
     /// entries and their indexes, and promotes this node's staged shares.
@@ -591,6 +711,26 @@ impl StateMachine {
             if let Err(e) = r.validate() {
                 return Ok(CommandResponse::Refused {
                     reason: e.to_string(),
+                });
+            }
+            if let Some(t) = self.tombstone(&r.id)? {
+                return Ok(CommandResponse::Refused {
+                    reason: format!(
+                        "record {} was erased on {} ({}); an erased record is never stored \
+                         again; nothing of this batch was committed",
+                        r.id,
+                        format_ms(t.at_ms),
+                        t.reason
+                    ),
+                });
+            }
+            if self.opt_out(&r.meta.subject)?.is_some() {
+                return Ok(CommandResponse::Refused {
+                    reason: format!(
+                        "record {}: its subject opted out; no record of it is stored; \
+                         nothing of this batch was committed",
+                        r.id
+                    ),
                 });
             }
             match self.record(&r.id)? {
@@ -657,7 +797,7 @@ impl StateMachine {
                 Some(e) => entries.push(e),
                 None => {
                     return Ok(CommandResponse::NotFound {
-                        reason: format!("record {id} is not in the catalog"),
+                        reason: self.absence(id)?,
                     });
                 }
             }
@@ -707,7 +847,7 @@ impl StateMachine {
             for id in records {
                 if self.record(id)?.is_none() {
                     return Ok(CommandResponse::NotFound {
-                        reason: format!("record {id} is not in the catalog"),
+                        reason: self.absence(id)?,
                     });
                 }
             }
@@ -724,6 +864,20 @@ impl StateMachine {
         };
         batch.put_cf(catalog, keys::ticket(log_index), encode(&ticket)?);
         Ok(CommandResponse::Applied)
+    }
+
+    /// Why a record is not in the catalog, in words: erased (when, by whom, why) or
+    /// never committed.
+    fn absence(&self, id: &RecordId) -> io::Result<String> {
+        Ok(match self.tombstone(id)? {
+            Some(t) => format!(
+                "record {id} was erased on {} by {} ({}); nothing of it can be read",
+                format_ms(t.at_ms),
+                t.by,
+                t.reason
+            ),
+            None => format!("record {id} is not in the catalog"),
+        })
     }
 
     /// Deletes expired tickets among the oldest few (bounded work per entry; the same
@@ -766,10 +920,27 @@ impl StateMachine {
     }
 }
 
+/// A Unix-ms time as `YYYY-MM-DD HH:MM:SS UTC` for refusal messages.
+fn format_ms(ms: u64) -> String {
+    let secs = (ms / 1000) as i64;
+    match time::OffsetDateTime::from_unix_timestamp(secs) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => format!("{ms} (Unix ms)"),
+    }
+}
+
 /// The audit outcome of a command response.
 fn outcome_of(r: &CommandResponse) -> Outcome {
     match r {
-        CommandResponse::Applied => Outcome::Applied,
+        CommandResponse::Applied | CommandResponse::Erased { .. } => Outcome::Applied,
         CommandResponse::Refused { reason }
         | CommandResponse::Forbidden { reason }
         | CommandResponse::NotFound { reason } => Outcome::Refused {
@@ -880,12 +1051,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             batch.put_cf(meta_cf, KEY_LAST_APPLIED, encode(&log_id)?);
             let normal = matches!(entry.payload, EntryPayload::Normal(_));
+            let erasing = matches!(response, CommandResponse::Erased { ref erased, .. } if !erased.is_empty());
             if normal {
                 kakera_net::crash::point("apply.before_write");
             }
             self.db.write(batch).map_err(io::Error::other)?;
             if normal {
                 kakera_net::crash::point("apply.after_write");
+            }
+            if erasing {
+                kakera_net::crash::point("erase.applied");
+                self.purge.erased();
             }
             if let Some(r) = responder {
                 r.send(response);
@@ -932,6 +1108,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         })
         .await
         .map_err(io::Error::other)??;
+        // Records erased in the entries this snapshot replaces were never applied
+        // here: the purger sweeps committed shares against the new tombstones.
+        self.purge.catalog_replaced();
         self.write_snapshot_file(&SnapshotFile {
             meta: meta.clone(),
             data,

@@ -37,7 +37,7 @@ pub const TICKET_APPLY_WAIT_MS: u64 = 5_000;
 /// The answer to a Raft proposal made for a client.
 fn proposal_refusal(r: &CommandResponse) -> Option<Response> {
     match r {
-        CommandResponse::Applied => None,
+        CommandResponse::Applied | CommandResponse::Erased { .. } => None,
         CommandResponse::Refused { reason } => Some(error(ErrorKind::BadRequest, reason.clone())),
         CommandResponse::Forbidden { reason } => Some(error(ErrorKind::Forbidden, reason.clone())),
         CommandResponse::NotFound { reason } => Some(error(ErrorKind::NotFound, reason.clone())),
@@ -61,6 +61,18 @@ pub(crate) async fn propose(
     request_id: RequestId,
     action: ClientAction,
 ) -> Result<u64, Response> {
+    propose_for(ctx, identity, request_id, action)
+        .await
+        .map(|(index, _)| index)
+}
+
+/// [`propose`], also returning what applying the entry produced.
+pub(crate) async fn propose_for(
+    ctx: &ServerContext,
+    identity: &Identity,
+    request_id: RequestId,
+    action: ClientAction,
+) -> Result<(u64, CommandResponse), Response> {
     if !ctx.raft.is_leader() {
         return Err(not_leader(ctx));
     }
@@ -72,7 +84,7 @@ pub(crate) async fn propose(
     };
     match ctx.raft.client_write(cmd).await {
         Ok(w) => match proposal_refusal(w.response()) {
-            None => Ok(w.log_id().index()),
+            None => Ok((w.log_id().index(), w.response().clone())),
             Some(refusal) => Err(refusal),
         },
         Err(e) => Err(moved_or_unavailable(
@@ -123,7 +135,7 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> Response {
 }
 
 /// Checks a list of record ids: 1..=MAX_BATCH_RECORDS, each once.
-fn check_ids(records: &[RecordId]) -> Result<(), Response> {
+pub(crate) fn check_ids(records: &[RecordId]) -> Result<(), Response> {
     if records.is_empty() {
         return Err(error(ErrorKind::BadRequest, "the request names no records"));
     }
@@ -214,18 +226,35 @@ pub async fn stage(
         batch.push((item.record, share));
     }
     let store = ctx.shares.clone();
+    let state = ctx.state.clone();
     let count = batch.len();
     let now_ms = unix_ms();
-    let result = tokio::task::spawn_blocking(move || store.stage(&batch, now_ms))
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|r| r);
+    let result = tokio::task::spawn_blocking(move || {
+        // An erased record is never stored again (a share racing the erase entry is
+        // swept by the purger).
+        for (id, _) in &batch {
+            if state.tombstone(id)?.is_some() {
+                return Ok(Err(StageRefusal::Erased { record: *id }));
+            }
+        }
+        store.stage(&batch, now_ms)
+    })
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|r| r);
     match result {
         Ok(Ok(digests)) => {
             kakera_net::crash::point("stage.synced");
             tracing::debug!(peer = %identity.name, shares = count, bytes = total_bytes, "staged");
             Response::Staged { digests }
         }
+        Ok(Err(StageRefusal::Erased { record })) => error(
+            ErrorKind::BadRequest,
+            format!(
+                "record {record} was erased; an erased record is never stored again; \
+                 nothing of this request was stored"
+            ),
+        ),
         Ok(Err(StageRefusal::Committed { record })) => error(
             ErrorKind::BadRequest,
             format!(

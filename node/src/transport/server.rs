@@ -295,6 +295,15 @@ async fn dispatch(
         }
         Request::ListGrants => records::list_grants(ctx).await,
         Request::AuditLog { query } => records::audit_log(ctx, query).await,
+        Request::Erase { target, reason } => {
+            super::erase::erase(ctx, identity, request_id, target, reason).await
+        }
+        Request::ListErased {
+            subject,
+            after,
+            limit,
+        } => super::erase::list_erased(ctx, subject, after, limit).await,
+        Request::Lookup { records, subjects } => super::erase::lookup(ctx, records, subjects).await,
         Request::RaftSnapshot {
             to,
             header,
@@ -378,7 +387,7 @@ async fn join(ctx: &ServerContext, identity: &Identity, raft_id: u64) -> Respons
     let cmd = Command::RegisterIncarnation { node_id, raft_id };
     match ctx.raft.client_write(cmd).await {
         Ok(r) => match r.response() {
-            CommandResponse::Applied => {
+            CommandResponse::Applied | CommandResponse::Erased { .. } => {
                 tracing::info!(member = %ids::describe(raft_id), node = %node.name, "join accepted");
                 Response::Accepted
             }
