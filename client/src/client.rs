@@ -49,6 +49,7 @@ pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
 pub const HEDGE_AFTER_MS: u64 = 40;
 
 /// A record to store.
+#[derive(Clone)]
 pub struct NewRecord {
     /// Its metadata (visible to every node; bound into the seal).
     pub meta: RecordMeta,

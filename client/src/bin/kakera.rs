@@ -12,12 +12,15 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use kakera_client::connection::Connection;
 use kakera_client::export::{self, ExportQuery, ExportSigner};
+use kakera_client::linkage::LinkageKey;
 use kakera_client::pki::{self, IssueRequest};
-use kakera_client::{Client, ClientError, demo, status, zone};
+use kakera_client::{Client, ClientError, demo, ingest, status, zone};
 use kakera_config::{ClusterConfig, ConfigError};
 use kakera_net::TlsFiles;
 use kakera_proto::audit::AuditQuery;
-use kakera_proto::catalog::{Grant, GrantScope, ListFilter, MAX_BATCH_RECORDS, RecordEntry};
+use kakera_proto::catalog::{
+    EraseTarget, Grant, GrantScope, ListFilter, MAX_BATCH_RECORDS, RecordEntry,
+};
 use kakera_proto::{Date, RecordId, RecordKind, Role, SubjectTag};
 
 /// kakera: secret-sharing storage for health records.
@@ -91,6 +94,58 @@ enum Cmd {
         #[arg(long, default_value_t = 300)]
         records: usize,
     },
+    /// Store an SS-MIX2 standard storage tree (ingest role): each current file becomes a
+    /// record; re-runs store nothing twice.
+    #[command(subcommand)]
+    Ingest(IngestCmd),
+    /// Write synthetic source data for demos and tests (no real person).
+    #[command(subcommand, name = "demo-data")]
+    DemoData(DemoDataCmd),
+    /// Erase records or every record of a subject (operator role; opt-out). Shares
+    /// leave every node's disk; the catalog keeps a tombstone; the subject's records
+    /// are refused from then on.
+    #[command(
+        after_help = "Examples:\n  kakera erase --subject 5be1...09 --reason \"opt-out OPT-2026-0042\"\n  kakera erase --record 0192f3...e1 --reason \"withdrawn at source\"\n  kakera erase --records-from withdrawn.txt --reason \"SS-MIX2 condition flag 0\""
+    )]
+    Erase {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Every record of this subject tag (64 hex digits; see `kakera subject-tag`).
+        #[arg(long, conflicts_with_all = ["records", "records_from"])]
+        subject: Option<String>,
+        /// A record id (32 hex digits); repeatable.
+        #[arg(long = "record", conflicts_with = "records_from")]
+        records: Vec<String>,
+        /// A file with one record id per line (as `kakera ingest` writes withdrawn ids).
+        #[arg(long)]
+        records_from: Option<PathBuf>,
+        /// Why (kept in the tombstones and the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Compute a subject tag from a facility and a patient id with the linkage key
+    /// (for opt-out requests that arrive with a patient id).
+    #[command(
+        name = "subject-tag",
+        after_help = "Example:\n  kakera subject-tag --facility 1310000001 --patient 0001000007 --linkage-key linkage.key"
+    )]
+    SubjectTag {
+        /// The facility code.
+        #[arg(long)]
+        facility: String,
+        /// The patient id at that facility.
+        #[arg(long)]
+        patient: String,
+        /// The linkage key file.
+        #[arg(long, env = "KAKERA_LINKAGE_KEY")]
+        linkage_key: PathBuf,
+    },
+    /// Make the linkage key (patient ids to subject tags; kept by the linking step).
+    #[command(subcommand)]
+    Linkage(LinkageCmd),
+    /// Jobs that run inside the high-security zone under a grant.
+    #[command(subcommand)]
+    Job(JobCmd),
     /// Show every node's state and the cluster's health (exit code 1 if unhealthy).
     #[command(
         after_help = "Example:\n  kakera status --config cluster.toml --cert ops.crt.pem --key ops.key.pem\n\nThe flags default to $KAKERA_CONFIG, $KAKERA_CERT and $KAKERA_KEY."
@@ -101,6 +156,110 @@ enum Cmd {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum IngestCmd {
+    /// Walk <root>/<pid[0:3]>/<pid[3:6]>/<pid>/<date>/<kind>/<file> and store each
+    /// current file. Condition flag 0 files are not stored; ones stored earlier are
+    /// listed as withdrawn for an operator to erase. Malformed paths are reported and
+    /// skipped.
+    #[command(
+        after_help = "Example:\n  kakera ingest ssmix2 /mnt/ssmix2 --source 1310000001 --linkage-key linkage.key --withdrawn-out withdrawn.txt"
+    )]
+    Ssmix2 {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// The standard storage root.
+        root: PathBuf,
+        /// The facility code (10-digit medical institution code).
+        #[arg(long)]
+        source: String,
+        /// The linkage key file.
+        #[arg(long, env = "KAKERA_LINKAGE_KEY")]
+        linkage_key: PathBuf,
+        /// Files per batch.
+        #[arg(long, default_value_t = kakera_client::ingest::DEFAULT_BATCH_FILES)]
+        batch: usize,
+        /// Write the ids of withdrawn records (stored earlier, now flag 0) to this file.
+        #[arg(long)]
+        withdrawn_out: Option<PathBuf>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DemoDataCmd {
+    /// A synthetic SS-MIX2 standard storage tree: ADT-00, ADT-22, PPR-01, OMP-01,
+    /// OML-11, OMG-13 files, HL7 v2.5 in ISO-2022-JP, with updates and deletions.
+    #[command(after_help = "Example:\n  kakera demo-data ssmix2 --patients 200 --out ssmix2-demo")]
+    Ssmix2 {
+        /// How many patients.
+        #[arg(long)]
+        patients: usize,
+        /// Where to write the tree (files are never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// The facility code in MSH-4.
+        #[arg(long, default_value = "1310000001")]
+        facility: String,
+        /// Seed (the same seed writes the same tree).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LinkageCmd {
+    /// Generate a linkage key file (mode 0600; never overwritten).
+    #[command(after_help = "Example:\n  kakera linkage keygen --out linkage.key")]
+    Keygen {
+        /// The new key file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum JobCmd {
+    /// Read every SS-MIX2 record of the given data kinds under a grant, replace
+    /// identifiers by research ids, generalize birth date to year and address to
+    /// prefecture, drop names, write CSV, and check k-anonymity over (birth year,
+    /// sex, prefecture). Exit 1 if a group breaks it (unless --suppress drops it).
+    #[command(
+        after_help = "Example:\n  kakera job anonymize --job study-17 --kinds ADT-00,OML-11 --k 5 --out study-17.csv --zone-key hsz/zone.key"
+    )]
+    Anonymize {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// The job (its grant names this reader).
+        #[arg(long)]
+        job: String,
+        /// SS-MIX2 data kinds, comma-separated (ADT-00,OML-11), or `any`.
+        #[arg(long)]
+        kinds: String,
+        /// Only records from this facility.
+        #[arg(long)]
+        source: Option<String>,
+        /// The zone private key file (inside the HSZ).
+        #[arg(long, env = "KAKERA_ZONE_KEY")]
+        zone_key: PathBuf,
+        /// The CSV file to write (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// Every (birth year, sex, prefecture) group must hold at least k people.
+        #[arg(long, default_value_t = 5)]
+        k: usize,
+        /// Drop the rows of groups smaller than k instead of failing.
+        #[arg(long)]
+        suppress: bool,
+        /// A linkage-format key file for stable research ids across runs (default: a
+        /// fresh random key per run).
+        #[arg(long)]
+        research_key: Option<PathBuf>,
     },
 }
 
@@ -284,22 +443,19 @@ enum AuditCmd {
         #[arg(long)]
         ca: PathBuf,
     },
-    /// Confirm that no node holds any share (committed or staged) of records: asks
-    /// every node. Exit 1 unless every record is out of the catalog and on no node.
+    /// Confirm that no node holds any share (committed or staged) of erased records:
+    /// asks every node. Without --record or --subject, every tombstone is checked.
+    /// Exit 1 unless every record is out of the catalog and on no node.
     #[command(
-        after_help = "Examples:\n  kakera audit erasure --record 0192f3...e1\n  kakera audit erasure --subject 5be1...09 --json"
+        after_help = "Examples:\n  kakera audit erasure\n  kakera audit erasure --record 0192f3...e1\n  kakera audit erasure --subject 5be1...09 --json"
     )]
     Erasure {
         #[command(flatten)]
         cluster: ClusterArgs,
         /// Records to check (32 hex digits each).
-        #[arg(
-            long = "record",
-            required_unless_present = "subject",
-            conflicts_with = "subject"
-        )]
+        #[arg(long = "record", conflicts_with = "subject")]
         records: Vec<String>,
-        /// Every record of this subject tag (64 hex digits).
+        /// Every record erased with this subject's opt-out, and any still live.
         #[arg(long)]
         subject: Option<String>,
         /// Print JSON lines (one per record).
@@ -431,6 +587,7 @@ fn entry_json(e: &RecordEntry) -> serde_json::Value {
         "id": e.id.to_string(),
         "subject": hex(&e.meta.subject.0),
         "kind": e.meta.kind.as_str(),
+        "data_kind": e.meta.data_kind,
         "source": e.meta.source,
         "effective": e.meta.effective.to_string(),
         "sealed_bytes": e.sealed_len,
@@ -441,6 +598,14 @@ fn entry_json(e: &RecordEntry) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "committed_at": demo::format_ms(e.committed_at_ms),
     })
+}
+
+/// `ssmix2/OML-11`, or the kind alone.
+fn kind_label(meta: &kakera_proto::RecordMeta) -> String {
+    match &meta.data_kind {
+        Some(d) => format!("{}/{d}", meta.kind.as_str()),
+        None => meta.kind.as_str().to_string(),
+    }
 }
 
 fn grant_json(g: &Grant, now_ms: u64) -> serde_json::Value {
@@ -590,6 +755,94 @@ fn run(cmd: Cmd) -> Result<Outcome, ClientError> {
             );
         }
         Cmd::Status { cluster, json } => return status(&cluster, json),
+        Cmd::Ingest(IngestCmd::Ssmix2 {
+            cluster,
+            root,
+            source,
+            linkage_key,
+            batch,
+            withdrawn_out,
+            json,
+        }) => {
+            return ingest_ssmix2(
+                &cluster,
+                &root,
+                &source,
+                &linkage_key,
+                batch,
+                withdrawn_out.as_deref(),
+                json,
+            );
+        }
+        Cmd::DemoData(DemoDataCmd::Ssmix2 {
+            patients,
+            out,
+            facility,
+            seed,
+        }) => {
+            if patients == 0 || patients > 1_000_000 {
+                return Err(ClientError::Invalid(
+                    "--patients must be 1 to 1000000".into(),
+                ));
+            }
+            let g = kakera_client::ssmix2_gen::generate(&out, patients, &facility, seed)?;
+            println!(
+                "wrote {} files ({} current, {} with condition flag 0), {:.1} MB, for {} \
+                 synthetic patients under {}",
+                g.files,
+                g.current,
+                g.deleted,
+                g.bytes as f64 / 1e6,
+                g.patients,
+                out.display()
+            );
+        }
+        Cmd::Erase {
+            cluster,
+            subject,
+            records,
+            records_from,
+            reason,
+        } => return erase(&cluster, subject, records, records_from, &reason),
+        Cmd::SubjectTag {
+            facility,
+            patient,
+            linkage_key,
+        } => {
+            let key = LinkageKey::load(&linkage_key)?;
+            println!("{}", key.subject_tag(&facility, &patient));
+        }
+        Cmd::Linkage(LinkageCmd::Keygen { out }) => {
+            LinkageKey::generate()?.write(&out)?;
+            println!(
+                "wrote linkage key {} (mode 0600): give it to the ingest gateway and the \
+                 opt-out desk only, never to a node",
+                out.display()
+            );
+        }
+        Cmd::Job(JobCmd::Anonymize {
+            cluster,
+            job,
+            kinds,
+            source,
+            zone_key,
+            out,
+            k,
+            suppress,
+            research_key,
+        }) => {
+            let job_args = AnonymizeArgs {
+                job,
+                kinds: list_arg(&kinds),
+                source,
+                zone_key,
+                out,
+                k,
+                suppress,
+                research_key,
+            };
+            return job_anonymize(&cluster, &job_args);
+        }
         Cmd::Grant(cmd) => return grant(cmd),
         Cmd::Node(cmd) => return node_cmd(cmd),
         Cmd::Audit(AuditCmd::Log {
@@ -685,7 +938,7 @@ fn run(cmd: Cmd) -> Result<Outcome, ClientError> {
                     println!(
                         "{}  {:<14} {:<12} {}  {:>10} B  subject {}",
                         e.id,
-                        e.meta.kind.as_str(),
+                        kind_label(&e.meta),
                         e.meta.source,
                         e.meta.effective,
                         e.sealed_len,
@@ -1100,6 +1353,287 @@ fn verify_export(file: &std::path::Path, ca: &std::path::Path) -> Result<Outcome
     }
 }
 
+fn ingest_ssmix2(
+    args: &ClusterArgs,
+    root: &std::path::Path,
+    source: &str,
+    linkage_key: &std::path::Path,
+    batch: usize,
+    withdrawn_out: Option<&std::path::Path>,
+    json: bool,
+) -> Result<Outcome, ClientError> {
+    use std::io::{IsTerminal, Write};
+    let key = LinkageKey::load(linkage_key)?;
+    let tty = std::io::stderr().is_terminal();
+    let mut last_line = std::time::Instant::now();
+    let summary = runtime()?.block_on(async {
+        let c = args.client()?;
+        let s = ingest::ingest_ssmix2(&c, &key, root, source, batch, |p| {
+            let done = p.files_done == p.files_total;
+            if !json && (done || last_line.elapsed().as_millis() >= 1000 || tty) {
+                last_line = std::time::Instant::now();
+                let line = format!(
+                    "{:>8}/{} files  {:>7.0} files/s  {:>6.2} MB/s  ETA {:>5.0} s",
+                    p.files_done,
+                    p.files_total,
+                    p.files_per_s(),
+                    p.mb_per_s(),
+                    p.eta_s()
+                );
+                if tty {
+                    eprint!("\r{line}");
+                    if done {
+                        eprintln!();
+                    }
+                } else {
+                    eprintln!("{line}");
+                }
+                let _ = std::io::stderr().flush();
+            }
+        })
+        .await;
+        c.close().await;
+        s
+    })?;
+    if let Some(path) = withdrawn_out {
+        let text: String = summary
+            .withdrawn
+            .iter()
+            .map(|id| format!("{id}\n"))
+            .collect();
+        pki::write_new(path, &text, 0o644)?;
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&summary)
+                .map_err(|e| ClientError::Invalid(format!("encoding the summary: {e}")))?
+        );
+    } else {
+        println!("files in the tree:            {}", summary.files);
+        println!(
+            "stored now:                   {} ({:.1} MB)",
+            summary.stored,
+            summary.stored_bytes as f64 / 1e6
+        );
+        println!("already stored (skipped):     {}", summary.already_stored);
+        println!(
+            "deleted at the source:        {} (condition flag 0, never stored)",
+            summary.deleted_at_source
+        );
+        println!(
+            "withdrawn since stored:       {}{}",
+            summary.withdrawn.len(),
+            if summary.withdrawn.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (flag 0 now; an operator erases them: kakera erase --records-from {} \
+                     --reason \"withdrawn at source\")",
+                    withdrawn_out.map_or("<file>".into(), |p| p.display().to_string())
+                )
+            }
+        );
+        println!("erased before (not restored): {}", summary.erased);
+        println!("opted-out subjects (refused): {}", summary.opted_out);
+        println!("malformed paths (skipped):    {}", summary.malformed.len());
+        for (p, why) in summary.malformed.iter().take(20) {
+            println!("    {}: {why}", p.display());
+        }
+        println!("unreadable (skipped):         {}", summary.unreadable.len());
+        for (p, why) in summary.unreadable.iter().take(20) {
+            println!("    {}: {why}", p.display());
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+fn erase(
+    args: &ClusterArgs,
+    subject: Option<String>,
+    records: Vec<String>,
+    records_from: Option<PathBuf>,
+    reason: &str,
+) -> Result<Outcome, ClientError> {
+    let mut ids = records
+        .iter()
+        .map(|r| RecordId::parse(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(path) = &records_from {
+        let text = std::fs::read_to_string(path).map_err(|source| ClientError::File {
+            path: path.clone(),
+            source,
+        })?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            ids.push(RecordId::parse(line).map_err(|e| {
+                ClientError::Invalid(format!("{} line {}: {e}", path.display(), n + 1))
+            })?);
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let targets: Vec<EraseTarget> = match subject {
+        Some(tag) => vec![EraseTarget::Subject(SubjectTag::parse(&tag)?)],
+        None if ids.is_empty() => {
+            return Err(ClientError::Invalid(
+                "say what to erase: --subject TAG, --record ID or --records-from FILE".into(),
+            ));
+        }
+        None => ids
+            .chunks(MAX_BATCH_RECORDS)
+            .map(|c| EraseTarget::Records(c.to_vec()))
+            .collect(),
+    };
+    let erased = runtime()?.block_on(async {
+        let c = args.client()?;
+        let mut all = Vec::new();
+        for t in targets {
+            all.extend(c.erase(t, reason).await?);
+        }
+        c.close().await;
+        Ok::<_, ClientError>(all)
+    })?;
+    for id in &erased {
+        println!("{id}  erased");
+    }
+    println!(
+        "{} record(s) erased now (records erased before are not listed); every node \
+         deletes its shares and compacts them off disk. Check with `kakera audit erasure`.",
+        erased.len()
+    );
+    Ok(Outcome::Ok)
+}
+
+struct AnonymizeArgs {
+    job: String,
+    kinds: Vec<String>,
+    source: Option<String>,
+    zone_key: PathBuf,
+    out: PathBuf,
+    k: usize,
+    suppress: bool,
+    research_key: Option<PathBuf>,
+}
+
+/// Records read per read ticket in the anonymization job.
+const JOB_READ_BATCH: usize = 256;
+
+fn job_anonymize(args: &ClusterArgs, a: &AnonymizeArgs) -> Result<Outcome, ClientError> {
+    use kakera_client::anonymize::{self, ResearchKey};
+    if a.k == 0 {
+        return Err(ClientError::Invalid("--k must be at least 1".into()));
+    }
+    let key = match &a.research_key {
+        Some(path) => {
+            // A linkage-format file; its bytes key the research ids only.
+            let lk = LinkageKey::load(path)?;
+            ResearchKey::from_bytes(lk.subject_tag("kakera research id", "v1").0)
+        }
+        None => ResearchKey::random()?,
+    };
+    let zone_key = zone::load_private(&a.zone_key)?;
+    let (records, failed) = runtime()?.block_on(async {
+        let c = args.client()?.with_zone_key(zone_key);
+        let filter = match &a.source {
+            Some(f) => ListFilter::Source(f.clone()),
+            None => ListFilter::Kind(RecordKind::Ssmix2),
+        };
+        let entries: Vec<RecordEntry> = c
+            .list_all(filter, usize::MAX)
+            .await?
+            .into_iter()
+            .filter(|e| e.meta.kind == RecordKind::Ssmix2)
+            .filter(|e| {
+                a.kinds.is_empty()
+                    || e.meta
+                        .data_kind
+                        .as_ref()
+                        .is_some_and(|d| a.kinds.contains(d))
+            })
+            .collect();
+        let metas: std::collections::BTreeMap<RecordId, kakera_proto::RecordMeta> =
+            entries.iter().map(|e| (e.id, e.meta.clone())).collect();
+        let ids: Vec<RecordId> = entries.iter().map(|e| e.id).collect();
+        let mut records = Vec::with_capacity(ids.len());
+        let mut failed = Vec::new();
+        for chunk in ids.chunks(JOB_READ_BATCH) {
+            let batch = c.get_batch(&a.job, chunk).await?;
+            for r in batch.records {
+                if let Some(m) = metas.get(&r.id) {
+                    records.push((r.id, m.clone(), r.data));
+                }
+            }
+            failed.extend(batch.failed.into_iter().map(|(id, e)| (id, e.to_string())));
+        }
+        c.close().await;
+        Ok::<_, ClientError>((records, failed))
+    })?;
+    let out = anonymize::anonymize(
+        records.iter().map(|(id, m, d)| (*id, m, d.as_slice())),
+        &key,
+        a.k,
+        a.suppress,
+    );
+    pki::write_new(&a.out, &anonymize::to_csv(&out.rows), 0o600)?;
+    println!(
+        "read {} record(s) under job '{}'; wrote {} row(s) for {} people to {}",
+        records.len(),
+        a.job,
+        out.rows.len(),
+        out.people,
+        a.out.display()
+    );
+    for (id, why) in &failed {
+        println!("    could not read {id}: {why}");
+    }
+    for (id, why) in &out.skipped {
+        println!("    skipped {id}: {why}");
+    }
+    if out.small_groups.is_empty() {
+        println!(
+            "k-anonymity holds: every (birth year, sex, prefecture) group has at least {} people",
+            a.k
+        );
+        return Ok(if failed.is_empty() {
+            Outcome::Ok
+        } else {
+            Outcome::Problem
+        });
+    }
+    println!(
+        "{} group(s) of (birth year, sex, prefecture) have fewer than {} people{}:",
+        out.small_groups.len(),
+        a.k,
+        if a.suppress {
+            format!("; their {} row(s) were left out", out.suppressed_rows)
+        } else {
+            String::new()
+        }
+    );
+    for g in &out.small_groups {
+        println!(
+            "    {} {} {}: {} people",
+            g.birth_year, g.sex, g.prefecture, g.people
+        );
+    }
+    Ok(if a.suppress && failed.is_empty() {
+        Outcome::Ok
+    } else {
+        if !a.suppress {
+            println!(
+                "the CSV breaks {}-anonymity: do not release it; re-run with --suppress or \
+                 coarser groups",
+                a.k
+            );
+        }
+        Outcome::Problem
+    })
+}
+
 fn audit_erasure(
     args: &ClusterArgs,
     mut records: Vec<RecordId>,
@@ -1108,18 +1642,28 @@ fn audit_erasure(
 ) -> Result<Outcome, ClientError> {
     let reports = runtime()?.block_on(async {
         let c = args.client()?;
-        if let Some(tag) = subject {
-            let live = c.list_all(ListFilter::Subject(tag), usize::MAX).await?;
-            records.extend(live.iter().map(|e| e.id));
+        if records.is_empty() {
+            let tombs = c.tombstones(subject).await?;
             if !json {
                 println!(
-                    "subject {}: {} record(s) still in the catalog; this build has no erasure \
-                     tombstones yet, so the check covers those records",
-                    &hex(&tag.0)[..16],
-                    live.len()
+                    "{} erased record(s){}; asking every node about each",
+                    tombs.len(),
+                    subject.map_or(String::new(), |t| format!(
+                        " of subject {}",
+                        &hex(&t.0)[..16]
+                    ))
                 );
             }
+            records.extend(tombs.iter().map(|t| t.id));
         }
+        if let Some(tag) = subject {
+            // Records of the subject still live (its erasure not finished, or never
+            // asked for) are reported as not erased.
+            let live = c.list_all(ListFilter::Subject(tag), usize::MAX).await?;
+            records.extend(live.iter().map(|e| e.id));
+        }
+        records.sort_unstable();
+        records.dedup();
         let mut reports = Vec::with_capacity(records.len());
         for chunk in records.chunks(MAX_BATCH_RECORDS) {
             reports.extend(c.check_erasure(chunk).await?);

@@ -1,0 +1,454 @@
+//! The anonymization job's logic (`kakera job anonymize`), pure: HL7 v2.5 parsing
+//! (ISO-2022-JP text, CR segments), de-identification, CSV, and a k-anonymity check.
+//! The job itself (reading under a grant inside the HSZ) is in the CLI; this module
+//! sees only record bytes handed to it and never logs them.
+//!
+//! De-identification, per record:
+//! - PID-3 (the patient id) becomes a research id: HMAC-SHA256(job key, facility
+//!   0x00 patient id), 16 hex digits; the job key is random per run unless given, so
+//!   research ids do not link across studies;
+//! - PID-5 (names, kanji and kana) and every other PID field are dropped;
+//! - PID-7 (birth date) becomes the birth year; PID-8 (sex) is kept; PID-11
+//!   (address) becomes the prefecture (component 4);
+//! - the record's effective date becomes its month;
+//! - each OBX gives one row (code, name, value, unit); a record without OBX gives
+//!   one row with its demographics only.
+//!
+//! Quasi-identifiers are (birth year, sex, prefecture). The check counts distinct
+//! research ids per combination; a combination with fewer than k people breaks
+//! k-anonymity and is reported (and its rows dropped with `suppress`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kakera_proto::{RecordId, RecordMeta};
+use ring::hmac;
+use zeroize::Zeroizing;
+
+/// One parsed HL7 message: segments, each a list of fields (field 0 is the name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    segments: Vec<Vec<String>>,
+}
+
+impl Message {
+    /// Parses a message: ISO-2022-JP (as MSH-18 `~ISO IR87` says SS-MIX2 files are)
+    /// or plain ASCII/UTF-8; segments end with CR (LF tolerated).
+    pub fn parse(raw: &[u8]) -> Result<Message, String> {
+        let (text, _, malformed) = encoding_rs::ISO_2022_JP.decode(raw);
+        if malformed {
+            return Err("the text is not valid ISO-2022-JP".into());
+        }
+        let segments: Vec<Vec<String>> = text
+            .split(['\r', '\n'])
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| s.split('|').map(str::to_string).collect())
+            .collect();
+        match segments.first() {
+            Some(msh) if msh[0] == "MSH" => Ok(Message { segments }),
+            _ => Err("the message does not start with an MSH segment".into()),
+        }
+    }
+
+    /// Every segment named `name`.
+    pub fn segments<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Vec<String>> + 'a {
+        self.segments.iter().filter(move |s| s[0] == name)
+    }
+
+    /// Field `n` (1-based, as HL7 numbers them) of the first `name` segment.
+    pub fn field(&self, name: &str, n: usize) -> Option<&str> {
+        self.segments
+            .iter()
+            .find(|s| s[0] == name)
+            .and_then(|s| field(s, n))
+    }
+}
+
+/// Field `n` (1-based) of a segment; MSH counts its field separator as MSH-1.
+pub fn field(segment: &[String], n: usize) -> Option<&str> {
+    let index = if segment[0] == "MSH" {
+        n.checked_sub(1)?
+    } else {
+        n
+    };
+    segment.get(index).map(String::as_str)
+}
+
+/// Component `c` (1-based) of the first repetition of a field.
+pub fn component(field: &str, c: usize) -> &str {
+    field
+        .split('~')
+        .next()
+        .unwrap_or("")
+        .split('^')
+        .nth(c.saturating_sub(1))
+        .unwrap_or("")
+}
+
+/// One output row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// Keyed hash of facility and patient id.
+    pub research_id: String,
+    /// Birth year (`YYYY`), or empty.
+    pub birth_year: String,
+    /// Sex (`M`, `F`, ...), or empty.
+    pub sex: String,
+    /// Prefecture, or empty.
+    pub prefecture: String,
+    /// SS-MIX2 data kind.
+    pub data_kind: String,
+    /// Effective month `YYYY-MM`.
+    pub month: String,
+    /// Observation code (JLAC10 ...), or empty.
+    pub code: String,
+    /// Observation name.
+    pub name: String,
+    /// Value.
+    pub value: String,
+    /// Unit.
+    pub unit: String,
+}
+
+impl Row {
+    fn quasi(&self) -> (String, String, String) {
+        (
+            self.birth_year.clone(),
+            self.sex.clone(),
+            self.prefecture.clone(),
+        )
+    }
+}
+
+/// A quasi-identifier combination with fewer than k people.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SmallGroup {
+    /// Birth year.
+    pub birth_year: String,
+    /// Sex.
+    pub sex: String,
+    /// Prefecture.
+    pub prefecture: String,
+    /// Distinct people in the group.
+    pub people: usize,
+}
+
+/// What the job produced.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    /// Rows, in record order.
+    pub rows: Vec<Row>,
+    /// Combinations that break k-anonymity.
+    pub small_groups: Vec<SmallGroup>,
+    /// Rows dropped because their group was small (with `suppress`).
+    pub suppressed_rows: usize,
+    /// Distinct people in the output.
+    pub people: usize,
+    /// Records that could not be parsed, and why (never their bytes).
+    pub skipped: Vec<(RecordId, String)>,
+}
+
+/// The job's key for research ids (zeroized on drop).
+pub struct ResearchKey(Zeroizing<[u8; 32]>);
+
+impl ResearchKey {
+    /// A key from bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> ResearchKey {
+        ResearchKey(Zeroizing::new(bytes))
+    }
+
+    /// A fresh random key (research ids then link nothing outside this run).
+    pub fn random() -> Result<ResearchKey, crate::ClientError> {
+        let mut b = Zeroizing::new([0u8; 32]);
+        getrandom::fill(b.as_mut())
+            .map_err(|e| crate::ClientError::Invalid(format!("no randomness: {e}")))?;
+        Ok(ResearchKey(b))
+    }
+
+    fn research_id(&self, facility: &str, patient: &str) -> String {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, self.0.as_ref());
+        let mut ctx = hmac::Context::with_key(&key);
+        ctx.update(facility.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(patient.as_bytes());
+        crate::zone::hex(&ctx.sign().as_ref()[..8])
+    }
+}
+
+/// De-identifies one record into rows.
+pub fn rows_of(meta: &RecordMeta, raw: &[u8], key: &ResearchKey) -> Result<Vec<Row>, String> {
+    let msg = Message::parse(raw)?;
+    let pid = msg
+        .segments("PID")
+        .next()
+        .ok_or("the message has no PID segment")?;
+    let patient = component(field(pid, 3).unwrap_or(""), 1);
+    if patient.is_empty() {
+        return Err("PID-3 holds no patient id".into());
+    }
+    let birth = field(pid, 7).unwrap_or("");
+    let birth_year = if birth.len() >= 4 && birth[..4].bytes().all(|b| b.is_ascii_digit()) {
+        birth[..4].to_string()
+    } else {
+        String::new()
+    };
+    let base = Row {
+        research_id: key.research_id(&meta.source, patient),
+        birth_year,
+        sex: field(pid, 8).unwrap_or("").to_string(),
+        prefecture: component(field(pid, 11).unwrap_or(""), 4).to_string(),
+        data_kind: meta.data_kind.clone().unwrap_or_default(),
+        month: format!("{:04}-{:02}", meta.effective.year, meta.effective.month),
+        code: String::new(),
+        name: String::new(),
+        value: String::new(),
+        unit: String::new(),
+    };
+    let mut rows: Vec<Row> = msg
+        .segments("OBX")
+        .map(|obx| {
+            let id = field(obx, 3).unwrap_or("");
+            Row {
+                code: component(id, 1).to_string(),
+                name: component(id, 2).to_string(),
+                value: field(obx, 5).unwrap_or("").to_string(),
+                unit: component(field(obx, 6).unwrap_or(""), 1).to_string(),
+                ..base.clone()
+            }
+        })
+        .collect();
+    if rows.is_empty() {
+        rows.push(base);
+    }
+    Ok(rows)
+}
+
+/// De-identifies `records` and checks k-anonymity over (birth year, sex,
+/// prefecture); with `suppress`, rows of groups smaller than `k` are dropped.
+pub fn anonymize<'a>(
+    records: impl IntoIterator<Item = (RecordId, &'a RecordMeta, &'a [u8])>,
+    key: &ResearchKey,
+    k: usize,
+    suppress: bool,
+) -> Output {
+    let mut out = Output::default();
+    for (id, meta, raw) in records {
+        match rows_of(meta, raw, key) {
+            Ok(rows) => out.rows.extend(rows),
+            Err(why) => out.skipped.push((id, why)),
+        }
+    }
+    let mut groups: BTreeMap<(String, String, String), BTreeSet<String>> = BTreeMap::new();
+    for r in &out.rows {
+        groups
+            .entry(r.quasi())
+            .or_default()
+            .insert(r.research_id.clone());
+    }
+    let small: BTreeSet<(String, String, String)> = groups
+        .iter()
+        .filter(|(_, people)| people.len() < k)
+        .map(|(q, _)| q.clone())
+        .collect();
+    out.small_groups = groups
+        .iter()
+        .filter(|(q, _)| small.contains(*q))
+        .map(|((y, s, p), people)| SmallGroup {
+            birth_year: y.clone(),
+            sex: s.clone(),
+            prefecture: p.clone(),
+            people: people.len(),
+        })
+        .collect();
+    if suppress {
+        let before = out.rows.len();
+        out.rows.retain(|r| !small.contains(&r.quasi()));
+        out.suppressed_rows = before - out.rows.len();
+    }
+    out.people = out
+        .rows
+        .iter()
+        .map(|r| r.research_id.as_str())
+        .collect::<BTreeSet<_>>()
+        .len();
+    out
+}
+
+/// The CSV header.
+pub const CSV_HEADER: &str =
+    "research_id,birth_year,sex,prefecture,data_kind,month,code,name,value,unit";
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Rows as CSV (UTF-8, header first, LF line ends).
+pub fn to_csv(rows: &[Row]) -> String {
+    let mut out = String::from(CSV_HEADER);
+    out.push('\n');
+    for r in rows {
+        let fields = [
+            &r.research_id,
+            &r.birth_year,
+            &r.sex,
+            &r.prefecture,
+            &r.data_kind,
+            &r.month,
+            &r.code,
+            &r.name,
+            &r.value,
+            &r.unit,
+        ];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        out.push_str(&line.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+    use super::*;
+    use crate::ssmix2::{Condition, parse_relative, walk};
+    use kakera_proto::{RecordKind, SubjectTag};
+
+    /// Every current file of a generated tree, as (id, meta, bytes).
+    fn generated(patients: usize) -> Vec<(RecordId, RecordMeta, Vec<u8>)> {
+        let dir = tempfile::tempdir().unwrap();
+        crate::ssmix2_gen::generate(dir.path(), patients, "1310000001", 3).unwrap();
+        let mut out = Vec::new();
+        walk(
+            dir.path(),
+            |rel, _| {
+                let f = parse_relative(&rel).unwrap();
+                if f.condition == Condition::Current {
+                    out.push((
+                        RecordId([out.len() as u8; 16]),
+                        RecordMeta {
+                            subject: SubjectTag([1; 32]),
+                            kind: RecordKind::Ssmix2,
+                            source: "1310000001".into(),
+                            effective: f.effective(),
+                            data_kind: Some(f.kind.clone()),
+                        },
+                        std::fs::read(dir.path().join(&rel)).unwrap(),
+                    ));
+                }
+            },
+            |p, e| panic!("{p:?}: {e}"),
+        );
+        out
+    }
+
+    /// The output holds no name, no patient id, no full birth date and no street or
+    /// city: only the research id and the generalized quasi-identifiers.
+    #[test]
+    fn identifiers_are_replaced_or_dropped() {
+        let records = generated(20);
+        let key = ResearchKey::from_bytes([5; 32]);
+        let out = anonymize(
+            records.iter().map(|(id, m, b)| (*id, m, b.as_slice())),
+            &key,
+            1,
+            false,
+        );
+        assert!(out.skipped.is_empty(), "{:?}", out.skipped);
+        assert_eq!(out.people, 20);
+        let csv = to_csv(&out.rows);
+        for (_, _, raw) in &records {
+            let msg = Message::parse(raw).unwrap();
+            let pid = msg.segments("PID").next().unwrap();
+            let patient = component(field(pid, 3).unwrap(), 1);
+            let family = component(field(pid, 5).unwrap(), 1);
+            let birth = field(pid, 7).unwrap();
+            let city = component(field(pid, 11).unwrap(), 3);
+            for secret in [patient, family, birth, city] {
+                assert!(!csv.contains(secret), "{secret} leaked into the CSV");
+            }
+        }
+        assert!(csv.contains("3D010000002327101") || csv.contains("3B035000002327201"));
+        assert!(out.rows.iter().all(|r| r.birth_year.len() == 4));
+        assert!(
+            out.rows
+                .iter()
+                .all(|r| r.prefecture.ends_with(['都', '府', '県', '道']))
+        );
+    }
+
+    /// The k-anonymity check counts people (not rows) per (birth year, sex,
+    /// prefecture), reports every group below k, and suppression removes exactly
+    /// their rows.
+    #[test]
+    fn k_anonymity_is_checked_over_people() {
+        let meta = RecordMeta {
+            subject: SubjectTag([1; 32]),
+            kind: RecordKind::Ssmix2,
+            source: "1310000001".into(),
+            effective: kakera_proto::Date::new(2025, 3, 4).unwrap(),
+            data_kind: Some("OML-11".into()),
+        };
+        let msg = |pid: &str, birth: &str, pref: &str, obx: usize| {
+            let mut s = format!(
+                "MSH|^~\\&|HIS|F|SSMIX2|F|20250304||OUL^R22|1|P|2.5\rPID|1||{pid}^^^^PI||X^Y||{birth}|F|||^^C^{pref}^1^JPN^H\r"
+            );
+            for i in 0..obx {
+                s.push_str(&format!("OBX|{i}|NM|C{i}^N||1|mg||||||F\r"));
+            }
+            s.into_bytes()
+        };
+        // Three people in (1950, F, A) with many rows; one person alone in (1960, F, B).
+        let raws = [
+            msg("P1", "19500101", "A", 3),
+            msg("P2", "19500505", "A", 1),
+            msg("P3", "19501231", "A", 1),
+            msg("P4", "19600101", "B", 5),
+            msg("P1", "19500101", "A", 2),
+        ];
+        let key = ResearchKey::from_bytes([9; 32]);
+        let records: Vec<(RecordId, &RecordMeta, &[u8])> = raws
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (RecordId([i as u8; 16]), &meta, r.as_slice()))
+            .collect();
+        let out = anonymize(records.clone(), &key, 3, false);
+        assert_eq!(
+            out.small_groups,
+            vec![SmallGroup {
+                birth_year: "1960".into(),
+                sex: "F".into(),
+                prefecture: "B".into(),
+                people: 1
+            }]
+        );
+        assert_eq!(out.rows.len(), 12);
+        let out = anonymize(records.clone(), &key, 3, true);
+        assert_eq!(out.suppressed_rows, 5);
+        assert_eq!(out.people, 3);
+        let out = anonymize(records, &key, 4, false);
+        assert_eq!(
+            out.small_groups.len(),
+            2,
+            "three people are not 4-anonymous"
+        );
+    }
+
+    #[test]
+    fn bad_messages_are_skipped_with_a_reason() {
+        let meta = generated(1).remove(0).1;
+        let key = ResearchKey::from_bytes([1; 32]);
+        for (raw, why) in [
+            (&b"PID|1||x"[..], "MSH"),
+            (&b"MSH|^~\\&|a\rPV1|1"[..], "PID"),
+            (&b"MSH|^~\\&|a\rPID|1||"[..], "PID-3"),
+        ] {
+            let e = rows_of(&meta, raw, &key).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+        assert_eq!(csv_field("a,\"b\""), "\"a,\"\"b\"\"\"");
+    }
+}
