@@ -4,7 +4,10 @@
 # a grant, an ingest gateway stores synthetic records (sealed, split 3 of 5 over 3
 # racks), an HSZ reader reads the granted ones back, three identities are refused,
 # and the auditor prints and verifies the audit trail; then the auditor's CLI: a deep
-# share verification, a signed export of the log checked offline, an erasure check.
+# share verification, a signed export of the log checked offline, an erasure check;
+# then SS-MIX2: a synthetic standard storage tree ingested (twice: nothing is stored
+# again), a patient's opt-out erased and checked on every node, and an anonymization
+# job writing a 3-anonymous CSV of lab results.
 #
 #   scripts/demo.sh [--records N]     (default 300)
 #
@@ -45,5 +48,43 @@ EXPORT="$DIR/audit-export-$(date +%Y%m%dT%H%M%S)-$$.jsonl"
 echo
 echo "== kakera audit erasure (a record id no node ever stored) =="
 "$KAKERA" audit erasure "${AUD[@]}" --record 00000000000000000000000000000001
+
+# SS-MIX2: a hospital's standard storage ingested, an opt-out, an anonymization job.
+OPS=(--config "$DIR/cluster.toml" --cert "$DIR/clients/demo-operator.crt.pem"
+  --key "$DIR/clients/demo-operator.key.pem")
+ING=(--config "$DIR/cluster.toml" --cert "$DIR/clients/demo-ingest.crt.pem"
+  --key "$DIR/clients/demo-ingest.key.pem")
+RDR=(--config "$DIR/cluster.toml" --cert "$DIR/clients/demo-reader.crt.pem"
+  --key "$DIR/clients/demo-reader.key.pem")
+FACILITY=1310000001
+SS="$DIR/ssmix2"
+[ -f "$DIR/linkage.key" ] || "$KAKERA" linkage keygen --out "$DIR/linkage.key"
+echo
+echo "== kakera demo-data ssmix2 (synthetic standard storage, HL7 v2.5 in ISO-2022-JP) =="
+if [ -d "$SS" ]; then
+  echo "reusing $SS"
+else
+  "$KAKERA" demo-data ssmix2 --patients 200 --out "$SS" --facility "$FACILITY"
+fi
+echo
+echo "== kakera ingest ssmix2 (then again: nothing is stored twice) =="
+"$KAKERA" ingest ssmix2 "${ING[@]}" "$SS" --source "$FACILITY" --linkage-key "$DIR/linkage.key"
+"$KAKERA" ingest ssmix2 "${ING[@]}" "$SS" --source "$FACILITY" --linkage-key "$DIR/linkage.key" --json
+echo
+PATIENT="$(find "$SS" -mindepth 3 -maxdepth 3 -type d | sort | head -1 | xargs basename)"
+echo "== opt-out: patient $PATIENT of $FACILITY asks to be erased =="
+TAG="$("$KAKERA" subject-tag --facility "$FACILITY" --patient "$PATIENT" --linkage-key "$DIR/linkage.key")"
+echo "subject tag $TAG"
+"$KAKERA" erase "${OPS[@]}" --subject "$TAG" --reason "opt-out request DEMO-OPT-1"
+"$KAKERA" audit erasure "${AUD[@]}" --subject "$TAG"
+echo
+echo "== kakera job anonymize (lab results, birth decades, 3-anonymous, inside the HSZ) =="
+STAMP="$(date +%Y%m%dT%H%M%S)-$$"
+"$KAKERA" grant create "${OPS[@]}" --job "demo-ssmix2-$STAMP" --reader demo-reader \
+  --kinds ssmix2 --sources "$FACILITY" --expires "$(date -u -d '+2 days' +%F)" \
+  --approval DEMO-IRB-SSMIX2
+"$KAKERA" job anonymize "${RDR[@]}" --job "demo-ssmix2-$STAMP" --kinds OML-11 --k 3 \
+  --birth-band 10 --suppress --out "$DIR/anonymized-$STAMP.csv" --zone-key "$DIR/zone/zone.key"
+head -4 "$DIR/anonymized-$STAMP.csv"
 echo
 echo "the cluster keeps running: scripts/dev-cluster.sh status | down"

@@ -8,7 +8,9 @@
 //!   0x00 patient id), 16 hex digits; the job key is random per run unless given, so
 //!   research ids do not link across studies;
 //! - PID-5 (names, kanji and kana) and every other PID field are dropped;
-//! - PID-7 (birth date) becomes the birth year; PID-8 (sex) is kept; PID-11
+//! - PID-7 (birth date) becomes the birth year, or with a band of b years the band
+//!   (`1950-1959` for b = 10: a coarser level of the same hierarchy, for
+//!   populations too small for k at the year); PID-8 (sex) is kept; PID-11
 //!   (address) becomes the prefecture (component 4);
 //! - the record's effective date becomes its month;
 //! - each OBX gives one row (code, name, value, unit); a record without OBX gives
@@ -174,8 +176,30 @@ impl ResearchKey {
     }
 }
 
-/// De-identifies one record into rows.
-pub fn rows_of(meta: &RecordMeta, raw: &[u8], key: &ResearchKey) -> Result<Vec<Row>, String> {
+/// The birth year, or its band of `band_years` (`1950-1959`), from an HL7 date.
+fn birth_group(birth: &str, band_years: u16) -> String {
+    let Some(year) = birth
+        .get(..4)
+        .filter(|y| y.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|y| y.parse::<u16>().ok())
+    else {
+        return String::new();
+    };
+    if band_years <= 1 {
+        return format!("{year:04}");
+    }
+    let start = year - year % band_years;
+    format!("{start:04}-{:04}", start + band_years - 1)
+}
+
+/// De-identifies one record into rows (birth year grouped by `band_years`; 1 keeps
+/// the year).
+pub fn rows_of(
+    meta: &RecordMeta,
+    raw: &[u8],
+    key: &ResearchKey,
+    band_years: u16,
+) -> Result<Vec<Row>, String> {
     let msg = Message::parse(raw)?;
     let pid = msg
         .segments("PID")
@@ -185,12 +209,7 @@ pub fn rows_of(meta: &RecordMeta, raw: &[u8], key: &ResearchKey) -> Result<Vec<R
     if patient.is_empty() {
         return Err("PID-3 holds no patient id".into());
     }
-    let birth = field(pid, 7).unwrap_or("");
-    let birth_year = if birth.len() >= 4 && birth[..4].bytes().all(|b| b.is_ascii_digit()) {
-        birth[..4].to_string()
-    } else {
-        String::new()
-    };
+    let birth_year = birth_group(field(pid, 7).unwrap_or(""), band_years);
     let base = Row {
         research_id: key.research_id(&meta.source, patient),
         birth_year,
@@ -222,17 +241,32 @@ pub fn rows_of(meta: &RecordMeta, raw: &[u8], key: &ResearchKey) -> Result<Vec<R
     Ok(rows)
 }
 
+/// How the job generalizes and checks.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Every quasi-identifier group must hold at least k people.
+    pub k: usize,
+    /// Birth years per band (1: the year itself).
+    pub birth_band_years: u16,
+    /// Drop the rows of groups smaller than k.
+    pub suppress: bool,
+}
+
 /// De-identifies `records` and checks k-anonymity over (birth year, sex,
 /// prefecture); with `suppress`, rows of groups smaller than `k` are dropped.
 pub fn anonymize<'a>(
     records: impl IntoIterator<Item = (RecordId, &'a RecordMeta, &'a [u8])>,
     key: &ResearchKey,
-    k: usize,
-    suppress: bool,
+    policy: Policy,
 ) -> Output {
+    let Policy {
+        k,
+        birth_band_years,
+        suppress,
+    } = policy;
     let mut out = Output::default();
     for (id, meta, raw) in records {
-        match rows_of(meta, raw, key) {
+        match rows_of(meta, raw, key, birth_band_years) {
             Ok(rows) => out.rows.extend(rows),
             Err(why) => out.skipped.push((id, why)),
         }
@@ -354,8 +388,11 @@ mod tests {
         let out = anonymize(
             records.iter().map(|(id, m, b)| (*id, m, b.as_slice())),
             &key,
-            1,
-            false,
+            Policy {
+                k: 1,
+                birth_band_years: 1,
+                suppress: false,
+            },
         );
         assert!(out.skipped.is_empty(), "{:?}", out.skipped);
         assert_eq!(out.people, 20);
@@ -415,7 +452,12 @@ mod tests {
             .enumerate()
             .map(|(i, r)| (RecordId([i as u8; 16]), &meta, r.as_slice()))
             .collect();
-        let out = anonymize(records.clone(), &key, 3, false);
+        let policy = |k, suppress| Policy {
+            k,
+            birth_band_years: 1,
+            suppress,
+        };
+        let out = anonymize(records.clone(), &key, policy(3, false));
         assert_eq!(
             out.small_groups,
             vec![SmallGroup {
@@ -426,15 +468,29 @@ mod tests {
             }]
         );
         assert_eq!(out.rows.len(), 12);
-        let out = anonymize(records.clone(), &key, 3, true);
+        let out = anonymize(records.clone(), &key, policy(3, true));
         assert_eq!(out.suppressed_rows, 5);
         assert_eq!(out.people, 3);
-        let out = anonymize(records, &key, 4, false);
+        let out = anonymize(records.clone(), &key, policy(4, false));
         assert_eq!(
             out.small_groups.len(),
             2,
             "three people are not 4-anonymous"
         );
+        // Decades: 1950s and 1960s stay apart, the years within them merge.
+        let banded = anonymize(
+            records,
+            &key,
+            Policy {
+                k: 3,
+                birth_band_years: 10,
+                suppress: false,
+            },
+        );
+        assert_eq!(banded.rows[0].birth_year, "1950-1959");
+        assert_eq!(banded.small_groups.len(), 1);
+        assert_eq!(birth_group("19871231", 5), "1985-1989");
+        assert_eq!(birth_group("x", 5), "");
     }
 
     #[test]
@@ -446,7 +502,7 @@ mod tests {
             (&b"MSH|^~\\&|a\rPV1|1"[..], "PID"),
             (&b"MSH|^~\\&|a\rPID|1||"[..], "PID-3"),
         ] {
-            let e = rows_of(&meta, raw, &key).unwrap_err();
+            let e = rows_of(&meta, raw, &key, 1).unwrap_err();
             assert!(e.contains(why), "{e}");
         }
         assert_eq!(csv_field("a,\"b\""), "\"a,\"\"b\"\"\"");

@@ -170,8 +170,11 @@ async fn ssmix2_ingest_opt_out_and_anonymization() {
             .iter()
             .map(|r| (r.id, metas[&r.id], r.data.as_slice())),
         &ResearchKey::from_bytes([3; 32]),
-        2,
-        false,
+        anonymize::Policy {
+            k: 2,
+            birth_band_years: 1,
+            suppress: false,
+        },
     );
     assert!(out.skipped.is_empty(), "{:?}", out.skipped);
     assert_eq!(out.people, 23, "every patient but the opted-out one");

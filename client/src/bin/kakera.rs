@@ -256,6 +256,9 @@ enum JobCmd {
         /// Drop the rows of groups smaller than k instead of failing.
         #[arg(long)]
         suppress: bool,
+        /// Generalize birth years to bands of this many years (1: the year).
+        #[arg(long, default_value_t = 1)]
+        birth_band: u16,
         /// A linkage-format key file for stable research ids across runs (default: a
         /// fresh random key per run).
         #[arg(long)]
@@ -829,9 +832,11 @@ fn run(cmd: Cmd) -> Result<Outcome, ClientError> {
             out,
             k,
             suppress,
+            birth_band,
             research_key,
         }) => {
             let job_args = AnonymizeArgs {
+                birth_band,
                 job,
                 kinds: list_arg(&kinds),
                 source,
@@ -1509,6 +1514,7 @@ fn erase(
 }
 
 struct AnonymizeArgs {
+    birth_band: u16,
     job: String,
     kinds: Vec<String>,
     source: Option<String>,
@@ -1526,6 +1532,11 @@ fn job_anonymize(args: &ClusterArgs, a: &AnonymizeArgs) -> Result<Outcome, Clien
     use kakera_client::anonymize::{self, ResearchKey};
     if a.k == 0 {
         return Err(ClientError::Invalid("--k must be at least 1".into()));
+    }
+    if a.birth_band == 0 || a.birth_band > 100 {
+        return Err(ClientError::Invalid(
+            "--birth-band must be 1 to 100 years".into(),
+        ));
     }
     let key = match &a.research_key {
         Some(path) => {
@@ -1575,8 +1586,11 @@ fn job_anonymize(args: &ClusterArgs, a: &AnonymizeArgs) -> Result<Outcome, Clien
     let out = anonymize::anonymize(
         records.iter().map(|(id, m, d)| (*id, m, d.as_slice())),
         &key,
-        a.k,
-        a.suppress,
+        anonymize::Policy {
+            k: a.k,
+            birth_band_years: a.birth_band,
+            suppress: a.suppress,
+        },
     );
     pki::write_new(&a.out, &anonymize::to_csv(&out.rows), 0o600)?;
     println!(
