@@ -915,6 +915,7 @@ impl Client {
             };
             let progressed = !erased.is_empty();
             all.extend(erased);
+            kakera_net::crash::point("client.erase.round");
             if !remaining || !progressed {
                 return Ok(all);
             }

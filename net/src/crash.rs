@@ -50,6 +50,8 @@ pub const POINTS: &[&str] = &[
     "client.put.committed",
     // Client: read ticket opened, before any share is fetched.
     "client.get.ticket",
+    // Client: one erase round answered, before the next round or the return.
+    "client.erase.round",
 ];
 
 fn armed() -> Option<&'static PathBuf> {

@@ -30,7 +30,7 @@ use common::{
     wait_moved_off,
 };
 use kakera_client::{Client, NewRecord};
-use kakera_proto::catalog::NodeMode;
+use kakera_proto::catalog::{EraseTarget, ListFilter, NodeMode, RecordState};
 use kakera_proto::{Date, RecordId, RecordKind, RecordMeta, SubjectTag};
 
 const STAGING: &str = "[staging]\nttl_ms = 20000\ncollect_every_ms = 500\n";
@@ -324,16 +324,34 @@ async fn a_client_killed_at_every_step_leaves_no_half_written_record() {
     let key_file = dir.path().join("zone.key");
     std::fs::write(&key_file, cluster.zone_key).unwrap();
     let mut orphans = Vec::new();
+    let mut erased = Vec::new();
     for point in [
         "client.put.staged",
         "client.put.committed",
         "client.get.ticket",
+        "client.erase.round",
     ] {
         let ids_file = dir.path().join(format!("{point}.ids"));
         let op = if point.starts_with("client.get") {
             let ids: Vec<String> = ledger.acked.keys().map(|id| id.to_string()).collect();
             std::fs::write(&ids_file, ids.join("\n")).unwrap();
             "get"
+        } else if point.starts_with("client.erase") {
+            // The operator's client erases subject 0 (an opt-out) and dies after the
+            // round's answer: its records leave the ledger, they must be gone.
+            erased = operator
+                .list_all(ListFilter::Subject(SubjectTag([0; 32])), 1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.id)
+                .collect();
+            assert!(!erased.is_empty());
+            for id in &erased {
+                ledger.acked.remove(id);
+                ledger.unknown.remove(id);
+            }
+            "erase"
         } else {
             "put"
         };
@@ -370,13 +388,43 @@ async fn a_client_killed_at_every_step_leaves_no_half_written_record() {
     // The put killed after its commit is readable; the one killed before is not listed
     // and its staged shares are collected.
     let listed: Vec<RecordId> = entries(&operator).await.into_iter().map(|e| e.id).collect();
-    let (committed, never): (Vec<RecordId>, Vec<RecordId>) =
-        orphans.iter().partition(|id| listed.contains(id));
+    let (committed, never): (Vec<RecordId>, Vec<RecordId>) = orphans
+        .iter()
+        .partition(|id| listed.contains(id) || erased.contains(id));
     assert_eq!(committed.len(), 4, "the put killed after its commit");
     assert_eq!(never.len(), 4, "the put killed before its commit");
-    let read = reader.get_batch(JOB, &committed).await.unwrap();
-    assert_eq!(read.records.len(), 4);
+    let read = reader
+        .get_batch(JOB, &never_erased(&committed, &erased))
+        .await
+        .unwrap();
+    assert_eq!(read.records.len(), never_erased(&committed, &erased).len());
     assert_no_orphans(&cluster, &never).await;
+    // The erasure whose client died after its answer holds: every record of the
+    // subject is erased, unreadable and on no node; repeating it erases nothing more.
+    let auditor = auditor(&cluster);
+    let (states, opted) = auditor
+        .lookup(&erased, &[SubjectTag([0; 32])])
+        .await
+        .unwrap();
+    assert!(
+        states.iter().all(|s| *s == RecordState::Erased),
+        "{states:?}"
+    );
+    assert_eq!(opted, vec![SubjectTag([0; 32])]);
+    let again = operator
+        .erase(EraseTarget::Subject(SubjectTag([0; 32])), "opt-out, again")
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    assert_no_orphans(&cluster, &erased).await;
+}
+
+/// `ids` without the erased ones.
+fn never_erased(ids: &[RecordId], erased: &[RecordId]) -> Vec<RecordId> {
+    ids.iter()
+        .filter(|id| !erased.contains(id))
+        .copied()
+        .collect()
 }
 
 const CHILD_ENV: &str = "KAKERA_TEST_CLIENT_PROCESS";
@@ -408,6 +456,12 @@ fn client_process() {
             let ids: Vec<String> = batch.iter().map(|(id, _)| id.to_string()).collect();
             std::fs::write(ids_file, ids.join("\n")).unwrap();
             ingest.put_batch_with_ids(batch).await.unwrap();
+        } else if op == "erase" {
+            let operator = Client::connect(config, &files("op")).unwrap();
+            operator
+                .erase(EraseTarget::Subject(SubjectTag([0; 32])), "opt-out")
+                .await
+                .unwrap();
         } else {
             let key = std::fs::read(dir.join("zone.key")).unwrap();
             let reader = Client::connect(config, &files("anon-job"))
