@@ -236,27 +236,45 @@ impl StateMachine {
         after: Option<RecordId>,
         limit: u32,
     ) -> io::Result<(Vec<Tombstone>, Option<RecordId>)> {
-        let limit = limit.clamp(1, MAX_LIST_PAGE) as usize;
         let prefix = match subject {
             Some(tag) => keys::tombs_of_subject(tag),
             None => keys::TOMB.to_vec(),
         };
-        let mut from = prefix.clone();
+        self.page(&prefix, subject.is_none(), after, limit, |id| {
+            self.tombstone(id)
+        })
+    }
+
+    /// A page of values of records under `prefix` (keys end in the record id), in id
+    /// order after `after`, and where the next page starts. With `primary` the
+    /// values under the prefix are the items; otherwise the keys are an index and
+    /// `lookup` fetches each item (an index key without an item is skipped).
+    fn page<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &[u8],
+        primary: bool,
+        after: Option<RecordId>,
+        limit: u32,
+        lookup: impl Fn(&RecordId) -> io::Result<Option<T>>,
+    ) -> io::Result<(Vec<T>, Option<RecordId>)> {
+        let limit = limit.clamp(1, MAX_LIST_PAGE) as usize;
+        let mut from = prefix.to_vec();
         if let Some(a) = after {
             from.extend_from_slice(&a.0);
+            // Start strictly after `a`.
             from.push(0);
         }
         let mut out = Vec::with_capacity(limit);
         let mut last = None;
-        let stopped = self.scan_prefix(&prefix, &from, |k, v| {
+        let stopped = self.scan_prefix(prefix, &from, |k, v| {
             let id = trailing_id(k)?;
-            let tomb = if subject.is_none() {
-                Some(decode::<Tombstone>(v)?)
+            let item = if primary {
+                Some(decode::<T>(v)?)
             } else {
-                self.tombstone(&id)?
+                lookup(&id)?
             };
-            if let Some(t) = tomb {
-                out.push(t);
+            if let Some(item) = item {
+                out.push(item);
             }
             last = Some(id);
             Ok(out.len() < limit)
@@ -355,40 +373,19 @@ impl StateMachine {
         after: Option<RecordId>,
         limit: u32,
     ) -> io::Result<(Vec<RecordEntry>, Option<RecordId>)> {
-        let limit = limit.clamp(1, MAX_LIST_PAGE) as usize;
         let prefix = match filter {
             ListFilter::All => keys::RECORD.to_vec(),
             ListFilter::Subject(tag) => keys::by_subject(tag),
             ListFilter::Kind(kind) => keys::by_kind(*kind),
             ListFilter::Source(source) => keys::by_source(source),
         };
-        let mut from = prefix.clone();
-        if let Some(a) = after {
-            from.extend_from_slice(&a.0);
-            // Start strictly after `a`.
-            from.push(0);
-        }
-        let mut out = Vec::with_capacity(limit);
-        let mut last = None;
-        let stopped = self.scan_prefix(&prefix, &from, |k, v| {
-            let id = trailing_id(k)?;
-            let entry = if matches!(filter, ListFilter::All) {
-                Some(decode::<RecordEntry>(v)?)
-            } else {
-                self.record(&id)?
-            };
-            if let Some(e) = entry {
-                out.push(e);
-            }
-            last = Some(id);
-            Ok(out.len() < limit)
-        })?;
-        let next = if out.len() == limit || stopped {
-            last
-        } else {
-            None
-        };
-        Ok((out, next))
+        self.page(
+            &prefix,
+            matches!(filter, ListFilter::All),
+            after,
+            limit,
+            |id| self.record(id),
+        )
     }
 
     /// A page of audit entries matching `query`, and where to continue.
