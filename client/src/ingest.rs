@@ -196,9 +196,7 @@ async fn store_batch(
         return Ok(());
     }
     let ids: Vec<RecordId> = items.iter().map(|i| i.id).collect();
-    let mut subjects: Vec<SubjectTag> = items.iter().map(|i| i.subject).collect();
-    subjects.sort_unstable();
-    subjects.dedup();
+    let subjects = distinct(items.iter().map(|i| i.subject));
     let (states, opted) = client.lookup(&ids, &subjects).await?;
     let mut to_store = Vec::new();
     for (item, state) in items.into_iter().zip(states) {
@@ -247,9 +245,7 @@ async fn store_batch(
     // A commit of an interrupted earlier run may have landed meanwhile, or an erasure
     // or opt-out: look again and store what is still absent, once.
     let ids: Vec<RecordId> = records.iter().map(|(id, _)| *id).collect();
-    let mut subjects: Vec<SubjectTag> = records.iter().map(|(_, r)| r.meta.subject).collect();
-    subjects.sort_unstable();
-    subjects.dedup();
+    let subjects = distinct(records.iter().map(|(_, r)| r.meta.subject));
     let (states, opted) = client.lookup(&ids, &subjects).await?;
     let mut rest = Vec::new();
     for ((id, r), state) in records.into_iter().zip(states) {
@@ -270,6 +266,14 @@ async fn store_batch(
     put(client, rest, summary)
         .await
         .map_err(|e| again(count, &e))
+}
+
+/// The distinct subjects, sorted (one lookup entry each).
+fn distinct(subjects: impl Iterator<Item = SubjectTag>) -> Vec<SubjectTag> {
+    let mut out: Vec<SubjectTag> = subjects.collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// Stores `records` and counts them.

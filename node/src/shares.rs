@@ -17,7 +17,7 @@ use crate::store::{CF_SHARES, CF_STAGED, cf};
 /// Format version of stored share values.
 const VALUE_VERSION: u8 = 1;
 /// Bytes before the share in a stored value.
-const HEADER_BYTES: usize = 1 + 8 + 32;
+pub const HEADER_BYTES: usize = 1 + 8 + 32;
 /// Most records one staging request may carry.
 pub const MAX_STAGE_ITEMS: usize = 4096;
 

@@ -29,8 +29,6 @@ const STAGING: &str = "[staging]\nttl_ms = 20000\ncollect_every_ms = 500\n";
 const JOB: &str = "study-erasure";
 /// Bytes of each share searched for on disk (from the middle of the share).
 const WINDOW_BYTES: usize = 48;
-/// Bytes before the share in a stored value (`kakera_node::shares`).
-const SHARE_HEADER_BYTES: usize = 41;
 
 fn record(subject: u8, i: u8) -> NewRecord {
     let mut data = format!("subject {subject} record {i}: ").into_bytes();
@@ -63,7 +61,10 @@ fn held_shares(cluster: &LocalCluster, id: u64) -> BTreeMap<RecordId, Vec<u8>> {
     for item in db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
         let (k, v) = item.unwrap();
         let id: [u8; 16] = k.as_ref().try_into().unwrap();
-        out.insert(RecordId(id), v[SHARE_HEADER_BYTES..].to_vec());
+        out.insert(
+            RecordId(id),
+            v[kakera_node::shares::HEADER_BYTES..].to_vec(),
+        );
     }
     drop(db);
     let _ = std::fs::remove_dir_all(secondary);

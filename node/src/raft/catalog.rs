@@ -49,7 +49,7 @@ pub struct AuditHead {
 
 /// Key builders.
 pub mod keys {
-    use kakera_proto::record::{RecordId, RecordKind, SubjectTag};
+    use kakera_proto::record::{RecordId, RecordKind, RecordMeta, SubjectTag};
 
     /// The audit head.
     pub const AUDIT_HEAD: &[u8] = b"audit_head";
@@ -101,6 +101,16 @@ pub mod keys {
     /// A subject's opt-out.
     pub fn optout(tag: &SubjectTag) -> Vec<u8> {
         cat(&[OPTOUT, &tag.0])
+    }
+    /// The subject, kind and source index keys of a committed record: written with
+    /// its entry, deleted with it.
+    pub fn indexes(id: &RecordId, meta: &RecordMeta) -> [Vec<u8>; 3] {
+        [
+            by_subject(&meta.subject),
+            by_kind(meta.kind),
+            by_source(&meta.source),
+        ]
+        .map(|prefix| cat(&[&prefix, &id.0]))
     }
     /// A grant.
     pub fn grant(job: &str) -> Vec<u8> {

@@ -661,12 +661,8 @@ impl StateMachine {
                 continue;
             };
             batch.delete_cf(catalog, keys::record(id));
-            for prefix in [
-                keys::by_subject(&entry.meta.subject),
-                keys::by_kind(entry.meta.kind),
-                keys::by_source(&entry.meta.source),
-            ] {
-                batch.delete_cf(catalog, [prefix.as_slice(), &id.0].concat());
+            for key in keys::indexes(id, &entry.meta) {
+                batch.delete_cf(catalog, key);
             }
             batch.delete_cf(catalog, keys::repair(id));
             let tomb = Tombstone {
@@ -751,12 +747,8 @@ impl StateMachine {
             let mut entry = r.clone();
             entry.committed_at_ms = now;
             batch.put_cf(catalog, keys::record(&r.id), encode(&entry)?);
-            for prefix in [
-                keys::by_subject(&r.meta.subject),
-                keys::by_kind(r.meta.kind),
-                keys::by_source(&r.meta.source),
-            ] {
-                batch.put_cf(catalog, [prefix.as_slice(), &r.id.0].concat(), []);
+            for key in keys::indexes(&r.id, &r.meta) {
+                batch.put_cf(catalog, key, []);
             }
             if let Some(h) = r.holder_on(self.node_id) {
                 match self.shares.promote(batch, &r.id, &h.digest, now)? {
