@@ -71,7 +71,9 @@ echo "== kakera ingest ssmix2 (then again: nothing is stored twice) =="
 "$KAKERA" ingest ssmix2 "${ING[@]}" "$SS" --source "$FACILITY" --linkage-key "$DIR/linkage.key"
 "$KAKERA" ingest ssmix2 "${ING[@]}" "$SS" --source "$FACILITY" --linkage-key "$DIR/linkage.key" --json
 echo
-PATIENT="$(find "$SS" -mindepth 3 -maxdepth 3 -type d | sort | head -1 | xargs basename)"
+# the first patient directory in name order; awk reads all its input, so no
+# writer in the pipeline dies of SIGPIPE under pipefail
+PATIENT="$(find "$SS" -mindepth 3 -maxdepth 3 -type d -printf '%f\n' | sort | awk 'NR == 1')"
 echo "== opt-out: patient $PATIENT of $FACILITY asks to be erased =="
 TAG="$("$KAKERA" subject-tag --facility "$FACILITY" --patient "$PATIENT" --linkage-key "$DIR/linkage.key")"
 echo "subject tag $TAG"

@@ -26,6 +26,6 @@ ensure_debs() {
 ensure_rust_components() {
   command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup first" >&2; return 1; }
   for c in rustfmt clippy; do
-    rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+    rustup component list --installed 2>/dev/null | grep "^$c" >/dev/null || rustup component add "$c"
   done
 }
