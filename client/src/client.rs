@@ -195,6 +195,11 @@ impl Client {
         self.conn.config()
     }
 
+    /// Most records per request: the cluster's `max_batch_records`.
+    pub fn batch_records(&self) -> usize {
+        (self.config().limits.max_batch_records as usize).clamp(1, MAX_BATCH_RECORDS)
+    }
+
     /// The underlying connection (status calls).
     pub fn connection(&self) -> &Connection {
         &self.conn
@@ -246,7 +251,7 @@ impl Client {
                     _ => None,
                 },
                 Err(NetError::Refused {
-                    kind: ErrorKind::Unavailable,
+                    kind: ErrorKind::Unavailable | ErrorKind::Busy,
                     ..
                 }) => None,
                 Err(e) if e.is_unreachable() => None,
@@ -315,17 +320,19 @@ impl Client {
                     .into(),
             )
         })?;
+        let max_record_bytes = self.config().limits.max_record_bytes.min(MAX_RECORD_BYTES);
         for (_, r) in &records {
             r.meta.validate()?;
-            if r.data.len() as u64 > MAX_RECORD_BYTES {
+            if r.data.len() as u64 > max_record_bytes {
                 return Err(ClientError::Invalid(format!(
-                    "a record of {} bytes exceeds the limit of {MAX_RECORD_BYTES}",
+                    "a record of {} bytes exceeds this cluster's limit of {max_record_bytes} \
+                     bytes (max_record_bytes in [limits])",
                     r.data.len()
                 )));
             }
         }
         let mut ids = Vec::with_capacity(records.len());
-        let batches = groups(records, MAX_BATCH_RECORDS, PUT_BATCH_BYTES, |(_, r)| {
+        let batches = groups(records, self.batch_records(), PUT_BATCH_BYTES, |(_, r)| {
             r.data.len() as u64
         });
         for batch in batches {
@@ -362,12 +369,9 @@ impl Client {
         let staging_started = Instant::now();
         let mut sends = FuturesUnordered::new();
         for (node, shares) in by_node {
-            for group in groups(
-                shares,
-                kakera_proto::catalog::MAX_BATCH_RECORDS,
-                REQUEST_BYTES,
-                |s| s.1.len() as u64,
-            ) {
+            for group in groups(shares, self.batch_records(), REQUEST_BYTES, |s| {
+                s.1.len() as u64
+            }) {
                 sends.push(self.stage_on(node, group, &expected));
             }
         }
@@ -469,7 +473,7 @@ impl Client {
             )
         })?;
         let mut out = ReadBatch::default();
-        for chunk in ids.chunks(MAX_BATCH_RECORDS) {
+        for chunk in ids.chunks(self.batch_records()) {
             let answer = self
                 .leader_call(Request::OpenRead {
                     job: job.to_string(),
@@ -589,7 +593,7 @@ impl Client {
                 e.sealed_len + kakera_shamir::share::SHARE_HEADER_LEN as u64 + 16
             })
         };
-        groups(records, MAX_BATCH_RECORDS, REQUEST_BYTES, size)
+        groups(records, self.batch_records(), REQUEST_BYTES, size)
             .into_iter()
             .map(|group| {
                 let limit: u64 = group.iter().map(size).sum();
@@ -683,9 +687,10 @@ impl Client {
         ids: &[RecordId],
     ) -> Result<Vec<crate::verify::ErasureReport>, ClientError> {
         use crate::verify::{Probe, judge_erasure};
-        if ids.is_empty() || ids.len() > MAX_BATCH_RECORDS {
+        if ids.is_empty() || ids.len() > self.batch_records() {
             return Err(ClientError::Invalid(format!(
-                "check 1 to {MAX_BATCH_RECORDS} records per call"
+                "check 1 to {} records per call",
+                self.batch_records()
             )));
         }
         let answer = self
@@ -748,9 +753,10 @@ impl Client {
         deep: bool,
     ) -> Result<Vec<crate::verify::RecordReport>, ClientError> {
         use crate::verify::{Observation, judge, judge_deep};
-        if ids.len() > MAX_BATCH_RECORDS {
+        if ids.len() > self.batch_records() {
             return Err(ClientError::Invalid(format!(
-                "verify at most {MAX_BATCH_RECORDS} records per call"
+                "verify at most {} records per call",
+                self.batch_records()
             )));
         }
         let answer = self

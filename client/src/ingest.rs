@@ -124,7 +124,7 @@ pub async fn ingest_ssmix2(
             root.display()
         )));
     }
-    let batch_files = batch_files.clamp(1, kakera_proto::catalog::MAX_BATCH_RECORDS);
+    let batch_files = batch_files.clamp(1, client.batch_records());
     let mut summary = Summary::default();
     let mut files = Vec::new();
     walk(

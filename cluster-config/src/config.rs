@@ -23,6 +23,10 @@
 //! zone = "dc"
 //! addr = "127.0.0.1:7101"
 //! data_dir = "data/node-1"               # relative to this file
+//!
+//! [limits]                               # optional, each field too
+//! max_record_bytes = 67108864
+//! max_staged_bytes_per_identity = 4294967296
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -101,6 +105,95 @@ impl Default for StagingConfig {
     }
 }
 
+/// What one peer may ask of a node (`[limits]`, all fields optional). Each limit has
+/// a hard ceiling below which it may be set; a request over a limit gets a clear
+/// error naming it and the node carries on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Largest request frame (envelope) a node reads, in bytes.
+    pub max_frame_bytes: u32,
+    /// Bidirectional streams a peer may have open on one connection (QUIC flow
+    /// control: a further stream waits until one closes).
+    pub max_streams_per_connection: u32,
+    /// Requests a node works on at once for one connection; a further one is
+    /// answered "busy" at once.
+    pub max_requests_per_connection: u32,
+    /// Connections one identity (certificate name) may hold to a node at once.
+    pub max_connections_per_peer: u32,
+    /// Largest record (sealed bytes) a node stages or commits.
+    pub max_record_bytes: u64,
+    /// Most records in one staging, commit, read or lookup request.
+    pub max_batch_records: u32,
+    /// Share bytes one identity may have staged and not yet committed on a node.
+    pub max_staged_bytes_per_identity: u64,
+}
+
+/// Ceiling of `max_frame_bytes` (the codec's own limit).
+pub const CEILING_FRAME_BYTES: u32 = 64 * 1024 * 1024;
+/// Ceiling of `max_record_bytes` (the catalog's own limit).
+pub const CEILING_RECORD_BYTES: u64 = 64 * 1024 * 1024;
+/// Ceiling of `max_batch_records` (the catalog's own limit).
+pub const CEILING_BATCH_RECORDS: u32 = 4096;
+/// Ceiling of `max_streams_per_connection`.
+pub const CEILING_STREAMS: u32 = 4096;
+/// Ceiling of `max_connections_per_peer`.
+pub const CEILING_CONNECTIONS: u32 = 1024;
+
+impl Default for LimitsConfig {
+    fn default() -> LimitsConfig {
+        LimitsConfig {
+            max_frame_bytes: 16 * 1024 * 1024,
+            max_streams_per_connection: 256,
+            max_requests_per_connection: 128,
+            max_connections_per_peer: 32,
+            max_record_bytes: CEILING_RECORD_BYTES,
+            max_batch_records: CEILING_BATCH_RECORDS,
+            max_staged_bytes_per_identity: 4 * 1024 * 1024 * 1024,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// Each rule this set of limits breaks, as a sentence.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !(64 * 1024..=CEILING_FRAME_BYTES).contains(&self.max_frame_bytes) {
+            out.push(format!(
+                "max_frame_bytes must be 65536..={CEILING_FRAME_BYTES}"
+            ));
+        }
+        if !(1..=CEILING_STREAMS).contains(&self.max_streams_per_connection) {
+            out.push(format!(
+                "max_streams_per_connection must be 1..={CEILING_STREAMS}"
+            ));
+        }
+        if !(1..=self.max_streams_per_connection).contains(&self.max_requests_per_connection) {
+            out.push(
+                "max_requests_per_connection must be 1..=max_streams_per_connection".to_string(),
+            );
+        }
+        if !(1..=CEILING_CONNECTIONS).contains(&self.max_connections_per_peer) {
+            out.push(format!(
+                "max_connections_per_peer must be 1..={CEILING_CONNECTIONS}"
+            ));
+        }
+        if !(1..=CEILING_RECORD_BYTES).contains(&self.max_record_bytes) {
+            out.push(format!(
+                "max_record_bytes must be 1..={CEILING_RECORD_BYTES}"
+            ));
+        }
+        if !(1..=CEILING_BATCH_RECORDS).contains(&self.max_batch_records) {
+            out.push(format!(
+                "max_batch_records must be 1..={CEILING_BATCH_RECORDS}"
+            ));
+        }
+        if self.max_staged_bytes_per_identity < self.max_record_bytes {
+            out.push("max_staged_bytes_per_identity must be at least max_record_bytes".to_string());
+        }
+        out
+    }
+}
+
 /// A zone: a security domain, optionally with the networks its members connect from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ZoneConfig {
@@ -161,6 +254,8 @@ pub struct ClusterConfig {
     pub health: HealthConfig,
     /// Lifetime of staged shares (`[staging]`, all fields optional).
     pub staging: StagingConfig,
+    /// What one peer may ask of a node (`[limits]`, all fields optional).
+    pub limits: LimitsConfig,
 }
 
 impl ClusterConfig {
@@ -272,6 +367,20 @@ struct RawConfig {
     health: Option<Spanned<RawHealth>>,
     #[serde(default)]
     staging: Option<Spanned<RawStaging>>,
+    #[serde(default)]
+    limits: Option<Spanned<RawLimits>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_frame_bytes: Option<u32>,
+    max_streams_per_connection: Option<u32>,
+    max_requests_per_connection: Option<u32>,
+    max_connections_per_peer: Option<u32>,
+    max_record_bytes: Option<u64>,
+    max_batch_records: Option<u32>,
+    max_staged_bytes_per_identity: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -629,6 +738,33 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
         }
     }
 
+    // Per-peer limits.
+    let mut limits = LimitsConfig::default();
+    if let Some(l) = &raw.limits {
+        let r = l.get_ref();
+        let d = limits;
+        limits = LimitsConfig {
+            max_frame_bytes: r.max_frame_bytes.unwrap_or(d.max_frame_bytes),
+            max_streams_per_connection: r
+                .max_streams_per_connection
+                .unwrap_or(d.max_streams_per_connection),
+            max_requests_per_connection: r
+                .max_requests_per_connection
+                .unwrap_or(d.max_requests_per_connection),
+            max_connections_per_peer: r
+                .max_connections_per_peer
+                .unwrap_or(d.max_connections_per_peer),
+            max_record_bytes: r.max_record_bytes.unwrap_or(d.max_record_bytes),
+            max_batch_records: r.max_batch_records.unwrap_or(d.max_batch_records),
+            max_staged_bytes_per_identity: r
+                .max_staged_bytes_per_identity
+                .unwrap_or(d.max_staged_bytes_per_identity),
+        };
+        for problem in limits.problems() {
+            issues.at(l.span(), "limits", problem);
+        }
+    }
+
     // The policy against the topology (only meaningful once the parts are valid).
     if issues.list.is_empty() {
         for problem in crate::placement::policy_problems(&policy, &nodes) {
@@ -652,6 +788,7 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
         nodes,
         health,
         staging,
+        limits,
     })
 }
 

@@ -308,3 +308,46 @@ fn health_and_staging_sections_are_optional_and_checked() {
     let unknown = format!("{GOOD}\n[staging]\nttl_s = 10\n");
     assert!(ClusterConfig::parse(&unknown).is_err());
 }
+
+/// P7: limits default to safe values, may be lowered, and are refused above their
+/// ceilings or out of order, naming the `[limits]` section.
+#[test]
+fn limits_default_may_be_set_and_are_checked() {
+    let c = ClusterConfig::parse(GOOD).unwrap();
+    assert_eq!(c.limits, kakera_config::LimitsConfig::default());
+    assert!(c.limits.problems().is_empty());
+
+    let set = format!("{GOOD}\n[limits]\nmax_record_bytes = 4096\nmax_batch_records = 8\n");
+    let c = ClusterConfig::parse(&set).unwrap();
+    assert_eq!(c.limits.max_record_bytes, 4096);
+    assert_eq!(c.limits.max_batch_records, 8);
+    assert_eq!(
+        c.limits.max_frame_bytes,
+        kakera_config::LimitsConfig::default().max_frame_bytes
+    );
+
+    for (bad, names) in [
+        ("max_record_bytes = 67108865", "max_record_bytes"),
+        ("max_batch_records = 4097", "max_batch_records"),
+        ("max_batch_records = 0", "max_batch_records"),
+        ("max_frame_bytes = 1024", "max_frame_bytes"),
+        ("max_connections_per_peer = 0", "max_connections_per_peer"),
+        (
+            "max_streams_per_connection = 8\nmax_requests_per_connection = 9",
+            "max_requests_per_connection",
+        ),
+        (
+            "max_record_bytes = 8192\nmax_staged_bytes_per_identity = 8191",
+            "max_staged_bytes_per_identity",
+        ),
+    ] {
+        let issue = single_issue(&format!("{GOOD}\n[limits]\n{bad}\n"));
+        assert_eq!(issue.field, "limits", "{bad}");
+        assert!(issue.message.contains(names), "{bad}: {}", issue.message);
+    }
+    let unknown = format!("{GOOD}\n[limits]\nmax_everything = 1\n");
+    assert!(matches!(
+        ClusterConfig::parse(&unknown),
+        Err(ConfigError::Syntax { .. })
+    ));
+}

@@ -90,6 +90,20 @@ impl Peer {
         }
     }
 
+    /// A stream failure on `conn`: the node's own words if it closed the connection
+    /// (a limit, a refused identity), else [`Peer::transport_err`].
+    fn failure(&self, conn: &quinn::Connection, e: kakera_proto::ProtoError) -> NetError {
+        match conn.close_reason() {
+            Some(quinn::ConnectionError::ApplicationClosed(close)) if !close.reason.is_empty() => {
+                self.err(format!(
+                    "the node closed the connection: {}",
+                    String::from_utf8_lossy(&close.reason)
+                ))
+            }
+            _ => self.transport_err(e),
+        }
+    }
+
     /// The cached connection, or a new one; `true` when it is new.
     async fn connection(&self) -> Result<(quinn::Connection, bool), NetError> {
         let mut guard = self.conn.lock().await;
@@ -169,7 +183,7 @@ impl Peer {
         // first request, while writing or while reading the answer.
         write_frame(&mut send, env, DEFAULT_MAX_FRAME_BYTES)
             .await
-            .map_err(|e| self.transport_err(e))?;
+            .map_err(|e| self.failure(conn, e))?;
         // A peer that refuses the request answers without reading the trailer and
         // stops the stream: then the answer, not the failed write, is the result.
         let wrote = write_trailer(&mut send, trailer).await;
@@ -180,11 +194,11 @@ impl Peer {
             Ok(Some(r)) => r,
             Ok(None) => {
                 return Err(match wrote {
-                    Err(e) => self.transport_err(e),
+                    Err(e) => self.failure(conn, e),
                     Ok(()) => self.err("the peer closed the stream without answering"),
                 });
             }
-            Err(e) => return Err(self.transport_err(wrote.err().unwrap_or(e))),
+            Err(e) => return Err(self.failure(conn, wrote.err().unwrap_or(e))),
         };
         let mut extra = Vec::new();
         // Bounded: each frame adds at least one byte (an empty one ends the loop)
@@ -194,7 +208,7 @@ impl Peer {
                 match read_raw_frame(&mut recv, DEFAULT_MAX_FRAME_BYTES).await {
                     Ok(Some(chunk)) if !chunk.is_empty() => extra.extend_from_slice(&chunk),
                     Ok(_) => break,
-                    Err(e) => return Err(self.transport_err(e)),
+                    Err(e) => return Err(self.failure(conn, e)),
                 }
                 if extra.len() as u64 > reply_limit_bytes {
                     return Err(self.err(format!(

@@ -103,7 +103,10 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
             ),
         });
     }
-    let limits = QuicLimits::default();
+    let limits = QuicLimits {
+        max_concurrent_streams: config.limits.max_streams_per_connection,
+        ..QuicLimits::default()
+    };
     let bind = opts.listen.unwrap_or(node.addr);
     let endpoint = tls
         .server_endpoint(limits, bind)
@@ -136,9 +139,10 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         raft: raft.clone(),
         state: parts.state.clone(),
         shares: shares.clone(),
-        max_frame_bytes: kakera_proto::frame::DEFAULT_MAX_FRAME_BYTES,
+        max_frame_bytes: config.limits.max_frame_bytes,
         peers: peers.clone(),
         view: Arc::new(crate::transport::repair::ClusterView::default()),
+        connections: Default::default(),
     });
     let mut tasks = vec![tokio::spawn(serve(
         endpoint.clone(),

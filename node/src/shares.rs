@@ -6,6 +6,7 @@
 //! Values are versioned: `[version 1][staged or committed at, Unix ms, u64 BE]
 //! [BLAKE3-256 of the share, 32 bytes][encoded share]`. Keys are the 16-byte record id.
 
+use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 
@@ -100,10 +101,122 @@ pub enum StageRefusal {
     },
 }
 
+/// Share bytes each identity has staged and not yet committed on this node, for
+/// `max_staged_bytes_per_identity`. Kept in memory: after a restart shares staged
+/// before it are not counted (they expire within the staging lifetime anyway), so the
+/// ledger can only under-count, never refuse an identity that is within its limit.
+#[derive(Default)]
+pub struct StagingLedger {
+    inner: std::sync::Mutex<LedgerInner>,
+}
+
+#[derive(Default)]
+struct LedgerInner {
+    /// Bytes per identity: settled shares plus reservations in flight.
+    by_identity: HashMap<String, u64>,
+    /// Who staged each counted share, and its size.
+    by_record: HashMap<RecordId, (String, u64)>,
+}
+
+impl LedgerInner {
+    fn release(&mut self, record: &RecordId) {
+        if let Some((name, size_bytes)) = self.by_record.remove(record) {
+            self.take(&name, size_bytes);
+        }
+    }
+
+    fn take(&mut self, name: &str, size_bytes: u64) {
+        if let Some(total) = self.by_identity.get_mut(name) {
+            assert!(*total >= size_bytes, "the ledger counted these bytes");
+            *total -= size_bytes;
+            if *total == 0 {
+                self.by_identity.remove(name);
+            }
+        }
+    }
+}
+
+/// Bytes reserved for one staging request; given back on drop unless settled.
+pub struct Reservation<'a> {
+    ledger: &'a StagingLedger,
+    name: String,
+    size_bytes: u64,
+    settled: bool,
+}
+
+impl StagingLedger {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LedgerInner> {
+        // Poisoning only means a panic elsewhere mid-update of plain counters.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reserves `size_bytes` for `name` if its staged bytes stay within `limit_bytes`;
+    /// otherwise the bytes it already has staged.
+    pub fn reserve(
+        &self,
+        name: &str,
+        size_bytes: u64,
+        limit_bytes: u64,
+    ) -> Result<Reservation<'_>, u64> {
+        let mut inner = self.lock();
+        let total = inner.by_identity.entry(name.to_string()).or_insert(0);
+        if total.saturating_add(size_bytes) > limit_bytes {
+            let have = *total;
+            if have == 0 {
+                inner.by_identity.remove(name);
+            }
+            return Err(have);
+        }
+        *total += size_bytes;
+        Ok(Reservation {
+            ledger: self,
+            name: name.to_string(),
+            size_bytes,
+            settled: false,
+        })
+    }
+
+    /// Bytes `name` has staged (and reserved) now.
+    pub fn staged_bytes(&self, name: &str) -> u64 {
+        self.lock().by_identity.get(name).copied().unwrap_or(0)
+    }
+
+    /// Stops counting `record`'s staged share (committed, expired or erased).
+    pub fn release(&self, record: &RecordId) {
+        self.lock().release(record);
+    }
+}
+
+impl Reservation<'_> {
+    /// The reserved bytes now stand for these staged shares (whose sizes sum to the
+    /// reservation); a share staged again replaces its earlier count.
+    pub fn settle(mut self, shares: &[(RecordId, u64)]) {
+        let sum: u64 = shares.iter().map(|(_, b)| b).sum();
+        assert_eq!(sum, self.size_bytes, "the reservation covers these shares");
+        let mut inner = self.ledger.lock();
+        for (record, size_bytes) in shares {
+            inner.release(record);
+            inner
+                .by_record
+                .insert(*record, (self.name.clone(), *size_bytes));
+        }
+        self.settled = true;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.ledger.lock().take(&self.name, self.size_bytes);
+        }
+    }
+}
+
 /// The share store over the node's database.
 #[derive(Clone)]
 pub struct ShareStore {
     db: Arc<DB>,
+    ledger: Arc<StagingLedger>,
 }
 
 fn synced() -> WriteOptions {
@@ -115,7 +228,15 @@ fn synced() -> WriteOptions {
 impl ShareStore {
     /// The store over an opened node database.
     pub fn new(db: Arc<DB>) -> ShareStore {
-        ShareStore { db }
+        ShareStore {
+            db,
+            ledger: Arc::default(),
+        }
+    }
+
+    /// Staged bytes per identity.
+    pub fn ledger(&self) -> &StagingLedger {
+        &self.ledger
     }
 
     /// Stages shares (one synced write for all of them) and returns each digest.
@@ -186,6 +307,7 @@ impl ShareStore {
             encode_value(now_ms, expected, &share.bytes),
         );
         batch.delete_cf(staged, record.0);
+        self.ledger.release(record);
         Ok(Promotion::Promoted)
     }
 
@@ -291,6 +413,7 @@ impl ShareStore {
                 Claim::RepairAssigned => continue,
                 Claim::Committed(_) | Claim::None => done.deleted += 1,
             }
+            self.ledger.release(&record);
             batch.delete_cf(staged, k);
         }
         if done.deleted + done.promoted > 0 {
@@ -334,6 +457,45 @@ mod tests {
 
     fn rid(n: u8) -> RecordId {
         RecordId([n; 16])
+    }
+
+    /// P7: staged bytes are counted per identity, refused past the limit, given
+    /// back when a request fails, and released when a share is committed or expires.
+    #[test]
+    fn the_staging_ledger_counts_reserves_and_releases() -> io::Result<()> {
+        let (_d, s) = store();
+        let ledger = s.ledger();
+        // A failed request (dropped reservation) gives its bytes back.
+        drop(
+            ledger
+                .reserve("gw", 60, 100)
+                .unwrap_or_else(|h| panic!("{h}")),
+        );
+        assert_eq!(ledger.staged_bytes("gw"), 0);
+        let r = ledger
+            .reserve("gw", 60, 100)
+            .unwrap_or_else(|h| panic!("{h}"));
+        assert_eq!(ledger.reserve("gw", 41, 100).err(), Some(60));
+        assert!(ledger.reserve("other", 100, 100).is_ok(), "per identity");
+        let digests = s
+            .stage(&[(rid(1), vec![1; 20]), (rid(2), vec![2; 40])], 10)?
+            .unwrap_or_else(|r| panic!("{r:?}"));
+        r.settle(&[(rid(1), 20), (rid(2), 40)]);
+        assert_eq!(ledger.staged_bytes("gw"), 60);
+        // Commit releases record 1.
+        let mut batch = WriteBatch::default();
+        assert_eq!(
+            s.promote(&mut batch, &rid(1), &digests[0], 20)?,
+            Promotion::Promoted
+        );
+        assert_eq!(ledger.staged_bytes("gw"), 40);
+        s.db.write(batch).map_err(io::Error::other)?;
+        // Expiry releases record 2.
+        let done = s.collect_expired(1_000_000, 1, 10, |_| Ok(Claim::None))?;
+        assert_eq!(done.deleted, 1);
+        assert_eq!(ledger.staged_bytes("gw"), 0);
+        assert!(ledger.reserve("gw", 100, 100).is_ok());
+        Ok(())
     }
 
     #[test]

@@ -88,6 +88,9 @@ where
 
 /// Size of the raw frames a trailer (share bytes, snapshot data) is cut into.
 pub const TRAILER_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// [`TRAILER_CHUNK_BYTES`] as the frame limit readers of a trailer pass (a trailer's
+/// total is bounded by the size its request announced, not by the envelope limit).
+pub const TRAILER_FRAME_BYTES: u32 = TRAILER_CHUNK_BYTES as u32;
 
 /// Writes `bytes` as raw frames of at most [`TRAILER_CHUNK_BYTES`].
 pub async fn write_trailer<W>(w: &mut W, bytes: &[u8]) -> Result<()>

@@ -620,6 +620,9 @@ pub enum ErrorKind {
     Internal,
     /// The request names records the catalog does not hold.
     NotFound,
+    /// The connection already has as many requests in progress as the node allows;
+    /// retry once some of them finish.
+    Busy,
 }
 
 /// A node's view of itself and the Raft group.

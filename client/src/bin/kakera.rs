@@ -18,9 +18,7 @@ use kakera_client::{Client, ClientError, demo, ingest, status, zone};
 use kakera_config::{ClusterConfig, ConfigError};
 use kakera_net::TlsFiles;
 use kakera_proto::audit::AuditQuery;
-use kakera_proto::catalog::{
-    EraseTarget, Grant, GrantScope, ListFilter, MAX_BATCH_RECORDS, RecordEntry,
-};
+use kakera_proto::catalog::{EraseTarget, Grant, GrantScope, ListFilter, RecordEntry};
 use kakera_proto::{Date, RecordId, RecordKind, Role, SubjectTag};
 
 /// kakera: secret-sharing storage for health records.
@@ -1481,20 +1479,21 @@ fn erase(
     }
     ids.sort_unstable();
     ids.dedup();
-    let targets: Vec<EraseTarget> = match subject {
-        Some(tag) => vec![EraseTarget::Subject(SubjectTag::parse(&tag)?)],
-        None if ids.is_empty() => {
-            return Err(ClientError::Invalid(
-                "say what to erase: --subject TAG, --record ID or --records-from FILE".into(),
-            ));
-        }
-        None => ids
-            .chunks(MAX_BATCH_RECORDS)
-            .map(|c| EraseTarget::Records(c.to_vec()))
-            .collect(),
-    };
+    let subject = subject.map(|tag| SubjectTag::parse(&tag)).transpose()?;
+    if subject.is_none() && ids.is_empty() {
+        return Err(ClientError::Invalid(
+            "say what to erase: --subject TAG, --record ID or --records-from FILE".into(),
+        ));
+    }
     let erased = runtime()?.block_on(async {
         let c = args.client()?;
+        let targets: Vec<EraseTarget> = match subject {
+            Some(tag) => vec![EraseTarget::Subject(tag)],
+            None => ids
+                .chunks(c.batch_records())
+                .map(|c| EraseTarget::Records(c.to_vec()))
+                .collect(),
+        };
         let mut all = Vec::new();
         for t in targets {
             all.extend(c.erase(t, reason).await?);
@@ -1679,7 +1678,7 @@ fn audit_erasure(
         records.sort_unstable();
         records.dedup();
         let mut reports = Vec::with_capacity(records.len());
-        for chunk in records.chunks(MAX_BATCH_RECORDS) {
+        for chunk in records.chunks(c.batch_records()) {
             reports.extend(c.check_erasure(chunk).await?);
         }
         c.close().await;

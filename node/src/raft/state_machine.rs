@@ -681,6 +681,7 @@ impl StateMachine {
                 );
             }
             crate::erasure::erase_local(&self.db, batch, id)?;
+            self.shares.ledger().release(id);
             erased.push(*id);
         }
         Ok(CommandResponse::Erased { erased, remaining })

@@ -2,7 +2,7 @@
 //! operator), and the lookup ingest uses to stay idempotent. What the erase entry
 //! does on every node is in `crate::raft::state_machine` and `crate::erasure`.
 
-use kakera_proto::catalog::{EraseTarget, MAX_BATCH_RECORDS, validate_reason};
+use kakera_proto::catalog::{EraseTarget, validate_reason};
 use kakera_proto::{ErrorKind, Identity, RecordId, RequestId, Response, SubjectTag};
 
 use super::records::{check_ids, internal, linearizable, propose_for};
@@ -22,7 +22,7 @@ pub async fn erase(
         return error(ErrorKind::BadRequest, e.to_string());
     }
     if let EraseTarget::Records(ids) = &target
-        && let Err(r) = check_ids(ids)
+        && let Err(r) = check_ids(ctx, ids)
     {
         return r;
     }
@@ -77,11 +77,8 @@ pub async fn lookup(
     records: Vec<RecordId>,
     subjects: Vec<SubjectTag>,
 ) -> Response {
-    if records.len() > MAX_BATCH_RECORDS || subjects.len() > MAX_BATCH_RECORDS {
-        return error(
-            ErrorKind::TooLarge,
-            format!("look up at most {MAX_BATCH_RECORDS} records and subjects per request"),
-        );
+    if let Some(refusal) = super::records::too_many(ctx, records.len().max(subjects.len())) {
+        return refusal;
     }
     if let Err(r) = linearizable(ctx).await {
         return r;

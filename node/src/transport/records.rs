@@ -11,7 +11,7 @@ use kakera_proto::catalog::{
     Actor, Grant, ListFilter, MAX_BATCH_RECORDS, MAX_RECORD_BYTES, RecordEntry, Ticket,
     TicketPurpose,
 };
-use kakera_proto::frame::read_trailer;
+use kakera_proto::frame::{TRAILER_FRAME_BYTES, read_trailer};
 use kakera_proto::{
     Digest, ErrorKind, FetchedShare, HeldShare, Identity, RecordId, RequestId, Response, Role,
     ShareCheck, ShareProbe, StageItem, auth,
@@ -28,6 +28,20 @@ use crate::shares::{MAX_STAGE_ITEMS, StageRefusal};
 /// Most share bytes one staging request may carry: one share of the largest record,
 /// with room for its headers.
 pub const MAX_STAGE_REQUEST_BYTES: u64 = MAX_RECORD_BYTES + 1024 * 1024;
+// The share store takes any batch the config allows.
+const _: () = assert!(MAX_STAGE_ITEMS >= MAX_BATCH_RECORDS);
+// The config's ceilings are the protocol's own limits.
+const _: () = assert!(kakera_config::config::CEILING_RECORD_BYTES == MAX_RECORD_BYTES);
+const _: () = assert!(kakera_config::config::CEILING_BATCH_RECORDS as usize == MAX_BATCH_RECORDS);
+const _: () = assert!(
+    kakera_config::config::CEILING_FRAME_BYTES as usize == kakera_proto::codec::MAX_VALUE_BYTES
+);
+
+/// Room above `max_record_bytes` for the seal's overhead in a record's sealed length.
+pub const SEAL_OVERHEAD_BYTES: u64 = 1024;
+/// Room above `max_record_bytes` for the seal's overhead and the share header in one
+/// share.
+pub const SHARE_OVERHEAD_BYTES: u64 = 2048;
 /// Most share bytes one fetch answer carries; a larger ask is refused (the client
 /// splits its fetches by the catalog's sizes).
 pub const MAX_FETCH_REPLY_BYTES: u64 = MAX_RECORD_BYTES + 1024 * 1024;
@@ -134,19 +148,31 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> Response {
     )
 }
 
-/// Checks a list of record ids: 1..=MAX_BATCH_RECORDS, each once.
-pub(crate) fn check_ids(records: &[RecordId]) -> Result<(), Response> {
+/// The refusal of a request naming more records than `max_batch_records`.
+pub(crate) fn too_many(ctx: &ServerContext, count: usize) -> Option<Response> {
+    let limit = ctx.config.limits.max_batch_records;
+    debug_assert!(
+        limit as usize <= MAX_BATCH_RECORDS,
+        "config validation caps it"
+    );
+    (count > limit as usize).then(|| {
+        error(
+            ErrorKind::TooLarge,
+            format!(
+                "{count} records in one request; this cluster takes at most {limit} \
+                 (max_batch_records); split the request"
+            ),
+        )
+    })
+}
+
+/// Checks a list of record ids: 1..=max_batch_records, each once.
+pub(crate) fn check_ids(ctx: &ServerContext, records: &[RecordId]) -> Result<(), Response> {
     if records.is_empty() {
         return Err(error(ErrorKind::BadRequest, "the request names no records"));
     }
-    if records.len() > MAX_BATCH_RECORDS {
-        return Err(error(
-            ErrorKind::TooLarge,
-            format!(
-                "{} records in one request; at most {MAX_BATCH_RECORDS}",
-                records.len()
-            ),
-        ));
+    if let Some(refusal) = too_many(ctx, records.len()) {
+        return Err(refusal);
     }
     let mut seen = std::collections::BTreeSet::new();
     for r in records {
@@ -175,12 +201,18 @@ pub async fn stage(
             "a staging request needs at least one share",
         );
     }
-    if items.len() > MAX_STAGE_ITEMS {
+    if let Some(refusal) = too_many(ctx, items.len()) {
+        return refusal;
+    }
+    let limits = ctx.config.limits;
+    let share_limit = limits.max_record_bytes + SHARE_OVERHEAD_BYTES;
+    if let Some(big) = items.iter().find(|i| i.size_bytes > share_limit) {
         return error(
             ErrorKind::TooLarge,
             format!(
-                "{} shares in one request; at most {MAX_STAGE_ITEMS}",
-                items.len()
+                "the share for record {} is {} bytes; this cluster takes records up to {} \
+                 bytes (max_record_bytes), so shares up to {share_limit}",
+                big.record, big.size_bytes, limits.max_record_bytes
             ),
         );
     }
@@ -196,10 +228,32 @@ pub async fn stage(
             ),
         );
     }
-    let data = match read_trailer(recv, total_bytes, ctx.max_frame_bytes).await {
+    // Reserve the bytes against this identity's staging allowance before reading
+    // them; the reservation lives until the shares are committed or expire.
+    let reservation = match ctx.shares.ledger().reserve(
+        &identity.name,
+        total_bytes,
+        limits.max_staged_bytes_per_identity,
+    ) {
+        Ok(r) => r,
+        Err(staged_bytes) => {
+            return error(
+                ErrorKind::TooLarge,
+                format!(
+                    "'{}' already has {staged_bytes} bytes of shares staged and not committed \
+                     on this node; {total_bytes} more would pass the limit of {} \
+                     (max_staged_bytes_per_identity): commit what is staged, or wait for it \
+                     to expire",
+                    identity.name, limits.max_staged_bytes_per_identity
+                ),
+            );
+        }
+    };
+    let data = match read_trailer(recv, total_bytes, TRAILER_FRAME_BYTES).await {
         Ok(d) => d,
         Err(e) => return error(ErrorKind::BadRequest, format!("share bytes: {e}")),
     };
+    let sizes: Vec<(RecordId, u64)> = items.iter().map(|i| (i.record, i.size_bytes)).collect();
     let mut seen = std::collections::BTreeSet::new();
     let mut batch = Vec::with_capacity(items.len());
     let mut offset = 0usize;
@@ -244,6 +298,7 @@ pub async fn stage(
     .and_then(|r| r);
     match result {
         Ok(Ok(digests)) => {
+            reservation.settle(&sizes);
             kakera_net::crash::point("stage.synced");
             tracing::debug!(peer = %identity.name, shares = count, bytes = total_bytes, "staged");
             Response::Staged { digests }
@@ -281,11 +336,22 @@ pub async fn commit(
     records: Vec<RecordEntry>,
 ) -> Response {
     let ids: Vec<RecordId> = records.iter().map(|r| r.id).collect();
-    if let Err(r) = check_ids(&ids) {
+    if let Err(r) = check_ids(ctx, &ids) {
         return r;
     }
     let policy = &ctx.config.policy;
+    let max_record_bytes = ctx.config.limits.max_record_bytes;
     for r in &records {
+        if r.sealed_len > max_record_bytes + SEAL_OVERHEAD_BYTES {
+            return error(
+                ErrorKind::TooLarge,
+                format!(
+                    "record {} is {} sealed bytes; this cluster takes records up to \
+                     {max_record_bytes} bytes (max_record_bytes)",
+                    r.id, r.sealed_len
+                ),
+            );
+        }
         if let Err(e) = r.validate() {
             return error(ErrorKind::BadRequest, e.to_string());
         }
@@ -342,7 +408,7 @@ pub async fn open_read(
     if let Err(reason) = auth::check_reader_origin(identity, remote, &ctx.config) {
         return error(ErrorKind::Forbidden, reason);
     }
-    if let Err(r) = check_ids(&records) {
+    if let Err(r) = check_ids(ctx, &records) {
         return r;
     }
     let action = ClientAction::OpenRead {
@@ -367,7 +433,7 @@ async fn usable_ticket(
     ticket_id: u64,
     records: &[RecordId],
 ) -> Result<Ticket, Response> {
-    check_ids(records)?;
+    check_ids(ctx, records)?;
     let wait = ctx
         .raft
         .wait(Some(Duration::from_millis(TICKET_APPLY_WAIT_MS)))
@@ -513,7 +579,7 @@ pub async fn open_audit(
     records: Vec<RecordId>,
     deep: bool,
 ) -> Response {
-    if let Err(r) = check_ids(&records) {
+    if let Err(r) = check_ids(ctx, &records) {
         return r;
     }
     let action = ClientAction::OpenAudit {
@@ -536,7 +602,7 @@ pub async fn open_erasure_check(
     request_id: RequestId,
     records: Vec<RecordId>,
 ) -> Response {
-    if let Err(r) = check_ids(&records) {
+    if let Err(r) = check_ids(ctx, &records) {
         return r;
     }
     let action = ClientAction::OpenErasureCheck {

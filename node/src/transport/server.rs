@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use kakera_config::{ClusterConfig, NodeConfig};
 use kakera_proto::frame::{
-    DEFAULT_MAX_FRAME_BYTES, read_frame, read_trailer, write_frame, write_trailer,
+    DEFAULT_MAX_FRAME_BYTES, TRAILER_FRAME_BYTES, read_frame, read_trailer, write_frame,
+    write_trailer,
 };
 use kakera_proto::{
     ErrorKind, ErrorReply, Identity, NodeStatus, ProtoError, RaftStatus, Request, RequestEnvelope,
@@ -47,6 +48,61 @@ pub struct ServerContext {
     pub peers: std::collections::BTreeMap<u64, std::sync::Arc<kakera_net::Peer>>,
     /// Health, repair progress and helper sessions.
     pub view: std::sync::Arc<super::repair::ClusterView>,
+    /// Live connections per peer identity (`max_connections_per_peer`).
+    pub connections: ConnectionCounts,
+}
+
+/// Live connections per identity name; a slot is given back when its guard drops.
+#[derive(Default)]
+pub struct ConnectionCounts {
+    by_name: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+}
+
+/// One admitted connection; dropping it frees the slot.
+pub struct ConnectionSlot<'a> {
+    counts: &'a ConnectionCounts,
+    name: String,
+}
+
+impl ConnectionCounts {
+    /// A slot for `name` if it holds fewer than `limit` connections, else `None`.
+    pub fn admit(&self, name: &str, limit: u32) -> Option<ConnectionSlot<'_>> {
+        // A poisoned lock only means another connection task panicked mid-update;
+        // the counts themselves are plain integers and stay usable.
+        let mut map = self.by_name.lock().unwrap_or_else(|p| p.into_inner());
+        let live = map.entry(name.to_string()).or_insert(0);
+        if *live >= limit {
+            return None;
+        }
+        *live += 1;
+        Some(ConnectionSlot {
+            counts: self,
+            name: name.to_string(),
+        })
+    }
+
+    /// Live connections of `name`.
+    pub fn live(&self, name: &str) -> u32 {
+        let map = self.by_name.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(name).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for ConnectionSlot<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .counts
+            .by_name
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(live) = map.get_mut(&self.name) {
+            assert!(*live > 0, "a slot was admitted for this name");
+            *live -= 1;
+            if *live == 0 {
+                map.remove(&self.name);
+            }
+        }
+    }
 }
 
 /// A refusal with a sentence for the caller.
@@ -101,20 +157,73 @@ async fn handle_connection(incoming: quinn::Incoming, ctx: Arc<ServerContext>) {
             return;
         }
     };
+    let limits = ctx.config.limits;
+    let Some(_slot) = ctx
+        .connections
+        .admit(&identity.name, limits.max_connections_per_peer)
+    else {
+        tracing::warn!(%remote, peer = %identity, limit = limits.max_connections_per_peer,
+            "closing connection: too many connections for this identity");
+        let reason = format!(
+            "too many connections for '{}': at most {} at once (max_connections_per_peer)",
+            identity.name, limits.max_connections_per_peer
+        );
+        conn.close(CLOSE_TOO_MANY_CONNECTIONS.into(), reason.as_bytes());
+        return;
+    };
     tracing::debug!(%remote, peer = %identity, "connection accepted");
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(
+        limits.max_requests_per_connection as usize,
+    ));
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
                 let ctx = ctx.clone();
                 let identity = identity.clone();
                 let ip = remote.ip();
-                tokio::spawn(async move { handle_stream(ctx, identity, ip, send, recv).await });
+                match in_flight.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        tokio::spawn(async move {
+                            handle_stream(ctx, identity, ip, send, recv).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        tracing::debug!(%remote, peer = %identity.name, "busy: request refused");
+                        tokio::spawn(busy(send, recv, limits.max_requests_per_connection));
+                    }
+                }
             }
             Err(e) => {
                 tracing::debug!(%remote, error = %e, "connection closed");
                 return;
             }
         }
+    }
+}
+
+/// How long a peer has to send a request's envelope once it opened the stream.
+pub const REQUEST_READ_TIMEOUT_MS: u64 = 30_000;
+
+/// QUIC application close code: the identity holds too many connections.
+pub const CLOSE_TOO_MANY_CONNECTIONS: u32 = 2;
+
+/// Answers a request over the connection's in-flight limit without reading it.
+async fn busy(mut send: quinn::SendStream, mut recv: quinn::RecvStream, limit: u32) {
+    let _ = recv.stop(0u32.into());
+    let response = error(
+        ErrorKind::Busy,
+        format!(
+            "this connection already has {limit} requests in progress \
+             (max_requests_per_connection); retry when one finishes"
+        ),
+    );
+    if write_frame(&mut send, &response, DEFAULT_MAX_FRAME_BYTES)
+        .await
+        .is_ok()
+        && write_trailer(&mut send, &[]).await.is_ok()
+    {
+        let _ = send.finish();
     }
 }
 
@@ -125,9 +234,19 @@ async fn handle_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
-    let (response, trailer) = match read_frame::<_, RequestEnvelope>(&mut recv, ctx.max_frame_bytes)
-        .await
-    {
+    let read = tokio::time::timeout(
+        std::time::Duration::from_millis(REQUEST_READ_TIMEOUT_MS),
+        read_frame::<_, RequestEnvelope>(&mut recv, ctx.max_frame_bytes),
+    );
+    let Ok(read) = read.await else {
+        // A peer that opens a stream and never finishes its request would hold a
+        // request slot of its connection for ever.
+        tracing::debug!(peer = %identity.name, "request not sent in time: stream dropped");
+        let _ = recv.stop(0u32.into());
+        let _ = send.reset(0u32.into());
+        return;
+    };
+    let (response, trailer) = match read {
         Ok(Some(env)) => handle_request(&ctx, &identity, remote, env, &mut recv).await,
         Ok(None) => return,
         Err(ProtoError::TooLarge {
@@ -321,7 +440,7 @@ async fn dispatch(
                 ));
             }
             let (vote, meta) = codec::decode(&header)?;
-            let data = read_trailer(recv, size_bytes, ctx.max_frame_bytes).await?;
+            let data = read_trailer(recv, size_bytes, TRAILER_FRAME_BYTES).await?;
             let snapshot = Snapshot {
                 meta,
                 snapshot: Cursor::new(data),
