@@ -60,6 +60,12 @@ fn armed() -> Option<&'static PathBuf> {
         .as_ref()
 }
 
+/// Whether crash points are armed in this process (a test set-up; a production unit
+/// must never set the variable).
+pub fn is_armed() -> bool {
+    armed().is_some()
+}
+
 /// Kills this process with SIGKILL if the crash file names `name`; otherwise returns.
 /// Costs one environment lookup (cached) when disarmed.
 pub fn point(name: &'static str) {

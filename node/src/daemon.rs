@@ -181,6 +181,13 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         member = %ids::describe(raft_id),
         "node started"
     );
+    if kakera_net::crash::is_armed() {
+        tracing::warn!(
+            variable = kakera_net::crash::ENV,
+            "crash points are armed: this process kills itself when the named file says \
+             so; a test hook that a production unit must never set"
+        );
+    }
     Ok(NodeHandle {
         raft,
         node,

@@ -181,6 +181,14 @@ impl StagingLedger {
         self.lock().by_identity.get(name).copied().unwrap_or(0)
     }
 
+    /// Who staged `record`'s share, if the ledger counts it.
+    pub fn stager(&self, record: &RecordId) -> Option<String> {
+        self.lock()
+            .by_record
+            .get(record)
+            .map(|(name, _)| name.clone())
+    }
+
     /// Stops counting `record`'s staged share (committed, expired or erased).
     pub fn release(&self, record: &RecordId) {
         self.lock().release(record);

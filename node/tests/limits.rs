@@ -10,51 +10,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::LocalCluster;
-use kakera_net::{QuicLimits, TlsFiles, TlsMaterial};
+use common::raw::{ask_on, connect};
+use kakera_net::TlsFiles;
 use kakera_proto::catalog::{EraseTarget, Holder, RecordEntry};
-use kakera_proto::frame::{DEFAULT_MAX_FRAME_BYTES, read_frame, write_frame, write_trailer};
 use kakera_proto::record::{RecordKind, RecordMeta};
 use kakera_proto::{
-    Date, Digest, ErrorKind, RecordId, Request, RequestEnvelope, RequestId, Response, Role,
-    StageItem, SubjectTag,
+    Date, Digest, ErrorKind, RecordId, Request, Response, Role, StageItem, SubjectTag,
 };
-
-/// A raw QUIC connection to node 1 under `files`.
-async fn connect(files: &TlsFiles, addr: SocketAddr) -> quinn::Connection {
-    let tls = TlsMaterial::load(files).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(tls.client_config(QuicLimits::default()).unwrap());
-    endpoint.connect(addr, "node-1").unwrap().await.unwrap()
-}
-
-fn envelope(body: Request) -> RequestEnvelope {
-    RequestEnvelope {
-        cluster_id: "proc-test".into(),
-        request_id: RequestId([9; 16]),
-        body,
-    }
-}
-
-/// One request on its own stream of `conn`, with `trailer` bytes after it.
-async fn ask_on(
-    conn: &quinn::Connection,
-    body: Request,
-    trailer: &[u8],
-) -> Result<Response, String> {
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    write_frame(&mut send, &envelope(body), DEFAULT_MAX_FRAME_BYTES)
-        .await
-        .map_err(|e| e.to_string())?;
-    // A refused request is answered without reading the trailer.
-    if write_trailer(&mut send, trailer).await.is_ok() {
-        let _ = send.finish();
-    }
-    match read_frame::<_, Response>(&mut recv, DEFAULT_MAX_FRAME_BYTES).await {
-        Ok(Some(r)) => Ok(r),
-        Ok(None) => Err("closed without an answer".into()),
-        Err(e) => Err(e.to_string()),
-    }
-}
 
 /// A stream that has sent half a frame header and waits: it holds a stream and a
 /// request slot on the node until dropped.
@@ -158,8 +120,13 @@ async fn frames_records_batches_and_requests_in_flight_are_bounded() {
          max_requests_per_connection = 4\nmax_record_bytes = 4096\nmax_batch_records = 8\n",
     )
     .await;
-    let operator = connect(&cluster.identity("op", Role::Operator, None), addr).await;
-    let conn = connect(&gateway, addr).await;
+    let operator = connect(
+        &cluster.identity("op", Role::Operator, None),
+        addr,
+        "node-1",
+    )
+    .await;
+    let conn = connect(&gateway, addr, "node-1").await;
 
     // Frame: an envelope one kibibyte over 64 KiB.
     let reason = "x".repeat(65 * 1024);
@@ -243,7 +210,7 @@ async fn frames_records_batches_and_requests_in_flight_are_bounded() {
     refusal(busy, ErrorKind::Busy, "max_requests_per_connection");
     // Other connections, of the same identity too, are served meanwhile.
     pong(&operator).await;
-    pong(&connect(&gateway, addr).await).await;
+    pong(&connect(&gateway, addr, "node-1").await).await;
     // Finishing the held requests frees the slots.
     drop(held);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -273,14 +240,19 @@ async fn streams_connections_and_staged_bytes_are_bounded() {
 
     // Streams: with four open, a fifth cannot be opened until one closes (QUIC flow
     // control), and the node keeps serving other connections.
-    let conn = connect(&gateway, addr).await;
+    let conn = connect(&gateway, addr, "node-1").await;
     let mut held = Vec::new();
     for _ in 0..4 {
         held.push(hold(&conn).await);
     }
     let fifth = tokio::time::timeout(Duration::from_millis(800), conn.open_bi()).await;
     assert!(fifth.is_err(), "a fifth stream opened past the limit of 4");
-    let operator = connect(&cluster.identity("op", Role::Operator, None), addr).await;
+    let operator = connect(
+        &cluster.identity("op", Role::Operator, None),
+        addr,
+        "node-1",
+    )
+    .await;
     pong(&operator).await;
     let (mut send, _recv) = held.pop().unwrap();
     send.reset(0u32.into()).unwrap();
@@ -293,7 +265,7 @@ async fn streams_connections_and_staged_bytes_are_bounded() {
 
     // Connections: the gateway holds two (conn and a second); a third is closed with
     // a reason naming the limit; once one closes, a new one is served.
-    let second = connect(&gateway, addr).await;
+    let second = connect(&gateway, addr, "node-1").await;
     pong(&second).await;
     // The third, through the client library's peer: its error carries the node's
     // reason for closing the connection.
@@ -307,7 +279,7 @@ async fn streams_connections_and_staged_bytes_are_bounded() {
     second.close(0u32.into(), b"done");
     let deadline = Instant::now() + Duration::from_secs(10);
     let fourth = loop {
-        let c = connect(&gateway, addr).await;
+        let c = connect(&gateway, addr, "node-1").await;
         if let Ok(Response::Pong { .. }) = ask_on(&c, Request::Ping, &[]).await {
             break c;
         }
@@ -332,6 +304,7 @@ async fn streams_connections_and_staged_bytes_are_bounded() {
     let other = connect(
         &cluster.identity("gateway-2", Role::Ingest, Some("dc")),
         addr,
+        "node-1",
     )
     .await;
     let (request, data) = stage(&items[3..]);

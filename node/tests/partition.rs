@@ -52,8 +52,27 @@ async fn an_isolated_leader_never_commits_and_the_majority_carries_on() {
     proxy.isolate(old);
 
     // The isolated leader is asked to commit a record (the ingest role, a valid
-    // placement): it cannot reach a majority, so it never acknowledges.
+    // placement, its own share staged there first): it cannot reach a majority, so
+    // it never acknowledges.
     let lost = RecordId::from_parts(1, [9; 10]);
+    let share = kakera_shamir::split(b"sealed bytes of the lost record", 3, 5)
+        .unwrap()
+        .remove(0)
+        .encode();
+    let staged = raw
+        .ask_with(
+            old_addr,
+            &format!("node-{old}"),
+            Request::StageShares {
+                items: vec![kakera_proto::StageItem {
+                    record: lost,
+                    size_bytes: share.len() as u64,
+                }],
+            },
+            &share,
+        )
+        .await;
+    assert!(matches!(staged, Ok(Response::Staged { .. })), "{staged:?}");
     let entry = RecordEntry {
         id: lost,
         meta: record(99).meta,
@@ -62,7 +81,11 @@ async fn an_isolated_leader_never_commits_and_the_majority_carries_on() {
             .map(|n| Holder {
                 node: n,
                 x: n as u8,
-                digest: Digest([n as u8; 32]),
+                digest: if n == old {
+                    Digest::of(&share)
+                } else {
+                    Digest([n as u8; 32])
+                },
             })
             .collect(),
         sealed_digest: Digest([0; 32]),

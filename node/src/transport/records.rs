@@ -327,6 +327,63 @@ pub async fn stage(
     }
 }
 
+/// Where this node (the leader) holds a share of a record in a commit, checks that the
+/// committer staged it here with the digest the entry names (or that it is committed
+/// with that digest: a repeated commit). A client stages every share before it
+/// commits, so anything else is a commit naming shares it never sent, or shares
+/// another identity staged: refused before anything is proposed.
+async fn staged_here(
+    ctx: &ServerContext,
+    identity: &Identity,
+    records: &[RecordEntry],
+) -> Result<(), Response> {
+    let node = ctx.node.id;
+    let mine: Vec<(RecordId, Digest)> = records
+        .iter()
+        .filter_map(|r| r.holder_on(node).map(|h| (r.id, h.digest)))
+        .collect();
+    if mine.is_empty() {
+        return Ok(());
+    }
+    let store = ctx.shares.clone();
+    let name = identity.name.clone();
+    let found = tokio::task::spawn_blocking(move || -> std::io::Result<Option<String>> {
+        for (id, digest) in mine {
+            if store.committed(&id)?.is_some_and(|s| s.digest == digest) {
+                continue;
+            }
+            match store.staged(&id)? {
+                Some(s) if s.digest == digest => {
+                    if let Some(other) = store.ledger().stager(&id).filter(|o| *o != name) {
+                        tracing::warn!(record = %id, committer = %name, stager = %other,
+                            "commit names shares another identity staged");
+                        return Ok(Some(format!(
+                            "record {id}: its shares were staged by another identity; \
+                             nothing of this batch was committed"
+                        )));
+                    }
+                }
+                _ => {
+                    return Ok(Some(format!(
+                        "record {id}: node {node}, one of its holders, holds no staged share \
+                         with the digest the entry names; stage every share before \
+                         committing; nothing of this batch was committed"
+                    )));
+                }
+            }
+        }
+        Ok(None)
+    })
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|r| r);
+    match found {
+        Ok(None) => Ok(()),
+        Ok(Some(reason)) => Err(error(ErrorKind::BadRequest, reason)),
+        Err(e) => Err(internal(e)),
+    }
+}
+
 /// Commits a batch of staged records: the leader checks each entry's shape and the
 /// placement rules against the config, then proposes one entry for the batch.
 pub async fn commit(
@@ -375,6 +432,12 @@ pub async fn commit(
                 format!("record {}: placement refused: {v}", r.id),
             );
         }
+    }
+    if !ctx.raft.is_leader() {
+        return not_leader(ctx);
+    }
+    if let Err(refusal) = staged_here(ctx, identity, &records).await {
+        return refusal;
     }
     let count = records.len();
     kakera_net::crash::point("commit.received");

@@ -10,6 +10,7 @@
 
 pub mod history;
 pub mod proxy;
+pub mod raw;
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
@@ -99,6 +100,8 @@ pub struct LocalCluster {
     pub listen: Vec<Option<std::net::SocketAddr>>,
     /// The zone private key whose public half is in the config (readers load it).
     pub zone_key: [u8; 32],
+    /// The nodes' RUST_LOG (default `info`).
+    pub rust_log: String,
 }
 
 impl LocalCluster {
@@ -153,6 +156,7 @@ impl LocalCluster {
             children: (0..n).map(|_| None).collect(),
             listen: (0..n).map(|_| None).collect(),
             zone_key: *private.as_bytes(),
+            rust_log: "info".into(),
         }
     }
 
@@ -185,7 +189,7 @@ impl LocalCluster {
             .arg(&self.config_path)
             .arg("--node")
             .arg(id.to_string())
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &self.rust_log)
             .env(kakera_net::crash::ENV, self.crash_file(id))
             .stdout(Stdio::null())
             .stderr(log);
