@@ -38,7 +38,11 @@ fuzz_target!(|data: &[u8]| {
         let announced = u64::from(u16::from_be_bytes([*a, *b]));
         let mut r = rest;
         if let Ok(t) = ready(read_trailer(&mut r, announced, LIMIT_BYTES)) {
-            assert_eq!(t.len() as u64, announced, "a trailer is exactly its announced size");
+            assert_eq!(
+                t.len() as u64,
+                announced,
+                "a trailer is exactly its announced size"
+            );
         }
     }
 });

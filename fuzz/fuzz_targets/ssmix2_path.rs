@@ -5,14 +5,17 @@
 use std::path::Path;
 
 use kakera_client::anonymize::{Message, ResearchKey, rows_of};
-use kakera_proto::{Date, RecordKind, RecordMeta, SubjectTag};
 use kakera_client::ssmix2::parse_relative;
+use kakera_proto::{Date, RecordKind, RecordMeta, SubjectTag};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(file) = parse_relative(Path::new(text)) {
-            assert!(text.contains(&file.patient_id), "the patient id comes from the path");
+            assert!(
+                text.contains(&file.patient_id),
+                "the patient id comes from the path"
+            );
         }
     }
     if Message::parse(data).is_ok() {
