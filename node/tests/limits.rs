@@ -10,13 +10,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::LocalCluster;
-use common::raw::{ask_on, connect};
+use common::raw::{ask_on, connect, stage_request};
 use kakera_net::TlsFiles;
 use kakera_proto::catalog::{EraseTarget, Holder, RecordEntry};
 use kakera_proto::record::{RecordKind, RecordMeta};
-use kakera_proto::{
-    Date, Digest, ErrorKind, RecordId, Request, Response, Role, StageItem, SubjectTag,
-};
+use kakera_proto::{Date, Digest, ErrorKind, RecordId, Request, Response, Role, SubjectTag};
 
 /// A stream that has sent half a frame header and waits: it holds a stream and a
 /// request slot on the node until dropped.
@@ -72,19 +70,6 @@ fn shares(count: u8, len: usize) -> Vec<(RecordId, Vec<u8>)> {
             (RecordId([i + 1; 16]), share.encode())
         })
         .collect()
-}
-
-fn stage(items: &[(RecordId, Vec<u8>)]) -> (Request, Vec<u8>) {
-    let request = Request::StageShares {
-        items: items
-            .iter()
-            .map(|(record, share)| StageItem {
-                record: *record,
-                size_bytes: share.len() as u64,
-            })
-            .collect(),
-    };
-    (request, items.iter().flat_map(|(_, s)| s.clone()).collect())
 }
 
 fn entry(id: u8, sealed_len: u64) -> RecordEntry {
@@ -160,14 +145,14 @@ async fn frames_records_batches_and_requests_in_flight_are_bounded() {
         ErrorKind::TooLarge,
         "max_batch_records",
     );
-    let (request, data) = stage(&shares(9, 64));
+    let (request, data) = stage_request(&shares(9, 64));
     refusal(
         ask_on(&conn, request, &data).await,
         ErrorKind::TooLarge,
         "max_batch_records",
     );
     // Eight shares are staged.
-    let (request, data) = stage(&shares(8, 64));
+    let (request, data) = stage_request(&shares(8, 64));
     match ask_on(&conn, request, &data).await {
         Ok(Response::Staged { digests }) => assert_eq!(digests.len(), 8),
         other => panic!("eight shares were not staged: {other:?}"),
@@ -175,7 +160,7 @@ async fn frames_records_batches_and_requests_in_flight_are_bounded() {
 
     // Record size: a share and a commit one byte over what 4096-byte records need.
     let big = shares(1, 4096 + 2048 + 1);
-    let (request, data) = stage(&big);
+    let (request, data) = stage_request(&big);
     refusal(
         ask_on(&conn, request, &data).await,
         ErrorKind::TooLarge,
@@ -290,12 +275,12 @@ async fn streams_connections_and_staged_bytes_are_bounded() {
     // Staged bytes: three shares of 5000-byte records fit in 16 KiB, a fourth does not;
     // another identity still stages.
     let items = shares(4, 5000);
-    let (request, data) = stage(&items[..3]);
+    let (request, data) = stage_request(&items[..3]);
     match ask_on(&fourth, request, &data).await {
         Ok(Response::Staged { digests }) => assert_eq!(digests.len(), 3),
         other => panic!("three shares were not staged: {other:?}"),
     }
-    let (request, data) = stage(&items[3..]);
+    let (request, data) = stage_request(&items[3..]);
     refusal(
         ask_on(&fourth, request, &data).await,
         ErrorKind::TooLarge,
@@ -307,7 +292,7 @@ async fn streams_connections_and_staged_bytes_are_bounded() {
         "node-1",
     )
     .await;
-    let (request, data) = stage(&items[3..]);
+    let (request, data) = stage_request(&items[3..]);
     match ask_on(&other, request, &data).await {
         Ok(Response::Staged { digests }) => assert_eq!(digests.len(), 1),
         other => panic!("another identity could not stage: {other:?}"),

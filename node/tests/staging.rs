@@ -10,8 +10,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::LocalCluster;
+use common::raw::stage_request;
 use kakera_node::shares::ShareStore;
-use kakera_proto::{Digest, ErrorKind, RecordId, Request, Response, Role, StageItem};
+use kakera_proto::{Digest, ErrorKind, RecordId, Request, Response, Role};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_stages_shares_durably_and_everyone_else_is_refused() {
@@ -86,18 +87,4 @@ async fn ingest_stages_shares_durably_and_everyone_else_is_refused() {
         assert_eq!(&staged.bytes, share);
         assert!(store.committed(record).unwrap().is_none());
     }
-}
-
-/// A staging request for `items` and the share bytes that follow it.
-fn stage_request(items: &[(RecordId, Vec<u8>)]) -> (Request, Vec<u8>) {
-    let request = Request::StageShares {
-        items: items
-            .iter()
-            .map(|(record, share)| StageItem {
-                record: *record,
-                size_bytes: share.len() as u64,
-            })
-            .collect(),
-    };
-    (request, items.iter().flat_map(|(_, s)| s.clone()).collect())
 }

@@ -38,8 +38,10 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
 }
 
 /// Decodes a value written by [`encode`]: checks the version byte, bounds every
-/// allocation, and refuses trailing bytes.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+/// allocation, and refuses trailing bytes and non-canonical encodings, so a value has
+/// exactly one encoding (no two byte strings a hash or a signature could tell apart
+/// decode to the same value).
+pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     let Some((&version, body)) = bytes.split_first() else {
         return Err(ProtoError::Malformed {
             reason: "empty message".into(),
@@ -65,6 +67,26 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     if used != body.len() {
         return Err(ProtoError::Malformed {
             reason: format!("{} trailing bytes", body.len() - used),
+        });
+    }
+    // bincode's varints accept longer forms of a value than the minimal one it writes
+    // (found by fuzz/fuzz_targets/messages.rs). Every other field has one encoding
+    // (fixed-size values, 0/1 for bools and option tags, exact UTF-8), and a longer
+    // varint makes the whole encoding longer, so the canonical encoding is the only
+    // one of the length it would be written at.
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(&value, &mut size, config()).map_err(|e| {
+        ProtoError::Malformed {
+            reason: e.to_string(),
+        }
+    })?;
+    if size.bytes_written != body.len() {
+        return Err(ProtoError::Malformed {
+            reason: format!(
+                "non-canonical encoding: {} bytes where the value encodes to {}",
+                body.len(),
+                size.bytes_written
+            ),
         });
     }
     Ok(value)

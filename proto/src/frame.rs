@@ -78,7 +78,7 @@ where
 pub async fn read_frame<R, T>(r: &mut R, max_frame_bytes: u32) -> Result<Option<T>>
 where
     R: AsyncRead + Unpin,
-    T: DeserializeOwned,
+    T: serde::Serialize + DeserializeOwned,
 {
     match read_raw_frame(r, max_frame_bytes).await? {
         Some(body) => codec::decode(&body).map(Some),

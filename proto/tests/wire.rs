@@ -382,6 +382,36 @@ fn malformed_messages_get_clear_errors() {
     assert!(codec::decode::<RequestEnvelope>(&hostile).is_err());
 }
 
+/// Regression (fuzz/fuzz_targets/messages.rs, frame_decode.rs): bincode's varints also
+/// accept longer forms of a value; `decode` refuses them, so every value has exactly
+/// one encoding (P3, P5: digests and the audit chain are taken over encodings).
+#[tokio::test]
+async fn non_canonical_encodings_are_refused() {
+    // Request variant 5 with a u32 written as the three-byte form of 0.
+    let canonical = [FORMAT_VERSION, 5, 0, 0, 128];
+    let stretched = [FORMAT_VERSION, 5, 251, 0, 0, 0, 128];
+    let value = codec::decode::<Request>(&canonical).unwrap();
+    assert_eq!(codec::encode(&value).unwrap(), canonical);
+    match codec::decode::<Request>(&stretched) {
+        Err(ProtoError::Malformed { reason }) => assert!(reason.contains("non-canonical")),
+        other => panic!("a stretched varint decoded: {other:?}"),
+    }
+    // The frame the fuzzer found: whatever decodes must re-encode to the same bytes.
+    let found: [u8; 52] = [
+        0x00, 0x00, 0x00, 0x2f, 0x01, 0x00, 0x10, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11,
+        0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x00, 0x00, 0x00, 0x2f, 0x01, 0x00,
+        0x10, 0x00, 0x00, 0xfc, 0xfc, 0xfc, 0xfc, 0xfc, 0xfc, 0xfc, 0xfc, 0xfc, 0x01, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x01, 0x60, 0xff,
+    ];
+    let mut r = &found[..];
+    if let Ok(Some(env)) = read_frame::<_, RequestEnvelope>(&mut r, 1 << 20).await {
+        let used = found.len() - r.len();
+        let mut again = Vec::new();
+        write_frame(&mut again, &env, 1 << 20).await.unwrap();
+        assert_eq!(again, &found[..used]);
+    }
+}
+
 #[tokio::test]
 async fn frames_round_trip_and_enforce_limits() {
     let msg = envelope(Request::RaftAppend {

@@ -153,7 +153,10 @@ pub mod keys {
     }
 }
 
-fn get<T: serde::de::DeserializeOwned>(db: &DB, key: &[u8]) -> io::Result<Option<T>> {
+fn get<T: serde::Serialize + serde::de::DeserializeOwned>(
+    db: &DB,
+    key: &[u8],
+) -> io::Result<Option<T>> {
     db.get_pinned_cf(cf(db, CF_CATALOG)?, key)
         .map_err(io::Error::other)?
         .map(|b| decode(&b))
@@ -259,7 +262,7 @@ impl StateMachine {
     /// order after `after`, and where the next page starts. With `primary` the
     /// values under the prefix are the items; otherwise the keys are an index and
     /// `lookup` fetches each item (an index key without an item is skipped).
-    fn page<T: serde::de::DeserializeOwned>(
+    fn page<T: serde::Serialize + serde::de::DeserializeOwned>(
         &self,
         prefix: &[u8],
         primary: bool,

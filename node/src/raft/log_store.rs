@@ -35,7 +35,10 @@ impl LogStore {
         LogStore { db }
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
+    fn get_meta<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> io::Result<Option<T>> {
         let bytes = self
             .db
             .get_cf(cf(&self.db, CF_RAFT_META)?, key)
@@ -54,7 +57,9 @@ pub(crate) fn encode<T: serde::Serialize>(value: &T) -> io::Result<Vec<u8>> {
     kakera_proto::codec::encode(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
+pub(crate) fn decode<T: serde::Serialize + serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> io::Result<T> {
     kakera_proto::codec::decode(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 

@@ -74,7 +74,7 @@ fn network(e: impl std::fmt::Display) -> RPCError<TypeConfig> {
 }
 
 impl QuicConnection {
-    async fn call<T: DeserializeOwned>(
+    async fn call<T: serde::Serialize + DeserializeOwned>(
         &self,
         body: Request,
         trailer: &[u8],

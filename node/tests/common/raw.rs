@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use kakera_net::{QuicLimits, TlsFiles, TlsMaterial};
 use kakera_proto::frame::{DEFAULT_MAX_FRAME_BYTES, read_frame, write_frame, write_trailer};
-use kakera_proto::{Request, RequestEnvelope, RequestId, Response};
+use kakera_proto::{RecordId, Request, RequestEnvelope, RequestId, Response, StageItem};
 
 /// A raw QUIC connection to the node `server_name` at `addr` under `files`.
 pub async fn connect(files: &TlsFiles, addr: SocketAddr, server_name: &str) -> quinn::Connection {
@@ -55,4 +55,18 @@ pub async fn send_bytes(conn: &quinn::Connection, bytes: &[u8]) -> Result<Respon
         Ok(None) => Err("closed without an answer".into()),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// A staging request for `items` and the share bytes that follow it.
+pub fn stage_request(items: &[(RecordId, Vec<u8>)]) -> (Request, Vec<u8>) {
+    let request = Request::StageShares {
+        items: items
+            .iter()
+            .map(|(record, share)| StageItem {
+                record: *record,
+                size_bytes: share.len() as u64,
+            })
+            .collect(),
+    };
+    (request, items.iter().flat_map(|(_, s)| s.clone()).collect())
 }
