@@ -13,7 +13,7 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::raw::{ask_on, connect, send_bytes};
+use common::raw::{ask_on, connect, refused, send_bytes};
 use common::{LocalCluster, clients, entries, leader_node, open_grant, wait_all_applied};
 use kakera_client::NewRecord;
 use kakera_proto::catalog::{Grant, GrantScope, Holder, ListFilter, RecordEntry};
@@ -36,13 +36,6 @@ fn meta(n: u8) -> RecordMeta {
         source: "adversarial".into(),
         effective: Date::new(2026, 2, 1).unwrap(),
         data_kind: None,
-    }
-}
-
-fn refused(r: &Result<Response, String>, kinds: &[ErrorKind], what: &str) -> String {
-    match r {
-        Ok(Response::Error(e)) if kinds.contains(&e.kind) => e.message.clone(),
-        other => panic!("{what}: expected a refusal ({kinds:?}), got {other:?}"),
     }
 }
 

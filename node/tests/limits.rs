@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::LocalCluster;
-use common::raw::{ask_on, connect, stage_request};
+use common::raw::{ask_on, connect, refused, stage_request};
 use kakera_net::TlsFiles;
 use kakera_proto::catalog::{EraseTarget, Holder, RecordEntry};
 use kakera_proto::record::{RecordKind, RecordMeta};
@@ -24,19 +24,14 @@ async fn hold(conn: &quinn::Connection) -> (quinn::SendStream, quinn::RecvStream
     (send, recv)
 }
 
+/// A refusal of `kind` whose message names `names`.
 fn refusal(r: Result<Response, String>, kind: ErrorKind, names: &str) -> String {
-    match r {
-        Ok(Response::Error(e)) => {
-            assert_eq!(e.kind, kind, "{}", e.message);
-            assert!(
-                e.message.contains(names),
-                "the refusal should name {names}: {}",
-                e.message
-            );
-            e.message
-        }
-        other => panic!("expected a {kind:?} refusal naming {names}, got {other:?}"),
-    }
+    let message = refused(&r, &[kind], names);
+    assert!(
+        message.contains(names),
+        "the refusal should name {names}: {message}"
+    );
+    message
 }
 
 async fn pong(conn: &quinn::Connection) {

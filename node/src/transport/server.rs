@@ -80,12 +80,6 @@ impl ConnectionCounts {
             name: name.to_string(),
         })
     }
-
-    /// Live connections of `name`.
-    pub fn live(&self, name: &str) -> u32 {
-        let map = self.by_name.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(name).copied().unwrap_or(0)
-    }
 }
 
 impl Drop for ConnectionSlot<'_> {
@@ -218,13 +212,7 @@ async fn busy(mut send: quinn::SendStream, mut recv: quinn::RecvStream, limit: u
              (max_requests_per_connection); retry when one finishes"
         ),
     );
-    if write_frame(&mut send, &response, DEFAULT_MAX_FRAME_BYTES)
-        .await
-        .is_ok()
-        && write_trailer(&mut send, &[]).await.is_ok()
-    {
-        let _ = send.finish();
-    }
+    let _ = respond(&mut send, &response, &[]).await;
 }
 
 async fn handle_stream(
@@ -266,15 +254,22 @@ async fn handle_stream(
             Vec::new(),
         ),
     };
-    let sent = async {
-        write_frame(&mut send, &response, DEFAULT_MAX_FRAME_BYTES).await?;
-        write_trailer(&mut send, &trailer).await
-    };
-    if let Err(e) = sent.await {
+    if let Err(e) = respond(&mut send, &response, &trailer).await {
         tracing::debug!(peer = %identity.name, error = %e, "could not send the response");
-        return;
     }
+}
+
+/// Writes the answer and its trailer, then finishes the stream.
+async fn respond(
+    send: &mut quinn::SendStream,
+    response: &Response,
+    trailer: &[u8],
+) -> Result<(), ProtoError> {
+    write_frame(send, response, DEFAULT_MAX_FRAME_BYTES).await?;
+    write_trailer(send, trailer).await?;
+    // The peer may already have gone; its answer was written as far as it could be.
     let _ = send.finish();
+    Ok(())
 }
 
 async fn handle_request(

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use kakera_net::{QuicLimits, TlsFiles, TlsMaterial};
 use kakera_proto::frame::{DEFAULT_MAX_FRAME_BYTES, read_frame, write_frame, write_trailer};
-use kakera_proto::{RecordId, Request, RequestEnvelope, RequestId, Response, StageItem};
+use kakera_proto::{ErrorKind, RecordId, Request, RequestEnvelope, RequestId, Response, StageItem};
 
 /// A raw QUIC connection to the node `server_name` at `addr` under `files`.
 pub async fn connect(files: &TlsFiles, addr: SocketAddr, server_name: &str) -> quinn::Connection {
@@ -69,4 +69,12 @@ pub fn stage_request(items: &[(RecordId, Vec<u8>)]) -> (Request, Vec<u8>) {
             .collect(),
     };
     (request, items.iter().flat_map(|(_, s)| s.clone()).collect())
+}
+
+/// The message of a refusal of one of `kinds`; panics naming `what` otherwise.
+pub fn refused(r: &Result<Response, String>, kinds: &[ErrorKind], what: &str) -> String {
+    match r {
+        Ok(Response::Error(e)) if kinds.contains(&e.kind) => e.message.clone(),
+        other => panic!("{what}: expected a refusal ({kinds:?}), got {other:?}"),
+    }
 }
