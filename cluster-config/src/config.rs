@@ -23,6 +23,7 @@
 //! zone = "dc"
 //! addr = "127.0.0.1:7101"
 //! data_dir = "data/node-1"               # relative to this file
+//! metrics_addr = "127.0.0.1:9101"         # optional: HTTP /metrics, /healthz, /readyz
 //!
 //! [limits]                               # optional, each field too
 //! max_record_bytes = 67108864
@@ -227,6 +228,10 @@ pub struct NodeConfig {
     /// Where the node keeps its RocksDB and keys (resolved against the config file's
     /// directory by [`ClusterConfig::load`]).
     pub data_dir: PathBuf,
+    /// Where the node serves Prometheus metrics and its health and readiness over
+    /// plain HTTP (TCP), apart from the QUIC path; none when absent. Meant for a
+    /// local or management address: it shows counts and states, never record data.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// The largest node id: Raft member ids carry the node id in their low 32 bits and an
@@ -424,6 +429,8 @@ struct RawNode {
     zone: Spanned<String>,
     addr: Spanned<String>,
     data_dir: Spanned<String>,
+    #[serde(default)]
+    metrics_addr: Option<Spanned<String>>,
 }
 
 /// Collects issues with their lines.
@@ -589,6 +596,7 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut addrs: HashMap<String, usize> = HashMap::new();
     let mut dirs: HashMap<String, usize> = HashMap::new();
+    let mut metrics_addrs: HashMap<String, usize> = HashMap::new();
     if raw.nodes.is_empty() {
         issues.list.push(Issue {
             line: None,
@@ -684,6 +692,32 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
                 &format!("data_dir \"{dir}\""),
             );
         }
+        let metrics_addr = match &r.metrics_addr {
+            None => None,
+            Some(m) => match m.get_ref().parse::<SocketAddr>() {
+                Ok(a) => {
+                    issues.unique(
+                        &mut metrics_addrs,
+                        a.to_string(),
+                        m.span(),
+                        field("metrics_addr"),
+                        &format!("metrics address {a}"),
+                    );
+                    Some(a)
+                }
+                Err(_) => {
+                    issues.at(
+                        m.span(),
+                        field("metrics_addr"),
+                        format!(
+                            "\"{}\" is not an IP address with a port, like 127.0.0.1:9101",
+                            m.get_ref()
+                        ),
+                    );
+                    None
+                }
+            },
+        };
         if let Some(addr) = addr {
             nodes.push(NodeConfig {
                 id: *r.id.get_ref(),
@@ -692,6 +726,7 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
                 zone: r.zone.get_ref().clone(),
                 addr,
                 data_dir: PathBuf::from(r.data_dir.get_ref()),
+                metrics_addr,
             });
         }
     }

@@ -351,3 +351,33 @@ fn limits_default_may_be_set_and_are_checked() {
         Err(ConfigError::Syntax { .. })
     ));
 }
+
+/// Operations (issue 9): the metrics address is optional, parsed, and unique.
+#[test]
+fn metrics_addresses_are_optional_parsed_and_unique() {
+    let c = ClusterConfig::parse(GOOD).unwrap();
+    assert!(c.nodes.iter().all(|n| n.metrics_addr.is_none()));
+
+    let with = GOOD
+        .replace(
+            "data_dir = \"data/node-1\"\n",
+            "data_dir = \"data/node-1\"\nmetrics_addr = \"127.0.0.1:9101\"\n",
+        )
+        .replace(
+            "data_dir = \"data/node-2\"\n",
+            "data_dir = \"data/node-2\"\nmetrics_addr = \"127.0.0.1:9102\"\n",
+        );
+    let c = ClusterConfig::parse(&with).unwrap();
+    assert_eq!(
+        c.node(1).unwrap().metrics_addr,
+        Some("127.0.0.1:9101".parse().unwrap())
+    );
+
+    let i = single_issue(&with.replace("127.0.0.1:9102", "127.0.0.1:9101"));
+    assert_eq!(i.field, "nodes[1].metrics_addr");
+    assert!(i.message.contains("first on line"), "{}", i.message);
+
+    let i = single_issue(&with.replace("127.0.0.1:9102", "localhost"));
+    assert_eq!(i.field, "nodes[1].metrics_addr");
+    assert!(i.message.contains("not an IP address"), "{}", i.message);
+}

@@ -43,6 +43,7 @@ impl Topology {
                 zone: "dc".into(),
                 addr: format!("127.0.0.1:{}", 7000 + i).parse().unwrap(),
                 data_dir: format!("d{i}").into(),
+                metrics_addr: None,
             })
             .collect()
     }

@@ -114,6 +114,20 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
             addr: bind,
             reason: e.to_string(),
         })?;
+    // Bound before anything starts, so a taken port fails the start cleanly.
+    let metrics_listener = match node.metrics_addr {
+        None => None,
+        Some(addr) => {
+            Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| NodeError::Listen {
+                        addr,
+                        reason: format!("metrics port: {e}"),
+                    })?,
+            )
+        }
+    };
 
     let data_dir: PathBuf = node.data_dir.clone();
     let db = crate::store::open(&data_dir.join("db"))?;
@@ -143,12 +157,20 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         peers: peers.clone(),
         view: Arc::new(crate::transport::repair::ClusterView::default()),
         connections: Default::default(),
+        metrics: crate::metrics::Metrics::new(),
     });
     let mut tasks = vec![tokio::spawn(serve(
         endpoint.clone(),
         ctx.clone(),
         shutdown_rx.clone(),
     ))];
+    if let Some(listener) = metrics_listener {
+        tasks.push(tokio::spawn(crate::metrics::serve_http(
+            listener,
+            ctx.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
     tasks.push(tokio::spawn(watch_health(ctx.clone(), shutdown_rx.clone())));
     tasks.push(tokio::spawn(
         Repairer::new(ctx.clone()).run(shutdown_rx.clone()),

@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod erasure;
 pub mod error;
 pub mod membership;
+pub mod metrics;
 pub mod raft;
 pub mod repair;
 pub mod shares;

@@ -181,6 +181,11 @@ impl StagingLedger {
         self.lock().by_identity.get(name).copied().unwrap_or(0)
     }
 
+    /// Bytes staged (and reserved) by all identities together.
+    pub fn total_bytes(&self) -> u64 {
+        self.lock().by_identity.values().sum()
+    }
+
     /// Who staged `record`'s share, if the ledger counts it.
     pub fn stager(&self, record: &RecordId) -> Option<String> {
         self.lock()
@@ -220,6 +225,20 @@ impl Drop for Reservation<'_> {
     }
 }
 
+/// RocksDB's estimates of what a node stores (they count deleted keys until a
+/// compaction drops them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShareEstimates {
+    /// Committed shares.
+    pub shares: u64,
+    /// Bytes of committed shares (live SST data and memtables).
+    pub share_bytes: u64,
+    /// Staged shares.
+    pub staged: u64,
+    /// Bytes of staged shares.
+    pub staged_bytes: u64,
+}
+
 /// The share store over the node's database.
 #[derive(Clone)]
 pub struct ShareStore {
@@ -245,6 +264,28 @@ impl ShareStore {
     /// Staged bytes per identity.
     pub fn ledger(&self) -> &StagingLedger {
         &self.ledger
+    }
+
+    /// RocksDB's estimates for the committed and staged shares (cheap: table
+    /// properties, no scan), for metrics.
+    pub fn estimates(&self) -> io::Result<ShareEstimates> {
+        let property = |name: &str, prop: &str| -> io::Result<u64> {
+            Ok(self
+                .db
+                .property_int_value_cf(cf(&self.db, name)?, prop)
+                .map_err(io::Error::other)?
+                .unwrap_or(0))
+        };
+        let bytes = |name: &str| -> io::Result<u64> {
+            Ok(property(name, "rocksdb.estimate-live-data-size")?
+                + property(name, "rocksdb.cur-size-all-mem-tables")?)
+        };
+        Ok(ShareEstimates {
+            shares: property(CF_SHARES, "rocksdb.estimate-num-keys")?,
+            share_bytes: bytes(CF_SHARES)?,
+            staged: property(CF_STAGED, "rocksdb.estimate-num-keys")?,
+            staged_bytes: bytes(CF_STAGED)?,
+        })
     }
 
     /// Stages shares (one synced write for all of them) and returns each digest.

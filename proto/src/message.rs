@@ -433,6 +433,41 @@ impl Operation {
 }
 
 impl Request {
+    /// The request's name for metrics and logs (the variant, in snake case).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Ping => "ping",
+            Request::Status => "status",
+            Request::RaftAppend { .. } => "raft_append",
+            Request::RaftVote { .. } => "raft_vote",
+            Request::RaftTransferLeader { .. } => "raft_transfer_leader",
+            Request::RaftSnapshot { .. } => "raft_snapshot",
+            Request::RaftJoin { .. } => "raft_join",
+            Request::StageShares { .. } => "stage_shares",
+            Request::CommitRecords { .. } => "commit_records",
+            Request::OpenRead { .. } => "open_read",
+            Request::FetchShares { .. } => "fetch_shares",
+            Request::OpenAudit { .. } => "open_audit",
+            Request::VerifyShares { .. } => "verify_shares",
+            Request::OpenErasureCheck { .. } => "open_erasure_check",
+            Request::ProbeShares { .. } => "probe_shares",
+            Request::SetNodeMode { .. } => "set_node_mode",
+            Request::Topology => "topology",
+            Request::RepairRun { .. } => "repair_run",
+            Request::RepairPrepare { .. } => "repair_prepare",
+            Request::RepairPad { .. } => "repair_pad",
+            Request::RepairContribute { .. } => "repair_contribute",
+            Request::List { .. } => "list",
+            Request::CreateGrant { .. } => "create_grant",
+            Request::RevokeGrant { .. } => "revoke_grant",
+            Request::ListGrants => "list_grants",
+            Request::Erase { .. } => "erase",
+            Request::ListErased { .. } => "list_erased",
+            Request::Lookup { .. } => "lookup",
+            Request::AuditLog { .. } => "audit_log",
+        }
+    }
+
     /// The operation this request asks for.
     pub fn operation(&self) -> Operation {
         match self {
@@ -623,6 +658,23 @@ pub enum ErrorKind {
     /// The connection already has as many requests in progress as the node allows;
     /// retry once some of them finish.
     Busy,
+}
+
+impl ErrorKind {
+    /// A short lowercase name for metrics and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::WrongCluster => "wrong_cluster",
+            ErrorKind::NotLeader { .. } => "not_leader",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Internal => "internal",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Busy => "busy",
+        }
+    }
 }
 
 /// A node's view of itself and the Raft group.

@@ -340,6 +340,16 @@ impl StateMachine {
         Ok(out)
     }
 
+    /// How many repairs are pending, counting at most `limit` (metrics).
+    pub fn pending_repair_count(&self, limit: usize) -> io::Result<u64> {
+        let mut n = 0u64;
+        self.scan_prefix(keys::REPAIR, keys::REPAIR, |_, _| {
+            n += 1;
+            Ok((n as usize) < limit)
+        })?;
+        Ok(n)
+    }
+
     /// The ticket opened by log entry `id`.
     pub fn ticket(&self, id: u64) -> io::Result<Option<Ticket>> {
         get(&self.db, &keys::ticket(id))

@@ -50,6 +50,8 @@ pub struct ServerContext {
     pub view: std::sync::Arc<super::repair::ClusterView>,
     /// Live connections per peer identity (`max_connections_per_peer`).
     pub connections: ConnectionCounts,
+    /// Request counts and latencies, read by the metrics port.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Live connections per identity name; a slot is given back when its guard drops.
@@ -184,6 +186,8 @@ async fn handle_connection(incoming: quinn::Incoming, ctx: Arc<ServerContext>) {
                     }
                     Err(_) => {
                         tracing::debug!(%remote, peer = %identity.name, "busy: request refused");
+                        ctx.metrics
+                            .observe("unread", "busy", std::time::Duration::ZERO);
                         tokio::spawn(busy(send, recv, limits.max_requests_per_connection));
                     }
                 }
@@ -222,6 +226,7 @@ async fn handle_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
+    let arrived = std::time::Instant::now();
     let read = tokio::time::timeout(
         std::time::Duration::from_millis(REQUEST_READ_TIMEOUT_MS),
         read_frame::<_, RequestEnvelope>(&mut recv, ctx.max_frame_bytes),
@@ -230,12 +235,17 @@ async fn handle_stream(
         // A peer that opens a stream and never finishes its request would hold a
         // request slot of its connection for ever.
         tracing::debug!(peer = %identity.name, "request not sent in time: stream dropped");
+        ctx.metrics.observe("unread", "timeout", arrived.elapsed());
         let _ = recv.stop(0u32.into());
         let _ = send.reset(0u32.into());
         return;
     };
+    let mut name = "unreadable";
     let (response, trailer) = match read {
-        Ok(Some(env)) => handle_request(&ctx, &identity, remote, env, &mut recv).await,
+        Ok(Some(env)) => {
+            name = env.body.name();
+            handle_request(&ctx, &identity, remote, env, &mut recv).await
+        }
         Ok(None) => return,
         Err(ProtoError::TooLarge {
             size_bytes,
@@ -257,6 +267,8 @@ async fn handle_stream(
     if let Err(e) = respond(&mut send, &response, &trailer).await {
         tracing::debug!(peer = %identity.name, error = %e, "could not send the response");
     }
+    ctx.metrics
+        .observe(name, crate::metrics::outcome(&response), arrived.elapsed());
 }
 
 /// Writes the answer and its trailer, then finishes the stream.

@@ -80,6 +80,37 @@ impl Ca {
     }
 }
 
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` from a node's metrics port: (status, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {out}")))?;
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((status, body.to_string()))
+}
+
+/// The value of the sample `name` (with its labels, as printed) in a metrics page.
+pub fn metric(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
 fn free_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -94,6 +125,8 @@ pub struct LocalCluster {
     pub ca: Ca,
     pub ids: Vec<u64>,
     pub addrs: Vec<std::net::SocketAddr>,
+    /// Each node's metrics and health port (HTTP).
+    pub metrics: Vec<std::net::SocketAddr>,
     pub children: Vec<Option<Child>>,
     /// Where each node listens when it is not its config address (a fault proxy
     /// stands at the config address).
@@ -133,7 +166,11 @@ impl LocalCluster {
             racks_toml.join(", ")
         );
         let mut addrs = Vec::new();
+        let mut metrics = Vec::new();
         for id in 1..=n {
+            let metrics_addr: std::net::SocketAddr =
+                format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+            metrics.push(metrics_addr);
             let port = free_port();
             let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
             addrs.push(addr);
@@ -141,7 +178,7 @@ impl LocalCluster {
             let data = dir.join(format!("data/{name}"));
             ca.issue(&data, "node", &name, Role::Node, None);
             toml.push_str(&format!(
-                "\n[[nodes]]\nid = {id}\nname = \"{name}\"\nrack = \"{}\"\nzone = \"dc\"\naddr = \"{addr}\"\ndata_dir = \"data/{name}\"\n",
+                "\n[[nodes]]\nid = {id}\nname = \"{name}\"\nrack = \"{}\"\nzone = \"dc\"\naddr = \"{addr}\"\ndata_dir = \"data/{name}\"\nmetrics_addr = \"{metrics_addr}\"\n",
                 node_racks[id as usize - 1]
             ));
         }
@@ -153,6 +190,7 @@ impl LocalCluster {
             ca,
             ids: (1..=n).collect(),
             addrs,
+            metrics,
             children: (0..n).map(|_| None).collect(),
             listen: (0..n).map(|_| None).collect(),
             zone_key: *private.as_bytes(),

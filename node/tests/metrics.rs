@@ -1,0 +1,141 @@
+//! Operations (issue 9): every node serves Prometheus metrics, health and readiness on
+//! its own HTTP port, apart from QUIC. A scrape after stores and reads shows them
+//! counted by request and outcome, the Raft indexes, the shares held and the audit
+//! log; readiness turns 503 with a reason when the node loses its quorum.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is the failure report
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{clients, http_get, leader_node, metric, open_grant, start, wait_all_applied};
+use kakera_client::NewRecord;
+use kakera_proto::{Date, RecordKind, RecordMeta, SubjectTag};
+
+fn record(i: u8) -> NewRecord {
+    NewRecord {
+        meta: RecordMeta {
+            subject: SubjectTag([i; 32]),
+            kind: RecordKind::Checkup,
+            source: "metrics-test".into(),
+            effective: Date::new(2026, 4, 1).unwrap(),
+            data_kind: None,
+        },
+        data: vec![i; 4096],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_serve_metrics_health_and_readiness() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(dir.path(), 5).await;
+    let (operator, gateway, reader) = clients(&cluster);
+    open_grant(&operator, "metrics-job", "anon-job").await;
+    let ids = gateway
+        .put_batch((1..=20).map(record).collect())
+        .await
+        .unwrap();
+    let read = reader.get_batch("metrics-job", &ids).await.unwrap();
+    assert_eq!(read.records.len(), 20);
+    wait_all_applied(&operator).await;
+
+    let mut leaders = 0;
+    let mut shares_total = 0.0;
+    let mut applied = Vec::new();
+    for (i, addr) in cluster.metrics.iter().enumerate() {
+        let (code, body) = http_get(*addr, "/healthz").await.unwrap();
+        assert_eq!((code, body.as_str()), (200, "ok\n"), "node {}", i + 1);
+        let (code, body) = http_get(*addr, "/readyz").await.unwrap();
+        assert_eq!(code, 200, "node {}: {body}", i + 1);
+
+        let (code, page) = http_get(*addr, "/metrics").await.unwrap();
+        assert_eq!(code, 200);
+        let get = |name: &str| {
+            metric(&page, name).unwrap_or_else(|| panic!("node {}: no {name} in\n{page}", i + 1))
+        };
+        leaders += get("kakera_raft_leader") as u32;
+        assert!(get("kakera_raft_term") >= 1.0);
+        assert!(get("kakera_ready") == 1.0);
+        applied.push(get("kakera_raft_applied_index"));
+        assert!(get("kakera_raft_committed_index") >= get("kakera_raft_applied_index"));
+        assert!(get("kakera_audit_entries") >= 3.0, "grant, commit, read");
+        shares_total += get("kakera_shares");
+        // Every node holds shares of some of the 20 records (placement spreads them)
+        // and was asked to stage them.
+        assert!(
+            get(r#"kakera_requests_total{request="stage_shares",outcome="ok"}"#) >= 1.0,
+            "node {}",
+            i + 1
+        );
+        assert!(get(r#"kakera_request_duration_seconds_count{request="stage_shares"}"#) >= 1.0);
+        assert!(get("kakera_share_bytes") > 0.0, "node {}", i + 1);
+        assert_eq!(get("kakera_repair_pending_moves"), 0.0);
+        // Nothing of a record or a share shows on this port: only numbers and names.
+        for line in page.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.starts_with("kakera_"), "unexpected line: {line}");
+        }
+    }
+    assert_eq!(leaders, 1, "exactly one node reports itself leader");
+    assert!(applied.windows(2).all(|w| w[0] == w[1]), "{applied:?}");
+    // RocksDB's key estimate: 20 records x 5 shares.
+    assert!(
+        (100.0..=110.0).contains(&shares_total),
+        "shares over all nodes: {shares_total}"
+    );
+
+    // Commits and reads were counted at the node that answered them.
+    let mut commits = 0.0;
+    let mut fetches = 0.0;
+    for addr in &cluster.metrics {
+        let (_, page) = http_get(*addr, "/metrics").await.unwrap();
+        commits += metric(
+            &page,
+            r#"kakera_requests_total{request="commit_records",outcome="ok"}"#,
+        )
+        .unwrap_or(0.0);
+        fetches += metric(
+            &page,
+            r#"kakera_requests_total{request="fetch_shares",outcome="ok"}"#,
+        )
+        .unwrap_or(0.0);
+    }
+    assert!(commits >= 1.0 && fetches >= 3.0, "{commits} {fetches}");
+
+    // Other paths and methods get a clear answer.
+    let (code, body) = http_get(cluster.metrics[0], "/").await.unwrap();
+    assert_eq!(code, 404);
+    assert!(body.contains("/metrics"), "{body}");
+
+    // A node that lost its quorum (the leader and two more gone) is alive but not
+    // ready, and says why.
+    let leader = leader_node(&operator).await.unwrap();
+    let mut gone = vec![leader];
+    gone.extend(cluster.ids.iter().copied().filter(|&n| n != leader).take(2));
+    let survivor = cluster
+        .ids
+        .iter()
+        .copied()
+        .find(|n| !gone.contains(n))
+        .unwrap();
+    for &id in &gone {
+        cluster.kill(id);
+    }
+    let port = cluster.metrics[survivor as usize - 1];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, body) = http_get(port, "/readyz").await.unwrap();
+        if code == 503 {
+            assert!(body.contains("no leader"), "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still ready without a quorum: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (code, _) = http_get(port, "/healthz").await.unwrap();
+    assert_eq!(code, 200);
+    let (_, page) = http_get(port, "/metrics").await.unwrap();
+    assert_eq!(metric(&page, "kakera_ready"), Some(0.0));
+}
