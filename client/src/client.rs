@@ -18,6 +18,7 @@ use futures::stream::FuturesUnordered;
 use kakera_config::{ClusterConfig, NodeView, place};
 use kakera_net::{NetError, TlsFiles};
 use kakera_proto::audit::{AuditEntry, AuditQuery, ChainBreak, MAX_AUDIT_PAGE, verify_chain};
+use kakera_proto::backup::PartState;
 use kakera_proto::catalog::{
     EraseTarget, Grant, Holder, ListFilter, MAX_BATCH_RECORDS, MAX_LIST_PAGE, MAX_RECORD_BYTES,
     RecordEntry, RecordState, Ticket, Tombstone,
@@ -47,6 +48,46 @@ pub const LEADER_TIMEOUT_MS: u64 = 5_000;
 pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// The hedge fires this long after a fetch round starts (plus transfer time).
 pub const HEDGE_AFTER_MS: u64 = 40;
+
+/// How often [`Client::backup`] asks the nodes how their parts stand.
+pub const BACKUP_POLL_MS: u64 = 500;
+
+/// Where the parts of a backup stand, as [`Client::backup`] last saw them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackupReport {
+    /// The backup.
+    pub backup: kakera_proto::backup::BackupId,
+    /// The log index of its entry: every part is the state right after it.
+    pub log_index: u64,
+    /// Its directory under the config's `[backup] root`.
+    pub dir: String,
+    /// One per configured node.
+    pub parts: Vec<BackupPartReport>,
+}
+
+/// One node's part.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackupPartReport {
+    /// The node.
+    pub node: u64,
+    /// Its name.
+    pub name: String,
+    /// Its rack (the part is under `<dir>/<rack>/<name>`).
+    pub rack: String,
+    /// What the node said last.
+    pub state: PartState,
+    /// Why the node could not be asked, at the last attempt.
+    pub unreachable: Option<String>,
+}
+
+impl BackupReport {
+    /// Whether every node wrote its part.
+    pub fn complete(&self) -> bool {
+        self.parts
+            .iter()
+            .all(|p| matches!(p.state, PartState::Done(_)))
+    }
+}
 
 /// A record to store.
 #[derive(Clone)]
@@ -629,6 +670,73 @@ impl Client {
         }
     }
 
+    /// Takes a cluster backup into `dir` (under the config's `[backup] root`, on every
+    /// node): one Raft entry, then every node's part is awaited until it is written
+    /// or failed, or `timeout` passes. The report says where each part stands.
+    pub async fn backup(&self, dir: &str, timeout: Duration) -> Result<BackupReport, ClientError> {
+        kakera_proto::backup::validate_backup_dir(dir)?;
+        let answer = self
+            .leader_call(Request::Backup {
+                dir: dir.to_string(),
+            })
+            .await?;
+        let Response::BackupStarted { backup, log_index } = answer else {
+            return Err(unexpected(&answer));
+        };
+        let deadline = Instant::now() + timeout;
+        let nodes = self.config().nodes.clone();
+        let mut parts: Vec<BackupPartReport> = nodes
+            .iter()
+            .map(|n| BackupPartReport {
+                node: n.id,
+                name: n.name.clone(),
+                rack: n.rack.clone(),
+                state: PartState::Unknown,
+                unreachable: None,
+            })
+            .collect();
+        // Bounded by the deadline; each round sleeps.
+        loop {
+            let waiting: Vec<usize> = (0..parts.len())
+                .filter(|&i| !matches!(parts[i].state, PartState::Done(_) | PartState::Failed(_)))
+                .collect();
+            if waiting.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            let asks = waiting.iter().map(|&i| {
+                let node = parts[i].node;
+                async move {
+                    let answer = self
+                        .conn
+                        .call(
+                            node,
+                            Request::BackupStatus { backup },
+                            Duration::from_millis(LEADER_TIMEOUT_MS),
+                        )
+                        .await;
+                    (i, answer)
+                }
+            });
+            for (i, answer) in futures::future::join_all(asks).await {
+                match answer {
+                    Ok(Response::BackupPart(state)) => {
+                        parts[i].state = *state;
+                        parts[i].unreachable = None;
+                    }
+                    Ok(other) => parts[i].unreachable = Some(unexpected(&other).to_string()),
+                    Err(e) => parts[i].unreachable = Some(e.to_string()),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(BACKUP_POLL_MS)).await;
+        }
+        Ok(BackupReport {
+            backup,
+            log_index,
+            dir: dir.to_string(),
+            parts,
+        })
+    }
+
     /// The nodes that take new shares (active and alive, by the leader); every
     /// configured node if the leader cannot say (the leader's placement check and
     /// staging still refuse what cannot work).
@@ -1126,6 +1234,8 @@ fn response_name(r: &Response) -> &'static str {
         Response::Erased { .. } => "erased",
         Response::Tombstones { .. } => "tombstones",
         Response::Lookup { .. } => "lookup",
+        Response::BackupStarted { .. } => "backup started",
+        Response::BackupPart(_) => "backup part",
     }
 }
 

@@ -25,6 +25,9 @@
 //! data_dir = "data/node-1"               # relative to this file
 //! metrics_addr = "127.0.0.1:9101"         # optional: HTTP /metrics, /healthz, /readyz
 //!
+//! [backup]                               # optional: where nodes write backup parts
+//! root = "/var/backups/kakera"           # relative to this file; per rack storage
+//!
 //! [limits]                               # optional, each field too
 //! max_record_bytes = 67108864
 //! max_staged_bytes_per_identity = 4294967296
@@ -261,6 +264,11 @@ pub struct ClusterConfig {
     pub staging: StagingConfig,
     /// What one peer may ask of a node (`[limits]`, all fields optional).
     pub limits: LimitsConfig,
+    /// Where nodes write backup parts (`[backup] root`; resolved against the config
+    /// file's directory). Each node resolves it on its own machine: mount each rack's
+    /// backup store there, so that no store receives more than one rack's parts.
+    /// Without it, backups are refused.
+    pub backup_root: Option<PathBuf>,
 }
 
 impl ClusterConfig {
@@ -282,6 +290,9 @@ impl ClusterConfig {
         config.ca_cert = base.join(&config.ca_cert);
         for node in &mut config.nodes {
             node.data_dir = base.join(&node.data_dir);
+        }
+        if let Some(root) = &mut config.backup_root {
+            *root = base.join(&*root);
         }
         Ok((config, text))
     }
@@ -374,6 +385,14 @@ struct RawConfig {
     staging: Option<Spanned<RawStaging>>,
     #[serde(default)]
     limits: Option<Spanned<RawLimits>>,
+    #[serde(default)]
+    backup: Option<Spanned<RawBackup>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackup {
+    root: Spanned<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -800,6 +819,17 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
         }
     }
 
+    let backup_root = match &raw.backup {
+        None => None,
+        Some(b) => {
+            let root = b.get_ref().root.get_ref();
+            if root.trim().is_empty() {
+                issues.at(b.get_ref().root.span(), "backup.root", "must not be empty");
+            }
+            Some(PathBuf::from(root))
+        }
+    };
+
     // The policy against the topology (only meaningful once the parts are valid).
     if issues.list.is_empty() {
         for problem in crate::placement::policy_problems(&policy, &nodes) {
@@ -824,6 +854,7 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
         health,
         staging,
         limits,
+        backup_root,
     })
 }
 

@@ -381,3 +381,20 @@ fn metrics_addresses_are_optional_parsed_and_unique() {
     assert_eq!(i.field, "nodes[1].metrics_addr");
     assert!(i.message.contains("not an IP address"), "{}", i.message);
 }
+
+/// Operations (issue 9): the backup root is optional, resolved against the config's
+/// directory, and never empty.
+#[test]
+fn backup_root_is_optional_and_resolved() {
+    assert_eq!(ClusterConfig::parse(GOOD).unwrap().backup_root, None);
+    let with = format!("{GOOD}\n[backup]\nroot = \"backups\"\n");
+    let c = ClusterConfig::parse(&with).unwrap();
+    assert_eq!(c.backup_root, Some("backups".into()));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.toml");
+    std::fs::write(&path, &with).unwrap();
+    let c = ClusterConfig::load(&path).unwrap();
+    assert_eq!(c.backup_root, Some(dir.path().join("backups")));
+    let i = single_issue(&format!("{GOOD}\n[backup]\nroot = \" \"\n"));
+    assert_eq!(i.field, "backup.root");
+}

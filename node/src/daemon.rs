@@ -145,6 +145,7 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
     let raft = parts.raft.clone();
 
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let backups = Arc::new(crate::backup::BackupBoard::default());
     let ctx = Arc::new(ServerContext {
         node: node.clone(),
         config: config.clone(),
@@ -158,6 +159,7 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         view: Arc::new(crate::transport::repair::ClusterView::default()),
         connections: Default::default(),
         metrics: crate::metrics::Metrics::new(),
+        backups: backups.clone(),
     });
     let mut tasks = vec![tokio::spawn(serve(
         endpoint.clone(),
@@ -171,6 +173,15 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
             shutdown_rx.clone(),
         )));
     }
+    tasks.push(tokio::spawn(
+        crate::backup::Exporter {
+            config: config.clone(),
+            node: node.clone(),
+            signal: parts.state.backup_signal(),
+            board: backups,
+        }
+        .run(shutdown_rx.clone()),
+    ));
     tasks.push(tokio::spawn(watch_health(ctx.clone(), shutdown_rx.clone())));
     tasks.push(tokio::spawn(
         Repairer::new(ctx.clone()).run(shutdown_rx.clone()),

@@ -37,4 +37,7 @@ pub enum NodeError {
     /// Raft refused or failed an operation.
     #[error("raft: {0}")]
     Raft(String),
+    /// A backup part cannot be restored here; the sentence says why.
+    #[error("restore: {0}")]
+    Restore(String),
 }

@@ -55,7 +55,7 @@ fn encode_value(at_ms: u64, digest: &Digest, bytes: &[u8]) -> Vec<u8> {
     v
 }
 
-fn decode_value(v: &[u8]) -> io::Result<StoredShare> {
+pub(crate) fn decode_value(v: &[u8]) -> io::Result<StoredShare> {
     if v.len() < HEADER_BYTES || v[0] != VALUE_VERSION {
         return Err(io::Error::other(
             "stored share value has an unknown format version or is truncated",

@@ -45,6 +45,11 @@ pub fn open(dir: &Path) -> io::Result<Arc<DB>> {
     Ok(Arc::new(db))
 }
 
+/// Opens a node database (a backup checkpoint) for reading only.
+pub fn open_read_only(dir: &Path) -> io::Result<DB> {
+    DB::open_cf_for_read_only(&Options::default(), dir, ALL_CFS, false).map_err(io::Error::other)
+}
+
 /// A column family handle; an error (not a panic) if the database lacks it.
 pub fn cf<'a>(db: &'a DB, name: &str) -> io::Result<&'a ColumnFamily> {
     db.cf_handle(name)

@@ -99,6 +99,20 @@ pub enum AuditAction {
         /// Why.
         reason: String,
     },
+    /// An operator took a cluster backup: every node wrote its part at this entry.
+    Backup {
+        /// The backup's id (hex).
+        backup: String,
+        /// Its directory under the config's `[backup] root`.
+        dir: String,
+    },
+    /// The cluster was restored from a backup: entries before this one are the
+    /// backed-up cluster's, up to the backup's entry; later ones are the restored
+    /// cluster's.
+    Restored {
+        /// The backup's id (hex).
+        backup: String,
+    },
 }
 
 impl AuditAction {
@@ -106,6 +120,8 @@ impl AuditAction {
     pub fn as_str(&self) -> &'static str {
         match self {
             AuditAction::InitCluster => "init-cluster",
+            AuditAction::Backup { .. } => "backup",
+            AuditAction::Restored { .. } => "restored",
             AuditAction::RegisterIncarnation { .. } => "register-incarnation",
             AuditAction::Membership { .. } => "membership",
             AuditAction::SetMeta { .. } => "set-meta",

@@ -39,6 +39,8 @@ pub fn is_allowed(role: Role, op: Operation) -> bool {
         // Whether ids are committed or erased, subjects opted out: ingest needs it to
         // be idempotent; operators and auditors to check.
         Operation::Lookup => matches!(role, Role::Ingest | Role::Operator | Role::Auditor),
+        // Backups are the operators' (nodes write them under the config's root).
+        Operation::Backup => role == Role::Operator,
     }
 }
 
@@ -198,6 +200,8 @@ mod tests {
             (Role::Node | Role::Ingest | Role::Reader | Role::Auditor, Operation::Erase) => false,
             (Role::Ingest | Role::Operator | Role::Auditor, Operation::Lookup) => true,
             (Role::Node | Role::Reader, Operation::Lookup) => false,
+            (Role::Operator, Operation::Backup) => true,
+            (Role::Node | Role::Ingest | Role::Reader | Role::Auditor, Operation::Backup) => false,
         };
         for role in Role::ALL {
             for op in Operation::ALL {

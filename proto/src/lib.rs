@@ -15,6 +15,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod catalog;
 pub mod codec;
 pub mod error;

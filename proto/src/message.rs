@@ -253,6 +253,18 @@ pub enum Request {
         /// What to select.
         query: AuditQuery,
     },
+    /// Take a cluster backup (operator; at the leader): one Raft entry, at which
+    /// every node checkpoints its state and writes its part under
+    /// `<[backup] root>/<dir>/<rack>/<node>/`.
+    Backup {
+        /// The backup's directory under the root ([`crate::backup::validate_backup_dir`]).
+        dir: String,
+    },
+    /// Where this node's part of a backup stands (operator; any node).
+    BackupStatus {
+        /// The backup.
+        backup: crate::backup::BackupId,
+    },
 }
 
 /// A masked-repair session, as the new holder runs it.
@@ -384,11 +396,13 @@ pub enum Operation {
     Erase,
     /// [`Request::Lookup`].
     Lookup,
+    /// [`Request::Backup`], [`Request::BackupStatus`].
+    Backup,
 }
 
 impl Operation {
     /// Every operation, for exhaustive authorization tests.
-    pub const ALL: [Operation; 17] = [
+    pub const ALL: [Operation; 18] = [
         Operation::Ping,
         Operation::Status,
         Operation::Raft,
@@ -406,6 +420,7 @@ impl Operation {
         Operation::Repair,
         Operation::Erase,
         Operation::Lookup,
+        Operation::Backup,
     ];
 
     /// A short name for logs and metrics.
@@ -428,6 +443,7 @@ impl Operation {
             Operation::Repair => "repair",
             Operation::Erase => "erase",
             Operation::Lookup => "lookup",
+            Operation::Backup => "backup",
         }
     }
 }
@@ -465,6 +481,8 @@ impl Request {
             Request::ListErased { .. } => "list_erased",
             Request::Lookup { .. } => "lookup",
             Request::AuditLog { .. } => "audit_log",
+            Request::Backup { .. } => "backup",
+            Request::BackupStatus { .. } => "backup_status",
         }
     }
 
@@ -492,6 +510,7 @@ impl Request {
             Request::AuditLog { .. } | Request::ListErased { .. } => Operation::AuditLog,
             Request::Erase { .. } => Operation::Erase,
             Request::Lookup { .. } => Operation::Lookup,
+            Request::Backup { .. } | Request::BackupStatus { .. } => Operation::Backup,
             Request::SetNodeMode { .. } => Operation::NodeAdmin,
             Request::Topology => Operation::Topology,
             Request::RepairRun { .. }
@@ -622,6 +641,15 @@ pub enum Response {
         /// Sequence number and hash of the newest entry in the whole log.
         head: Option<(u64, [u8; 32])>,
     },
+    /// Answer to [`Request::Backup`]: the entry is committed and applied at the leader.
+    BackupStarted {
+        /// The backup's id.
+        backup: crate::backup::BackupId,
+        /// The log index of its entry.
+        log_index: u64,
+    },
+    /// Answer to [`Request::BackupStatus`].
+    BackupPart(Box<crate::backup::PartState>),
 }
 
 /// Why a request was refused or failed, in words the caller can act on.

@@ -14,7 +14,9 @@ use kakera_node::daemon::{self, NodeOptions};
 #[command(
     version,
     about,
-    after_help = "Example:\n  kakera-node --config cluster.toml --node 1"
+    after_help = "Examples:\n  kakera-node --config cluster.toml --node 1\n  \
+                  kakera-node --config cluster.toml --node 1 --restore-from /var/backups/kakera/2026-11-21\n\n\
+                  Exit codes: 0 stopped cleanly or restored, 1 failed (the log says why), 2 usage."
 )]
 struct Args {
     /// The cluster config file.
@@ -31,8 +33,14 @@ struct Args {
     key: Option<PathBuf>,
     /// Bind here instead of the node's config address, which peers and clients keep
     /// using (for a node behind a NAT or a proxy), e.g. 10.0.0.5:7101.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "restore_from")]
     listen: Option<std::net::SocketAddr>,
+    /// Restore this node's data directory from its part of a backup (the directory
+    /// `kakera backup` wrote, `<[backup] root>/<dir>`), print what was restored as
+    /// JSON, and exit without starting. Run it on every node of the new cluster
+    /// before starting any.
+    #[arg(long, value_name = "BACKUP_DIR")]
+    restore_from: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -62,6 +70,16 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), String> {
     let (config, text) = ClusterConfig::load_with_text(&args.config).map_err(|e| e.to_string())?;
+    if let Some(from) = &args.restore_from {
+        let report = kakera_node::backup::restore(&config, args.node, from)
+            .await
+            .map_err(|e| e.to_string())?;
+        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), "{json}").map_err(|e| e.to_string())?;
+        tracing::info!(member = %report.member, shares = report.shares, "restored");
+        return Ok(());
+    }
     let node = config
         .node(args.node)
         .ok_or_else(|| format!("node {} is not in {}", args.node, args.config.display()))?;

@@ -122,6 +122,14 @@ pub enum ClientAction {
         /// Why.
         reason: String,
     },
+    /// Take a cluster backup (operator): applying it, every node checkpoints its
+    /// state and writes its part (see `crate::backup`).
+    Backup {
+        /// The backup's id, drawn by the leader.
+        backup: kakera_proto::backup::BackupId,
+        /// Its directory under the config's `[backup] root`.
+        dir: String,
+    },
 }
 
 impl fmt::Display for Command {
@@ -161,6 +169,7 @@ impl fmt::Display for Command {
                         EraseTarget::Records(ids) => format!("Erase({} records)", ids.len()),
                         EraseTarget::Subject(_) => "Erase(subject)".to_string(),
                     },
+                    ClientAction::Backup { backup, dir } => format!("Backup({backup}, {dir})"),
                 };
                 write!(f, "{what} by {}", actor.name)
             }

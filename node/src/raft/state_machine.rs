@@ -62,6 +62,8 @@ pub struct StateMachine {
     shares: ShareStore,
     /// Wakes this node's purger after an erase entry or a snapshot install.
     purge: crate::erasure::PurgeSignal,
+    /// Wakes this node's backup exporter after a backup entry.
+    backups: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -91,7 +93,20 @@ impl StateMachine {
             node_id,
             shares,
             purge: crate::erasure::PurgeSignal::default(),
+            backups: Arc::default(),
         })
+    }
+
+    /// The signal this state machine gives the node's backup exporter.
+    pub fn backup_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.backups.clone()
+    }
+
+    /// The node's data directory (the snapshot directory's parent).
+    pub fn data_dir(&self) -> PathBuf {
+        self.snapshot_dir
+            .parent()
+            .map_or_else(|| self.snapshot_dir.clone(), std::path::Path::to_path_buf)
     }
 
     /// The signal this state machine gives the node's purger.
@@ -141,21 +156,7 @@ impl StateMachine {
     fn read_meta(
         &self,
     ) -> io::Result<(Option<LogIdOf<TypeConfig>>, StoredMembershipOf<TypeConfig>)> {
-        let meta_cf = cf(&self.db, CF_SM_META)?;
-        let applied = self
-            .db
-            .get_cf(meta_cf, KEY_LAST_APPLIED)
-            .map_err(io::Error::other)?
-            .map(|b| decode(&b))
-            .transpose()?;
-        let membership = self
-            .db
-            .get_cf(meta_cf, KEY_LAST_MEMBERSHIP)
-            .map_err(io::Error::other)?
-            .map(|b| decode(&b))
-            .transpose()?
-            .unwrap_or_default();
-        Ok((applied, membership))
+        read_meta_of(&self.db)
     }
 
     /// Appends `entry` to the audit log in `batch`: numbers it, links it to the head,
@@ -565,6 +566,24 @@ impl StateMachine {
                 };
                 (r, action, None, records)
             }
+            ClientAction::Backup { backup, dir } => {
+                let action = AuditAction::Backup {
+                    backup: backup.to_string(),
+                    dir: dir.clone(),
+                };
+                let r = if actor.role != kakera_proto::Role::Operator {
+                    CommandResponse::Forbidden {
+                        reason: format!("role '{}' may not take backups", actor.role),
+                    }
+                } else if let Err(e) = kakera_proto::backup::validate_backup_dir(dir) {
+                    CommandResponse::Refused {
+                        reason: e.to_string(),
+                    }
+                } else {
+                    CommandResponse::Applied
+                };
+                (r, action, None, Vec::new())
+            }
             ClientAction::RevokeGrant { job, reason } => {
                 let action = AuditAction::RevokeGrant {
                     reason: reason.clone(),
@@ -951,6 +970,105 @@ fn same_grant(a: &kakera_proto::catalog::Grant, b: &kakera_proto::catalog::Grant
         && a.approval == b.approval
 }
 
+/// The last applied log id and membership recorded in a node database.
+fn read_meta_of(
+    db: &DB,
+) -> io::Result<(Option<LogIdOf<TypeConfig>>, StoredMembershipOf<TypeConfig>)> {
+    let meta_cf = cf(db, CF_SM_META)?;
+    let applied = db
+        .get_cf(meta_cf, KEY_LAST_APPLIED)
+        .map_err(io::Error::other)?
+        .map(|b| decode(&b))
+        .transpose()?;
+    let membership = db
+        .get_cf(meta_cf, KEY_LAST_MEMBERSHIP)
+        .map_err(io::Error::other)?
+        .map(|b| decode(&b))
+        .transpose()?
+        .unwrap_or_default();
+    Ok((applied, membership))
+}
+
+/// The catalog's key/value pairs, in key order.
+pub type CatalogDump = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A node database's catalog as a snapshot file (the format Raft snapshots are kept
+/// in): meta (last applied id, membership) and every catalog pair. For backups, read
+/// from a checkpoint.
+pub fn snapshot_file_of(db: &DB) -> io::Result<Vec<u8>> {
+    let (last_log_id, last_membership) = read_meta_of(db)?;
+    let data = encode(&catalog_dump(db)?)?;
+    encode(&SnapshotFile {
+        meta: SnapshotMetaOf::<TypeConfig> {
+            last_log_id,
+            last_membership,
+        },
+        data,
+    })
+}
+
+/// Reads a snapshot file: its meta and the catalog pairs.
+pub fn read_snapshot_file(bytes: &[u8]) -> io::Result<(SnapshotMetaOf<TypeConfig>, CatalogDump)> {
+    let file: SnapshotFile = decode(bytes)?;
+    let dump: CatalogDump = decode(&file.data)?;
+    Ok((file.meta, dump))
+}
+
+/// Encodes catalog pairs as snapshot data (what [`RaftStateMachine::install_snapshot`]
+/// takes).
+pub fn snapshot_data(dump: &CatalogDump) -> io::Result<Vec<u8>> {
+    encode(dump)
+}
+
+/// The catalog a restored cluster starts from: the backup's, with every node's
+/// incarnation replaced by the restored one (the old members are gone) and one audit
+/// entry `Restored` appended to the chain (seq, link and time as every entry's), at
+/// the backup entry's log index. Deterministic: every node of a restore computes the
+/// same catalog from the same backup.
+pub fn restored_catalog(
+    dump: CatalogDump,
+    incarnations: &std::collections::BTreeMap<u64, u64>,
+    backup: kakera_proto::backup::BackupId,
+    log_index: u64,
+) -> io::Result<CatalogDump> {
+    let mut map: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = dump
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with(INCARNATION_PREFIX))
+        .collect();
+    for (node, raft_id) in incarnations {
+        let mut k = INCARNATION_PREFIX.to_vec();
+        k.extend_from_slice(&node.to_be_bytes());
+        map.insert(k, encode(raft_id)?);
+    }
+    let head: AuditHead = map
+        .get(keys::AUDIT_HEAD)
+        .map(|v| decode(v))
+        .transpose()?
+        .unwrap_or_default();
+    let entry = AuditEntry {
+        seq: head.seq + 1,
+        prev: head.hash,
+        log_index,
+        at_ms: head.at_ms,
+        actor: Actor::cluster(),
+        request_id: None,
+        action: AuditAction::Restored {
+            backup: backup.to_string(),
+        },
+        job: None,
+        records: Vec::new(),
+        outcome: Outcome::Applied,
+    };
+    let new_head = AuditHead {
+        seq: entry.seq,
+        hash: entry.hash(),
+        at_ms: entry.at_ms,
+    };
+    map.insert(keys::audit(entry.seq), encode(&entry)?);
+    map.insert(keys::AUDIT_HEAD.to_vec(), encode(&new_head)?);
+    Ok(map.into_iter().collect())
+}
+
 fn catalog_dump(db: &DB) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let snap = db.snapshot();
     let mut out = Vec::new();
@@ -1055,6 +1173,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             if erasing {
                 kakera_net::crash::point("erase.applied");
                 self.purge.erased();
+            }
+            if let EntryPayload::Normal(Command::Client {
+                action: ClientAction::Backup { backup, dir },
+                at_ms,
+                ..
+            }) = &entry.payload
+                && response == CommandResponse::Applied
+            {
+                // The state right after this entry, on every node: a checkpoint now
+                // holds exactly what the catalog and this node's shares were at it.
+                crate::backup::checkpoint_at_apply(
+                    &self.db,
+                    &self.data_dir(),
+                    *backup,
+                    dir,
+                    log_id.index(),
+                    *at_ms,
+                );
+                self.backups.notify_one();
             }
             if let Some(r) = responder {
                 r.send(response);

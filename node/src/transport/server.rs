@@ -52,6 +52,8 @@ pub struct ServerContext {
     pub connections: ConnectionCounts,
     /// Request counts and latencies, read by the metrics port.
     pub metrics: crate::metrics::Metrics,
+    /// This node's backup parts.
+    pub backups: Arc<crate::backup::BackupBoard>,
 }
 
 /// Live connections per identity name; a slot is given back when its guard drops.
@@ -430,6 +432,10 @@ async fn dispatch(
             limit,
         } => super::erase::list_erased(ctx, subject, after, limit).await,
         Request::Lookup { records, subjects } => super::erase::lookup(ctx, records, subjects).await,
+        Request::Backup { dir } => super::backup::start(ctx, identity, request_id, dir).await,
+        Request::BackupStatus { backup } => {
+            Response::BackupPart(Box::new(ctx.backups.state(&ctx.node.data_dir, backup)))
+        }
         Request::RaftSnapshot {
             to,
             header,
