@@ -266,3 +266,172 @@ fn grant_and_audit_arguments_are_checked_before_anything_is_sent() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("32 hex digits"), "{}", stderr(&o));
 }
+
+/// Every leaf command of `kakera` (as `kakera --help` lists them, recursively).
+fn leaf_commands(prefix: &[String]) -> Vec<Vec<String>> {
+    let mut args: Vec<&str> = prefix.iter().map(String::as_str).collect();
+    args.push("--help");
+    let o = kakera(&args);
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    let help = String::from_utf8_lossy(&o.stdout).into_owned();
+    let Some(list) = help.split("Commands:\n").nth(1) else {
+        return vec![prefix.to_vec()];
+    };
+    let mut out = Vec::new();
+    for line in list.lines() {
+        if line.is_empty() || !line.starts_with("  ") {
+            break;
+        }
+        let name = line.split_whitespace().next().unwrap();
+        if name == "help" {
+            continue;
+        }
+        let mut next = prefix.to_vec();
+        next.push(name.to_string());
+        out.extend(leaf_commands(&next));
+    }
+    out
+}
+
+/// Operations (issue 9): every command documents an example and the exit codes, and
+/// takes --json.
+#[test]
+fn every_command_has_an_example_exit_codes_and_json() {
+    let top = kakera(&["--help"]);
+    let top_help = String::from_utf8_lossy(&top.stdout);
+    for needle in ["Exit codes:", "  0 ", "  1 ", "  2 ", "  3 ", "--json"] {
+        assert!(
+            top_help.contains(needle),
+            "{needle:?} missing from:\n{top_help}"
+        );
+    }
+    let leaves = leaf_commands(&[]);
+    assert!(leaves.len() >= 27, "{leaves:?}");
+    for leaf in leaves {
+        let mut args: Vec<&str> = leaf.iter().map(String::as_str).collect();
+        args.push("--help");
+        let help = String::from_utf8_lossy(&kakera(&args).stdout).into_owned();
+        assert!(help.contains("Example"), "{leaf:?} has no example:\n{help}");
+        assert!(help.contains("--json"), "{leaf:?} takes no --json:\n{help}");
+    }
+}
+
+fn json_of(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not one JSON value ({e}): {}",
+            String::from_utf8_lossy(&o.stdout)
+        )
+    })
+}
+
+/// Operations (issue 9): offline commands print one JSON object with --json, errors
+/// too, and the exit codes are the documented ones.
+#[test]
+fn json_output_and_exit_codes() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let d = |p: &str| dir.path().join(p).to_str().unwrap().to_string();
+
+    let o = kakera(&["ca", "init", "--dir", &d("pki"), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        json_of(&o)["ca_cert"]
+            .as_str()
+            .unwrap()
+            .ends_with("ca.crt.pem")
+    );
+
+    let o = kakera(&[
+        "ca",
+        "issue",
+        "--ca-dir",
+        &d("pki"),
+        "--role",
+        "reader",
+        "--zone",
+        "hsz",
+        "--name",
+        "job-1",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v = json_of(&o);
+    assert_eq!(
+        (v["role"].as_str(), v["zone"].as_str()),
+        (Some("reader"), Some("hsz"))
+    );
+
+    let o = kakera(&["zone", "keygen", "--out", &d("zone"), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(json_of(&o)["public_key"].as_str().unwrap().len(), 64);
+    // The private key never appears in the output.
+    let private = std::fs::read_to_string(dir.path().join("zone/zone.key")).unwrap();
+    for line in private.lines().filter(|l| l.len() >= 32) {
+        assert!(!String::from_utf8_lossy(&o.stdout).contains(line.trim()));
+    }
+
+    let o = kakera(&["linkage", "keygen", "--out", &d("linkage.key"), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = kakera(&[
+        "subject-tag",
+        "--facility",
+        "1310000001",
+        "--patient",
+        "0001",
+        "--linkage-key",
+        &d("linkage.key"),
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(json_of(&o)["subject"].as_str().unwrap().len(), 64);
+
+    // 1: a problem found (an invalid config), as JSON too.
+    std::fs::write(dir.path().join("bad.toml"), "cluster_id = \"x\"\n").unwrap();
+    let o = kakera(&["config", "check", &d("bad.toml"), "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v = json_of(&o);
+    assert_eq!(v["exit_code"], 1);
+    assert!(!v["error"].as_str().unwrap().is_empty(), "{v}");
+
+    // 2: usage.
+    let o = kakera(&["backup"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = kakera(&["status", "--no-such-flag"]);
+    assert_eq!(o.status.code(), Some(2));
+
+    // 3: a file that is not there.
+    let o = kakera(&["config", "check", &d("missing.toml"), "--json"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(json_of(&o)["exit_code"], 3);
+
+    // A restore whose part is missing: a sentence, exit 1.
+    std::fs::create_dir_all(dir.path().join("node")).unwrap();
+    let good = format!(
+        "cluster_id = \"c\"\nca_cert = \"pki/ca.crt.pem\"\nracks = [\"a\", \"b\", \"c\"]\n\
+         [policy]\nk = 2\nn = 3\n[zones.dc]\n{}",
+        (1..=3)
+            .map(|i| format!(
+                "[[nodes]]\nid = {i}\nname = \"n{i}\"\nrack = \"{}\"\nzone = \"dc\"\n\
+                 addr = \"127.0.0.1:{}\"\ndata_dir = \"node/{i}\"\n",
+                ["a", "b", "c"][i - 1],
+                7100 + i
+            ))
+            .collect::<String>()
+    );
+    std::fs::write(dir.path().join("good.toml"), good).unwrap();
+    let node_binary = Path::new(env!("CARGO_BIN_EXE_kakera")).with_file_name("kakera-node");
+    if node_binary.exists() {
+        let o = kakera(&[
+            "restore",
+            &d("no-backup"),
+            "--config",
+            &d("good.toml"),
+            "--node",
+            "1",
+            "--json",
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        let v = json_of(&o);
+        assert!(v["error"].as_str().unwrap().contains("part.json"), "{v}");
+    }
+}

@@ -23,11 +23,21 @@ use kakera_proto::{Date, RecordId, RecordKind, Role, SubjectTag};
 
 /// kakera: secret-sharing storage for health records.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, after_help = EXIT_CODES)]
 struct Cli {
+    /// Print the result as JSON on stdout (one object, or one per line for lists);
+    /// an error is printed as {"error": ..., "exit_code": ...}. Progress stays on
+    /// stderr.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Cmd,
 }
+
+/// The exit codes every command uses (also in docs/operations.md).
+const EXIT_CODES: &str = "Exit codes:\n  0  done; nothing wrong found\n  1  the command ran and found a problem, or the cluster refused (invalid config, \
+refused request, unhealthy cluster, failed verification, incomplete backup)\n  2  bad usage (unknown flag, missing argument)\n  3  a file or the environment is unusable (unreadable file, no route to the cluster, \
+bad certificate)\n\nEvery command takes --json.";
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
@@ -68,9 +78,6 @@ enum Cmd {
         /// At most this many records.
         #[arg(long, default_value_t = 1000)]
         limit: usize,
-        /// Print JSON lines instead of a table.
-        #[arg(long)]
-        json: bool,
     },
     /// Run the demo against a running cluster: grant, ingest, read inside the zone,
     /// refusals, audit trail (scripts/demo.sh sets it up).
@@ -144,6 +151,43 @@ enum Cmd {
     /// Jobs that run inside the high-security zone under a grant.
     #[command(subcommand)]
     Job(JobCmd),
+    /// Take a consistent cluster backup (operator role): one Raft entry, at which every
+    /// node writes its part (RocksDB checkpoint of its shares and the catalog as a
+    /// Raft snapshot) to <[backup] root>/<DIR>/<rack>/<node>/ on its own machine.
+    /// Mount each rack's backup store at the root on that rack's nodes: no store then
+    /// holds k shares of any record. Exit 1 unless every node wrote its part.
+    #[command(
+        after_help = "Examples:\n  kakera backup 2026-11-21\n  kakera backup nightly/2026-11-21 --timeout-s 3600 --json"
+    )]
+    Backup {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// The backup's directory under the config's [backup] root (relative; letters,
+        /// digits, '-', '_', '.', '/').
+        dir: String,
+        /// Stop waiting for the nodes' parts after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout_s: u64,
+    },
+    /// Build this node's data directory from its part of a backup, offline, for a
+    /// fresh cluster: run it for every node (on the node's machine, with its rack's
+    /// backup store mounted) before starting any. Runs `kakera-node --restore-from`.
+    #[command(
+        after_help = "Example:\n  kakera restore /var/backups/kakera/2026-11-21 --config cluster.toml --node 3\n\nThe data directory must hold no database; certificates may already be there."
+    )]
+    Restore {
+        /// The backup's directory as this machine sees it: <[backup] root>/<DIR>.
+        backup_dir: PathBuf,
+        /// The cluster config file (the same cluster id and node names as the backup).
+        #[arg(long, env = "KAKERA_CONFIG")]
+        config: PathBuf,
+        /// The node to restore (its id in the config).
+        #[arg(long)]
+        node: u64,
+        /// The kakera-node binary (default: beside this one, else on PATH).
+        #[arg(long)]
+        node_binary: Option<PathBuf>,
+    },
     /// Show every node's state and the cluster's health (exit code 1 if unhealthy).
     #[command(
         after_help = "Example:\n  kakera status --config cluster.toml --cert ops.crt.pem --key ops.key.pem\n\nThe flags default to $KAKERA_CONFIG, $KAKERA_CERT and $KAKERA_KEY."
@@ -151,9 +195,6 @@ enum Cmd {
     Status {
         #[command(flatten)]
         cluster: ClusterArgs,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -183,9 +224,6 @@ enum IngestCmd {
         /// Write the ids of withdrawn records (stored earlier, now flag 0) to this file.
         #[arg(long)]
         withdrawn_out: Option<PathBuf>,
-        /// Print the summary as JSON.
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -300,9 +338,6 @@ enum GrantCmd {
     List {
         #[command(flatten)]
         cluster: ClusterArgs,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Revoke a grant: reads under it stop at once.
     #[command(
@@ -341,6 +376,7 @@ enum NodeCmd {
         timeout_s: u64,
     },
     /// Retire a drained node (it must hold no share); it may then be switched off.
+    #[command(after_help = "Example:\n  kakera node decommission 4 --reason \"hardware retired\"")]
     Decommission {
         #[command(flatten)]
         cluster: ClusterArgs,
@@ -351,6 +387,7 @@ enum NodeCmd {
         reason: String,
     },
     /// Give up on a dead node: its shares are regenerated on other nodes.
+    #[command(after_help = "Example:\n  kakera node remove 4 --reason \"disk failed, node gone\"")]
     Remove {
         #[command(flatten)]
         cluster: ClusterArgs,
@@ -361,6 +398,7 @@ enum NodeCmd {
         reason: String,
     },
     /// Return a node to service (after a drain, or a node newly added to the config).
+    #[command(after_help = "Example:\n  kakera node add 4 --reason \"disk replaced\"")]
     Add {
         #[command(flatten)]
         cluster: ClusterArgs,
@@ -398,9 +436,6 @@ enum AuditCmd {
         /// Most MB/s of shares the audit makes nodes read, so it does not starve jobs.
         #[arg(long)]
         rate: Option<f64>,
-        /// Print JSON lines (one per record, then a summary).
-        #[arg(long)]
-        json: bool,
     },
     /// Print audit entries (oldest first); --verify checks the whole hash chain.
     #[command(
@@ -421,9 +456,6 @@ enum AuditCmd {
         /// At most this many entries (default 10000 printed; an export takes all).
         #[arg(long)]
         limit: Option<usize>,
-        /// Print JSON lines.
-        #[arg(long)]
-        json: bool,
         /// Check the whole chain from the first entry to the head (exit 1 if broken).
         #[arg(long)]
         verify: bool,
@@ -459,9 +491,6 @@ enum AuditCmd {
         /// Every record erased with this subject's opt-out, and any still live.
         #[arg(long)]
         subject: Option<String>,
-        /// Print JSON lines (one per record).
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -696,31 +725,55 @@ enum Outcome {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli.command) {
+    let json = cli.json;
+    match run(cli.command, json) {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::Problem) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("error: {e}");
-            match e {
+            let code: u8 = match e {
                 ClientError::Config(ConfigError::Invalid { .. } | ConfigError::Syntax { .. })
                 | ClientError::Invalid(_)
                 | ClientError::Proto(kakera_proto::ProtoError::Invalid { .. })
                 | ClientError::Read { .. }
-                | ClientError::Net(kakera_net::NetError::Refused { .. }) => ExitCode::from(1),
-                _ => ExitCode::from(3),
+                | ClientError::Net(kakera_net::NetError::Refused { .. }) => 1,
+                _ => 3,
+            };
+            eprintln!("error: {e}");
+            if json {
+                json_line(&serde_json::json!({ "error": e.to_string(), "exit_code": code }));
             }
+            ExitCode::from(code)
         }
     }
 }
 
-fn run(cmd: Cmd) -> Result<Outcome, ClientError> {
+/// Prints `value` as one JSON line in JSON mode, else the text lines `text` gives.
+fn report(json: bool, value: serde_json::Value, text: impl FnOnce() -> Vec<String>) {
+    if json {
+        json_line(&value);
+    } else {
+        for line in text() {
+            println!("{line}");
+        }
+    }
+}
+
+fn run(cmd: Cmd, json: bool) -> Result<Outcome, ClientError> {
     match cmd {
         Cmd::Ca(CaCmd::Init { dir, name }) => {
             let (cert, key) = pki::init_ca(&dir, &name)?;
-            println!("created CA certificate {}", cert.display());
-            println!(
-                "created CA private key {} (mode 0600; keep it offline)",
-                key.display()
+            report(
+                json,
+                serde_json::json!({ "ca_cert": cert, "ca_key": key }),
+                || {
+                    vec![
+                        format!("created CA certificate {}", cert.display()),
+                        format!(
+                            "created CA private key {} (mode 0600; keep it offline)",
+                            key.display()
+                        ),
+                    ]
+                },
             );
         }
         Cmd::Ca(CaCmd::Issue {
@@ -736,26 +789,73 @@ fn run(cmd: Cmd) -> Result<Outcome, ClientError> {
                 ))
             })?;
             let out = out.unwrap_or_else(|| ca_dir.clone());
-            let (cert, key) = pki::issue(&ca_dir, &out, &IssueRequest { name, role, zone })?;
-            println!("issued {} (role {role})", cert.display());
-            println!("private key {} (mode 0600)", key.display());
+            let (cert, key) = pki::issue(
+                &ca_dir,
+                &out,
+                &IssueRequest {
+                    name: name.clone(),
+                    role,
+                    zone: zone.clone(),
+                },
+            )?;
+            report(
+                json,
+                serde_json::json!({
+                    "name": name, "role": role.as_str(), "zone": zone, "cert": cert, "key": key
+                }),
+                || {
+                    vec![
+                        format!("issued {} (role {role})", cert.display()),
+                        format!("private key {} (mode 0600)", key.display()),
+                    ]
+                },
+            );
         }
         Cmd::Config(ConfigCmd::Check { file }) => {
             let c = ClusterConfig::load(&file)?;
             let racks_used: std::collections::BTreeSet<&str> =
                 c.nodes.iter().map(|n| n.rack.as_str()).collect();
-            println!(
-                "ok: cluster '{}', {} nodes in {} racks, {}-of-{} with at most {} shares per rack, voters {:?}",
-                c.cluster_id,
-                c.nodes.len(),
-                racks_used.len(),
-                c.policy.k,
-                c.policy.n,
-                c.policy.max_shares_per_rack,
-                c.initial_voters()
+            report(
+                json,
+                serde_json::json!({
+                    "ok": true,
+                    "cluster_id": c.cluster_id,
+                    "nodes": c.nodes.len(),
+                    "racks": racks_used,
+                    "k": c.policy.k,
+                    "n": c.policy.n,
+                    "max_shares_per_rack": c.policy.max_shares_per_rack,
+                    "voters": c.initial_voters(),
+                    "backup_root": c.backup_root,
+                    "metrics": c.nodes.iter().filter_map(|n| n.metrics_addr.map(|a| (n.name.clone(), a.to_string()))).collect::<std::collections::BTreeMap<_, _>>(),
+                }),
+                || {
+                    vec![format!(
+                        "ok: cluster '{}', {} nodes in {} racks, {}-of-{} with at most {} shares \
+                         per rack, voters {:?}",
+                        c.cluster_id,
+                        c.nodes.len(),
+                        racks_used.len(),
+                        c.policy.k,
+                        c.policy.n,
+                        c.policy.max_shares_per_rack,
+                        c.initial_voters()
+                    )]
+                },
             );
         }
-        Cmd::Status { cluster, json } => return status(&cluster, json),
+        Cmd::Status { cluster } => return status(&cluster, json),
+        Cmd::Backup {
+            cluster,
+            dir,
+            timeout_s,
+        } => return backup(&cluster, &dir, timeout_s, json),
+        Cmd::Restore {
+            backup_dir,
+            config,
+            node,
+            node_binary,
+        } => return restore(&backup_dir, &config, node, node_binary, json),
         Cmd::Ingest(IngestCmd::Ssmix2 {
             cluster,
             root,
@@ -763,7 +863,6 @@ fn run(cmd: Cmd) -> Result<Outcome, ClientError> {
             linkage_key,
             batch,
             withdrawn_out,
-            json,
         }) => {
             return ingest_ssmix2(
                 &cluster,
@@ -787,15 +886,24 @@ fn run(cmd: Cmd) -> Result<Outcome, ClientError> {
                 ));
             }
             let g = kakera_client::ssmix2_gen::generate(&out, patients, &facility, seed)?;
-            println!(
-                "wrote {} files ({} current, {} with condition flag 0), {:.1} MB, for {} \
-                 synthetic patients under {}",
-                g.files,
-                g.current,
-                g.deleted,
-                g.bytes as f64 / 1e6,
-                g.patients,
-                out.display()
+            report(
+                json,
+                serde_json::json!({
+                    "files": g.files, "current": g.current, "flag_0": g.deleted,
+                    "bytes": g.bytes, "patients": g.patients, "out": out,
+                }),
+                || {
+                    vec![format!(
+                        "wrote {} files ({} current, {} with condition flag 0), {:.1} MB, for {} \
+                         synthetic patients under {}",
+                        g.files,
+                        g.current,
+                        g.deleted,
+                        g.bytes as f64 / 1e6,
+                        g.patients,
+                        out.display()
+                    )]
+                },
             );
         }
         Cmd::Erase {
@@ -804,22 +912,27 @@ fn run(cmd: Cmd) -> Result<Outcome, ClientError> {
             records,
             records_from,
             reason,
-        } => return erase(&cluster, subject, records, records_from, &reason),
+        } => return erase(&cluster, subject, records, records_from, &reason, json),
         Cmd::SubjectTag {
             facility,
             patient,
             linkage_key,
         } => {
             let key = LinkageKey::load(&linkage_key)?;
-            println!("{}", key.subject_tag(&facility, &patient));
+            let tag = key.subject_tag(&facility, &patient).to_string();
+            report(json, serde_json::json!({ "subject": tag }), || {
+                vec![tag.clone()]
+            });
         }
         Cmd::Linkage(LinkageCmd::Keygen { out }) => {
             LinkageKey::generate()?.write(&out)?;
-            println!(
-                "wrote linkage key {} (mode 0600): give it to the ingest gateway and the \
-                 opt-out desk only, never to a node",
-                out.display()
-            );
+            report(json, serde_json::json!({ "linkage_key": out }), || {
+                vec![format!(
+                    "wrote linkage key {} (mode 0600): give it to the ingest gateway and the \
+                     opt-out desk only, never to a node",
+                    out.display()
+                )]
+            });
         }
         Cmd::Job(JobCmd::Anonymize {
             cluster,
@@ -844,17 +957,16 @@ fn run(cmd: Cmd) -> Result<Outcome, ClientError> {
                 suppress,
                 research_key,
             };
-            return job_anonymize(&cluster, &job_args);
+            return job_anonymize(&cluster, &job_args, json);
         }
-        Cmd::Grant(cmd) => return grant(cmd),
-        Cmd::Node(cmd) => return node_cmd(cmd),
+        Cmd::Grant(cmd) => return grant(cmd, json),
+        Cmd::Node(cmd) => return node_cmd(cmd, json),
         Cmd::Audit(AuditCmd::Log {
             cluster,
             record,
             job,
             since,
             limit,
-            json,
             verify,
             export,
         }) => {
@@ -875,12 +987,11 @@ fn run(cmd: Cmd) -> Result<Outcome, ClientError> {
             }
             return audit_log(&cluster, query, limit.unwrap_or(10_000), json, verify);
         }
-        Cmd::Audit(AuditCmd::VerifyExport { file, ca }) => return verify_export(&file, &ca),
+        Cmd::Audit(AuditCmd::VerifyExport { file, ca }) => return verify_export(&file, &ca, json),
         Cmd::Audit(AuditCmd::Erasure {
             cluster,
             records,
             subject,
-            json,
         }) => {
             let records = records
                 .iter()
@@ -896,7 +1007,6 @@ fn run(cmd: Cmd) -> Result<Outcome, ClientError> {
             sample,
             deep,
             rate,
-            json,
         }) => {
             let records = records
                 .iter()
@@ -920,7 +1030,6 @@ fn run(cmd: Cmd) -> Result<Outcome, ClientError> {
             kind,
             source,
             limit,
-            json,
         } => {
             let filter = match (subject, kind, source) {
                 (Some(s), _, _) => ListFilter::Subject(SubjectTag::parse(&s)?),
@@ -965,13 +1074,21 @@ fn run(cmd: Cmd) -> Result<Outcome, ClientError> {
                 zone_key,
             };
             let steps = runtime()?.block_on(demo::run(config, &files, records))?;
-            let mut all_ok = true;
-            for s in &steps {
-                println!("{}{}", if s.ok { "" } else { "UNEXPECTED: " }, s.text);
-                all_ok &= s.ok;
+            let all_ok = steps.iter().all(|s| s.ok);
+            if json {
+                json_line(&serde_json::json!({
+                    "ok": all_ok,
+                    "steps": steps.iter().map(|s| serde_json::json!({ "ok": s.ok, "text": s.text })).collect::<Vec<_>>(),
+                }));
+            } else {
+                for s in &steps {
+                    println!("{}{}", if s.ok { "" } else { "UNEXPECTED: " }, s.text);
+                }
+                if all_ok {
+                    println!("demo finished: every step behaved as promised");
+                }
             }
             return Ok(if all_ok {
-                println!("demo finished: every step behaved as promised");
                 Outcome::Ok
             } else {
                 Outcome::Problem
@@ -991,35 +1108,66 @@ fn run(cmd: Cmd) -> Result<Outcome, ClientError> {
                 _ => zone::Custody::Single,
             };
             let made = zone::keygen(&out, &zone_name, custody)?;
-            println!("zone public key written to {}", made.public_file.display());
-            for f in &made.secret_files {
-                println!(
-                    "private key material written to {} (mode 0600)",
-                    f.display()
-                );
-            }
-            println!(
-                "add to the cluster config:\nzone_public_key = \"{}\"",
-                made.public.to_hex()
+            report(
+                json,
+                serde_json::json!({
+                    "zone": zone_name,
+                    "public_key": made.public.to_hex(),
+                    "public_file": made.public_file,
+                    "secret_files": made.secret_files,
+                }),
+                || {
+                    let mut lines = vec![format!(
+                        "zone public key written to {}",
+                        made.public_file.display()
+                    )];
+                    for f in &made.secret_files {
+                        lines.push(format!(
+                            "private key material written to {} (mode 0600)",
+                            f.display()
+                        ));
+                    }
+                    lines.push(format!(
+                        "add to the cluster config:\nzone_public_key = \"{}\"",
+                        made.public.to_hex()
+                    ));
+                    lines
+                },
             );
         }
         Cmd::Zone(ZoneCmd::Unseal { files, out }) => {
             let (private, public) = zone::unseal(&files)?;
-            println!(
-                "the {} custodian file(s) rebuild the zone key with public key {}",
-                files.len(),
-                public.to_hex()
-            );
-            if let Some(path) = out {
-                zone::write_private(&path, "hsz", &private)?;
-                println!("private key written to {} (mode 0600)", path.display());
+            if let Some(path) = &out {
+                zone::write_private(path, "hsz", &private)?;
             }
+            report(
+                json,
+                serde_json::json!({
+                    "custodian_files": files.len(),
+                    "public_key": public.to_hex(),
+                    "private_key_file": out,
+                }),
+                || {
+                    let mut lines = vec![format!(
+                        "the {} custodian file(s) rebuild the zone key with public key {}",
+                        files.len(),
+                        public.to_hex()
+                    )];
+                    if let Some(path) = &out {
+                        lines.push(format!(
+                            "private key written to {} (mode 0600)",
+                            path.display()
+                        ));
+                    }
+                    lines
+                },
+            );
         }
     }
     Ok(Outcome::Ok)
 }
 
-fn grant(cmd: GrantCmd) -> Result<Outcome, ClientError> {
+fn grant(cmd: GrantCmd, json: bool) -> Result<Outcome, ClientError> {
     let rt = runtime()?;
     match cmd {
         GrantCmd::Create {
@@ -1064,9 +1212,13 @@ fn grant(cmd: GrantCmd) -> Result<Outcome, ClientError> {
                 c.close().await;
                 r
             })?;
-            println!("grant for job {job} created");
+            report(
+                json,
+                serde_json::json!({ "job": job, "created": true }),
+                || vec![format!("grant for job {job} created")],
+            );
         }
-        GrantCmd::List { cluster, json } => {
+        GrantCmd::List { cluster } => {
             let grants = rt.block_on(async {
                 let c = cluster.client()?;
                 let r = c.grants().await;
@@ -1119,7 +1271,11 @@ fn grant(cmd: GrantCmd) -> Result<Outcome, ClientError> {
                 c.close().await;
                 r
             })?;
-            println!("grant for job {job} revoked");
+            report(
+                json,
+                serde_json::json!({ "job": job, "revoked": true }),
+                || vec![format!("grant for job {job} revoked")],
+            );
         }
     }
     Ok(Outcome::Ok)
@@ -1320,7 +1476,11 @@ fn audit_export(
     Ok(Outcome::Ok)
 }
 
-fn verify_export(file: &std::path::Path, ca: &std::path::Path) -> Result<Outcome, ClientError> {
+fn verify_export(
+    file: &std::path::Path,
+    ca: &std::path::Path,
+    json: bool,
+) -> Result<Outcome, ClientError> {
     let bytes = read_file(file)?;
     let ca_pem = String::from_utf8(read_file(ca)?)
         .map_err(|_| ClientError::Invalid(format!("{} is not a PEM file", ca.display())))?;
@@ -1329,28 +1489,50 @@ fn verify_export(file: &std::path::Path, ca: &std::path::Path) -> Result<Outcome
             let range = s.seq_range.map_or("no entries".to_string(), |(a, b)| {
                 format!("entries {a}..{b}")
             });
-            println!(
-                "export verified: {} entries ({range}) of cluster '{}', signed by {} at {}",
-                s.header.entries,
-                s.header.cluster_id,
-                s.exporter,
-                demo::format_ms(s.header.exported_at_ms)
+            report(
+                json,
+                serde_json::json!({
+                    "verified": true,
+                    "entries": s.header.entries,
+                    "seq_range": s.seq_range,
+                    "cluster_id": s.header.cluster_id,
+                    "signed_by": s.exporter.to_string(),
+                    "exported_at": demo::format_ms(s.header.exported_at_ms),
+                    "complete": s.header.complete,
+                    "head_seq": s.header.head_seq,
+                    "runs": s.runs,
+                }),
+                || {
+                    let mut lines = vec![format!(
+                        "export verified: {} entries ({range}) of cluster '{}', signed by {} at {}",
+                        s.header.entries,
+                        s.header.cluster_id,
+                        s.exporter,
+                        demo::format_ms(s.header.exported_at_ms)
+                    )];
+                    lines.push(if s.header.complete {
+                        format!(
+                            "complete log: every link intact from entry 1 to the head ({})",
+                            s.header.head_seq
+                        )
+                    } else {
+                        format!(
+                            "selection of the log (head was {}): links checked within {} run(s) \
+                             of consecutive entries",
+                            s.header.head_seq, s.runs
+                        )
+                    });
+                    lines
+                },
             );
-            if s.header.complete {
-                println!(
-                    "complete log: every link intact from entry 1 to the head ({})",
-                    s.header.head_seq
-                );
-            } else {
-                println!(
-                    "selection of the log (head was {}): links checked within {} run(s) of consecutive entries",
-                    s.header.head_seq, s.runs
-                );
-            }
             Ok(Outcome::Ok)
         }
         Err(flaw) => {
-            println!("export NOT verified: {flaw}");
+            report(
+                json,
+                serde_json::json!({ "verified": false, "flaw": flaw.to_string() }),
+                || vec![format!("export NOT verified: {flaw}")],
+            );
             Ok(Outcome::Problem)
         }
     }
@@ -1457,6 +1639,7 @@ fn erase(
     records: Vec<String>,
     records_from: Option<PathBuf>,
     reason: &str,
+    json: bool,
 ) -> Result<Outcome, ClientError> {
     let mut ids = records
         .iter()
@@ -1501,13 +1684,20 @@ fn erase(
         c.close().await;
         Ok::<_, ClientError>(all)
     })?;
-    for id in &erased {
-        println!("{id}  erased");
-    }
-    println!(
-        "{} record(s) erased now (records erased before are not listed); every node \
-         deletes its shares and compacts them off disk. Check with `kakera audit erasure`.",
-        erased.len()
+    report(
+        json,
+        serde_json::json!({
+            "erased": erased.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        }),
+        || {
+            let mut lines: Vec<String> = erased.iter().map(|id| format!("{id}  erased")).collect();
+            lines.push(format!(
+                "{} record(s) erased now (records erased before are not listed); every node \
+                 deletes its shares and compacts them off disk. Check with `kakera audit erasure`.",
+                erased.len()
+            ));
+            lines
+        },
     );
     Ok(Outcome::Ok)
 }
@@ -1527,7 +1717,11 @@ struct AnonymizeArgs {
 /// Records read per read ticket in the anonymization job.
 const JOB_READ_BATCH: usize = 256;
 
-fn job_anonymize(args: &ClusterArgs, a: &AnonymizeArgs) -> Result<Outcome, ClientError> {
+fn job_anonymize(
+    args: &ClusterArgs,
+    a: &AnonymizeArgs,
+    json: bool,
+) -> Result<Outcome, ClientError> {
     use kakera_client::anonymize::{self, ResearchKey};
     if a.k == 0 {
         return Err(ClientError::Invalid("--k must be at least 1".into()));
@@ -1592,6 +1786,30 @@ fn job_anonymize(args: &ClusterArgs, a: &AnonymizeArgs) -> Result<Outcome, Clien
         },
     );
     pki::write_new(&a.out, &anonymize::to_csv(&out.rows), 0o600)?;
+    if json {
+        let k_anonymous = out.small_groups.is_empty();
+        json_line(&serde_json::json!({
+            "job": a.job,
+            "records_read": records.len(),
+            "rows": out.rows.len(),
+            "people": out.people,
+            "out": a.out,
+            "failed": failed.iter().map(|(id, why)| serde_json::json!({"record": id.to_string(), "reason": why.to_string()})).collect::<Vec<_>>(),
+            "skipped": out.skipped.iter().map(|(id, why)| serde_json::json!({"record": id.to_string(), "reason": why.to_string()})).collect::<Vec<_>>(),
+            "k": a.k,
+            "k_anonymous": k_anonymous,
+            "suppressed_rows": out.suppressed_rows,
+            "small_groups": out.small_groups.iter().map(|g| serde_json::json!({
+                "birth_year": g.birth_year.to_string(), "sex": g.sex.to_string(),
+                "prefecture": g.prefecture.to_string(), "people": g.people,
+            })).collect::<Vec<_>>(),
+        }));
+        return Ok(if failed.is_empty() && (k_anonymous || a.suppress) {
+            Outcome::Ok
+        } else {
+            Outcome::Problem
+        });
+    }
     println!(
         "read {} record(s) under job '{}'; wrote {} row(s) for {} people to {}",
         records.len(),
@@ -1776,7 +1994,7 @@ fn audit_log(
     }
 }
 
-fn node_cmd(cmd: NodeCmd) -> Result<Outcome, ClientError> {
+fn node_cmd(cmd: NodeCmd, json: bool) -> Result<Outcome, ClientError> {
     use kakera_proto::catalog::NodeMode;
     let (cluster, node, mode, reason, wait) = match cmd {
         NodeCmd::Drain {
@@ -1811,7 +2029,9 @@ fn node_cmd(cmd: NodeCmd) -> Result<Outcome, ClientError> {
     runtime()?.block_on(async {
         let c = cluster.client()?;
         c.set_node_mode(node, mode, &reason).await?;
-        println!("node {node} is now {}", mode.as_str());
+        if !json {
+            println!("node {node} is now {}", mode.as_str());
+        }
         if let Some(timeout_s) = wait {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_s);
             let mut first: Option<u64> = None;
@@ -1834,17 +2054,30 @@ fn node_cmd(cmd: NodeCmd) -> Result<Outcome, ClientError> {
                 );
                 if held == 0 && repair.pending == 0 {
                     eprintln!();
-                    println!("node {node} holds no share; decommission it with `kakera node decommission {node}`");
+                    if !json {
+                        println!("node {node} holds no share; decommission it with `kakera node decommission {node}`");
+                    }
                     break;
                 }
                 if std::time::Instant::now() > deadline {
                     eprintln!();
-                    println!("node {node} still holds {held} shares after {timeout_s} s; repair continues (see `kakera status`)");
+                    report(
+                        json,
+                        serde_json::json!({ "node": node, "mode": mode.as_str(), "drained": false, "shares_left": held }),
+                        || vec![format!("node {node} still holds {held} shares after {timeout_s} s; repair continues (see `kakera status`)")],
+                    );
                     c.close().await;
                     return Ok(Outcome::Problem);
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
             }
+        }
+        if json {
+            json_line(&serde_json::json!({
+                "node": node,
+                "mode": mode.as_str(),
+                "drained": wait.map(|_| true),
+            }));
         }
         c.close().await;
         Ok(Outcome::Ok)
@@ -1920,4 +2153,121 @@ fn status(args: &ClusterArgs, json: bool) -> Result<Outcome, ClientError> {
     } else {
         Outcome::Problem
     })
+}
+
+fn backup(
+    args: &ClusterArgs,
+    dir: &str,
+    timeout_s: u64,
+    json: bool,
+) -> Result<Outcome, ClientError> {
+    use kakera_proto::backup::PartState;
+    let report = runtime()?.block_on(async {
+        let c = args.client()?;
+        eprintln!("backup into {dir}: waiting up to {timeout_s} s for every node's part");
+        let r = c
+            .backup(dir, std::time::Duration::from_secs(timeout_s))
+            .await;
+        c.close().await;
+        r
+    })?;
+    let complete = report.complete();
+    if json {
+        json_line(&serde_json::to_value(&report).map_err(|e| ClientError::Invalid(e.to_string()))?);
+    } else {
+        println!(
+            "backup {} at log index {} into <[backup] root>/{}/<rack>/<node>",
+            report.backup, report.log_index, report.dir
+        );
+        for p in &report.parts {
+            let state = match &p.state {
+                PartState::Done(m) => format!(
+                    "written: {} shares, {:.1} MB, catalog {:.1} MB",
+                    m.shares,
+                    m.share_bytes as f64 / 1e6,
+                    m.catalog_bytes as f64 / 1e6
+                ),
+                PartState::Failed(why) => format!("FAILED: {why}"),
+                PartState::Writing => "still writing".into(),
+                PartState::Unknown => match &p.unreachable {
+                    Some(why) => format!("no answer: {why}"),
+                    None => "has not applied the backup entry".into(),
+                },
+            };
+            println!("  {:<12} {:<10} {state}", p.name, p.rack);
+        }
+        if complete {
+            println!(
+                "complete: every node wrote its part; each rack's directory holds at most \
+                 max_shares_per_rack shares of a record. Keep each rack's parts on that rack's store."
+            );
+        } else {
+            println!(
+                "INCOMPLETE: not every node wrote its part; fix the cause and take another backup"
+            );
+        }
+    }
+    Ok(if complete {
+        Outcome::Ok
+    } else {
+        Outcome::Problem
+    })
+}
+
+fn restore(
+    backup_dir: &std::path::Path,
+    config: &std::path::Path,
+    node: u64,
+    node_binary: Option<PathBuf>,
+    json: bool,
+) -> Result<Outcome, ClientError> {
+    let binary = node_binary
+        .or_else(|| {
+            let beside = std::env::current_exe().ok()?.parent()?.join("kakera-node");
+            beside.exists().then_some(beside)
+        })
+        .unwrap_or_else(|| PathBuf::from("kakera-node"));
+    let out = std::process::Command::new(&binary)
+        .arg("--config")
+        .arg(config)
+        .arg("--node")
+        .arg(node.to_string())
+        .arg("--restore-from")
+        .arg(backup_dir)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "warn")
+        .output()
+        .map_err(|source| ClientError::File {
+            path: binary.clone(),
+            source,
+        })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let reason = stderr.lines().rev().find(|l| !l.trim().is_empty()).map_or(
+            "kakera-node failed without a message".to_string(),
+            |l| {
+                // The log line's message: after the level and target.
+                l.split_once(": ").map_or(l, |(_, m)| m).trim().to_string()
+            },
+        );
+        return Err(ClientError::Invalid(format!(
+            "restore of node {node} failed: {reason}"
+        )));
+    }
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| ClientError::Invalid(format!("kakera-node printed no restore report: {e}")))?;
+    report(json, value.clone(), || {
+        vec![format!(
+            "node {node} restored as member {} at log index {}: {} shares ({:.1} MB), {} left \
+             out, {} missing; catalog {}. Restore every node, then start them.",
+            value["member"].as_str().unwrap_or("?"),
+            value["log_index"],
+            value["shares"],
+            value["share_bytes"].as_f64().unwrap_or(0.0) / 1e6,
+            value["skipped"],
+            value["missing"],
+            value["catalog_digest"].as_str().unwrap_or("?"),
+        )]
+    });
+    Ok(Outcome::Ok)
 }
