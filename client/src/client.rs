@@ -49,6 +49,10 @@ pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// The hedge fires this long after a fetch round starts (plus transfer time).
 pub const HEDGE_AFTER_MS: u64 = 40;
 
+/// How long a put keeps asking a holder that does not answer (a node restarting)
+/// before it fails; capped at a quarter of the staging lifetime.
+pub const STAGE_RETRY_MS: u64 = 30_000;
+
 /// How often [`Client::backup`] asks the nodes how their parts stand.
 pub const BACKUP_POLL_MS: u64 = 500;
 
@@ -408,12 +412,16 @@ impl Client {
             .flat_map(|e| e.holders.iter().map(move |h| ((h.node, e.id), h.digest)))
             .collect();
         let staging_started = Instant::now();
+        // A holder that is restarting or busy is asked again, with the same shares
+        // (staging is idempotent), until it answers or STAGE_RETRY_MS pass.
+        let retry_until = staging_started
+            + Duration::from_millis(STAGE_RETRY_MS.min(self.config().staging.ttl_ms / 4));
         let mut sends = FuturesUnordered::new();
         for (node, shares) in by_node {
             for group in groups(shares, self.batch_records(), REQUEST_BYTES, |s| {
                 s.1.len() as u64
             }) {
-                sends.push(self.stage_on(node, group, &expected));
+                sends.push(self.stage_on_retrying(node, group, &expected, retry_until));
             }
         }
         // Every share must be staged before the commit.
@@ -445,6 +453,29 @@ impl Client {
                 Ok(ids)
             }
             other => Err(unexpected(&other)),
+        }
+    }
+
+    /// [`Client::stage_on`], asked again while the node is unreachable, unavailable
+    /// or busy, until `until`.
+    async fn stage_on_retrying(
+        &self,
+        node: u64,
+        shares: Vec<(RecordId, Vec<u8>)>,
+        expected: &BTreeMap<(u64, RecordId), Digest>,
+        until: Instant,
+    ) -> Result<(), ClientError> {
+        let mut pause_ms = 100u64;
+        // Bounded by `until`; each failed attempt sleeps.
+        loop {
+            match self.stage_on(node, shares.clone(), expected).await {
+                Err(ClientError::Net(e)) if e.is_transient() && Instant::now() < until => {
+                    tracing::debug!(node, error = %e, "staging: node not answering; asking again");
+                    tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+                    pause_ms = (pause_ms * 2).min(1_000);
+                }
+                other => return other,
+            }
         }
     }
 
@@ -742,13 +773,24 @@ impl Client {
     /// staging still refuse what cannot work).
     async fn accepting_nodes(&self) -> Vec<u64> {
         match self.topology().await {
-            Ok((nodes, _)) => nodes
-                .iter()
-                .filter(|n| {
-                    n.mode == kakera_proto::catalog::NodeMode::Active && n.health == "alive"
-                })
-                .map(|n| n.node)
-                .collect(),
+            Ok((nodes, _)) => {
+                let active = |n: &&kakera_proto::NodeHealth| {
+                    n.mode == kakera_proto::catalog::NodeMode::Active
+                };
+                let alive: Vec<u64> = nodes
+                    .iter()
+                    .filter(active)
+                    .filter(|n| n.health == "alive")
+                    .map(|n| n.node)
+                    .collect();
+                if alive.len() >= usize::from(self.config().policy.n) {
+                    alive
+                } else {
+                    // Too few alive to place n shares (a node restarting, say): place
+                    // on the active ones and let staging wait for the silent one.
+                    nodes.iter().filter(active).map(|n| n.node).collect()
+                }
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "no topology from the leader; placing on every node");
                 self.config().nodes.iter().map(|n| n.id).collect()

@@ -53,4 +53,17 @@ impl NetError {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, NetError::Peer { .. } | NetError::Timeout { .. })
     }
+
+    /// Whether asking again later may succeed: the peer was unreachable, or it
+    /// answered that it cannot serve now (unavailable, busy).
+    pub fn is_transient(&self) -> bool {
+        self.is_unreachable()
+            || matches!(
+                self,
+                NetError::Refused {
+                    kind: kakera_proto::ErrorKind::Unavailable | kakera_proto::ErrorKind::Busy,
+                    ..
+                }
+            )
+    }
 }
