@@ -615,7 +615,6 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut addrs: HashMap<String, usize> = HashMap::new();
     let mut dirs: HashMap<String, usize> = HashMap::new();
-    let mut metrics_addrs: HashMap<String, usize> = HashMap::new();
     if raw.nodes.is_empty() {
         issues.list.push(Issue {
             line: None,
@@ -714,16 +713,9 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
         let metrics_addr = match &r.metrics_addr {
             None => None,
             Some(m) => match m.get_ref().parse::<SocketAddr>() {
-                Ok(a) => {
-                    issues.unique(
-                        &mut metrics_addrs,
-                        a.to_string(),
-                        m.span(),
-                        field("metrics_addr"),
-                        &format!("metrics address {a}"),
-                    );
-                    Some(a)
-                }
+                // Not checked for uniqueness: it is bound on each node's own machine,
+                // where 127.0.0.1:9101 on every node is fine.
+                Ok(a) => Some(a),
                 Err(_) => {
                     issues.at(
                         m.span(),
