@@ -98,6 +98,9 @@ prepare() {
       echo "[zones.dc]"
       echo "[zones.hsz]"
       echo "networks = [\"127.0.0.1\"]"
+      echo
+      echo "[backup]"
+      echo "root = \"backups\""
       for i in $(seq 1 $NODES); do
         echo
         echo "[[nodes]]"
@@ -107,6 +110,7 @@ prepare() {
         echo "zone = \"dc\""
         echo "addr = \"127.0.0.1:$((PORT + i - 1))\""
         echo "data_dir = \"data/node-$i\""
+        echo "metrics_addr = \"127.0.0.1:$((PORT + 1000 + i - 1))\""
       done
     } >"$DIR/cluster.toml"
     echo "wrote $DIR/cluster.toml"
@@ -166,6 +170,8 @@ cluster up. state: $DIR
   config       $DIR/cluster.toml
   node logs    $DIR/logs/node-N.log
   node data    $DIR/data/node-N
+  metrics      http://127.0.0.1:$((PORT + 1000))/metrics (node-1; /healthz, /readyz; node-N: +N-1)
+  backups      kakera backup NAME  ->  $DIR/backups/NAME/<rack>/<node>
   operator     $DIR/clients/dev-operator.{crt,key}.pem
   demo         scripts/demo.sh (identities in $DIR/clients, zone key in $DIR/zone)
   status       scripts/dev-cluster.sh status
