@@ -10,23 +10,17 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{LocalCluster, auditor, clients, entries, open_grant, run};
+use common::{LocalCluster, auditor, clients, entries, meta, open_grant, run};
 use kakera_client::NewRecord;
 use kakera_node::store::{CF_SHARES, cf, open_read_only};
 use kakera_proto::audit::{AuditAction, AuditQuery};
 use kakera_proto::backup::PartState;
 use kakera_proto::catalog::ListFilter;
-use kakera_proto::{Date, RecordId, RecordKind, RecordMeta, SubjectTag};
+use kakera_proto::{RecordId, RecordKind};
 
 fn record(i: u32) -> NewRecord {
     NewRecord {
-        meta: RecordMeta {
-            subject: SubjectTag([(i % 7) as u8; 32]),
-            kind: RecordKind::Claim,
-            source: "backup-test".into(),
-            effective: Date::new(2026, 3, 1).unwrap(),
-            data_kind: None,
-        },
+        meta: meta(RecordKind::Claim, "backup-test", (i % 7) as u8),
         // Sizes from 100 B to ~300 KiB.
         data: (0..(100 + (i as usize * 7919) % 300_000))
             .map(|j| (j as u32).wrapping_mul(i + 13) as u8)

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::http_get;
 use kakera_client::{Client, NewRecord};
 use kakera_net::TlsFiles;
-use kakera_proto::{Date, RecordKind, RecordMeta, SubjectTag};
+use kakera_proto::RecordKind;
 
 struct Nodes(Vec<Child>);
 
@@ -133,13 +133,7 @@ async fn the_example_three_rack_deployment_runs() {
     let data = b"a record through the example deployment".to_vec();
     let id = gateway
         .put(NewRecord {
-            meta: RecordMeta {
-                subject: SubjectTag([9; 32]),
-                kind: RecordKind::Checkup,
-                source: "deploy-test".into(),
-                effective: Date::new(2026, 11, 21).unwrap(),
-                data_kind: None,
-            },
+            meta: common::meta(RecordKind::Checkup, "deploy-test", 9),
             data: data.clone(),
         })
         .await

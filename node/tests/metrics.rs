@@ -8,19 +8,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{clients, http_get, leader_node, metric, open_grant, start, wait_all_applied};
+use common::{clients, http_get, leader_node, meta, metric, open_grant, start, wait_all_applied};
 use kakera_client::NewRecord;
-use kakera_proto::{Date, RecordKind, RecordMeta, SubjectTag};
+use kakera_proto::RecordKind;
 
 fn record(i: u8) -> NewRecord {
     NewRecord {
-        meta: RecordMeta {
-            subject: SubjectTag([i; 32]),
-            kind: RecordKind::Checkup,
-            source: "metrics-test".into(),
-            effective: Date::new(2026, 4, 1).unwrap(),
-            data_kind: None,
-        },
+        meta: meta(RecordKind::Checkup, "metrics-test", i),
         data: vec![i; 4096],
     }
 }

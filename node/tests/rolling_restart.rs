@@ -11,19 +11,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{clients, http_get, open_grant, start};
+use common::{clients, http_get, meta, open_grant, start};
 use kakera_client::NewRecord;
-use kakera_proto::{Date, RecordId, RecordKind, RecordMeta, SubjectTag};
+use kakera_proto::{RecordId, RecordKind};
 
 fn record(i: u64) -> NewRecord {
     NewRecord {
-        meta: RecordMeta {
-            subject: SubjectTag([(i % 11) as u8; 32]),
-            kind: RecordKind::LongTermCare,
-            source: "rolling-test".into(),
-            effective: Date::new(2026, 5, 1).unwrap(),
-            data_kind: None,
-        },
+        meta: meta(RecordKind::LongTermCare, "rolling-test", (i % 11) as u8),
         data: (0..(2000 + i as usize % 5000))
             .map(|j| (j as u64 ^ i) as u8)
             .collect(),

@@ -105,6 +105,17 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result
     Ok((status, body.to_string()))
 }
 
+/// Record metadata for tests: `kind` from `source`, subject tag all `subject`.
+pub fn meta(kind: kakera_proto::RecordKind, source: &str, subject: u8) -> kakera_proto::RecordMeta {
+    kakera_proto::RecordMeta {
+        subject: kakera_proto::SubjectTag([subject; 32]),
+        kind,
+        source: source.into(),
+        effective: kakera_proto::Date::new(2026, 1, 1).unwrap(),
+        data_kind: None,
+    }
+}
+
 /// The value of the sample `name` (with its labels, as printed) in a metrics page.
 pub fn metric(page: &str, name: &str) -> Option<f64> {
     page.lines()
