@@ -200,6 +200,15 @@ fn groups<T>(
     out
 }
 
+/// How a put protects its records.
+#[derive(Clone)]
+enum Protection {
+    /// Sealed to the zone key and split k of n (every real record).
+    Shared(ZonePublicKey),
+    /// The benchmark baseline: `copies` plain copies, one per rack, threshold 1.
+    Plain { copies: u8 },
+}
+
 /// What one record's put prepared: its catalog entry and its shares by node.
 struct Prepared {
     entry: RecordEntry,
@@ -352,12 +361,6 @@ impl Client {
         &self,
         records: Vec<(RecordId, NewRecord)>,
     ) -> Result<Vec<RecordId>, ClientError> {
-        let mut seen = std::collections::BTreeSet::new();
-        if let Some((id, _)) = records.iter().find(|(id, _)| !seen.insert(*id)) {
-            return Err(ClientError::Invalid(format!(
-                "record id {id} appears twice in one batch"
-            )));
-        }
         let zone = self.zone_public.clone().ok_or_else(|| {
             ClientError::Invalid(
                 "the cluster config has no zone_public_key; run `kakera zone keygen` and add \
@@ -365,6 +368,41 @@ impl Client {
                     .into(),
             )
         })?;
+        self.put_protected(records, Protection::Shared(zone)).await
+    }
+
+    /// The benchmark baseline's put (`kakera bench`): stores each record as plain
+    /// copies, one per rack, through the same staging, commit and Raft path as
+    /// [`Client::put_batch_with_ids`] but neither sealed nor split. The records have
+    /// no secrecy; only a benchmark cluster (`[baseline] plain_replicas` in its config)
+    /// takes them, and the client refuses before sending anything elsewhere. They read
+    /// back through [`Client::get_batch`] like any record.
+    pub async fn put_plain_replicas(
+        &self,
+        records: Vec<(RecordId, NewRecord)>,
+    ) -> Result<Vec<RecordId>, ClientError> {
+        let copies = self.config().plain_replicas.ok_or_else(|| {
+            ClientError::Invalid(
+                "this cluster takes no plain replicas: they exist only on benchmark clusters \
+                 ([baseline] plain_replicas in the config)"
+                    .into(),
+            )
+        })?;
+        self.put_protected(records, Protection::Plain { copies })
+            .await
+    }
+
+    async fn put_protected(
+        &self,
+        records: Vec<(RecordId, NewRecord)>,
+        protection: Protection,
+    ) -> Result<Vec<RecordId>, ClientError> {
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some((id, _)) = records.iter().find(|(id, _)| !seen.insert(*id)) {
+            return Err(ClientError::Invalid(format!(
+                "record id {id} appears twice in one batch"
+            )));
+        }
         let max_record_bytes = self.config().limits.max_record_bytes.min(MAX_RECORD_BYTES);
         for (_, r) in &records {
             r.meta.validate()?;
@@ -381,21 +419,21 @@ impl Client {
             r.data.len() as u64
         });
         for batch in batches {
-            ids.extend(self.put_one_batch(&zone, batch).await?);
+            ids.extend(self.put_one_batch(&protection, batch).await?);
         }
         Ok(ids)
     }
 
     async fn put_one_batch(
         &self,
-        zone: &ZonePublicKey,
+        protection: &Protection,
         records: Vec<(RecordId, NewRecord)>,
     ) -> Result<Vec<RecordId>, ClientError> {
         let config = self.config().clone();
-        let zone = zone.clone();
+        let protection = protection.clone();
         let accepting = self.accepting_nodes().await;
         let prepared =
-            tokio::task::spawn_blocking(move || prepare(&config, &accepting, &zone, records))
+            tokio::task::spawn_blocking(move || prepare(&config, &accepting, &protection, records))
                 .await
                 .map_err(|e| ClientError::Invalid(format!("sealing task failed: {e}")))??;
         // Shares by node, in record order.
@@ -572,7 +610,7 @@ impl Client {
     ) {
         let mut plan = ReadPlan::new(&entries);
         let by_id: BTreeMap<RecordId, &RecordEntry> = entries.iter().map(|e| (e.id, e)).collect();
-        let mut good: BTreeMap<RecordId, Vec<Share>> = BTreeMap::new();
+        let mut good: BTreeMap<RecordId, Vec<Piece>> = BTreeMap::new();
         let mut inflight = FuturesUnordered::new();
         let largest = entries.iter().map(|e| e.sealed_len).max().unwrap_or(0);
         let hedge_after = Duration::from_millis(HEDGE_AFTER_MS + largest / 100_000);
@@ -1281,9 +1319,17 @@ fn response_name(r: &Response) -> &'static str {
     }
 }
 
+/// A fetched piece of a record that passed its checks.
+enum Piece {
+    /// A share (every real record).
+    Share(Share),
+    /// A whole plain copy (a benchmark cluster's baseline record).
+    Plain(Zeroizing<Vec<u8>>),
+}
+
 /// Checks a fetched share against the catalog: present, digest, decodable, right x and
 /// threshold. The reason never contains share bytes.
-fn check_share(entry: &RecordEntry, node: u64, bytes: Option<&[u8]>) -> Result<Share, String> {
+fn check_share(entry: &RecordEntry, node: u64, bytes: Option<&[u8]>) -> Result<Piece, String> {
     let holder: &Holder = entry
         .holder_on(node)
         .ok_or_else(|| format!("node {node} is not a holder of this record"))?;
@@ -1293,21 +1339,43 @@ fn check_share(entry: &RecordEntry, node: u64, bytes: Option<&[u8]>) -> Result<S
             "the share's digest differs from the catalog's (corrupt or substituted)".into(),
         );
     }
+    if entry.is_plain_replica() {
+        let data = kakera_proto::replica::decode(bytes)
+            .map_err(|e| format!("the replica does not decode: {e}"))?;
+        return Ok(Piece::Plain(Zeroizing::new(data.to_vec())));
+    }
     let share = Share::decode(bytes).map_err(|e| format!("the share does not decode: {e}"))?;
     if share.x() != holder.x || share.threshold() != entry.k {
         return Err("the share's x or threshold differs from the catalog's".into());
     }
-    Ok(share)
+    Ok(Piece::Share(share))
 }
 
-/// Combines k good shares, checks the sealed digest, opens the seal.
+/// Combines k good shares, checks the sealed digest, opens the seal. A plain replica
+/// (benchmark baseline) is its own bytes, checked against the same digest.
 fn open_record(
     key: &ZonePrivateKey,
     cluster_id: &str,
     entry: &RecordEntry,
-    shares: Vec<Share>,
+    pieces: Vec<Piece>,
 ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
     let k = usize::from(entry.k);
+    let mut shares = Vec::with_capacity(pieces.len());
+    for piece in pieces {
+        match piece {
+            Piece::Share(s) => shares.push(s),
+            Piece::Plain(data) => {
+                if Digest::of(&data) != entry.sealed_digest || data.len() as u64 != entry.sealed_len
+                {
+                    return Err(ClientError::Read {
+                        record: entry.id,
+                        reason: "the replica does not match its catalog digest".into(),
+                    });
+                }
+                return Ok(data);
+            }
+        }
+    }
     if shares.len() < k {
         return Err(ClientError::Read {
             record: entry.id,
@@ -1335,20 +1403,15 @@ fn open_record(
 fn prepare(
     config: &ClusterConfig,
     accepting: &[u64],
-    zone: &ZonePublicKey,
+    protection: &Protection,
     records: Vec<(RecordId, NewRecord)>,
 ) -> Result<Vec<Prepared>, ClientError> {
+    let zone = match protection {
+        Protection::Shared(zone) => zone,
+        Protection::Plain { copies } => return prepare_plain(config, accepting, *copies, records),
+    };
     let policy = config.policy;
-    let views: Vec<NodeView<'_>> = config
-        .nodes
-        .iter()
-        .filter(|n| accepting.contains(&n.id))
-        .map(|n| NodeView {
-            id: n.id,
-            rack: &n.rack,
-            fill: 0,
-        })
-        .collect();
+    let views = accepting_views(config, accepting);
     let mut out = Vec::with_capacity(records.len());
     for (id, r) in records {
         let sealed = seal::seal(zone, &config.cluster_id, &id, &r.meta, &r.data)?;
@@ -1383,6 +1446,59 @@ fn prepare(
         });
     }
     Ok(out)
+}
+
+/// The benchmark baseline's [`prepare`]: each record as `copies` plain replicas, one
+/// per rack, threshold 1 (the config's plain-replica rules).
+fn prepare_plain(
+    config: &ClusterConfig,
+    accepting: &[u64],
+    copies: u8,
+    records: Vec<(RecordId, NewRecord)>,
+) -> Result<Vec<Prepared>, ClientError> {
+    let policy = config.policy_for(1).ok_or_else(|| {
+        ClientError::Invalid("this cluster takes no plain replicas ([baseline])".into())
+    })?;
+    debug_assert_eq!(policy.n, copies);
+    let views = accepting_views(config, accepting);
+    let mut out = Vec::with_capacity(records.len());
+    for (id, r) in records {
+        let nodes = place(&id.0, &views, &policy)
+            .map_err(|e| ClientError::Invalid(format!("placement: {e}")))?;
+        let encoded = kakera_proto::replica::encode(&r.data);
+        let digest = Digest::of(&encoded);
+        let holders = (1..=copies)
+            .zip(&nodes)
+            .map(|(x, &node)| Holder { node, x, digest })
+            .collect();
+        out.push(Prepared {
+            entry: RecordEntry {
+                id,
+                meta: r.meta,
+                sealed_len: r.data.len() as u64,
+                sealed_digest: Digest::of(&r.data),
+                k: 1,
+                holders,
+                committed_at_ms: 0,
+            },
+            shares: nodes.iter().map(|&n| (n, encoded.clone())).collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// The placement views of the accepting nodes.
+fn accepting_views<'c>(config: &'c ClusterConfig, accepting: &[u64]) -> Vec<NodeView<'c>> {
+    config
+        .nodes
+        .iter()
+        .filter(|n| accepting.contains(&n.id))
+        .map(|n| NodeView {
+            id: n.id,
+            rack: &n.rack,
+            fill: 0,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -56,4 +56,8 @@ pub enum ClientError {
     /// The cluster config is invalid.
     #[error(transparent)]
     Config(#[from] kakera_config::ConfigError),
+    /// The benchmark's cluster failed, or a measured request failed or read back wrong
+    /// bytes (the figures would be meaningless).
+    #[error("benchmark: {0}")]
+    Bench(String),
 }

@@ -3,6 +3,7 @@
 //! building blocks for operators and auditors.
 
 pub mod anonymize;
+pub mod bench;
 pub mod blocking;
 pub mod client;
 pub mod connection;

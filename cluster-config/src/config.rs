@@ -32,6 +32,12 @@
 //! max_record_bytes = 67108864
 //! max_staged_bytes_per_identity = 4294967296
 //! ```
+//!
+//! A benchmark cluster (`kakera bench`) may also carry `[baseline] plain_replicas = 3`:
+//! its nodes then also accept records stored as plain copies, one per rack, so that a
+//! benchmark can compare secret sharing with replication through the same nodes. Such
+//! records have no secrecy at all; the cluster id must start with [`BENCH_CLUSTER_PREFIX`]
+//! so that no production config carries the section by accident.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -53,6 +59,10 @@ pub const HSZ_ZONE: &str = "hsz";
 
 /// Most voters in the Raft group; further nodes are learners.
 pub const MAX_VOTERS: usize = 5;
+
+/// The cluster id prefix a config needs before it may accept plain replicas
+/// (`[baseline]`): only benchmark clusters do.
+pub const BENCH_CLUSTER_PREFIX: &str = "bench-";
 
 /// The sharing policy: k of n, and at most `max_shares_per_rack` shares of one record
 /// in any rack.
@@ -269,9 +279,30 @@ pub struct ClusterConfig {
     /// backup store there, so that no store receives more than one rack's parts.
     /// Without it, backups are refused.
     pub backup_root: Option<PathBuf>,
+    /// Benchmark clusters only (`[baseline] plain_replicas`): besides shared records,
+    /// nodes accept records stored as this many plain copies, one per rack, with
+    /// threshold 1. `None` everywhere else.
+    pub plain_replicas: Option<u8>,
 }
 
 impl ClusterConfig {
+    /// The placement rules for a record entry with threshold `k`: the cluster's policy
+    /// when `k` is its k; on a benchmark cluster with `[baseline] plain_replicas = c`,
+    /// 1 of c with one copy per rack when `k` is 1; otherwise none (refused).
+    pub fn policy_for(&self, k: u8) -> Option<Policy> {
+        if k == self.policy.k {
+            return Some(self.policy);
+        }
+        match self.plain_replicas {
+            Some(copies) if k == 1 => Some(Policy {
+                k: 1,
+                n: copies,
+                max_shares_per_rack: 1,
+            }),
+            _ => None,
+        }
+    }
+
     /// Reads, parses and validates a config file; relative paths in it are resolved
     /// against the file's directory.
     pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
@@ -387,6 +418,14 @@ struct RawConfig {
     limits: Option<Spanned<RawLimits>>,
     #[serde(default)]
     backup: Option<Spanned<RawBackup>>,
+    #[serde(default)]
+    baseline: Option<Spanned<RawBaseline>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBaseline {
+    plain_replicas: Spanned<u8>,
 }
 
 #[derive(Deserialize)]
@@ -822,6 +861,35 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
         }
     };
 
+    let plain_replicas = match &raw.baseline {
+        None => None,
+        Some(b) => {
+            let copies = &b.get_ref().plain_replicas;
+            if !raw.cluster_id.get_ref().starts_with(BENCH_CLUSTER_PREFIX) {
+                issues.at(
+                    b.span(),
+                    "baseline",
+                    format!(
+                        "plain replicas have no secrecy and are for benchmark clusters \
+                         only: remove [baseline], or name the cluster \
+                         \"{BENCH_CLUSTER_PREFIX}...\""
+                    ),
+                );
+            }
+            if *copies.get_ref() == 0 || usize::from(*copies.get_ref()) > racks.len() {
+                issues.at(
+                    copies.span(),
+                    "baseline.plain_replicas",
+                    format!(
+                        "must be between 1 and the number of racks ({}): one copy per rack",
+                        racks.len()
+                    ),
+                );
+            }
+            Some(*copies.get_ref())
+        }
+    };
+
     // The policy against the topology (only meaningful once the parts are valid).
     if issues.list.is_empty() {
         for problem in crate::placement::policy_problems(&policy, &nodes) {
@@ -847,6 +915,7 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
         staging,
         limits,
         backup_root,
+        plain_replicas,
     })
 }
 

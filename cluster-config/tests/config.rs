@@ -397,3 +397,25 @@ fn backup_root_is_optional_and_resolved() {
     let i = single_issue(&format!("{GOOD}\n[backup]\nroot = \" \"\n"));
     assert_eq!(i.field, "backup.root");
 }
+
+/// P1: plain replicas (no secrecy) are a benchmark baseline only. A config that is not
+/// named as a benchmark cluster cannot enable them, and copies are one per rack.
+#[test]
+fn plain_replicas_only_in_bench_clusters() {
+    assert_eq!(ClusterConfig::parse(GOOD).unwrap().plain_replicas, None);
+    let i = single_issue(&format!("{GOOD}\n[baseline]\nplain_replicas = 3\n"));
+    assert_eq!(i.field, "baseline");
+    assert!(i.message.contains("benchmark"), "{}", i.message);
+    let bench = GOOD.replacen("cluster_id = \"", "cluster_id = \"bench-", 1);
+    let c = ClusterConfig::parse(&format!("{bench}\n[baseline]\nplain_replicas = 3\n")).unwrap();
+    assert_eq!(c.plain_replicas, Some(3));
+    let plain = c.policy_for(1).unwrap();
+    assert_eq!((plain.k, plain.n, plain.max_shares_per_rack), (1, 3, 1));
+    assert_eq!(c.policy_for(3), Some(c.policy));
+    assert_eq!(c.policy_for(2), None);
+    assert_eq!(ClusterConfig::parse(GOOD).unwrap().policy_for(1), None);
+    for copies in [0, 4] {
+        let i = single_issue(&format!("{bench}\n[baseline]\nplain_replicas = {copies}\n"));
+        assert_eq!(i.field, "baseline.plain_replicas");
+    }
+}

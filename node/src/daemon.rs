@@ -221,6 +221,14 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
              so; a test hook that a production unit must never set"
         );
     }
+    if let Some(copies) = config.plain_replicas {
+        tracing::warn!(
+            copies,
+            "this is a benchmark cluster ([baseline] plain_replicas): it also accepts \
+             records stored as plain copies, which have no secrecy; it must never hold real \
+             records"
+        );
+    }
     Ok(NodeHandle {
         raft,
         node,

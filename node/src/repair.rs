@@ -130,13 +130,18 @@ pub struct Need {
 }
 
 /// The first share of `entry` that must move, and where to. `pending` is the record's
-/// assigned move, if any: kept while its new holder can still take it.
+/// assigned move, if any: kept while its new holder can still take it. Plain replicas
+/// (a benchmark cluster's baseline, k = 1) are never planned: repair regenerates
+/// shares.
 pub fn plan_record(
     entry: &RecordEntry,
     nodes: &BTreeMap<u64, NodeFacts>,
     config: &ClusterConfig,
     pending: Option<&RepairTask>,
 ) -> Option<Need> {
+    if entry.is_plain_replica() {
+        return None;
+    }
     let live_holders = entry
         .holders
         .iter()
@@ -443,6 +448,12 @@ mod tests {
         );
         let moved = plan_record(&e, &stuck, &c, Some(&pending)).unwrap();
         assert!(!moved.placed);
+
+        // A benchmark cluster's plain replica (k = 1) is not repaired by shares.
+        let mut plain = entry(2, [1, 3, 5, 2, 4]);
+        plain.k = 1;
+        plain.holders.truncate(3);
+        assert_eq!(plan_record(&plain, &dead3, &c, None), None);
     }
 
     /// P4: records with fewer live holders come first.

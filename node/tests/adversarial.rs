@@ -2,7 +2,7 @@
 //! malformed, truncated, oversized and out-of-order frames; a replayed commit; a
 //! commit claiming shares another gateway staged or shares never sent; reads under an
 //! expired or revoked grant or another reader's ticket; client operations from a node
-//! certificate. Each gets a clear refusal; throughout, every node stays up and keeps
+//! certificate; plain replicas (a benchmark cluster's baseline) on a real cluster. Each gets a clear refusal; throughout, every node stays up and keeps
 //! answering the others, and nothing stored changes (the catalog compared before and
 //! after, every record's shares verified by digest at the end).
 //! (A node serving a wrong share, caught by its digest: `data_path.rs`,
@@ -139,6 +139,33 @@ async fn hostile_peers_are_refused_and_nothing_stored_changes() {
     refused(&short, &[ErrorKind::BadRequest], "a short trailer");
     let long = ask_on(&conn, stage(share.len() as u64 - 5), &share).await;
     refused(&long, &[ErrorKind::BadRequest], "a long trailer");
+    // P1: plain replicas (the benchmark baseline, no secrecy) are refused by a cluster
+    // that is not a benchmark cluster, at staging and at commit.
+    let plain = kakera_proto::replica::encode(b"a record in the clear");
+    let why = refused(
+        &ask_on(&conn, stage(plain.len() as u64), &plain).await,
+        &[ErrorKind::BadRequest],
+        "staging a plain replica",
+    );
+    assert!(why.contains("not a valid share"), "{why}");
+    let mut as_plain = before[0].clone();
+    as_plain.committed_at_ms = 0;
+    as_plain.id = RecordId([0xef; 16]);
+    as_plain.k = 1;
+    as_plain.holders.truncate(3);
+    let why = refused(
+        &ask_on(
+            &conn,
+            Request::CommitRecords {
+                records: vec![as_plain],
+            },
+            &[],
+        )
+        .await,
+        &[ErrorKind::BadRequest],
+        "committing a plain replica",
+    );
+    assert!(why.contains("policy is 3 of 5"), "{why}");
     all_up(&mut cluster, &operator, "malformed frames").await;
 
     // 2. A replayed commit changes nothing; a replay with other content is refused.

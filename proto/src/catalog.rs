@@ -76,7 +76,8 @@ pub struct RecordEntry {
     pub sealed_len: u64,
     /// BLAKE3-256 of the sealed bytes.
     pub sealed_digest: Digest,
-    /// Shares needed to rebuild the sealed bytes.
+    /// Shares needed to rebuild the sealed bytes (1: a plain replica, benchmark
+    /// clusters only).
     pub k: u8,
     /// The n holders, one share each.
     pub holders: Vec<Holder>,
@@ -87,11 +88,14 @@ pub struct RecordEntry {
 impl RecordEntry {
     /// Checks what the entry says of itself: metadata, size, k within n, x values
     /// 1..=n and distinct. (The rack rule needs the topology: the node checks it.)
+    /// k = 1 is a plain replica ([`crate::replica`]): every holder keeps a whole copy.
+    /// It is valid in shape; nodes refuse it unless their config is a benchmark
+    /// cluster's with `[baseline] plain_replicas`.
     pub fn validate(&self) -> Result<(), ProtoError> {
         let bad = |reason: String| ProtoError::Invalid { reason };
         self.meta.validate()?;
         let n = self.holders.len();
-        if self.k < 2 || usize::from(self.k) > n || n > 255 {
+        if self.k == 0 || usize::from(self.k) > n || n > 255 {
             return Err(bad(format!(
                 "record {}: threshold {} of {n} holders is not a valid policy",
                 self.id, self.k
@@ -127,6 +131,11 @@ impl RecordEntry {
             && self.sealed_digest == other.sealed_digest
             && self.k == other.k
             && self.holders == other.holders
+    }
+
+    /// Whether the entry is a plain replica (k = 1, benchmark clusters only).
+    pub fn is_plain_replica(&self) -> bool {
+        self.k == 1
     }
 
     /// The holder on `node`, if any.

@@ -9,7 +9,8 @@
 //! - [`record`]: record ids, metadata and digests as the catalog holds them;
 //! - [`catalog`]: committed records, grants and tickets as the Raft catalog holds them;
 //! - [`audit`]: audit log entries and their hash chain;
-//! - [`auth`]: the role x operation matrix.
+//! - [`auth`]: the role x operation matrix;
+//! - [`replica`]: the benchmark baseline's plain copies (benchmark clusters only).
 //!
 //! Depends on neither openraft nor RocksDB, so the client's build stays small.
 
@@ -24,6 +25,7 @@ pub mod identity;
 pub mod ids;
 pub mod message;
 pub mod record;
+pub mod replica;
 
 pub use error::{ProtoError, Result};
 pub use identity::{Fingerprint, Identity, Role};

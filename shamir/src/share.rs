@@ -132,6 +132,24 @@ impl Share {
     /// Decodes and verifies an encoded share. Every malformed input gets its own error;
     /// none panics.
     pub fn decode(bytes: &[u8]) -> Result<Share> {
+        let (set_id, k, x, data_end) = Share::parse(bytes)?;
+        Ok(Share {
+            set_id,
+            k,
+            x,
+            data: bytes[SHARE_HEADER_LEN..data_end].to_vec(),
+        })
+    }
+
+    /// Checks an encoding exactly as [`Share::decode`] does (header, length,
+    /// checksum) without copying the share data out: for a holder that stores the
+    /// bytes as they came.
+    pub fn check(bytes: &[u8]) -> Result<()> {
+        Share::parse(bytes).map(|_| ())
+    }
+
+    /// Validates an encoding; returns its set id, k, x and the end of its data.
+    fn parse(bytes: &[u8]) -> Result<(SetId, u8, u8, usize)> {
         let min = SHARE_HEADER_LEN + SHARE_CHECKSUM_LEN;
         if bytes.len() < min {
             return Err(ShamirError::Truncated {
@@ -189,12 +207,7 @@ impl Share {
         if !crate::kernel::ct_eq(&expected, &bytes[data_end..]) {
             return Err(ShamirError::ChecksumMismatch);
         }
-        Ok(Share {
-            set_id: SetId(set_id),
-            k,
-            x,
-            data: bytes[SHARE_HEADER_LEN..data_end].to_vec(),
-        })
+        Ok((SetId(set_id), k, x, data_end))
     }
 }
 
@@ -291,6 +304,24 @@ mod tests {
             Share::decode(&b),
             Err(ShamirError::Truncated { .. })
         ));
+    }
+
+    #[test]
+    fn check_agrees_with_decode() {
+        let good = sample().encode();
+        assert_eq!(Share::check(&good), Ok(()));
+        for i in 0..good.len() {
+            for flip in [0x01, 0x80] {
+                let mut b = good.clone();
+                b[i] ^= flip;
+                assert_eq!(Share::check(&b), Share::decode(&b).map(|_| ()), "byte {i}");
+                assert!(Share::check(&b).is_err(), "a damaged byte {i} passed");
+            }
+        }
+        assert_eq!(
+            Share::check(&good[..3]),
+            Share::decode(&good[..3]).map(|_| ())
+        );
     }
 
     #[test]

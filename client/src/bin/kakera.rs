@@ -39,6 +39,59 @@ const EXIT_CODES: &str = "Exit codes:\n  0  done; nothing wrong found\n  1  the 
 refused request, unhealthy cluster, failed verification, incomplete backup)\n  2  bad usage (unknown flag, missing argument)\n  3  a file or the environment is unusable (unreadable file, no route to the cluster, \
 bad certificate)\n\nEvery command takes --json.";
 
+/// `kakera bench` options.
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    /// Record sizes, comma-separated (1KiB, 64KiB, 1MiB, 16MiB, or bytes).
+    #[arg(long, value_delimiter = ',', default_value = "1KiB,64KiB,1MiB,16MiB")]
+    sizes: Vec<String>,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Record bytes stored per size and mode; the record count follows.
+    #[arg(long, default_value = "64MiB")]
+    bytes_per_size: String,
+    /// Fewest records per size.
+    #[arg(long, default_value_t = 8)]
+    min_records: u64,
+    /// Most records per size.
+    #[arg(long, default_value_t = 100_000)]
+    max_records: u64,
+    /// Bytes per request: small records are batched up to this.
+    #[arg(long, default_value = "256KiB")]
+    batch_bytes: String,
+    /// Single-record gets at concurrency 1 for the low-load latency (0 skips).
+    #[arg(long, default_value_t = 1000)]
+    single_gets: usize,
+    /// Skip the replication baseline.
+    #[arg(long)]
+    no_baseline: bool,
+    /// Skip the repair measurement.
+    #[arg(long)]
+    no_repair: bool,
+    /// Most seconds the repair may take.
+    #[arg(long, default_value_t = 900)]
+    repair_timeout_s: u64,
+    /// Repairs at once in the benchmark cluster ([health] repair_parallel).
+    #[arg(long, default_value_t = 16)]
+    repair_parallel: u32,
+    /// Repair rate limit in the benchmark cluster, MB/s ([health] repair_rate_mb_s).
+    #[arg(long, default_value_t = 10_000)]
+    repair_rate_mb_s: u32,
+    /// Where the report is written.
+    #[arg(long, default_value = "kakera-bench.json")]
+    out: PathBuf,
+    /// The cluster's directory (default: a new one under the temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Keep the cluster's directory (data, logs, config) afterwards.
+    #[arg(long)]
+    keep: bool,
+    /// The kakera-node binary (default: beside this one, else on PATH).
+    #[arg(long)]
+    node_binary: Option<PathBuf>,
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Manage the cluster certificate authority.
@@ -188,6 +241,16 @@ enum Cmd {
         #[arg(long)]
         node_binary: Option<PathBuf>,
     },
+    /// Measure a local cluster: start five nodes in three racks (3 of 5) in a new
+    /// directory, then put and get records of each size with secret sharing and with
+    /// the replication baseline (three plain copies, one per rack, same nodes and
+    /// commit path), single gets at low load, and repair after killing a node. Prints
+    /// a table (or JSON with --json) and writes the report as JSON. Build release
+    /// binaries first: debug figures say little.
+    #[command(
+        after_help = "Examples:\n  cargo build --release -p kakera-node -p kakera-client\n  target/release/kakera bench\n  target/release/kakera bench --sizes 1KiB,1MiB --concurrency 8 --out bench.json\n  target/release/kakera bench --sizes 16MiB --no-baseline --no-repair\n\nThe cluster's directory is deleted afterwards unless --keep is given; node logs are in its logs/."
+    )]
+    Bench(BenchArgs),
     /// Show every node's state and the cluster's health (exit code 1 if unhealthy).
     #[command(
         after_help = "Example:\n  kakera status --config cluster.toml --cert ops.crt.pem --key ops.key.pem\n\nThe flags default to $KAKERA_CONFIG, $KAKERA_CERT and $KAKERA_KEY."
@@ -735,6 +798,7 @@ fn main() -> ExitCode {
                 | ClientError::Invalid(_)
                 | ClientError::Proto(kakera_proto::ProtoError::Invalid { .. })
                 | ClientError::Read { .. }
+                | ClientError::Bench(_)
                 | ClientError::Net(kakera_net::NetError::Refused { .. }) => 1,
                 _ => 3,
             };
@@ -850,6 +914,7 @@ fn run(cmd: Cmd, json: bool) -> Result<Outcome, ClientError> {
             dir,
             timeout_s,
         } => return backup(&cluster, &dir, timeout_s, json),
+        Cmd::Bench(args) => return bench(args, json),
         Cmd::Restore {
             backup_dir,
             config,
@@ -2214,6 +2279,86 @@ fn backup(
     })
 }
 
+/// The kakera-node binary: as given, else beside this one, else on PATH.
+fn node_binary_or_beside(given: Option<PathBuf>) -> PathBuf {
+    given
+        .or_else(|| {
+            let beside = std::env::current_exe().ok()?.parent()?.join("kakera-node");
+            beside.exists().then_some(beside)
+        })
+        .unwrap_or_else(|| PathBuf::from("kakera-node"))
+}
+
+fn bench(args: BenchArgs, json: bool) -> Result<Outcome, ClientError> {
+    use kakera_client::bench::{self, stats};
+    let size = |t: &str| stats::parse_size(t).map_err(ClientError::Invalid);
+    let sizes = args
+        .sizes
+        .iter()
+        .map(|s| size(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let own_dir = args.dir.is_none();
+    let dir = match args.dir {
+        Some(d) => d,
+        None => {
+            std::env::temp_dir().join(format!("kakera-bench-{}-{}", std::process::id(), now_ms()))
+        }
+    };
+    let opts = bench::BenchOptions {
+        sizes,
+        concurrency: args.concurrency,
+        bytes_per_size: size(&args.bytes_per_size)?,
+        min_records: args.min_records.max(1),
+        max_records: args.max_records.max(args.min_records.max(1)),
+        batch_bytes: size(&args.batch_bytes)?,
+        single_gets: args.single_gets,
+        single_get_bytes: 1024,
+        baseline: !args.no_baseline,
+        repair: !args.no_repair,
+        repair_timeout_s: args.repair_timeout_s,
+        repair_parallel: args.repair_parallel,
+        repair_rate_mb_s: args.repair_rate_mb_s,
+        dir: dir.clone(),
+        node_binary: node_binary_or_beside(args.node_binary),
+    };
+    // Client work (sealing, splitting, QUIC) uses every core, as a job would.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ClientError::Invalid(format!("cannot start the async runtime: {e}")))?;
+    let mut say = |line: String| eprintln!("{line}");
+    let result = rt.block_on(bench::run(&opts, &mut say));
+    // The nodes are stopped when `run` returns (its cluster drops).
+    drop(rt);
+    if !args.keep && (own_dir || result.is_ok()) {
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            eprintln!("could not delete {}: {e}", dir.display());
+        }
+    } else {
+        eprintln!("the cluster's files stay in {}", dir.display());
+    }
+    let report = result?;
+    let text = serde_json::to_string_pretty(&report)
+        .map_err(|e| ClientError::Invalid(format!("cannot encode the report: {e}")))?;
+    std::fs::write(&args.out, text + "\n").map_err(|source| ClientError::File {
+        path: args.out.clone(),
+        source,
+    })?;
+    if json {
+        json_line(
+            &serde_json::to_value(&report)
+                .map_err(|e| ClientError::Invalid(format!("cannot encode the report: {e}")))?,
+        );
+    } else {
+        print!(
+            "{}",
+            stats::render(&report.phases, &report.ratios, report.repair.as_ref())
+        );
+        println!("report written to {}", args.out.display());
+    }
+    Ok(Outcome::Ok)
+}
+
 fn restore(
     backup_dir: &std::path::Path,
     config: &std::path::Path,
@@ -2221,12 +2366,7 @@ fn restore(
     node_binary: Option<PathBuf>,
     json: bool,
 ) -> Result<Outcome, ClientError> {
-    let binary = node_binary
-        .or_else(|| {
-            let beside = std::env::current_exe().ok()?.parent()?.join("kakera-node");
-            beside.exists().then_some(beside)
-        })
-        .unwrap_or_else(|| PathBuf::from("kakera-node"));
+    let binary = node_binary_or_beside(node_binary);
     let out = std::process::Command::new(&binary)
         .arg("--config")
         .arg(config)

@@ -268,7 +268,15 @@ pub async fn stage(
         let end = offset + item.size_bytes as usize;
         let share = data[offset..end].to_vec();
         offset = end;
-        if let Err(e) = kakera_shamir::Share::decode(&share) {
+        let checked = kakera_shamir::Share::check(&share).map_err(|e| e.to_string());
+        // A benchmark cluster also takes plain replicas (`[baseline]`).
+        let checked = match checked {
+            Err(e) if ctx.config.plain_replicas.is_some() => kakera_proto::replica::decode(&share)
+                .map(|_| ())
+                .map_err(|_| e),
+            other => other,
+        };
+        if let Err(e) = checked {
             return error(
                 ErrorKind::BadRequest,
                 format!(
@@ -412,7 +420,11 @@ pub async fn commit(
         if let Err(e) = r.validate() {
             return error(ErrorKind::BadRequest, e.to_string());
         }
-        if r.k != policy.k || r.committed_at_ms != 0 {
+        let Some(rules) = ctx
+            .config
+            .policy_for(r.k)
+            .filter(|_| r.committed_at_ms == 0)
+        else {
             return error(
                 ErrorKind::BadRequest,
                 format!(
@@ -424,9 +436,9 @@ pub async fn commit(
                     r.holders.len()
                 ),
             );
-        }
+        };
         let holders: Vec<u64> = r.holders.iter().map(|h| h.node).collect();
-        if let Err(v) = kakera_config::check_holders(&holders, &ctx.config.nodes, policy) {
+        if let Err(v) = kakera_config::check_holders(&holders, &ctx.config.nodes, &rules) {
             return error(
                 ErrorKind::BadRequest,
                 format!("record {}: placement refused: {v}", r.id),
