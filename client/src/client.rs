@@ -55,6 +55,9 @@ pub const STAGE_RETRY_MS: u64 = 30_000;
 
 /// How often [`Client::backup`] asks the nodes how their parts stand.
 pub const BACKUP_POLL_MS: u64 = 500;
+/// How long a put reuses the leader's list of nodes taking new shares (a node that
+/// stopped within it is asked again by staging until `STAGE_RETRY_MS`).
+pub const ACCEPTING_CACHE_MS: u64 = 1_000;
 
 /// Where the parts of a backup stand, as [`Client::backup`] last saw them.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -154,6 +157,8 @@ pub struct Client {
     zone_private: Option<ZonePrivateKey>,
     /// The config node id of the last node that answered as leader.
     leader_hint: AtomicU64,
+    /// The nodes taking new shares, as the leader said, and when it said so.
+    accepting: std::sync::Mutex<Option<(Instant, Vec<u64>)>>,
 }
 
 fn timeout_for(bytes: u64) -> Duration {
@@ -230,6 +235,7 @@ impl Client {
             zone_public,
             zone_private: None,
             leader_hint: AtomicU64::new(first),
+            accepting: std::sync::Mutex::new(None),
         })
     }
 
@@ -506,7 +512,7 @@ impl Client {
         let mut pause_ms = 100u64;
         // Bounded by `until`; each failed attempt sleeps.
         loop {
-            match self.stage_on(node, shares.clone(), expected).await {
+            match self.stage_on(node, &shares, expected).await {
                 Err(ClientError::Net(e)) if e.is_transient() && Instant::now() < until => {
                     tracing::debug!(node, error = %e, "staging: node not answering; asking again");
                     tokio::time::sleep(Duration::from_millis(pause_ms)).await;
@@ -520,7 +526,7 @@ impl Client {
     async fn stage_on(
         &self,
         node: u64,
-        shares: Vec<(RecordId, Vec<u8>)>,
+        shares: &[(RecordId, Vec<u8>)],
         expected: &BTreeMap<(u64, RecordId), Digest>,
     ) -> Result<(), ClientError> {
         let items: Vec<StageItem> = shares
@@ -530,7 +536,10 @@ impl Client {
                 size_bytes: s.len() as u64,
             })
             .collect();
-        let data: Vec<u8> = shares.iter().flat_map(|(_, s)| s.iter().copied()).collect();
+        let mut data = Vec::with_capacity(shares.iter().map(|(_, s)| s.len()).sum());
+        for (_, s) in shares {
+            data.extend_from_slice(s);
+        }
         let timeout = timeout_for(data.len() as u64);
         let (answer, _) = self
             .conn
@@ -810,6 +819,21 @@ impl Client {
     /// configured node if the leader cannot say (the leader's placement check and
     /// staging still refuse what cannot work).
     async fn accepting_nodes(&self) -> Vec<u64> {
+        // A poisoned lock only loses the cache.
+        if let Ok(cache) = self.accepting.lock()
+            && let Some((at, nodes)) = cache.as_ref()
+            && at.elapsed() < Duration::from_millis(ACCEPTING_CACHE_MS)
+        {
+            return nodes.clone();
+        }
+        let nodes = self.ask_accepting_nodes().await;
+        if let Ok(mut cache) = self.accepting.lock() {
+            *cache = Some((Instant::now(), nodes.clone()));
+        }
+        nodes
+    }
+
+    async fn ask_accepting_nodes(&self) -> Vec<u64> {
         match self.topology().await {
             Ok((nodes, _)) => {
                 let active = |n: &&kakera_proto::NodeHealth| {

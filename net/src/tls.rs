@@ -176,12 +176,29 @@ impl TlsMaterial {
     }
 }
 
+/// Bytes one stream may have unread at the receiver.
+const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+/// Bytes all streams of one connection may have unread at the receiver.
+const CONNECTION_WINDOW_BYTES: u32 = 64 * 1024 * 1024;
+/// The largest UDP payload path MTU discovery tries (a 9000-byte jumbo frame).
+const MTU_UPPER_BOUND_BYTES: u16 = 8972;
+
 fn transport(limits: QuicLimits) -> Result<Arc<quinn::TransportConfig>, NetError> {
     assert!(
         limits.keep_alive_ms < limits.idle_timeout_ms,
         "keep-alive must be below the idle timeout"
     );
     let mut t = quinn::TransportConfig::default();
+    // Windows sized for shares of megabytes between nodes a fraction of a
+    // millisecond apart (quinn's defaults assume 100 ms and 12.5 MB/s per stream);
+    // the connection window bounds what one peer may have in flight to a node.
+    t.stream_receive_window(quinn::VarInt::from_u32(STREAM_WINDOW_BYTES));
+    t.receive_window(quinn::VarInt::from_u32(CONNECTION_WINDOW_BYTES));
+    t.send_window(u64::from(CONNECTION_WINDOW_BYTES));
+    // Probe for jumbo-frame and loopback paths; falls back to 1452 where they fail.
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(MTU_UPPER_BOUND_BYTES);
+    t.mtu_discovery_config(Some(mtu));
     t.max_concurrent_bidi_streams(limits.max_concurrent_streams.into());
     t.max_concurrent_uni_streams(0u32.into());
     t.keep_alive_interval(Some(Duration::from_millis(limits.keep_alive_ms)));

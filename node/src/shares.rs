@@ -56,6 +56,16 @@ fn encode_value(at_ms: u64, digest: &Digest, bytes: &[u8]) -> Vec<u8> {
 }
 
 pub(crate) fn decode_value(v: &[u8]) -> io::Result<StoredShare> {
+    let (at_ms, digest) = decode_header(v)?;
+    Ok(StoredShare {
+        at_ms,
+        digest,
+        bytes: v[HEADER_BYTES..].to_vec(),
+    })
+}
+
+/// A stored value's time and digest, without copying the share.
+fn decode_header(v: &[u8]) -> io::Result<(u64, Digest)> {
     if v.len() < HEADER_BYTES || v[0] != VALUE_VERSION {
         return Err(io::Error::other(
             "stored share value has an unknown format version or is truncated",
@@ -65,11 +75,7 @@ pub(crate) fn decode_value(v: &[u8]) -> io::Result<StoredShare> {
     at.copy_from_slice(&v[1..9]);
     let mut digest = [0u8; 32];
     digest.copy_from_slice(&v[9..41]);
-    Ok(StoredShare {
-        at_ms: u64::from_be_bytes(at),
-        digest: Digest(digest),
-        bytes: v[HEADER_BYTES..].to_vec(),
-    })
+    Ok((u64::from_be_bytes(at), Digest(digest)))
 }
 
 /// What happened to a staged share when its commit was applied.
@@ -291,9 +297,9 @@ impl ShareStore {
     /// Stages shares (one synced write for all of them) and returns each digest.
     /// Staging the same share again is harmless; a record whose committed share
     /// differs is refused, and then nothing of the request is written.
-    pub fn stage(
+    pub fn stage<B: AsRef<[u8]>>(
         &self,
-        items: &[(RecordId, Vec<u8>)],
+        items: &[(RecordId, B)],
         now_ms: u64,
     ) -> io::Result<Result<Vec<Digest>, StageRefusal>> {
         assert!(items.len() <= MAX_STAGE_ITEMS, "callers bound the request");
@@ -302,12 +308,13 @@ impl ShareStore {
         let mut batch = WriteBatch::default();
         let mut digests = Vec::with_capacity(items.len());
         for (record, bytes) in items {
+            let bytes = bytes.as_ref();
             let digest = Digest::of(bytes);
             if let Some(v) = self
                 .db
                 .get_pinned_cf(committed, record.0)
                 .map_err(io::Error::other)?
-                && decode_value(&v)?.digest != digest
+                && decode_header(&v)?.1 != digest
             {
                 return Ok(Err(StageRefusal::Committed { record: *record }));
             }
@@ -335,7 +342,7 @@ impl ShareStore {
             .db
             .get_pinned_cf(committed, record.0)
             .map_err(io::Error::other)?
-            && decode_value(&v)?.digest == *expected
+            && decode_header(&v)?.1 == *expected
         {
             return Ok(Promotion::AlreadyCommitted);
         }
@@ -346,15 +353,13 @@ impl ShareStore {
         else {
             return Ok(Promotion::Missing);
         };
-        let share = decode_value(&v)?;
-        if share.digest != *expected {
+        if decode_header(&v)?.1 != *expected {
             return Ok(Promotion::Mismatch);
         }
-        batch.put_cf(
-            committed,
-            record.0,
-            encode_value(now_ms, expected, &share.bytes),
-        );
+        // The committed value is the staged one with the commit time: one copy.
+        let mut value = v.to_vec();
+        value[1..9].copy_from_slice(&now_ms.to_be_bytes());
+        batch.put_cf(committed, record.0, value);
         batch.delete_cf(staged, record.0);
         self.ledger.release(record);
         Ok(Promotion::Promoted)

@@ -38,16 +38,32 @@ pub fn open(dir: &Path) -> io::Result<Arc<DB>> {
     opts.create_missing_column_families(true);
     // Bounded background work on small machines.
     opts.increase_parallelism(2);
-    let cfs = ALL_CFS
-        .iter()
-        .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
-    let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(io::Error::other)?;
+    let db = DB::open_cf_descriptors(&opts, dir, descriptors()).map_err(io::Error::other)?;
     Ok(Arc::new(db))
+}
+
+/// Every column family with its options. Shares are uniformly random (sealed, then
+/// split), so their families are not compressed. They stay in SST files, not blob
+/// files: an erased share must leave the disk when its key range is compacted (P6),
+/// and a blob file would keep it until garbage collection rewrote the whole file
+/// (docs/performance.md).
+fn descriptors() -> Vec<ColumnFamilyDescriptor> {
+    ALL_CFS
+        .iter()
+        .map(|name| {
+            let mut o = Options::default();
+            if *name == CF_STAGED || *name == CF_SHARES {
+                o.set_compression_type(rocksdb::DBCompressionType::None);
+            }
+            ColumnFamilyDescriptor::new(*name, o)
+        })
+        .collect()
 }
 
 /// Opens a node database (a backup checkpoint) for reading only.
 pub fn open_read_only(dir: &Path) -> io::Result<DB> {
-    DB::open_cf_for_read_only(&Options::default(), dir, ALL_CFS, false).map_err(io::Error::other)
+    DB::open_cf_descriptors_read_only(&Options::default(), dir, descriptors(), false)
+        .map_err(io::Error::other)
 }
 
 /// A column family handle; an error (not a panic) if the database lacks it.

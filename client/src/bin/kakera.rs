@@ -21,6 +21,12 @@ use kakera_proto::audit::AuditQuery;
 use kakera_proto::catalog::{EraseTarget, Grant, GrantScope, ListFilter, RecordEntry};
 use kakera_proto::{Date, RecordId, RecordKind, Role, SubjectTag};
 
+/// jemalloc keeps freed pages for reuse: the data path allocates share-sized buffers
+/// (up to 64 MiB) per request, which glibc's malloc maps and zeroes afresh every time
+/// (a quarter of the CPU in the 16 MiB profile; docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// kakera: secret-sharing storage for health records.
 #[derive(Parser, Debug)]
 #[command(version, about, after_help = EXIT_CODES)]

@@ -266,12 +266,13 @@ pub async fn stage(
         }
         // The sizes sum to data.len() (read_trailer read exactly total_bytes).
         let end = offset + item.size_bytes as usize;
-        let share = data[offset..end].to_vec();
+        let share = &data[offset..end];
+        let range = offset..end;
         offset = end;
-        let checked = kakera_shamir::Share::check(&share).map_err(|e| e.to_string());
+        let checked = kakera_shamir::Share::check(share).map_err(|e| e.to_string());
         // A benchmark cluster also takes plain replicas (`[baseline]`).
         let checked = match checked {
-            Err(e) if ctx.config.plain_replicas.is_some() => kakera_proto::replica::decode(&share)
+            Err(e) if ctx.config.plain_replicas.is_some() => kakera_proto::replica::decode(share)
                 .map(|_| ())
                 .map_err(|_| e),
             other => other,
@@ -285,7 +286,7 @@ pub async fn stage(
                 ),
             );
         }
-        batch.push((item.record, share));
+        batch.push((item.record, range));
     }
     let store = ctx.shares.clone();
     let state = ctx.state.clone();
@@ -299,7 +300,12 @@ pub async fn stage(
                 return Ok(Err(StageRefusal::Erased { record: *id }));
             }
         }
-        store.stage(&batch, now_ms)
+        // The shares as slices of the request's bytes: no copy before RocksDB's.
+        let shares: Vec<(RecordId, &[u8])> = batch
+            .iter()
+            .map(|(id, r)| (*id, &data[r.clone()]))
+            .collect();
+        store.stage(&shares, now_ms)
     })
     .await
     .map_err(std::io::Error::other)
