@@ -210,8 +210,9 @@ fn groups<T>(
 enum Protection {
     /// Sealed to the zone key and split k of n (every real record).
     Shared(ZonePublicKey),
-    /// The benchmark baseline: `copies` plain copies, one per rack, threshold 1.
-    Plain { copies: u8 },
+    /// The benchmark baseline: plain copies, one per rack, threshold 1, as many as
+    /// the config's `[baseline] plain_replicas`.
+    Plain,
 }
 
 /// What one record's put prepared: its catalog entry and its shares by node.
@@ -387,15 +388,14 @@ impl Client {
         &self,
         records: Vec<(RecordId, NewRecord)>,
     ) -> Result<Vec<RecordId>, ClientError> {
-        let copies = self.config().plain_replicas.ok_or_else(|| {
-            ClientError::Invalid(
+        if self.config().plain_replicas.is_none() {
+            return Err(ClientError::Invalid(
                 "this cluster takes no plain replicas: they exist only on benchmark clusters \
                  ([baseline] plain_replicas in the config)"
                     .into(),
-            )
-        })?;
-        self.put_protected(records, Protection::Plain { copies })
-            .await
+            ));
+        }
+        self.put_protected(records, Protection::Plain).await
     }
 
     async fn put_protected(
@@ -1432,7 +1432,7 @@ fn prepare(
 ) -> Result<Vec<Prepared>, ClientError> {
     let zone = match protection {
         Protection::Shared(zone) => zone,
-        Protection::Plain { copies } => return prepare_plain(config, accepting, *copies, records),
+        Protection::Plain => return prepare_plain(config, accepting, records),
     };
     let policy = config.policy;
     let views = accepting_views(config, accepting);
@@ -1472,18 +1472,16 @@ fn prepare(
     Ok(out)
 }
 
-/// The benchmark baseline's [`prepare`]: each record as `copies` plain replicas, one
-/// per rack, threshold 1 (the config's plain-replica rules).
+/// The benchmark baseline's [`prepare`]: each record as plain replicas, one per rack,
+/// threshold 1 (the config's plain-replica rules).
 fn prepare_plain(
     config: &ClusterConfig,
     accepting: &[u64],
-    copies: u8,
     records: Vec<(RecordId, NewRecord)>,
 ) -> Result<Vec<Prepared>, ClientError> {
     let policy = config.policy_for(1).ok_or_else(|| {
         ClientError::Invalid("this cluster takes no plain replicas ([baseline])".into())
     })?;
-    debug_assert_eq!(policy.n, copies);
     let views = accepting_views(config, accepting);
     let mut out = Vec::with_capacity(records.len());
     for (id, r) in records {
@@ -1491,7 +1489,7 @@ fn prepare_plain(
             .map_err(|e| ClientError::Invalid(format!("placement: {e}")))?;
         let encoded = kakera_proto::replica::encode(&r.data);
         let digest = Digest::of(&encoded);
-        let holders = (1..=copies)
+        let holders = (1..=policy.n)
             .zip(&nodes)
             .map(|(x, &node)| Holder { node, x, digest })
             .collect();
