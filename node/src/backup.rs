@@ -11,6 +11,8 @@
 //!    entry's write batch ([`checkpoint_at_apply`]): hard links, plus a flush of the
 //!    memtables, so the checkpoint holds exactly the catalog and this node's committed
 //!    shares as of that entry. `job.json` beside it (synced) says where the part goes.
+//!    Both are built in `<id>.building` and renamed into place (the directory synced),
+//!    so the exporter, which runs meanwhile, never sees a checkpoint half taken.
 //!    An entry older than [`BACKUP_WINDOW_MS`] (a node replaying an old log) is not
 //!    acted on.
 //! 3. The node's [`Exporter`] copies the checkpoint to
@@ -117,7 +119,8 @@ pub fn checkpoint_at_apply(
         tracing::info!(%backup, log_index, age_ms, "old backup entry replayed: no part written");
         return;
     }
-    let base = data_dir.join(CHECKPOINTS_DIR).join(backup.to_string());
+    let checkpoints = data_dir.join(CHECKPOINTS_DIR);
+    let base = checkpoints.join(backup.to_string());
     if base.exists() {
         return;
     }
@@ -127,18 +130,30 @@ pub fn checkpoint_at_apply(
         log_index,
         at_ms,
     };
+    // Built under a name the exporter skips (not a backup id) and renamed into place
+    // whole: the exporter's pass runs meanwhile and must never see, or clear, a
+    // checkpoint that is still being taken.
+    let building = checkpoints.join(format!("{backup}.building"));
     let taken = (|| -> io::Result<()> {
-        std::fs::create_dir_all(&base)?;
+        if building.exists() {
+            // Left by a crash inside an earlier apply of this entry.
+            std::fs::remove_dir_all(&building)?;
+        }
+        std::fs::create_dir_all(&building)?;
         rocksdb::checkpoint::Checkpoint::new(db)
-            .and_then(|c| c.create_checkpoint(base.join("db")))
+            .and_then(|c| c.create_checkpoint(building.join("db")))
             .map_err(io::Error::other)?;
         let json = serde_json::to_vec_pretty(&job).map_err(io::Error::other)?;
-        write_synced(&base.join("job.json"), &json)
+        write_synced(&building.join("job.json"), &json)?;
+        std::fs::rename(&building, &base)?;
+        std::fs::File::open(&checkpoints)?.sync_all()
     })();
     match taken {
         Ok(()) => tracing::info!(%backup, log_index, "backup checkpoint taken"),
         Err(e) => {
             tracing::warn!(%backup, log_index, error = %e, "backup checkpoint failed");
+            let _ = std::fs::remove_dir_all(&building);
+            let _ = std::fs::create_dir_all(&base);
             let _ = std::fs::write(base.join("failed.txt"), format!("checkpoint failed: {e}"));
         }
     }
@@ -238,7 +253,8 @@ impl Exporter {
             {
                 Ok(j) => j,
                 Err(_) => {
-                    // A crash between the checkpoint and its job file: unusable.
+                    // Checkpoints are renamed into place with their job file, so this
+                    // is a damaged job file: unusable.
                     let _ = std::fs::remove_dir_all(&base);
                     continue;
                 }
