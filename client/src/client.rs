@@ -46,8 +46,6 @@ pub const LEADER_DEADLINE_MS: u64 = 20_000;
 pub const LEADER_TIMEOUT_MS: u64 = 5_000;
 /// Base timeout of one request; transfers add time per byte.
 pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
-/// The hedge fires this long after a fetch round starts (plus transfer time).
-pub const HEDGE_AFTER_MS: u64 = 40;
 
 /// How long a put keeps asking a holder that does not answer (a node restarting)
 /// before it fails; capped at a quarter of the staging lifetime.
@@ -55,9 +53,6 @@ pub const STAGE_RETRY_MS: u64 = 30_000;
 
 /// How often [`Client::backup`] asks the nodes how their parts stand.
 pub const BACKUP_POLL_MS: u64 = 500;
-/// How long a put reuses the leader's list of nodes taking new shares (a node that
-/// stopped within it is asked again by staging until `STAGE_RETRY_MS`).
-pub const ACCEPTING_CACHE_MS: u64 = 1_000;
 
 /// Where the parts of a backup stand, as [`Client::backup`] last saw them.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -157,8 +152,6 @@ pub struct Client {
     zone_private: Option<ZonePrivateKey>,
     /// The config node id of the last node that answered as leader.
     leader_hint: AtomicU64,
-    /// The nodes taking new shares, as the leader said, and when it said so.
-    accepting: std::sync::Mutex<Option<(Instant, Vec<u64>)>>,
 }
 
 fn timeout_for(bytes: u64) -> Duration {
@@ -236,7 +229,6 @@ impl Client {
             zone_public,
             zone_private: None,
             leader_hint: AtomicU64::new(first),
-            accepting: std::sync::Mutex::new(None),
         })
     }
 
@@ -621,9 +613,20 @@ impl Client {
         let by_id: BTreeMap<RecordId, &RecordEntry> = entries.iter().map(|e| (e.id, e)).collect();
         let mut good: BTreeMap<RecordId, Vec<Piece>> = BTreeMap::new();
         let mut inflight = FuturesUnordered::new();
-        let largest = entries.iter().map(|e| e.sealed_len).max().unwrap_or(0);
-        let hedge_after = Duration::from_millis(HEDGE_AFTER_MS + largest / 100_000);
-        let hedge = tokio::time::sleep(hedge_after);
+        let round_bytes: u64 = entries
+            .iter()
+            .map(|e| e.sealed_len.saturating_mul(u64::from(e.k)))
+            .sum();
+        let started = tokio::time::Instant::now();
+        let mut first_answer_ms: Option<u64> = None;
+        let hedge_at = |first: Option<u64>| {
+            let after = Duration::from_millis(crate::plan::hedge_at_ms(first, round_bytes));
+            // A deadline past what the clock can express means no hedge: a day.
+            started
+                .checked_add(after)
+                .unwrap_or(started + Duration::from_secs(86_400))
+        };
+        let hedge = tokio::time::sleep_until(hedge_at(None));
         tokio::pin!(hedge);
         let mut hedged = false;
         for (node, records) in plan.start() {
@@ -658,6 +661,11 @@ impl Client {
                     }
                 }
                 Ok((items, data)) => {
+                    if first_answer_ms.is_none() {
+                        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                        first_answer_ms = Some(ms);
+                        hedge.as_mut().reset(hedge_at(first_answer_ms));
+                    }
                     for (record, share) in shares_of(&items, &data) {
                         let Some(entry) = by_id.get(&record) else {
                             continue;
@@ -815,25 +823,12 @@ impl Client {
         })
     }
 
-    /// The nodes that take new shares (active and alive, by the leader); every
-    /// configured node if the leader cannot say (the leader's placement check and
-    /// staging still refuse what cannot work).
+    /// The nodes that take new shares (active and alive, by the leader), asked before
+    /// every batch: a drain takes effect for the next batch (a list kept for even a
+    /// second placed shares on a node drained within it); every configured node if
+    /// the leader cannot say (the leader's placement check and staging still refuse
+    /// what cannot work).
     async fn accepting_nodes(&self) -> Vec<u64> {
-        // A poisoned lock only loses the cache.
-        if let Ok(cache) = self.accepting.lock()
-            && let Some((at, nodes)) = cache.as_ref()
-            && at.elapsed() < Duration::from_millis(ACCEPTING_CACHE_MS)
-        {
-            return nodes.clone();
-        }
-        let nodes = self.ask_accepting_nodes().await;
-        if let Ok(mut cache) = self.accepting.lock() {
-            *cache = Some((Instant::now(), nodes.clone()));
-        }
-        nodes
-    }
-
-    async fn ask_accepting_nodes(&self) -> Vec<u64> {
         match self.topology().await {
             Ok((nodes, _)) => {
                 let active = |n: &&kakera_proto::NodeHealth| {

@@ -1,8 +1,8 @@
 //! Which node to ask for which share during a read: a pure state machine with no IO
 //! and no clock, driven by the client's fetch loop (`crate::client`). It asks k holders
-//! of each record first, one more when the caller's hedge timer fires, and a
-//! replacement whenever a share fails (node unreachable, share missing, digest wrong),
-//! until the record has k good shares or no holder is left.
+//! of each record first, one more when the caller's hedge timer fires ([`hedge_at_ms`]),
+//! and a replacement whenever a share fails (node unreachable, share missing, digest
+//! wrong), until the record has k good shares or no holder is left.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +19,29 @@ pub struct BadShare {
     pub node: u64,
     /// What was wrong.
     pub reason: String,
+}
+
+/// The hedge never fires sooner than this after the first answer of a round.
+pub const HEDGE_MIN_GAP_MS: u64 = 40;
+/// The hedge fires this long after a round starts if no holder has answered yet (plus
+/// transfer time at [`HEDGE_FALLBACK_BYTES_PER_MS`]).
+pub const HEDGE_FALLBACK_MS: u64 = 1_000;
+/// The transfer rate the fallback allows for: 10 MB/s, far below loopback or a
+/// datacenter link, so a loaded cluster is not mistaken for a stuck holder.
+pub const HEDGE_FALLBACK_BYTES_PER_MS: u64 = 10_000;
+
+/// When to ask one more holder, in ms after the fetch round started. Relative to
+/// the round's own answers: once a holder has answered (at `first_answer_ms`), a
+/// holder that takes twice as long (and at least [`HEDGE_MIN_GAP_MS`] more) is
+/// hedged. A fixed delay would fire for every round of a loaded cluster, where every
+/// holder is slow alike, and add a (k+1)-th share's bytes to each read exactly when
+/// the cluster can least afford them. With no answer yet, the generous fallback for
+/// `round_bytes` (the bytes asked of all holders) applies.
+pub fn hedge_at_ms(first_answer_ms: Option<u64>, round_bytes: u64) -> u64 {
+    match first_answer_ms {
+        Some(t) => t.saturating_add(t.max(HEDGE_MIN_GAP_MS)),
+        None => HEDGE_FALLBACK_MS.saturating_add(round_bytes / HEDGE_FALLBACK_BYTES_PER_MS),
+    }
 }
 
 /// Asks to send: node -> records wanted from it.
@@ -205,6 +228,20 @@ mod tests {
         }
         assert!(plan.settled());
         assert!(entries.iter().all(|e| plan.complete(&e.id)));
+    }
+
+    /// P3 (reads stay available when a holder stalls, without doubling the load when
+    /// all are slow): the hedge follows the round's own answers.
+    #[test]
+    fn the_hedge_waits_for_twice_the_first_answer() {
+        // Nothing answered yet: one second plus 10 MB/s for the round's bytes.
+        assert_eq!(hedge_at_ms(None, 0), 1_000);
+        assert_eq!(hedge_at_ms(None, 48_000_000), 5_800);
+        // A fast first answer: at least the minimum gap after it.
+        assert_eq!(hedge_at_ms(Some(3), 1 << 30), 43);
+        // A loaded cluster (first answer after 3 s): the others get as long again.
+        assert_eq!(hedge_at_ms(Some(3_000), 1 << 30), 6_000);
+        assert_eq!(hedge_at_ms(Some(u64::MAX), 0), u64::MAX);
     }
 
     /// P3: a bad share is replaced by another holder's until none is left; the read

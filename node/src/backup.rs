@@ -63,7 +63,7 @@ use crate::raft::log_store::{LogStore, decode};
 use crate::raft::state_machine::{
     StateMachine, read_snapshot_file, restored_catalog, snapshot_data, snapshot_file_of,
 };
-use crate::store::{CF_SHARES, cf};
+use crate::store::{CF_SHARES, CF_STAGED, cf};
 
 /// A backup entry older than this (by the leader's clock against this node's) is not
 /// acted on: a node replaying an old log must not write parts of old backups.
@@ -357,12 +357,21 @@ fn read_manifest(part: &Path) -> Result<PartManifest, String> {
         .map_err(|e| format!("{} is not a part manifest: {e}", path.display()))
 }
 
-/// Committed shares and their bytes in a database.
+/// Committed shares and their bytes in a database (stored shares without a staged
+/// marker).
 fn count_shares(db: &DB) -> io::Result<(u64, u64)> {
     let mut n = 0u64;
     let mut bytes = 0u64;
+    let staged = cf(db, CF_STAGED)?;
     for item in db.iterator_cf(cf(db, CF_SHARES)?, IteratorMode::Start) {
-        let (_, v) = item.map_err(io::Error::other)?;
+        let (k, v) = item.map_err(io::Error::other)?;
+        if db
+            .get_pinned_cf(staged, &k)
+            .map_err(io::Error::other)?
+            .is_some()
+        {
+            continue;
+        }
         n += 1;
         bytes += v.len().saturating_sub(crate::shares::HEADER_BYTES) as u64;
     }

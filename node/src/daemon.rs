@@ -563,7 +563,7 @@ const REPAIR_SCAN_PAGES_PER_TICK: usize = 8;
 /// Most needs one scan pass keeps (the most urgent are assigned first).
 const MAX_PLANNED: usize = 10_000;
 /// Most moves assigned per pass.
-const MAX_ASSIGN_PER_PASS: usize = 256;
+const MAX_ASSIGN_PER_PASS: usize = 1_024;
 /// How long a new holder may take to run one move.
 const REPAIR_RUN_TIMEOUT_MS: u64 = 120_000;
 
@@ -630,11 +630,21 @@ impl Repairer {
 
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(REPAIR_TICK_MS));
+        let mut busy = false;
+        // Bounded by shutdown; a step that moved shares is followed at once by the
+        // next (no idle tick while moves are pending).
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.changed() => return,
+            if busy {
+                if *shutdown.borrow() {
+                    return;
+                }
+            } else {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.changed() => return,
+                }
             }
+            busy = false;
             let leader = self.ctx.raft.is_leader();
             if leader != self.was_leader {
                 self.cursor = None;
@@ -646,17 +656,21 @@ impl Repairer {
             if !leader {
                 continue;
             }
-            if let Err(e) = self.step().await {
-                tracing::warn!(error = %e, "repair step failed; will retry");
-                lock(&self.ctx.view.progress).last_error = Some(e);
+            match self.step(&shutdown).await {
+                Ok(moved) => busy = moved > 0,
+                Err(e) => {
+                    tracing::warn!(error = %e, "repair step failed; will retry");
+                    lock(&self.ctx.view.progress).last_error = Some(e);
+                }
             }
         }
     }
 
-    async fn step(&mut self) -> Result<(), String> {
+    /// One scan step and one execution slice; returns the moves committed.
+    async fn step(&mut self, shutdown: &watch::Receiver<bool>) -> Result<u64, String> {
         let facts = crate::transport::repair::node_facts(&self.ctx).map_err(|e| e.to_string())?;
         self.scan(&facts).await?;
-        self.execute(&facts).await
+        self.execute(&facts, shutdown).await
     }
 
     /// Scans a few pages; at the end of a pass, publishes counts and assigns moves.
@@ -737,107 +751,146 @@ impl Repairer {
         Ok(())
     }
 
-    /// Runs pending moves whose new holder accepts shares, within the parallelism and
-    /// byte budget of one tick, and commits those that succeeded.
-    async fn execute(&mut self, facts: &BTreeMap<u64, NodeFacts>) -> Result<(), String> {
+    /// Runs pending moves whose new holder accepts shares: `repair_parallel` at a time
+    /// (a finished move's slot is refilled at once), paced to `repair_rate_mb_s`
+    /// ([`crate::repair::pace_wait_ms`]), committing finished moves in groups of
+    /// [`REPAIR_COMMIT_GROUP`]. Starts moves for at most [`REPAIR_SLICE_MS`], so the
+    /// scan keeps running between slices. Returns how many moves it committed.
+    async fn execute(
+        &mut self,
+        facts: &BTreeMap<u64, NodeFacts>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<u64, String> {
         let ctx = self.ctx.clone();
         let pending = ctx
             .state
             .pending_repairs(MAX_ASSIGN_PER_PASS)
             .map_err(|e| e.to_string())?;
         lock(&ctx.view.progress).pending = pending.len() as u64;
-        let budget_bytes =
-            u64::from(ctx.config.health.repair_rate_mb_s) * 1_000_000 * REPAIR_TICK_MS / 1000;
-        let mut spent = 0u64;
-        let mut batch = Vec::new();
-        for t in pending {
-            if batch.len() >= ctx.config.health.repair_parallel as usize
-                || (spent >= budget_bytes && !batch.is_empty())
-            {
-                break;
-            }
-            if !facts.get(&t.to).is_some_and(NodeFacts::accepts) {
-                continue;
-            }
-            let cost = match ctx.state.record(&t.record) {
-                Ok(Some(e)) => e.sealed_len.saturating_mul(u64::from(e.k)),
-                _ => 0,
-            };
-            spent = spent.saturating_add(cost);
-            batch.push(t);
-        }
-        if batch.is_empty() {
-            return Ok(());
+        let mut queue: std::collections::VecDeque<RepairTask> = pending
+            .into_iter()
+            .filter(|t| facts.get(&t.to).is_some_and(NodeFacts::accepts))
+            .collect();
+        if queue.is_empty() {
+            return Ok(0);
         }
         let avoid: Vec<u64> = facts
             .values()
             .filter(|f| f.health != crate::repair::HealthState::Alive)
             .map(|f| f.id)
             .collect();
-        let runs = batch.into_iter().map(|t| {
-            let ctx = ctx.clone();
-            let avoid = avoid.clone();
-            async move {
-                let answer = if t.to == ctx.node.id {
-                    Ok(crate::transport::repair::run_assigned(&ctx, t.clone(), &avoid).await)
-                } else {
-                    match ctx.peers.get(&t.to) {
-                        Some(p) => p
-                            .call(
-                                &ctx.cluster_id,
-                                Request::RepairRun {
-                                    task: t.clone(),
-                                    avoid: avoid.clone(),
-                                },
-                                Duration::from_millis(REPAIR_RUN_TIMEOUT_MS),
-                            )
-                            .await
-                            .map_err(|e| e.to_string()),
-                        None => Err(format!("node {} is not a peer", t.to)),
-                    }
-                };
-                (t, answer)
-            }
-        });
+        let parallel = ctx.config.health.repair_parallel.max(1) as usize;
+        let rate_mb_s = ctx.config.health.repair_rate_mb_s;
+        let started = tokio::time::Instant::now();
+        let mut spent_bytes = 0u64;
+        let mut running = tokio::task::JoinSet::new();
         let mut done = Vec::new();
+        let mut moved = 0u64;
         let mut last_error = None;
-        for (t, answer) in futures::future::join_all(runs).await {
-            match answer {
-                Ok(Response::Repaired { .. }) => done.push(t),
-                Ok(other) => {
+        // Bounded: at most MAX_ASSIGN_PER_PASS moves start, each once, and every
+        // started move ends (its call has a timeout).
+        loop {
+            while running.len() < parallel
+                && started.elapsed() < Duration::from_millis(REPAIR_SLICE_MS)
+                && !*shutdown.borrow()
+            {
+                let Some(t) = queue.pop_front() else {
+                    break;
+                };
+                let cost_bytes = match ctx.state.record(&t.record) {
+                    Ok(Some(e)) => e.sealed_len.saturating_mul(u64::from(e.k)),
+                    _ => 0,
+                };
+                let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                let wait_ms =
+                    crate::repair::pace_wait_ms(spent_bytes, cost_bytes, elapsed_ms, rate_mb_s);
+                if wait_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                }
+                spent_bytes = spent_bytes.saturating_add(cost_bytes);
+                running.spawn(run_move(ctx.clone(), t, avoid.clone()));
+            }
+            let Some(joined) = running.join_next().await else {
+                break;
+            };
+            match joined {
+                Ok((t, Ok(Response::Repaired { .. }))) => done.push(t),
+                Ok((t, Ok(other))) => {
                     last_error = Some(format!(
                         "moving record {} to node {}: {other:?}",
                         t.record, t.to
-                    ))
+                    ));
                 }
-                Err(e) => {
-                    last_error = Some(format!("moving record {} to node {}: {e}", t.record, t.to))
+                Ok((t, Err(e))) => {
+                    last_error = Some(format!("moving record {} to node {}: {e}", t.record, t.to));
                 }
+                Err(e) => last_error = Some(format!("a share move's task failed: {e}")),
+            }
+            if done.len() >= REPAIR_COMMIT_GROUP {
+                moved += commit_moves(&ctx, std::mem::take(&mut done)).await?;
             }
         }
         if let Some(e) = &last_error {
             tracing::warn!(error = %e, "a share move failed; it will be retried");
         }
-        let moved = done.len() as u64;
-        if !done.is_empty() {
-            kakera_net::crash::point("repair.before_commit");
-            let cmd = Command::Repair {
-                at_ms: crate::transport::server::unix_ms(),
-                step: RepairStep::Commit { tasks: done },
-            };
-            ctx.raft
-                .client_write(cmd)
-                .await
-                .map_err(|e| format!("committing moves: {e}"))?;
-            tracing::info!(moves = moved, "share moves committed");
-        }
-        let mut p = lock(&ctx.view.progress);
-        p.done += moved;
+        moved += commit_moves(&ctx, done).await?;
         if last_error.is_some() {
-            p.last_error = last_error;
+            lock(&ctx.view.progress).last_error = last_error;
         }
-        Ok(())
+        Ok(moved)
     }
+}
+
+/// Moves committed through Raft in one entry, at most.
+const REPAIR_COMMIT_GROUP: usize = 64;
+/// How long one repair slice starts new moves before the loop scans again.
+const REPAIR_SLICE_MS: u64 = 10_000;
+
+/// Has move `t`'s new holder run it: this node itself, or a peer.
+async fn run_move(
+    ctx: Arc<ServerContext>,
+    t: RepairTask,
+    avoid: Vec<u64>,
+) -> (RepairTask, Result<Response, String>) {
+    let answer = if t.to == ctx.node.id {
+        Ok(crate::transport::repair::run_assigned(&ctx, t.clone(), &avoid).await)
+    } else {
+        match ctx.peers.get(&t.to) {
+            Some(p) => p
+                .call(
+                    &ctx.cluster_id,
+                    Request::RepairRun {
+                        task: t.clone(),
+                        avoid,
+                    },
+                    Duration::from_millis(REPAIR_RUN_TIMEOUT_MS),
+                )
+                .await
+                .map_err(|e| e.to_string()),
+            None => Err(format!("node {} is not a peer", t.to)),
+        }
+    };
+    (t, answer)
+}
+
+/// Commits finished moves through Raft (one entry) and counts them as done.
+async fn commit_moves(ctx: &ServerContext, done: Vec<RepairTask>) -> Result<u64, String> {
+    if done.is_empty() {
+        return Ok(0);
+    }
+    let moved = done.len() as u64;
+    kakera_net::crash::point("repair.before_commit");
+    let cmd = Command::Repair {
+        at_ms: crate::transport::server::unix_ms(),
+        step: RepairStep::Commit { tasks: done },
+    };
+    ctx.raft
+        .client_write(cmd)
+        .await
+        .map_err(|e| format!("committing moves: {e}"))?;
+    tracing::info!(moves = moved, "share moves committed");
+    lock(&ctx.view.progress).done += moved;
+    Ok(moved)
 }
 
 impl NodeHandle {

@@ -229,6 +229,24 @@ pub fn choose_helpers(
     (order.len() == usize::from(entry.k)).then_some(order)
 }
 
+/// How long to wait before starting a move that makes helpers read `cost_bytes`,
+/// when `spent_bytes` were started `elapsed_ms` ago under `rate_mb_s` (10^6 bytes
+/// per second). A token bucket holding one second of the rate: a burst of up to a
+/// second's bytes starts at once, then moves start as the rate allows. A move larger
+/// than a second's bytes starts when the bucket is full (never waits forever).
+pub fn pace_wait_ms(spent_bytes: u64, cost_bytes: u64, elapsed_ms: u64, rate_mb_s: u32) -> u64 {
+    // In u128: no product here can overflow it.
+    let per_s = u128::from(rate_mb_s.max(1)) * 1_000_000;
+    // The bucket refills at per_s bytes per second and holds at most per_s.
+    let allowed = per_s + per_s * u128::from(elapsed_ms) / 1_000;
+    let need = u128::from(spent_bytes) + u128::from(cost_bytes).min(per_s);
+    if need <= allowed {
+        return 0;
+    }
+    // Round up so that the wait always reaches the allowance.
+    u64::try_from(((need - allowed) * 1_000).div_ceil(per_s)).unwrap_or(u64::MAX)
+}
+
 /// Most helper sessions and received pads a node keeps at once.
 pub const MAX_SESSIONS: usize = 1024;
 /// How long a helper keeps a session or a pad that is not used.
@@ -318,6 +336,26 @@ mod tests {
     use kakera_proto::{Date, Digest, RecordId, RecordKind, RecordMeta, SubjectTag};
 
     use super::*;
+
+    /// P4 (repair runs at the configured rate and no faster): the pacing of moves.
+    #[test]
+    fn repair_moves_are_paced_to_the_configured_rate() {
+        // 10 MB/s: the first second's bytes start at once.
+        assert_eq!(pace_wait_ms(0, 4_000_000, 0, 10), 0);
+        assert_eq!(pace_wait_ms(6_000_000, 4_000_000, 0, 10), 0);
+        // 2 MB more than the bucket holds: 200 ms at 10 MB/s.
+        assert_eq!(pace_wait_ms(8_000_000, 4_000_000, 0, 10), 200);
+        // After that wait the same move may start.
+        assert_eq!(pace_wait_ms(8_000_000, 4_000_000, 200, 10), 0);
+        // Sustained: 100 MB in 9 s at 10 MB/s is exactly on schedule.
+        assert_eq!(pace_wait_ms(90_000_000, 10_000_000, 9_000, 10), 0);
+        assert_eq!(pace_wait_ms(90_000_001, 10_000_000, 9_000, 10), 1);
+        // A move larger than a second's bytes waits only for a full bucket.
+        assert_eq!(pace_wait_ms(0, 50_000_000, 0, 10), 0);
+        assert_eq!(pace_wait_ms(50_000_000, 50_000_000, 1_000, 10), 4_000);
+        // No overflow at the extremes.
+        assert_eq!(pace_wait_ms(u64::MAX, u64::MAX, u64::MAX, u32::MAX), 0);
+    }
 
     fn config() -> ClusterConfig {
         let mut toml = String::from(

@@ -39,6 +39,13 @@ pub fn open(dir: &Path) -> io::Result<Arc<DB>> {
     // Bounded background work on small machines.
     opts.increase_parallelism(2);
     let db = DB::open_cf_descriptors(&opts, dir, descriptors()).map_err(io::Error::other)?;
+    let moved = crate::shares::upgrade(&db)?;
+    if moved > 0 {
+        tracing::info!(
+            shares = moved,
+            "staged shares moved to the current share layout"
+        );
+    }
     Ok(Arc::new(db))
 }
 

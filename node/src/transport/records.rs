@@ -311,8 +311,15 @@ pub async fn stage(
     .map_err(std::io::Error::other)
     .and_then(|r| r);
     match result {
-        Ok(Ok(digests)) => {
+        Ok(Ok(staged)) => {
             reservation.settle(&sizes);
+            // A share already committed here was not staged again: nothing to count.
+            for ((id, _), (_, written)) in sizes.iter().zip(&staged) {
+                if !written {
+                    ctx.shares.ledger().release(id);
+                }
+            }
+            let digests = staged.into_iter().map(|(d, _)| d).collect();
             kakera_net::crash::point("stage.synced");
             tracing::debug!(peer = %identity.name, shares = count, bytes = total_bytes, "staged");
             Response::Staged { digests }
