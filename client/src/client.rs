@@ -830,24 +830,7 @@ impl Client {
     /// what cannot work).
     async fn accepting_nodes(&self) -> Vec<u64> {
         match self.topology().await {
-            Ok((nodes, _)) => {
-                let active = |n: &&kakera_proto::NodeHealth| {
-                    n.mode == kakera_proto::catalog::NodeMode::Active
-                };
-                let alive: Vec<u64> = nodes
-                    .iter()
-                    .filter(active)
-                    .filter(|n| n.health == "alive")
-                    .map(|n| n.node)
-                    .collect();
-                if alive.len() >= usize::from(self.config().policy.n) {
-                    alive
-                } else {
-                    // Too few alive to place n shares (a node restarting, say): place
-                    // on the active ones and let staging wait for the silent one.
-                    nodes.iter().filter(active).map(|n| n.node).collect()
-                }
-            }
+            Ok((nodes, _)) => placeable(&nodes, usize::from(self.config().policy.n)),
             Err(e) => {
                 tracing::debug!(error = %e, "no topology from the leader; placing on every node");
                 self.config().nodes.iter().map(|n| n.id).collect()
@@ -1504,6 +1487,33 @@ fn prepare_plain(
     Ok(out)
 }
 
+/// The nodes to place new shares on, from the leader's view of `nodes`: active ones
+/// that are alive if there are at least `n`; else active ones not called dead (a node
+/// slow to answer the leader's probes under load is suspect, not gone); else every
+/// active one (a node restarting: staging waits for it).
+fn placeable(nodes: &[kakera_proto::NodeHealth], n: usize) -> Vec<u64> {
+    let active = || {
+        nodes
+            .iter()
+            .filter(|h| h.mode == kakera_proto::catalog::NodeMode::Active)
+    };
+    let alive: Vec<u64> = active()
+        .filter(|h| h.health == "alive")
+        .map(|h| h.node)
+        .collect();
+    if alive.len() >= n {
+        return alive;
+    }
+    let not_dead: Vec<u64> = active()
+        .filter(|h| h.health != "dead")
+        .map(|h| h.node)
+        .collect();
+    if not_dead.len() >= n {
+        return not_dead;
+    }
+    active().map(|h| h.node).collect()
+}
+
 /// The placement views of the accepting nodes.
 fn accepting_views<'c>(config: &'c ClusterConfig, accepting: &[u64]) -> Vec<NodeView<'c>> {
     config
@@ -1516,6 +1526,43 @@ fn accepting_views<'c>(config: &'c ClusterConfig, accepting: &[u64]) -> Vec<Node
             fill: 0,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod placeable_tests {
+    use super::placeable;
+    use kakera_proto::NodeHealth;
+    use kakera_proto::catalog::NodeMode;
+
+    fn node(node: u64, mode: NodeMode, health: &str) -> NodeHealth {
+        NodeHealth {
+            node,
+            mode,
+            health: health.into(),
+            silent_ms: None,
+            shares: 0,
+        }
+    }
+
+    /// P4 (an acknowledged write is kept): new shares go to alive active nodes;
+    /// a suspect node is used before a dead one; a draining node never.
+    #[test]
+    fn shares_are_placed_on_alive_then_suspect_then_any_active_node() {
+        let a = NodeMode::Active;
+        let mut nodes = vec![
+            node(1, a, "alive"),
+            node(2, a, "alive"),
+            node(3, a, "alive"),
+            node(4, NodeMode::Draining, "alive"),
+            node(5, a, "suspect"),
+            node(6, a, "dead"),
+        ];
+        assert_eq!(placeable(&nodes, 3), vec![1, 2, 3]);
+        assert_eq!(placeable(&nodes, 4), vec![1, 2, 3, 5]);
+        assert_eq!(placeable(&nodes, 5), vec![1, 2, 3, 5, 6]);
+        nodes[0].health = "unknown".into();
+        assert_eq!(placeable(&nodes, 3), vec![1, 2, 3, 5]);
+    }
 }
 
 #[cfg(test)]

@@ -30,6 +30,9 @@ pub const ALL_CFS: [&str; 6] = [
     CF_SHARES,
 ];
 
+/// Most bytes of write-ahead log kept before the families they hold back are flushed.
+pub const MAX_TOTAL_WAL_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Opens (or creates) the node database under `dir`.
 pub fn open(dir: &Path) -> io::Result<Arc<DB>> {
     std::fs::create_dir_all(dir)?;
@@ -38,6 +41,11 @@ pub fn open(dir: &Path) -> io::Result<Arc<DB>> {
     opts.create_missing_column_families(true);
     // Bounded background work on small machines.
     opts.increase_parallelism(2);
+    // A write-ahead log file is deleted only once every family with data in it has
+    // flushed. The staged-marker and meta families take small writes and rarely fill
+    // a memtable, so without a bound the logs of all share bytes would stay on disk
+    // until they did; past this size RocksDB flushes the families holding them back.
+    opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
     let db = DB::open_cf_descriptors(&opts, dir, descriptors()).map_err(io::Error::other)?;
     let moved = crate::shares::upgrade(&db)?;
     if moved > 0 {
