@@ -427,7 +427,6 @@ impl ShareStore {
         batch: &mut WriteBatch,
         record: &RecordId,
         expected: &Digest,
-        _now_ms: u64,
     ) -> io::Result<Promotion> {
         let Some((_, digest)) = self.marker(record)? else {
             let committed = self.committed_value(record)?;
@@ -648,10 +647,7 @@ mod tests {
         let len = share.len() as u64;
         assert!(staged >= len && staged < len + 4096, "{staged}");
         let mut batch = WriteBatch::default();
-        assert_eq!(
-            s.promote(&mut batch, &rid(1), &d[0], 2)?,
-            Promotion::Promoted
-        );
+        assert_eq!(s.promote(&mut batch, &rid(1), &d[0])?, Promotion::Promoted);
         s.db.write(batch).map_err(io::Error::other)?;
         let promoted = wal_bytes(dir.path()) - before - staged;
         assert!(promoted < 1024, "promotion wrote {promoted} bytes");
@@ -717,7 +713,7 @@ mod tests {
         // Commit releases record 1.
         let mut batch = WriteBatch::default();
         assert_eq!(
-            s.promote(&mut batch, &rid(1), &digests[0], 20)?,
+            s.promote(&mut batch, &rid(1), &digests[0])?,
             Promotion::Promoted
         );
         assert_eq!(ledger.staged_bytes("gw"), 40);
@@ -742,15 +738,15 @@ mod tests {
 
         let mut batch = WriteBatch::default();
         assert_eq!(
-            s.promote(&mut batch, &rid(1), &digests[0], 20)?,
+            s.promote(&mut batch, &rid(1), &digests[0])?,
             Promotion::Promoted
         );
         assert_eq!(
-            s.promote(&mut batch, &rid(2), &Digest::of(b"other"), 20)?,
+            s.promote(&mut batch, &rid(2), &Digest::of(b"other"))?,
             Promotion::Mismatch
         );
         assert_eq!(
-            s.promote(&mut batch, &rid(3), &digests[0], 20)?,
+            s.promote(&mut batch, &rid(3), &digests[0])?,
             Promotion::Missing
         );
         s.db.write(batch).map_err(io::Error::other)?;
@@ -764,7 +760,7 @@ mod tests {
         // Applying the same entry again is a no-op.
         let mut batch = WriteBatch::default();
         assert_eq!(
-            s.promote(&mut batch, &rid(1), &digests[0], 30)?,
+            s.promote(&mut batch, &rid(1), &digests[0])?,
             Promotion::AlreadyCommitted
         );
         Ok(())
@@ -775,7 +771,7 @@ mod tests {
         let (_d, s) = store();
         let d = digests(s.stage(&[(rid(1), b"a".to_vec())], 1)?);
         let mut batch = WriteBatch::default();
-        s.promote(&mut batch, &rid(1), &d[0], 2)?;
+        s.promote(&mut batch, &rid(1), &d[0])?;
         s.db.write(batch).map_err(io::Error::other)?;
         assert_eq!(
             s.stage(&[(rid(9), b"x".to_vec()), (rid(1), b"b".to_vec())], 3)?,

@@ -378,7 +378,7 @@ impl StateMachine {
                     batch.put_cf(catalog, keys::record(&p.record), encode(&entry)?);
                     batch.delete_cf(catalog, keys::repair(&p.record));
                     if self.node_id == p.to {
-                        match self.shares.promote(batch, &p.record, &digest, now)? {
+                        match self.shares.promote(batch, &p.record, &digest)? {
                             Promotion::Promoted | Promotion::AlreadyCommitted => {}
                             other => tracing::warn!(
                                 record = %p.record,
@@ -771,7 +771,7 @@ impl StateMachine {
                 batch.put_cf(catalog, key, []);
             }
             if let Some(h) = r.holder_on(self.node_id) {
-                match self.shares.promote(batch, &r.id, &h.digest, now)? {
+                match self.shares.promote(batch, &r.id, &h.digest)? {
                     Promotion::Promoted | Promotion::AlreadyCommitted => {}
                     other => tracing::warn!(
                         record = %r.id,
