@@ -366,12 +366,19 @@ impl ShareStore {
         &self,
         record: &RecordId,
     ) -> io::Result<Option<rocksdb::DBPinnableSlice<'_>>> {
+        // The share first: staging a new record (the common case) then reads one
+        // key, not two; the marker is looked up only when a share is stored.
+        let Some(v) = self
+            .db
+            .get_pinned_cf(cf(&self.db, CF_SHARES)?, record.0)
+            .map_err(io::Error::other)?
+        else {
+            return Ok(None);
+        };
         if self.marker(record)?.is_some() {
             return Ok(None);
         }
-        self.db
-            .get_pinned_cf(cf(&self.db, CF_SHARES)?, record.0)
-            .map_err(io::Error::other)
+        Ok(Some(v))
     }
 
     /// The staged marker of `record`: (staged at, digest).
