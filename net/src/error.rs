@@ -43,6 +43,16 @@ pub enum NetError {
         /// Its sentence.
         message: String,
     },
+    /// Fewer free local ports than a local cluster needs.
+    #[error(
+        "found only {found} of {wanted} free ports on 127.0.0.1 between 20000 and 32767; stop other local clusters or free ports there"
+    )]
+    NoLocalPort {
+        /// Ports asked for.
+        wanted: usize,
+        /// Ports found free.
+        found: usize,
+    },
     /// Encoding or decoding a message failed.
     #[error(transparent)]
     Proto(#[from] kakera_proto::ProtoError),

@@ -9,6 +9,7 @@
 pub mod crash;
 pub mod error;
 pub mod peer;
+pub mod ports;
 pub mod tls;
 
 pub use error::NetError;

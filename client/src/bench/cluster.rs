@@ -61,20 +61,6 @@ fn file_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
     }
 }
 
-/// Free UDP ports on 127.0.0.1, one per node (released again before the nodes bind
-/// them; another process taking one in between makes start-up fail, not mismeasure).
-fn free_ports(count: usize) -> Result<Vec<u16>, ClientError> {
-    let sockets = (0..count)
-        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ClientError::Bench(format!("no free UDP port on 127.0.0.1: {e}")))?;
-    sockets
-        .iter()
-        .map(|s| s.local_addr().map(|a| a.port()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ClientError::Bench(format!("no free UDP port on 127.0.0.1: {e}")))
-}
-
 impl BenchCluster {
     /// Creates the cluster's files in `dir` (which must not hold one already) and
     /// starts nodes 1..=5.
@@ -114,7 +100,7 @@ impl BenchCluster {
         getrandom::fill(&mut suffix)
             .map_err(|e| ClientError::Bench(format!("the OS random source failed: {e}")))?;
         let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
-        let ports = free_ports(RACKS.len())?;
+        let ports = kakera_net::ports::local_ports(RACKS.len())?;
         let mut text = format!(
             "# Written by `kakera bench`: a benchmark cluster, never for real records.\n\
              cluster_id = \"{prefix}{suffix}\"\n\

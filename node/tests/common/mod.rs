@@ -12,7 +12,6 @@ pub mod history;
 pub mod proxy;
 pub mod raw;
 
-use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -80,14 +79,6 @@ impl Ca {
     }
 }
 
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `GET path` from a node's metrics port: (status, body).
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -122,12 +113,11 @@ pub fn metric(page: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// A port no other test of this process got, free for TCP and UDP, below the
+/// ephemeral range (a released `bind(0)` port can go to another socket before the
+/// node binds it).
 fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    kakera_net::ports::local_port().expect("a free local port")
 }
 
 pub struct LocalCluster {
@@ -180,7 +170,7 @@ impl LocalCluster {
         let mut metrics = Vec::new();
         for id in 1..=n {
             let metrics_addr: std::net::SocketAddr =
-                format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+                format!("127.0.0.1:{}", free_port()).parse().unwrap();
             metrics.push(metrics_addr);
             let port = free_port();
             let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
