@@ -59,6 +59,10 @@ pub mod keys {
     pub const GRANT: &[u8] = b"grant/";
     /// Prefix of tickets.
     pub const TICKET: &[u8] = b"ticket/";
+    /// Prefix of the ticket expiry index (`texp/<expiry ms><ticket id>`, both
+    /// big-endian, empty values): collecting expired tickets reads keys in expiry
+    /// order and decodes no ticket.
+    pub const TICKET_EXPIRY: &[u8] = b"texp/";
     /// Prefix of audit entries.
     pub const AUDIT: &[u8] = b"audit/";
     /// Prefix of node modes.
@@ -127,6 +131,21 @@ pub mod keys {
     /// A ticket.
     pub fn ticket(id: u64) -> Vec<u8> {
         cat(&[TICKET, &id.to_be_bytes()])
+    }
+    /// A ticket's entry in the expiry index.
+    pub fn ticket_expiry(expires_at_ms: u64, id: u64) -> Vec<u8> {
+        cat(&[
+            TICKET_EXPIRY,
+            &expires_at_ms.to_be_bytes(),
+            &id.to_be_bytes(),
+        ])
+    }
+    /// The expiry time and ticket id of an expiry index key; `None` for any other key.
+    pub fn parse_ticket_expiry(key: &[u8]) -> Option<(u64, u64)> {
+        let rest = key.strip_prefix(TICKET_EXPIRY)?;
+        let (ms, id) = rest.split_first_chunk::<8>()?;
+        let id: [u8; 8] = id.try_into().ok()?;
+        Some((u64::from_be_bytes(*ms), u64::from_be_bytes(id)))
     }
     /// An audit entry.
     pub fn audit(seq: u64) -> Vec<u8> {

@@ -86,6 +86,10 @@ impl StateMachine {
     /// snapshots go to `snapshot_dir`.
     pub fn new(db: Arc<DB>, snapshot_dir: PathBuf, node_id: u64) -> io::Result<StateMachine> {
         std::fs::create_dir_all(&snapshot_dir)?;
+        let indexed = index_tickets(&db)?;
+        if indexed > 0 {
+            tracing::info!(tickets = indexed, "tickets added to the expiry index");
+        }
         let shares = ShareStore::new(db.clone());
         Ok(StateMachine {
             db,
@@ -831,7 +835,7 @@ impl StateMachine {
             records: sorted,
             expires_at_ms: now.saturating_add(ttl_ms).min(grant.expires_at_ms),
         };
-        batch.put_cf(catalog, keys::ticket(log_index), encode(&ticket)?);
+        put_ticket(batch, catalog, &ticket)?;
         Ok(CommandResponse::Applied)
     }
 
@@ -874,7 +878,7 @@ impl StateMachine {
             records: sorted,
             expires_at_ms: now.saturating_add(ttl_ms),
         };
-        batch.put_cf(catalog, keys::ticket(log_index), encode(&ticket)?);
+        put_ticket(batch, catalog, &ticket)?;
         Ok(CommandResponse::Applied)
     }
 
@@ -892,20 +896,23 @@ impl StateMachine {
         })
     }
 
-    /// Deletes expired tickets among the oldest few (bounded work per entry; the same
-    /// on every node since `now` is the entry's time).
+    /// Deletes up to [`TICKET_GC_SCAN`] expired tickets, soonest-expiring first,
+    /// through the expiry index: no ticket is decoded, and the scan stops at the
+    /// first ticket still valid (the same on every node since `now` is the entry's
+    /// time).
     fn collect_tickets(&self, batch: &mut rocksdb::WriteBatch, now: u64) -> io::Result<()> {
         let catalog = cf(&self.db, CF_CATALOG)?;
-        let mode = IteratorMode::From(keys::TICKET, rocksdb::Direction::Forward);
+        let mode = IteratorMode::From(keys::TICKET_EXPIRY, rocksdb::Direction::Forward);
         for item in self.db.iterator_cf(catalog, mode).take(TICKET_GC_SCAN) {
-            let (k, v) = item.map_err(io::Error::other)?;
-            if !k.starts_with(keys::TICKET) {
+            let (k, _) = item.map_err(io::Error::other)?;
+            let Some((expires_at_ms, id)) = keys::parse_ticket_expiry(&k) else {
+                break;
+            };
+            if expires_at_ms > now {
                 break;
             }
-            let t: Ticket = decode(&v)?;
-            if t.expires_at_ms <= now {
-                batch.delete_cf(catalog, k);
-            }
+            batch.delete_cf(catalog, &k);
+            batch.delete_cf(catalog, keys::ticket(id));
         }
         Ok(())
     }
@@ -930,6 +937,57 @@ impl StateMachine {
         }
         Ok(())
     }
+}
+
+/// Writes `ticket` and its expiry index key.
+fn put_ticket(
+    batch: &mut rocksdb::WriteBatch,
+    catalog: &rocksdb::ColumnFamily,
+    ticket: &Ticket,
+) -> io::Result<()> {
+    batch.put_cf(catalog, keys::ticket(ticket.id), encode(ticket)?);
+    batch.put_cf(
+        catalog,
+        keys::ticket_expiry(ticket.expires_at_ms, ticket.id),
+        [],
+    );
+    Ok(())
+}
+
+/// The expiry index key of the stored ticket `value`.
+fn expiry_key_of(value: &[u8]) -> io::Result<Vec<u8>> {
+    let t: Ticket = decode(value)?;
+    Ok(keys::ticket_expiry(t.expires_at_ms, t.id))
+}
+
+/// Adds the missing expiry index keys of stored tickets: tickets written before the
+/// index existed (an older node's database) are then collected like new ones.
+/// Returns how many were added. Not synced: the index is derived from the tickets,
+/// so a crash before the next flush only means doing it again at the next open.
+fn index_tickets(db: &DB) -> io::Result<u64> {
+    let catalog = cf(db, CF_CATALOG)?;
+    let mut batch = rocksdb::WriteBatch::default();
+    let mut added = 0u64;
+    let mode = IteratorMode::From(keys::TICKET, rocksdb::Direction::Forward);
+    for item in db.iterator_cf(catalog, mode) {
+        let (k, v) = item.map_err(io::Error::other)?;
+        if !k.starts_with(keys::TICKET) {
+            break;
+        }
+        let index = expiry_key_of(&v)?;
+        if db
+            .get_cf(catalog, &index)
+            .map_err(io::Error::other)?
+            .is_none()
+        {
+            batch.put_cf(catalog, index, []);
+            added += 1;
+        }
+    }
+    if added > 0 {
+        db.write(batch).map_err(io::Error::other)?;
+    }
+    Ok(added)
 }
 
 /// A Unix-ms time as `YYYY-MM-DD HH:MM:SS UTC` for refusal messages.
@@ -1226,6 +1284,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 batch.delete_cf(catalog, k);
             }
             for (k, v) in dump {
+                // A snapshot from a node older than the expiry index: index its
+                // tickets (the same key again when the snapshot has it).
+                if k.starts_with(keys::TICKET) {
+                    batch.put_cf(catalog, expiry_key_of(&v)?, []);
+                }
                 batch.put_cf(catalog, k, v);
             }
             match applied {
@@ -1267,5 +1330,129 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: file.meta,
             snapshot: Cursor::new(file.data),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kakera_proto::Role;
+    use kakera_proto::identity::Fingerprint;
+
+    fn machine() -> (tempfile::TempDir, StateMachine) {
+        let dir = tempfile::TempDir::new().unwrap_or_else(|e| panic!("{e}"));
+        let db = crate::store::open(&dir.path().join("db")).unwrap_or_else(|e| panic!("{e}"));
+        let sm = StateMachine::new(db, dir.path().join("snapshots"), 1)
+            .unwrap_or_else(|e| panic!("{e}"));
+        (dir, sm)
+    }
+
+    fn auditor() -> Actor {
+        Actor {
+            name: "auditor-1".into(),
+            role: Role::Auditor,
+            zone: None,
+            fingerprint: Fingerprint([9; 32]),
+        }
+    }
+
+    /// Opens an erasure-check ticket at log index `id`, time `now`, lasting `ttl_ms`.
+    fn open(sm: &StateMachine, id: u64, now: u64, ttl_ms: u64) -> io::Result<()> {
+        let mut batch = rocksdb::WriteBatch::default();
+        let r = sm.open_ticket(
+            &mut batch,
+            id,
+            &auditor(),
+            now,
+            &[],
+            TicketPurpose::ErasureCheck,
+            ttl_ms,
+        )?;
+        assert_eq!(r, CommandResponse::Applied);
+        sm.db.write(batch).map_err(io::Error::other)
+    }
+
+    fn index_len(sm: &StateMachine) -> io::Result<usize> {
+        let catalog = cf(&sm.db, CF_CATALOG)?;
+        let mode = IteratorMode::From(keys::TICKET_EXPIRY, rocksdb::Direction::Forward);
+        let mut n = 0;
+        for item in sm.db.iterator_cf(catalog, mode) {
+            let (k, _) = item.map_err(io::Error::other)?;
+            if !k.starts_with(keys::TICKET_EXPIRY) {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// P5's tickets end: an expired ticket is deleted with its index key when a later
+    /// ticket opens, a valid one stays usable, whatever their order by id (a
+    /// long audit ticket opened first does not hold back a short one behind it).
+    #[test]
+    fn expired_tickets_are_collected_in_expiry_order_and_valid_ones_stay() -> io::Result<()> {
+        let (_dir, sm) = machine();
+        open(&sm, 10, 1_000, 1_000_000)?; // long, opened first
+        open(&sm, 11, 1_000, 500)?; // expires at 1_500
+        open(&sm, 12, 1_000, 2_000)?; // expires at 3_000
+        assert_eq!(index_len(&sm)?, 3);
+        // At 2_000 only ticket 11 has expired; opening ticket 13 collects it.
+        open(&sm, 13, 2_000, 10)?;
+        assert!(sm.ticket(11)?.is_none());
+        for id in [10, 12, 13] {
+            assert!(sm.ticket(id)?.is_some(), "ticket {id}");
+        }
+        assert_eq!(index_len(&sm)?, 3);
+        // At 5_000 tickets 12 and 13 have expired; 10 has not.
+        open(&sm, 14, 5_000, 10)?;
+        assert!(sm.ticket(12)?.is_none() && sm.ticket(13)?.is_none());
+        assert!(sm.ticket(10)?.is_some() && sm.ticket(14)?.is_some());
+        assert_eq!(index_len(&sm)?, 2);
+        Ok(())
+    }
+
+    /// One entry collects at most `TICKET_GC_SCAN` tickets (bounded work per
+    /// entry); the rest go with later entries.
+    #[test]
+    fn one_entry_collects_a_bounded_number_of_tickets() -> io::Result<()> {
+        let (_dir, sm) = machine();
+        let many = TICKET_GC_SCAN as u64 + 5;
+        for id in 1..=many {
+            open(&sm, id, 1_000, 10)?;
+        }
+        open(&sm, many + 1, 2_000, 1_000_000)?;
+        assert_eq!(index_len(&sm)?, 5 + 1);
+        open(&sm, many + 2, 2_000, 1_000_000)?;
+        assert_eq!(index_len(&sm)?, 2);
+        Ok(())
+    }
+
+    /// Tickets stored before the expiry index (a database from an older node) are
+    /// indexed when the node opens it, and then collected like new ones.
+    #[test]
+    fn tickets_without_an_index_key_are_indexed_on_open() -> io::Result<()> {
+        let (dir, sm) = machine();
+        open(&sm, 7, 1_000, 10)?;
+        let catalog = cf(&sm.db, CF_CATALOG)?;
+        sm.db
+            .delete_cf(catalog, keys::ticket_expiry(1_010, 7))
+            .map_err(io::Error::other)?;
+        assert_eq!(index_len(&sm)?, 0);
+        let reopened = StateMachine::new(sm.db.clone(), dir.path().join("snapshots"), 1)?;
+        assert_eq!(index_len(&reopened)?, 1);
+        open(&reopened, 8, 2_000, 1_000_000)?;
+        assert!(reopened.ticket(7)?.is_none());
+        assert!(reopened.ticket(8)?.is_some());
+        Ok(())
+    }
+
+    #[test]
+    fn expiry_keys_round_trip_and_sort_by_time() {
+        let a = keys::ticket_expiry(5, u64::MAX);
+        let b = keys::ticket_expiry(6, 0);
+        assert!(a < b);
+        assert_eq!(keys::parse_ticket_expiry(&a), Some((5, u64::MAX)));
+        assert_eq!(keys::parse_ticket_expiry(b"texp/short"), None);
+        assert_eq!(keys::parse_ticket_expiry(&keys::ticket(5)), None);
     }
 }
