@@ -583,6 +583,9 @@ impl Client {
                     .into(),
             )
         })?;
+        // One opener for the whole read: records sealed in one put batch share one
+        // encapsulation, decapsulated once.
+        let mut opener = seal::Opener::new(key)?;
         let mut out = ReadBatch::default();
         for chunk in ids.chunks(self.batch_records()) {
             let answer = self
@@ -596,7 +599,8 @@ impl Client {
             };
             out.tickets.push(ticket.id);
             kakera_net::crash::point("client.get.ticket");
-            self.read_under(key, &ticket, entries, &mut out).await;
+            self.read_under(&mut opener, &ticket, entries, &mut out)
+                .await;
         }
         Ok(out)
     }
@@ -604,7 +608,7 @@ impl Client {
     /// Fetches, checks, combines and opens the records of one ticket.
     async fn read_under(
         &self,
-        key: &ZonePrivateKey,
+        opener: &mut seal::Opener,
         ticket: &Ticket,
         entries: Vec<RecordEntry>,
         out: &mut ReadBatch,
@@ -695,7 +699,7 @@ impl Client {
         let cluster_id = self.config().cluster_id.clone();
         for entry in entries {
             let shares = good.remove(&entry.id).unwrap_or_default();
-            let result = open_record(key, &cluster_id, &entry, shares);
+            let result = open_record(opener, &cluster_id, &entry, shares);
             match result {
                 Ok(data) => out.records.push(Record {
                     id: entry.id,
@@ -1356,7 +1360,7 @@ fn check_share(entry: &RecordEntry, node: u64, bytes: Option<&[u8]>) -> Result<P
 /// Combines k good shares, checks the sealed digest, opens the seal. A plain replica
 /// (benchmark baseline) is its own bytes, checked against the same digest.
 fn open_record(
-    key: &ZonePrivateKey,
+    opener: &mut seal::Opener,
     cluster_id: &str,
     entry: &RecordEntry,
     pieces: Vec<Piece>,
@@ -1397,7 +1401,7 @@ fn open_record(
             reason: "the combined record does not match its catalog digest".into(),
         });
     }
-    seal::open(key, cluster_id, &entry.id, &entry.meta, &sealed)
+    opener.open(cluster_id, &entry.id, &entry.meta, &sealed)
 }
 
 /// Ids, seal, split and placement for a batch (CPU work; runs off the async threads).
@@ -1415,8 +1419,10 @@ fn prepare(
     let policy = config.policy;
     let views = accepting_views(config, accepting);
     let mut out = Vec::with_capacity(records.len());
+    // One encapsulation for the batch; each record is sealed under its own key.
+    let mut sealer = seal::Sealer::new(zone)?;
     for (id, r) in records {
-        let sealed = seal::seal(zone, &config.cluster_id, &id, &r.meta, &r.data)?;
+        let sealed = sealer.seal(&config.cluster_id, &id, &r.meta, &r.data)?;
         debug_assert_eq!(sealed.len(), r.data.len() + SEAL_OVERHEAD_BYTES);
         let nodes = place(&id.0, &views, &policy)
             .map_err(|e| ClientError::Invalid(format!("placement: {e}")))?;
