@@ -1432,11 +1432,11 @@ fn prepare(
         let mut encoded = Vec::with_capacity(shares.len());
         // place() returns n nodes in share order: share x = i + 1 goes to nodes[i].
         for (node, share) in nodes.iter().zip(&shares) {
-            let bytes = share.encode();
+            let (bytes, digest) = share.encode_with_digest();
             holders.push(Holder {
                 node: *node,
                 x: share.x(),
-                digest: Digest::of(&bytes),
+                digest: Digest(digest),
             });
             encoded.push((*node, bytes));
         }

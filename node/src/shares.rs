@@ -393,10 +393,12 @@ impl ShareStore {
     /// Stages shares (one synced write for all of them) and returns each digest and
     /// whether it was written (`false`: the identical share is already committed,
     /// nothing to stage). A record whose committed share differs is refused, and then
-    /// nothing of the request is written.
+    /// nothing of the request is written. Each item carries the BLAKE3 digest of its
+    /// bytes, which the caller took when it checked the share
+    /// (`Share::check_with_digest`), so the bytes are hashed once.
     pub fn stage<B: AsRef<[u8]>>(
         &self,
-        items: &[(RecordId, B)],
+        items: &[(RecordId, B, Digest)],
         now_ms: u64,
     ) -> io::Result<Result<Vec<(Digest, bool)>, StageRefusal>> {
         assert!(items.len() <= MAX_STAGE_ITEMS, "callers bound the request");
@@ -404,9 +406,14 @@ impl ShareStore {
         let shares = cf(&self.db, CF_SHARES)?;
         let mut batch = WriteBatch::default();
         let mut out = Vec::with_capacity(items.len());
-        for (record, bytes) in items {
+        for (record, bytes, digest) in items {
             let bytes = bytes.as_ref();
-            let digest = Digest::of(bytes);
+            let digest = *digest;
+            debug_assert_eq!(
+                digest,
+                Digest::of(bytes),
+                "the caller's digest is of the bytes"
+            );
             if let Some(v) = self.committed_value(record)? {
                 if decode_header(&v, VALUE_VERSION)?.1 != digest {
                     return Ok(Err(StageRefusal::Committed { record: *record }));
@@ -622,6 +629,20 @@ mod tests {
         (dir, ShareStore::new(db))
     }
 
+    /// Stages `items`, each with the digest of its bytes (as the request handler
+    /// passes them).
+    fn stage<B: AsRef<[u8]>>(
+        s: &ShareStore,
+        items: &[(RecordId, B)],
+        now_ms: u64,
+    ) -> io::Result<Result<Vec<(Digest, bool)>, StageRefusal>> {
+        let hashed: Vec<(RecordId, &[u8], Digest)> = items
+            .iter()
+            .map(|(r, b)| (*r, b.as_ref(), Digest::of(b.as_ref())))
+            .collect();
+        s.stage(&hashed, now_ms)
+    }
+
     fn rid(n: u8) -> RecordId {
         RecordId([n; 16])
     }
@@ -649,7 +670,7 @@ mod tests {
         let (dir, s) = store();
         let share = vec![7u8; 1 << 20];
         let before = wal_bytes(dir.path());
-        let d = digests(s.stage(&[(rid(1), share.clone())], 1)?);
+        let d = digests(stage(&s, &[(rid(1), share.clone())], 1)?);
         let staged = wal_bytes(dir.path()) - before;
         let len = share.len() as u64;
         assert!(staged >= len && staged < len + 4096, "{staged}");
@@ -714,7 +735,11 @@ mod tests {
             .unwrap_or_else(|h| panic!("{h}"));
         assert_eq!(ledger.reserve("gw", 41, 100).err(), Some(60));
         assert!(ledger.reserve("other", 100, 100).is_ok(), "per identity");
-        let digests = digests(s.stage(&[(rid(1), vec![1; 20]), (rid(2), vec![2; 40])], 10)?);
+        let digests = digests(stage(
+            &s,
+            &[(rid(1), vec![1; 20]), (rid(2), vec![2; 40])],
+            10,
+        )?);
         r.settle(&[(rid(1), 20), (rid(2), 40)]);
         assert_eq!(ledger.staged_bytes("gw"), 60);
         // Commit releases record 1.
@@ -736,7 +761,8 @@ mod tests {
     #[test]
     fn staged_shares_promote_only_with_the_committed_digest() -> io::Result<()> {
         let (_d, s) = store();
-        let digests = digests(s.stage(
+        let digests = digests(stage(
+            &s,
             &[(rid(1), b"share one".to_vec()), (rid(2), b"two".to_vec())],
             10,
         )?);
@@ -776,12 +802,12 @@ mod tests {
     #[test]
     fn a_committed_share_is_never_replaced_by_staging() -> io::Result<()> {
         let (_d, s) = store();
-        let d = digests(s.stage(&[(rid(1), b"a".to_vec())], 1)?);
+        let d = digests(stage(&s, &[(rid(1), b"a".to_vec())], 1)?);
         let mut batch = WriteBatch::default();
         s.promote(&mut batch, &rid(1), &d[0])?;
         s.db.write(batch).map_err(io::Error::other)?;
         assert_eq!(
-            s.stage(&[(rid(9), b"x".to_vec()), (rid(1), b"b".to_vec())], 3)?,
+            stage(&s, &[(rid(9), b"x".to_vec()), (rid(1), b"b".to_vec())], 3)?,
             Err(StageRefusal::Committed { record: rid(1) })
         );
         // Nothing of the refused request was written.
@@ -789,7 +815,7 @@ mod tests {
         // Re-staging the identical share is accepted, and writes nothing: the share
         // stays committed.
         assert_eq!(
-            s.stage(&[(rid(1), b"a".to_vec())], 4)?,
+            stage(&s, &[(rid(1), b"a".to_vec())], 4)?,
             Ok(vec![(d[0], false)])
         );
         assert!(s.committed(&rid(1))?.is_some());
@@ -805,8 +831,8 @@ mod tests {
     fn expired_staged_shares_are_collected_in_bounded_steps() -> io::Result<()> {
         let (_d, s) = store();
         let items: Vec<_> = (0..10u8).map(|i| (rid(i), vec![i])).collect();
-        digests(s.stage(&items[..6], 100)?);
-        digests(s.stage(&items[6..], 500)?);
+        digests(stage(&s, &items[..6], 100)?);
+        digests(stage(&s, &items[6..], 500)?);
         // Record 5 was committed with this share (the node learned it from a snapshot);
         // a pending repair move regenerates record 3's share onto this node.
         let five = Digest::of(&[5]);

@@ -113,8 +113,21 @@ impl Share {
         out
     }
 
+    /// The encoding and the BLAKE3 hash of all of it (checksum included), from one
+    /// pass over the data: the hash a holder's catalog entry names.
+    pub fn encode_with_digest(&self) -> (Vec<u8>, [u8; 32]) {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        let digest = self.encode_into_hashed(&mut out);
+        (out, digest)
+    }
+
     /// Appends the encoding to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
+        self.encode_into_hashed(out);
+    }
+
+    /// Appends the encoding to `out`; returns the BLAKE3 hash of the encoding.
+    fn encode_into_hashed(&self, out: &mut Vec<u8>) -> [u8; 32] {
         let start = out.len();
         out.reserve(self.encoded_len());
         out.extend_from_slice(&SHARE_MAGIC);
@@ -125,14 +138,15 @@ impl Share {
         out.extend_from_slice(&self.set_id.0);
         out.extend_from_slice(&(self.data.len() as u64).to_le_bytes());
         out.extend_from_slice(&self.data);
-        let sum = checksum(&out[start..]);
+        let (sum, digest) = checksum_and_digest(&out[start..]);
         out.extend_from_slice(&sum);
+        digest
     }
 
     /// Decodes and verifies an encoded share. Every malformed input gets its own error;
     /// none panics.
     pub fn decode(bytes: &[u8]) -> Result<Share> {
-        let (set_id, k, x, data_end) = Share::parse(bytes)?;
+        let (set_id, k, x, data_end, _) = Share::parse(bytes)?;
         Ok(Share {
             set_id,
             k,
@@ -148,8 +162,15 @@ impl Share {
         Share::parse(bytes).map(|_| ())
     }
 
-    /// Validates an encoding; returns its set id, k, x and the end of its data.
-    fn parse(bytes: &[u8]) -> Result<(SetId, u8, u8, usize)> {
+    /// [`Share::check`], returning the BLAKE3 hash of all of `bytes` (what the
+    /// catalog names) from the same pass over the data.
+    pub fn check_with_digest(bytes: &[u8]) -> Result<[u8; 32]> {
+        Share::parse(bytes).map(|(.., digest)| digest)
+    }
+
+    /// Validates an encoding; returns its set id, k, x, the end of its data and the
+    /// BLAKE3 hash of all of it.
+    fn parse(bytes: &[u8]) -> Result<(SetId, u8, u8, usize, [u8; 32])> {
         let min = SHARE_HEADER_LEN + SHARE_CHECKSUM_LEN;
         if bytes.len() < min {
             return Err(ShamirError::Truncated {
@@ -203,19 +224,24 @@ impl Share {
             });
         }
         let data_end = SHARE_HEADER_LEN + declared as usize;
-        let expected = checksum(&bytes[..data_end]);
+        let (expected, digest) = checksum_and_digest(&bytes[..data_end]);
         if !crate::kernel::ct_eq(&expected, &bytes[data_end..]) {
             return Err(ShamirError::ChecksumMismatch);
         }
-        Ok((SetId(set_id), k, x, data_end))
+        Ok((SetId(set_id), k, x, data_end, digest))
     }
 }
 
-fn checksum(bytes: &[u8]) -> [u8; SHARE_CHECKSUM_LEN] {
-    let hash = blake3::hash(bytes);
-    let mut out = [0u8; SHARE_CHECKSUM_LEN];
-    out.copy_from_slice(&hash.as_bytes()[..SHARE_CHECKSUM_LEN]);
-    out
+/// The checksum of `body` (header and data) and the BLAKE3 hash of `body` followed
+/// by that checksum (the whole encoding), in one pass over `body`: BLAKE3's state
+/// after `body` gives the first, and the same state fed the checksum the second.
+fn checksum_and_digest(body: &[u8]) -> ([u8; SHARE_CHECKSUM_LEN], [u8; 32]) {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(body);
+    let mut sum = [0u8; SHARE_CHECKSUM_LEN];
+    sum.copy_from_slice(&hasher.finalize().as_bytes()[..SHARE_CHECKSUM_LEN]);
+    hasher.update(&sum);
+    (sum, *hasher.finalize().as_bytes())
 }
 
 #[cfg(test)]
@@ -232,6 +258,27 @@ mod tests {
         let bytes = s.encode();
         assert_eq!(bytes.len(), s.encoded_len());
         assert_eq!(Share::decode(&bytes).unwrap(), s);
+    }
+
+    /// The one-pass digest is the BLAKE3 hash of the whole encoding, across BLAKE3's
+    /// chunk boundaries, and the checksum inside is unchanged (the golden test).
+    #[test]
+    fn one_pass_digest_is_the_hash_of_the_encoding() {
+        for len in [0usize, 1, 975, 976, 977, 1024, 2048, 5_000, 70_001] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let s = Share::from_parts(SetId([3; 16]), 3, 1, data).unwrap();
+            let (bytes, digest) = s.encode_with_digest();
+            assert_eq!(bytes, s.encode());
+            assert_eq!(&digest, blake3::hash(&bytes).as_bytes(), "len {len}");
+            assert_eq!(Share::check_with_digest(&bytes).unwrap(), digest);
+            let mut bad = bytes.clone();
+            let last = bad.len() - 1;
+            bad[last] ^= 1;
+            assert_eq!(
+                Share::check_with_digest(&bad),
+                Err(ShamirError::ChecksumMismatch)
+            );
+        }
     }
 
     #[test]

@@ -269,24 +269,29 @@ pub async fn stage(
         let share = &data[offset..end];
         let range = offset..end;
         offset = end;
-        let checked = kakera_shamir::Share::check(share).map_err(|e| e.to_string());
+        let checked = kakera_shamir::Share::check_with_digest(share)
+            .map(Digest)
+            .map_err(|e| e.to_string());
         // A benchmark cluster also takes plain replicas (`[baseline]`).
         let checked = match checked {
             Err(e) if ctx.config.plain_replicas.is_some() => kakera_proto::replica::decode(share)
-                .map(|_| ())
+                .map(|_| Digest::of(share))
                 .map_err(|_| e),
             other => other,
         };
-        if let Err(e) = checked {
-            return error(
-                ErrorKind::BadRequest,
-                format!(
-                    "the share for record {} is not a valid share: {e}",
-                    item.record
-                ),
-            );
-        }
-        batch.push((item.record, range));
+        let digest = match checked {
+            Ok(d) => d,
+            Err(e) => {
+                return error(
+                    ErrorKind::BadRequest,
+                    format!(
+                        "the share for record {} is not a valid share: {e}",
+                        item.record
+                    ),
+                );
+            }
+        };
+        batch.push((item.record, range, digest));
     }
     let store = ctx.shares.clone();
     let state = ctx.state.clone();
@@ -295,15 +300,15 @@ pub async fn stage(
     let result = tokio::task::spawn_blocking(move || {
         // An erased record is never stored again (a share racing the erase entry is
         // swept by the purger).
-        for (id, _) in &batch {
+        for (id, ..) in &batch {
             if state.tombstone(id)?.is_some() {
                 return Ok(Err(StageRefusal::Erased { record: *id }));
             }
         }
         // The shares as slices of the request's bytes: no copy before RocksDB's.
-        let shares: Vec<(RecordId, &[u8])> = batch
+        let shares: Vec<(RecordId, &[u8], Digest)> = batch
             .iter()
-            .map(|(id, r)| (*id, &data[r.clone()]))
+            .map(|(id, r, digest)| (*id, &data[r.clone()], *digest))
             .collect();
         store.stage(&shares, now_ms)
     })
