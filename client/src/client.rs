@@ -1340,17 +1340,22 @@ fn check_share(entry: &RecordEntry, node: u64, bytes: Option<&[u8]>) -> Result<P
         .holder_on(node)
         .ok_or_else(|| format!("node {node} is not a holder of this record"))?;
     let bytes = bytes.ok_or_else(|| "the node holds no share of this record".to_string())?;
-    if Digest::of(bytes) != holder.digest {
-        return Err(
-            "the share's digest differs from the catalog's (corrupt or substituted)".into(),
-        );
-    }
+    let substituted =
+        || "the share's digest differs from the catalog's (corrupt or substituted)".to_string();
     if entry.is_plain_replica() {
+        if Digest::of(bytes) != holder.digest {
+            return Err(substituted());
+        }
         let data = kakera_proto::replica::decode(bytes)
             .map_err(|e| format!("the replica does not decode: {e}"))?;
         return Ok(Piece::Plain(Zeroizing::new(data.to_vec())));
     }
-    let share = Share::decode(bytes).map_err(|e| format!("the share does not decode: {e}"))?;
+    // One pass gives the checksum check and the digest the catalog names.
+    let (share, digest) = Share::decode_with_digest(bytes)
+        .map_err(|e| format!("the share does not decode (corrupt): {e}"))?;
+    if Digest(digest) != holder.digest {
+        return Err(substituted());
+    }
     if share.x() != holder.x || share.threshold() != entry.k {
         return Err("the share's x or threshold differs from the catalog's".into());
     }

@@ -146,13 +146,19 @@ impl Share {
     /// Decodes and verifies an encoded share. Every malformed input gets its own error;
     /// none panics.
     pub fn decode(bytes: &[u8]) -> Result<Share> {
-        let (set_id, k, x, data_end, _) = Share::parse(bytes)?;
-        Ok(Share {
+        Share::decode_with_digest(bytes).map(|(share, _)| share)
+    }
+
+    /// [`Share::decode`], with the BLAKE3 hash of all of `bytes` from the same pass.
+    pub fn decode_with_digest(bytes: &[u8]) -> Result<(Share, [u8; 32])> {
+        let (set_id, k, x, data_end, digest) = Share::parse(bytes)?;
+        let share = Share {
             set_id,
             k,
             x,
             data: bytes[SHARE_HEADER_LEN..data_end].to_vec(),
-        })
+        };
+        Ok((share, digest))
     }
 
     /// Checks an encoding exactly as [`Share::decode`] does (header, length,
@@ -271,6 +277,10 @@ mod tests {
             assert_eq!(bytes, s.encode());
             assert_eq!(&digest, blake3::hash(&bytes).as_bytes(), "len {len}");
             assert_eq!(Share::check_with_digest(&bytes).unwrap(), digest);
+            assert_eq!(
+                Share::decode_with_digest(&bytes).unwrap(),
+                (s.clone(), digest)
+            );
             let mut bad = bytes.clone();
             let last = bad.len() - 1;
             bad[last] ^= 1;
