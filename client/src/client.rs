@@ -1350,9 +1350,10 @@ fn check_share(entry: &RecordEntry, node: u64, bytes: Option<&[u8]>) -> Result<P
             .map_err(|e| format!("the replica does not decode: {e}"))?;
         return Ok(Piece::Plain(Zeroizing::new(data.to_vec())));
     }
-    // One pass gives the checksum check and the digest the catalog names.
+    // One pass gives the checksum check and the digest the catalog names. The
+    // catalog's digest is of a valid encoding, so one that does not decode differs.
     let (share, digest) = Share::decode_with_digest(bytes)
-        .map_err(|e| format!("the share does not decode (corrupt): {e}"))?;
+        .map_err(|e| format!("the share's digest differs from the catalog's (corrupt: {e})"))?;
     if Digest(digest) != holder.digest {
         return Err(substituted());
     }
