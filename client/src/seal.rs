@@ -15,6 +15,7 @@
 //! Sealed format v1 (still read): the same layout with version 1, each record
 //! sealed by its own single-shot HPKE encapsulation.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
@@ -310,16 +311,16 @@ impl Opener {
             .map(Zeroizing::new)
             .map_err(|_| refused());
         }
-        if !self.contexts.contains_key(&enc_raw) {
-            if self.contexts.len() >= MAX_OPEN_CONTEXTS {
-                self.contexts.clear();
-            }
-            let ctx =
-                hpke::setup_receiver::<Aead, Kdf, Kem>(&OpModeR::Base, &self.sk, &enc, INFO_V2)
-                    .map_err(|_| refused())?;
-            self.contexts.insert(enc_raw, ctx);
+        if self.contexts.len() >= MAX_OPEN_CONTEXTS && !self.contexts.contains_key(&enc_raw) {
+            self.contexts.clear();
         }
-        let ctx = self.contexts.get(&enc_raw).ok_or_else(refused)?;
+        let ctx = match self.contexts.entry(enc_raw) {
+            Entry::Occupied(known) => known.into_mut(),
+            Entry::Vacant(new) => new.insert(
+                hpke::setup_receiver::<Aead, Kdf, Kem>(&OpModeR::Base, &self.sk, &enc, INFO_V2)
+                    .map_err(|_| refused())?,
+            ),
+        };
         let cipher = record_cipher(|c, out| ctx.export(c, out), id).map_err(|_| refused())?;
         cipher
             .decrypt(

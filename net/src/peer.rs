@@ -180,13 +180,14 @@ impl Peer {
     ) -> Result<(Response, Vec<u8>), NetError> {
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| self.err(e))?;
         // TLS 1.3: a client whose certificate the server rejects learns it on its
-        // first request, while writing or while reading the answer.
-        write_frame(&mut send, env, DEFAULT_MAX_FRAME_BYTES)
-            .await
-            .map_err(|e| self.failure(conn, e))?;
-        // A peer that refuses the request answers without reading the trailer and
-        // stops the stream: then the answer, not the failed write, is the result.
-        let wrote = write_trailer(&mut send, trailer).await;
+        // first request, while writing or while reading the answer. A peer that
+        // refuses the request at once (busy) answers without reading it and stops
+        // the stream, and one that refuses it after the envelope does not read the
+        // trailer: either way the answer, not the failed write, is the result.
+        let wrote = match write_frame(&mut send, env, DEFAULT_MAX_FRAME_BYTES).await {
+            Ok(()) => write_trailer(&mut send, trailer).await,
+            Err(e) => Err(e),
+        };
         if wrote.is_ok() {
             send.finish().map_err(|e| self.err(e))?;
         }

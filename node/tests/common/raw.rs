@@ -31,17 +31,22 @@ pub async fn ask_on(
     trailer: &[u8],
 ) -> Result<Response, String> {
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    write_frame(&mut send, &envelope(body), DEFAULT_MAX_FRAME_BYTES)
-        .await
-        .map_err(|e| e.to_string())?;
-    // A refused request is answered without reading the trailer.
-    if write_trailer(&mut send, trailer).await.is_ok() {
+    // A refused request is answered without reading the trailer, a busy one without
+    // reading the envelope either (the node stops the stream): read the answer
+    // whether or not the writes went through.
+    let wrote = match write_frame(&mut send, &envelope(body), DEFAULT_MAX_FRAME_BYTES).await {
+        Ok(()) => write_trailer(&mut send, trailer).await,
+        Err(e) => Err(e),
+    };
+    if wrote.is_ok() {
         let _ = send.finish();
     }
     match read_frame::<_, Response>(&mut recv, DEFAULT_MAX_FRAME_BYTES).await {
         Ok(Some(r)) => Ok(r),
-        Ok(None) => Err("closed without an answer".into()),
-        Err(e) => Err(e.to_string()),
+        Ok(None) => {
+            Err(wrote.map_or_else(|e| e.to_string(), |()| "closed without an answer".into()))
+        }
+        Err(e) => Err(wrote.err().unwrap_or(e).to_string()),
     }
 }
 
