@@ -240,14 +240,20 @@ impl Sealer {
                 },
             )
             .map_err(|e| fail(&e))?;
-        let mut out = Vec::with_capacity(SEAL_OVERHEAD_BYTES + plaintext.len());
-        out.extend_from_slice(&SEAL_MAGIC);
-        out.push(SEAL_VERSION);
-        out.extend_from_slice(&self.enc);
-        out.extend_from_slice(&ciphertext);
+        let out = framed(SEAL_VERSION, &self.enc, &ciphertext);
         debug_assert_eq!(out.len(), SEAL_OVERHEAD_BYTES + plaintext.len());
         Ok(out)
     }
+}
+
+/// A sealed record's bytes: magic, `version`, encapsulated key, ciphertext + tag.
+fn framed(version: u8, enc: &[u8], ciphertext: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SEAL_MAGIC.len() + 1 + enc.len() + ciphertext.len());
+    out.extend_from_slice(&SEAL_MAGIC);
+    out.push(version);
+    out.extend_from_slice(enc);
+    out.extend_from_slice(ciphertext);
+    out
 }
 
 /// Opens sealed records with the zone private key, decapsulating each batch's key
@@ -351,12 +357,7 @@ pub(crate) fn seal_v1(
     let (enc, ciphertext) =
         hpke::single_shot_seal::<Aead, Kdf, Kem>(&OpModeS::Base, &pk, INFO, plaintext, &aad)
             .map_err(|e| ClientError::Seal(format!("sealing record {id} failed: {e}")))?;
-    let mut out = Vec::with_capacity(SEAL_OVERHEAD_BYTES + plaintext.len());
-    out.extend_from_slice(&SEAL_MAGIC);
-    out.push(SEAL_V1);
-    out.extend_from_slice(&enc.to_bytes());
-    out.extend_from_slice(&ciphertext);
-    Ok(out)
+    Ok(framed(SEAL_V1, &enc.to_bytes(), &ciphertext))
 }
 
 #[cfg(test)]

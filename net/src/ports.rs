@@ -50,6 +50,8 @@ pub fn local_ports(count: usize) -> Result<Vec<u16>, NetError> {
         if out.len() == count {
             break;
         }
+        // Other threads take from the same counter, so after a whole range of
+        // their takes a candidate of this call could come round again.
         let port = candidate(pid, TAKEN.fetch_add(1, Ordering::Relaxed));
         if free_now(port) && !out.contains(&port) {
             out.push(port);
