@@ -31,6 +31,9 @@ use kakera_shamir::Share;
 use zeroize::Zeroizing;
 
 use crate::connection::Connection;
+
+/// A page of the audit log: entries, where the next page starts, the log's head.
+type AuditPage = (Vec<AuditEntry>, Option<u64>, Option<(u64, [u8; 32])>);
 use crate::error::ClientError;
 use crate::plan::{Asks, BadShare, ReadPlan};
 use crate::seal::{self, SEAL_OVERHEAD_BYTES, ZonePrivateKey, ZonePublicKey};
@@ -1194,6 +1197,23 @@ impl Client {
         }
     }
 
+    /// One page of audit entries: the entries, where the next page starts, the head.
+    async fn audit_page(&self, query: &AuditQuery) -> Result<AuditPage, ClientError> {
+        let answer = self
+            .leader_call(Request::AuditLog {
+                query: query.clone(),
+            })
+            .await?;
+        match answer {
+            Response::Audit {
+                entries,
+                next_after,
+                head,
+            } => Ok((entries, next_after, head)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Audit entries matching `query` (all pages, at most `max`), and the log's head.
     pub async fn audit_log(
         &self,
@@ -1205,19 +1225,7 @@ impl Client {
         query.limit = MAX_AUDIT_PAGE;
         // Bounded by `max` and the log's length (each page advances `after_seq`).
         loop {
-            let answer = self
-                .leader_call(Request::AuditLog {
-                    query: query.clone(),
-                })
-                .await?;
-            let Response::Audit {
-                entries,
-                next_after,
-                head: h,
-            } = answer
-            else {
-                return Err(unexpected(&answer));
-            };
+            let (entries, next_after, h) = self.audit_page(&query).await?;
             head = head.or(h);
             out.extend(entries);
             match next_after {
@@ -1229,22 +1237,52 @@ impl Client {
         Ok((out, head))
     }
 
-    /// Reads the whole audit log and checks its hash chain from the first entry to the
-    /// head. Returns the number of entries checked, or where the chain breaks.
+    /// Reads the audit log a page at a time and checks its hash chain from the first
+    /// entry to the head the first page reported (entries appended meanwhile are
+    /// left for the next check). Holds one page in memory, whatever the log's length.
+    /// Returns the number of entries checked, or where the chain breaks.
     pub async fn verify_audit_log(&self) -> Result<Result<u64, ChainBreak>, ClientError> {
-        let (entries, head) = self.audit_log(AuditQuery::default(), usize::MAX).await?;
-        let last = match verify_chain(([0; 32], 0), &entries) {
-            Ok(h) => h,
-            Err(b) => return Ok(Err(b)),
+        let mut query = AuditQuery {
+            limit: MAX_AUDIT_PAGE,
+            ..AuditQuery::default()
         };
-        let count = entries.len() as u64;
+        let mut head: Option<(u64, [u8; 32])> = None;
+        let (mut prev, mut seq, mut prev_at) = ([0u8; 32], 0u64, 0u64);
+        // Bounded by the head's seq: each page advances `after_seq`.
+        loop {
+            let (entries, next_after, h) = self.audit_page(&query).await?;
+            head = head.or(h);
+            let until = head.map_or(0, |(s, _)| s);
+            let page: Vec<&AuditEntry> = entries.iter().filter(|e| e.seq <= until).collect();
+            if let Some(first) = page.first()
+                && first.at_ms < prev_at
+            {
+                return Ok(Err(ChainBreak::TimeBackwards { seq: first.seq }));
+            }
+            prev = match verify_chain((prev, seq), page.iter().copied()) {
+                Ok(h) => h,
+                Err(b) => return Ok(Err(b)),
+            };
+            if let Some(last) = page.last() {
+                seq = last.seq;
+                prev_at = last.at_ms;
+            }
+            match next_after {
+                Some(n) if seq < until && n > query.after_seq => query.after_seq = n,
+                _ => break,
+            }
+        }
         match head {
-            Some((seq, hash)) if seq == count && hash == last => Ok(Ok(count)),
-            None if count == 0 => Ok(Ok(0)),
-            Some((seq, _)) => Ok(Err(ChainBreak::BadLink { seq: seq.max(1) })),
+            Some((hs, hash)) if hs == seq && hash == prev => Ok(Ok(seq)),
+            None if seq == 0 => Ok(Ok(0)),
+            Some((hs, _)) if seq < hs => Ok(Err(ChainBreak::Gap {
+                after: seq,
+                found: hs,
+            })),
+            Some((hs, _)) => Ok(Err(ChainBreak::BadLink { seq: hs.max(1) })),
             None => Ok(Err(ChainBreak::Gap {
                 after: 0,
-                found: count,
+                found: seq,
             })),
         }
     }

@@ -30,11 +30,15 @@ pub enum Health {
     NotMember,
     /// Member, but knows of no leader.
     NoLeader,
-    /// Member, but its state trails the leader's commit index.
+    /// Member, but its state trails the leader's commit index, or its log trails the
+    /// leader's.
     Lagging {
         /// Entries behind.
         behind_entries: u64,
     },
+    /// The leader has committed nothing in its term yet (it was just elected, or
+    /// it cannot reach a majority): no node is serving, whatever it says.
+    Unsettled,
 }
 
 /// One node's line of the report.
@@ -64,6 +68,10 @@ pub struct NodeReport {
     pub committed: Option<u64>,
     /// Applied index.
     pub applied: Option<u64>,
+    /// Entries this node trails the leader by: the larger of commit minus applied
+    /// and the leader's last log index minus what it has matched on this node.
+    /// `None` without a leader or for the leader itself.
+    pub lag_entries: Option<u64>,
     /// Health verdict.
     #[serde(flatten)]
     pub health: Health,
@@ -151,6 +159,11 @@ pub fn build(
              reach each other"
                 .into(),
         ),
+        Some(l) if l.raft.committed.is_none() => problems.push(format!(
+            "the leader ({}) has committed nothing yet: the group is not serving; if this \
+             lasts, check that a majority of voters run and reach each other",
+            l.name
+        )),
         Some(_) => {
             let reachable_voters = voters_raft
                 .iter()
@@ -202,17 +215,39 @@ fn node_report(
     } else {
         "none"
     };
+    let lag = |s: &NodeStatus, l: &NodeStatus| -> Option<u64> {
+        let committed = l.raft.committed?;
+        let applied = s.raft.applied.unwrap_or(0);
+        let behind_apply = committed.saturating_sub(applied);
+        let behind_log = match l.raft.replication.iter().find(|(id, _)| *id == s.raft.id) {
+            _ if s.raft.id == l.raft.id => 0,
+            Some((_, matched)) => l
+                .raft
+                .last_log_index
+                .unwrap_or(0)
+                .saturating_sub(matched.unwrap_or(0)),
+            None => 0,
+        };
+        Some(behind_apply.max(behind_log))
+    };
+    let lag_entries = match (answer, leader) {
+        (Ok(s), Some(l)) if s.raft.id != l.raft.id => lag(s, l),
+        (Ok(s), Some(l)) => l
+            .raft
+            .committed
+            .map(|c| c.saturating_sub(s.raft.applied.unwrap_or(0))),
+        _ => None,
+    };
     let health = match (answer, leader) {
         (Err(reason), _) => Health::Unreachable {
             reason: reason.clone(),
         },
         (Ok(_), _) if member == "none" => Health::NotMember,
         (Ok(_), None) => Health::NoLeader,
+        (Ok(_), Some(l)) if l.raft.committed.is_none() => Health::Unsettled,
         (Ok(s), Some(l)) if s.raft.leader != Some(l.raft.id) => Health::NoLeader,
-        (Ok(s), Some(l)) => {
-            let committed = l.raft.committed.unwrap_or(0);
-            let applied = s.raft.applied.unwrap_or(0);
-            let behind = committed.saturating_sub(applied);
+        (Ok(_), Some(_)) => {
+            let behind = lag_entries.unwrap_or(0);
             if behind > LAG_SLACK_ENTRIES {
                 Health::Lagging {
                     behind_entries: behind,
@@ -236,6 +271,7 @@ fn node_report(
         last_log_index: s.and_then(|s| s.raft.last_log_index),
         committed: s.and_then(|s| s.raft.committed),
         applied: s.and_then(|s| s.raft.applied),
+        lag_entries,
         health,
     }
 }
@@ -276,8 +312,8 @@ pub fn render(report: &ClusterReport) -> String {
     }
     let _ = writeln!(
         out,
-        "{:>4}  {:<12} {:<8} {:<5} {:<8} {:<10} {:>5} {:>8} {:>8} {:>8}  HEALTH",
-        "ID", "NAME", "RACK", "ZONE", "MEMBER", "STATE", "TERM", "LOG", "COMMIT", "APPLIED"
+        "{:>4}  {:<12} {:<8} {:<5} {:<8} {:<10} {:>5} {:>8} {:>8} {:>8} {:>6}  HEALTH",
+        "ID", "NAME", "RACK", "ZONE", "MEMBER", "STATE", "TERM", "LOG", "COMMIT", "APPLIED", "LAG"
     );
     for n in &report.nodes {
         let health = match &n.health {
@@ -286,10 +322,11 @@ pub fn render(report: &ClusterReport) -> String {
             Health::NotMember => "not a member (starting or joining)".into(),
             Health::NoLeader => "no leader".into(),
             Health::Lagging { behind_entries } => format!("lagging {behind_entries} entries"),
+            Health::Unsettled => "not serving: the leader has committed nothing yet".into(),
         };
         let _ = writeln!(
             out,
-            "{:>4}  {:<12} {:<8} {:<5} {:<8} {:<10} {:>5} {:>8} {:>8} {:>8}  {health}",
+            "{:>4}  {:<12} {:<8} {:<5} {:<8} {:<10} {:>5} {:>8} {:>8} {:>8} {:>6}  {health}",
             n.id,
             n.name,
             n.rack,
@@ -300,6 +337,7 @@ pub fn render(report: &ClusterReport) -> String {
             opt(n.last_log_index),
             opt(n.committed),
             opt(n.applied),
+            opt(n.lag_entries),
         );
     }
     for p in &report.problems {

@@ -191,3 +191,68 @@ fn an_old_incarnation_or_a_starting_node_is_not_a_member() {
     assert_eq!(json["nodes"][0]["health"], "ok");
     assert_eq!(json["leader"], 1);
 }
+
+/// Issue 21 (P4 operations): a leader that has committed nothing (`committed -`) is
+/// not a serving cluster; no node is called healthy and the report says why.
+#[test]
+fn a_leader_without_a_commit_leaves_no_node_healthy() {
+    let c = config();
+    let r = build(
+        &c,
+        &answers(&c, |n| {
+            let mut a = answer(n.id, Some(1), 36, 10);
+            a.raft.committed = None;
+            Ok(a)
+        }),
+    );
+    assert!(!r.healthy());
+    assert!(
+        r.nodes.iter().all(|n| n.health == Health::Unsettled),
+        "{r:#?}"
+    );
+    assert!(r.problems[0].contains("committed nothing"), "{r:#?}");
+    assert!(
+        render(&r).contains("0 of 5 nodes healthy"),
+        "{}",
+        render(&r)
+    );
+}
+
+/// Issue 21: a follower whose log the leader has matched only far behind is lagging
+/// even when its own applied index looks current, and every node shows its lag.
+#[test]
+fn a_follower_behind_in_replication_is_lagging_and_lags_are_shown() {
+    let c = config();
+    let behind = LAG_SLACK_ENTRIES + 500;
+    let r = build(
+        &c,
+        &answers(&c, |n| {
+            let mut a = answer(n.id, Some(1), 3, 1_000);
+            if n.id == 1 {
+                a.raft.last_log_index = Some(1_000 + behind);
+                a.raft.replication = (2..=5)
+                    .map(|id| {
+                        (
+                            member(id),
+                            Some(if id == 5 { 1_000 } else { 1_000 + behind }),
+                        )
+                    })
+                    .collect();
+            }
+            Ok(a)
+        }),
+    );
+    assert_eq!(
+        r.nodes[4].health,
+        Health::Lagging {
+            behind_entries: behind
+        }
+    );
+    assert_eq!(r.nodes[4].lag_entries, Some(behind));
+    assert_eq!(r.nodes[1].lag_entries, Some(0));
+    assert!(
+        r.nodes[..4].iter().all(|n| n.health == Health::Ok),
+        "{r:#?}"
+    );
+    assert!(render(&r).contains(&format!("lagging {behind} entries")));
+}

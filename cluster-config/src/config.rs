@@ -101,6 +101,69 @@ impl Default for HealthConfig {
     }
 }
 
+/// Raft tuning (`[raft]`, all fields optional): when snapshots are taken, how they
+/// are cut, and how many bytes one append may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftTuning {
+    /// A snapshot is built after this many log entries since the last one.
+    pub snapshot_every_entries: u64,
+    /// Entries kept in the log behind a snapshot (a follower this close catches up
+    /// from the log, not from a snapshot).
+    pub keep_entries_after_snapshot: u64,
+    /// Bytes of catalog per snapshot chunk: the most a node holds in memory while it
+    /// builds, sends or installs a snapshot.
+    pub snapshot_chunk_bytes: u32,
+    /// Most bytes of entries one append RPC carries (an entry larger than this goes
+    /// alone).
+    pub append_budget_bytes: u32,
+    /// Most entries one append RPC carries.
+    pub append_max_entries: u32,
+}
+
+impl Default for RaftTuning {
+    fn default() -> RaftTuning {
+        RaftTuning {
+            snapshot_every_entries: 5_000,
+            keep_entries_after_snapshot: 1_000,
+            snapshot_chunk_bytes: 4 * 1024 * 1024,
+            append_budget_bytes: 4 * 1024 * 1024,
+            append_max_entries: 512,
+        }
+    }
+}
+
+impl RaftTuning {
+    /// Each rule this tuning breaks, as a sentence; `max_frame_bytes` bounds the
+    /// append budget (an append must fit one frame with room for its envelope).
+    pub fn problems(&self, max_frame_bytes: u32) -> Vec<String> {
+        let mut out = Vec::new();
+        if !(16..=10_000_000).contains(&self.snapshot_every_entries) {
+            out.push("snapshot_every_entries must be 16..=10000000".to_string());
+        }
+        if self.keep_entries_after_snapshot > 1_000_000 {
+            out.push("keep_entries_after_snapshot must be at most 1000000".to_string());
+        }
+        if !(1024..=CEILING_SNAPSHOT_CHUNK_BYTES).contains(&self.snapshot_chunk_bytes) {
+            out.push(format!(
+                "snapshot_chunk_bytes must be 1024..={CEILING_SNAPSHOT_CHUNK_BYTES}"
+            ));
+        }
+        if !(4096..=max_frame_bytes / 2).contains(&self.append_budget_bytes) {
+            out.push(format!(
+                "append_budget_bytes must be 4096..={} (half of max_frame_bytes)",
+                max_frame_bytes / 2
+            ));
+        }
+        if !(1..=4096).contains(&self.append_max_entries) {
+            out.push("append_max_entries must be 1..=4096".to_string());
+        }
+        out
+    }
+}
+
+/// Ceiling of `snapshot_chunk_bytes`.
+pub const CEILING_SNAPSHOT_CHUNK_BYTES: u32 = 64 * 1024 * 1024;
+
 /// How long staged (uncommitted) shares live (`[staging]`, all fields optional).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StagingConfig {
@@ -272,6 +335,8 @@ pub struct ClusterConfig {
     pub health: HealthConfig,
     /// Lifetime of staged shares (`[staging]`, all fields optional).
     pub staging: StagingConfig,
+    /// Raft tuning (`[raft]`, all fields optional).
+    pub raft: RaftTuning,
     /// What one peer may ask of a node (`[limits]`, all fields optional).
     pub limits: LimitsConfig,
     /// Where nodes write backup parts (`[backup] root`; resolved against the config
@@ -417,6 +482,8 @@ struct RawConfig {
     #[serde(default)]
     limits: Option<Spanned<RawLimits>>,
     #[serde(default)]
+    raft: Option<Spanned<RawRaft>>,
+    #[serde(default)]
     backup: Option<Spanned<RawBackup>>,
     #[serde(default)]
     baseline: Option<Spanned<RawBaseline>>,
@@ -444,6 +511,16 @@ struct RawLimits {
     max_record_bytes: Option<u64>,
     max_batch_records: Option<u32>,
     max_staged_bytes_per_identity: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRaft {
+    snapshot_every_entries: Option<u64>,
+    keep_entries_after_snapshot: Option<u64>,
+    snapshot_chunk_bytes: Option<u32>,
+    append_budget_bytes: Option<u32>,
+    append_max_entries: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -850,6 +927,25 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
         }
     }
 
+    // Raft tuning (after the limits: the append budget must fit a frame).
+    let mut raft = RaftTuning::default();
+    if let Some(t) = &raw.raft {
+        let r = t.get_ref();
+        let d = raft;
+        raft = RaftTuning {
+            snapshot_every_entries: r.snapshot_every_entries.unwrap_or(d.snapshot_every_entries),
+            keep_entries_after_snapshot: r
+                .keep_entries_after_snapshot
+                .unwrap_or(d.keep_entries_after_snapshot),
+            snapshot_chunk_bytes: r.snapshot_chunk_bytes.unwrap_or(d.snapshot_chunk_bytes),
+            append_budget_bytes: r.append_budget_bytes.unwrap_or(d.append_budget_bytes),
+            append_max_entries: r.append_max_entries.unwrap_or(d.append_max_entries),
+        };
+        for problem in raft.problems(limits.max_frame_bytes) {
+            issues.at(t.span(), "raft", problem);
+        }
+    }
+
     let backup_root = match &raw.backup {
         None => None,
         Some(b) => {
@@ -913,6 +1009,7 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
         nodes,
         health,
         staging,
+        raft,
         limits,
         backup_root,
         plain_replicas,

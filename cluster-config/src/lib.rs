@@ -11,7 +11,7 @@ pub mod placement;
 
 pub use config::{
     BENCH_CLUSTER_PREFIX, ClusterConfig, HSZ_ZONE, HealthConfig, LimitsConfig, MAX_NODE_ID,
-    MAX_VOTERS, NodeConfig, NodeId, Policy, StagingConfig, ZoneConfig,
+    MAX_VOTERS, NodeConfig, NodeId, Policy, RaftTuning, StagingConfig, ZoneConfig,
 };
 pub use error::{ConfigError, Issue, PlacementError};
 pub use placement::{

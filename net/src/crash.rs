@@ -38,6 +38,15 @@ pub const POINTS: &[&str] = &[
     "repair.staged",
     // Repair (leader): moves done, before the commit is proposed.
     "repair.before_commit",
+    // Snapshot (receiving follower): the first chunk of an incoming snapshot
+    // written to its .part file, before the rest arrives.
+    "snapshot.receive.chunk",
+    // Snapshot install (any node): the SST built and the install marker synced,
+    // before the catalog is replaced.
+    "snapshot.install.marked",
+    // Snapshot install: the SST ingested, before the applied id and membership are
+    // written and the marker cleared.
+    "snapshot.install.ingested",
     // Erasure (any node): the erase entry applied (shares deleted, purge markers
     // written), before the purger runs.
     "erase.applied",

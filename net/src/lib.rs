@@ -13,5 +13,5 @@ pub mod ports;
 pub mod tls;
 
 pub use error::NetError;
-pub use peer::{Peer, client_endpoint, fresh_request_id};
+pub use peer::{Peer, StreamPacing, client_endpoint, fresh_request_id};
 pub use tls::{ALPN, QuicLimits, TlsFiles, TlsMaterial, provider};

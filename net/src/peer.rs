@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use kakera_proto::frame::{
-    DEFAULT_MAX_FRAME_BYTES, read_frame, read_raw_frame, write_frame, write_trailer,
+    DEFAULT_MAX_FRAME_BYTES, TRAILER_CHUNK_BYTES, read_frame, read_raw_frame, write_frame,
+    write_raw_frame, write_trailer,
 };
 use kakera_proto::{Request, RequestEnvelope, RequestId, Response};
 use tokio::sync::Mutex;
@@ -46,6 +47,17 @@ pub fn fresh_request_id() -> RequestId {
 
 /// How long a QUIC handshake may take before the peer counts as unreachable.
 pub const CONNECT_TIMEOUT_MS: u64 = 2_000;
+
+/// How [`Peer::call_streaming`] paces a transfer of unbounded length.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamPacing {
+    /// Bytes per raw frame (clamped to `1..=TRAILER_CHUNK_BYTES`).
+    pub chunk_bytes: usize,
+    /// Deadline for opening the stream and for writing each frame.
+    pub idle: Duration,
+    /// Deadline for the answer once everything is sent.
+    pub answer: Duration,
+}
 
 /// A peer reached over QUIC. The connection is opened on first use and reopened after
 /// it breaks.
@@ -254,6 +266,88 @@ impl Peer {
             .await?
         {
             (Response::Error(reply), _) => Err(NetError::Refused {
+                peer: self.server_name.clone(),
+                kind: reply.kind,
+                message: reply.message,
+            }),
+            other => Ok(other),
+        }
+    }
+
+    /// Sends `body`, then `size_bytes` read from `source` as raw frames of at most
+    /// `pacing.chunk_bytes` (capped at [`TRAILER_CHUNK_BYTES`]; one buffer of that
+    /// size, whatever the total), each written within `pacing.idle`; then waits up
+    /// to `pacing.answer` for the response. For
+    /// transfers whose length has no fixed bound (snapshots): the deadline is per
+    /// chunk, not for the whole. Not retried on a stale connection (the source is
+    /// consumed): the caller retries.
+    pub async fn call_streaming<R>(
+        &self,
+        cluster_id: &str,
+        body: Request,
+        source: &mut R,
+        size_bytes: u64,
+        pacing: StreamPacing,
+    ) -> Result<Response, NetError>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+    {
+        use tokio::io::AsyncReadExt;
+        let StreamPacing {
+            chunk_bytes,
+            idle,
+            answer,
+        } = pacing;
+        let env = RequestEnvelope {
+            cluster_id: cluster_id.to_string(),
+            request_id: fresh_request_id(),
+            body,
+        };
+        let timeout_err = |ms: Duration| NetError::Timeout {
+            peer: self.server_name.clone(),
+            timeout_ms: ms.as_millis() as u64,
+        };
+        let (conn, _) = self.connection().await?;
+        let (mut send, mut recv) = tokio::time::timeout(idle, conn.open_bi())
+            .await
+            .map_err(|_| timeout_err(idle))?
+            .map_err(|e| self.err(e))?;
+        tokio::time::timeout(idle, write_frame(&mut send, &env, DEFAULT_MAX_FRAME_BYTES))
+            .await
+            .map_err(|_| timeout_err(idle))?
+            .map_err(|e| self.failure(&conn, e))?;
+        let mut buf = vec![0u8; chunk_bytes.clamp(1, TRAILER_CHUNK_BYTES)];
+        let mut sent = 0u64;
+        // Bounded: each pass sends at least one byte of `size_bytes` or fails.
+        while sent < size_bytes {
+            let want = (size_bytes - sent).min(buf.len() as u64) as usize;
+            let n = source
+                .read(&mut buf[..want])
+                .await
+                .map_err(|e| self.err(format!("reading what to send: {e}")))?;
+            if n == 0 {
+                return Err(self.err("the source ended before its announced length"));
+            }
+            tokio::time::timeout(
+                idle,
+                write_raw_frame(&mut send, &buf[..n], TRAILER_CHUNK_BYTES as u32),
+            )
+            .await
+            .map_err(|_| timeout_err(idle))?
+            .map_err(|e| self.failure(&conn, e))?;
+            sent += n as u64;
+        }
+        send.finish().map_err(|e| self.err(e))?;
+        let response = tokio::time::timeout(
+            answer,
+            read_frame::<_, Response>(&mut recv, DEFAULT_MAX_FRAME_BYTES),
+        )
+        .await
+        .map_err(|_| timeout_err(answer))?
+        .map_err(|e| self.failure(&conn, e))?
+        .ok_or_else(|| self.err("the peer closed the stream without answering"))?;
+        match response {
+            Response::Error(reply) => Err(NetError::Refused {
                 peer: self.server_name.clone(),
                 kind: reply.kind,
                 message: reply.message,

@@ -39,7 +39,7 @@
 //! catalog names this node as its holder with that digest.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, Cursor};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -60,9 +60,7 @@ use crate::error::NodeError;
 use crate::raft::TypeConfig;
 use crate::raft::catalog::keys;
 use crate::raft::log_store::{LogStore, decode};
-use crate::raft::state_machine::{
-    StateMachine, read_snapshot_file, restored_catalog, snapshot_data, snapshot_file_of,
-};
+use crate::raft::state_machine::{StateMachine, write_restored_catalog};
 use crate::store::{CF_SHARES, CF_STAGED, cf};
 
 /// A backup entry older than this (by the leader's clock against this node's) is not
@@ -318,12 +316,17 @@ impl Exporter {
         }
         let db = crate::store::open_read_only(&source)
             .map_err(|e| format!("cannot open the checkpoint: {e}"))?;
-        let snapshot =
-            snapshot_file_of(&db).map_err(|e| format!("cannot read the catalog: {e}"))?;
+        // The catalog as a snapshot file, a chunk at a time (synced and renamed
+        // into place by the writer).
+        let snapshot = crate::raft::snapshot::write_db(
+            &db,
+            &dest.join("catalog.snap"),
+            self.config.raft.snapshot_chunk_bytes as usize,
+        )
+        .map_err(|e| fail("cannot write the catalog into", e))?;
         let (shares, share_bytes) =
             count_shares(&db).map_err(|e| format!("cannot count the shares: {e}"))?;
         drop(db);
-        write_synced(&dest.join("catalog.snap"), &snapshot).map_err(|e| fail("cannot write", e))?;
         let manifest = PartManifest {
             format: PART_FORMAT,
             backup: job.backup,
@@ -335,8 +338,8 @@ impl Exporter {
             at_ms: job.at_ms,
             shares,
             share_bytes,
-            catalog_digest: blake3::hash(&snapshot).to_hex().to_string(),
-            catalog_bytes: snapshot.len() as u64,
+            catalog_digest: snapshot.digest_hex(),
+            catalog_bytes: snapshot.size_bytes,
         };
         let json = serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())?;
         write_synced(&manifest_path, &json).map_err(|e| fail("cannot write", e))?;
@@ -451,15 +454,18 @@ pub async fn restore(
             db_dir.display()
         )));
     }
-    let snapshot = std::fs::read(part.join("catalog.snap"))
-        .map_err(|e| bad(format!("cannot read {}/catalog.snap: {e}", part.display())))?;
-    if blake3::hash(&snapshot).to_hex().as_str() != manifest.catalog_digest {
+    let catalog_path = part.join("catalog.snap");
+    let snapshot = crate::raft::snapshot::SnapshotHandle::open(&catalog_path)
+        .map_err(|e| bad(format!("cannot read {}: {e}", catalog_path.display())))?;
+    if snapshot.digest_hex() != manifest.catalog_digest {
         return Err(bad(format!(
-            "{}/catalog.snap does not match its manifest's digest: the part is damaged",
-            part.display()
+            "{} does not match its manifest's digest: the part is damaged",
+            catalog_path.display()
         )));
     }
-    let (old_meta, dump) = read_snapshot_file(&snapshot)?;
+    let old_meta = crate::raft::snapshot::SnapshotReader::open(&catalog_path)?
+        .meta()
+        .clone();
     let backed_up_at = old_meta.last_log_id.as_ref().map(|l| l.index());
     if backed_up_at != Some(manifest.log_index) {
         return Err(bad(format!(
@@ -497,23 +503,25 @@ pub async fn restore(
         last_log_id: Some(log_id),
         last_membership: StoredMembershipOf::<TypeConfig>::new(Some(log_id), membership),
     };
-    let catalog = restored_catalog(dump, &members, manifest.backup, manifest.log_index)?;
-    let records: HashMap<RecordId, RecordEntry> = catalog
-        .iter()
-        .filter_map(|(k, v)| {
-            let id: [u8; 16] = k.strip_prefix(keys::RECORD)?.try_into().ok()?;
-            Some(decode::<RecordEntry>(v).map(|e| (RecordId(id), e)))
-        })
-        .collect::<io::Result<_>>()?;
-
     let raft_id = *members
         .get(&node_id)
         .ok_or_else(|| bad("this node has no member id".into()))?;
     let db = crate::store::open(&db_dir)?;
     crate::store::set_self_raft_id(&db, raft_id)?;
-    let mut sm = StateMachine::new(db.clone(), node.data_dir.join("snapshots"), node_id)?;
-    sm.install_snapshot(&meta, Cursor::new(snapshot_data(&catalog)?))
-        .await?;
+    let snapshot_dir = node.data_dir.join("snapshots");
+    let mut sm = StateMachine::new(db.clone(), snapshot_dir.clone(), node_id)?;
+    // The restored catalog is written as a snapshot file (the content digest is
+    // checked as it is read) and installed like any snapshot: a chunk at a time.
+    let restored = write_restored_catalog(
+        &catalog_path,
+        &snapshot_dir.join("restore.part"),
+        &meta,
+        &members,
+        manifest.backup,
+        manifest.log_index,
+        config.raft.snapshot_chunk_bytes as usize,
+    )?;
+    sm.install_snapshot(&meta, restored).await?;
     let mut log = LogStore::new(db.clone());
     log.purge(log_id).await?;
 
@@ -531,21 +539,21 @@ pub async fn restore(
     let shares_cf = cf(&db, CF_SHARES)?;
     let mut batch = WriteBatch::default();
     let mut batch_bytes = 0usize;
-    let mut restored = std::collections::HashSet::new();
+    // One share at a time: its record is looked up in the restored catalog.
     for item in source.iterator_cf(cf(&source, CF_SHARES)?, IteratorMode::Start) {
         let (k, v) = item.map_err(io::Error::other)?;
         let stored = crate::shares::decode_value(&v)?;
         let id = <[u8; 16]>::try_from(&*k).ok().map(RecordId);
-        let named = id
-            .and_then(|id| records.get(&id))
-            .and_then(|e| e.holder_on(node_id));
-        match (id, named) {
-            (Some(id), Some(h)) if h.digest == stored.digest => {
+        let entry = match id {
+            Some(id) => sm.record(&id)?,
+            None => None,
+        };
+        match entry.as_ref().and_then(|e| e.holder_on(node_id)) {
+            Some(h) if h.digest == stored.digest => {
                 batch.put_cf(shares_cf, &k, &v);
                 batch_bytes += v.len();
                 report.shares += 1;
                 report.share_bytes += stored.bytes.len() as u64;
-                restored.insert(id);
             }
             _ => report.skipped += 1,
         }
@@ -556,10 +564,24 @@ pub async fn restore(
         }
     }
     db.write(batch).map_err(io::Error::other)?;
-    report.missing = records
-        .iter()
-        .filter(|(id, e)| e.holder_on(node_id).is_some() && !restored.contains(*id))
-        .count() as u64;
+    // Records naming this node whose share did not come: one catalog pass.
+    let catalog = cf(&db, crate::store::CF_CATALOG)?;
+    let mode = IteratorMode::From(keys::RECORD, rocksdb::Direction::Forward);
+    for item in db.iterator_cf(catalog, mode) {
+        let (k, v) = item.map_err(io::Error::other)?;
+        let Some(id) = k.strip_prefix(keys::RECORD) else {
+            break;
+        };
+        let entry: RecordEntry = decode(&v)?;
+        if entry.holder_on(node_id).is_some()
+            && db
+                .get_pinned_cf(shares_cf, id)
+                .map_err(io::Error::other)?
+                .is_none()
+        {
+            report.missing += 1;
+        }
+    }
     for name in crate::store::ALL_CFS {
         db.flush_cf(cf(&db, name)?).map_err(io::Error::other)?;
     }

@@ -140,8 +140,23 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         .filter(|n| n.id != node.id)
         .map(|n| (n.id, Arc::new(Peer::new(endpoint.clone(), n.addr, &n.name))))
         .collect();
-    let network = QuicNetworkFactory::new(&config.cluster_id, peers.clone());
-    let parts = start_raft(raft_id, &config.cluster_id, db.clone(), &data_dir, network).await?;
+    let network = QuicNetworkFactory::new(&config.cluster_id, peers.clone())
+        .with_append_budget_bytes(
+            config
+                .raft
+                .append_budget_bytes
+                .min(config.limits.max_frame_bytes / 2),
+        )
+        .with_snapshot_chunk_bytes(config.raft.snapshot_chunk_bytes);
+    let parts = start_raft(
+        raft_id,
+        &config.cluster_id,
+        &config.raft,
+        db.clone(),
+        &data_dir,
+        network,
+    )
+    .await?;
     let raft = parts.raft.clone();
 
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -160,6 +175,7 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         connections: Default::default(),
         metrics: crate::metrics::Metrics::new(),
         backups: backups.clone(),
+        leader_contact: Default::default(),
     });
     let mut tasks = vec![tokio::spawn(serve(
         endpoint.clone(),

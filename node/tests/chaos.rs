@@ -209,13 +209,15 @@ impl Chaos {
         let violations = self.history.check();
         println!(
             "faults injected: {} ({:?}); operations: {} puts acknowledged, {} puts \
-             unacknowledged, {} reads present, {} reads absent; violations: {}",
+             unacknowledged, {} reads present, {} reads absent; longest time without an \
+             acknowledged put: {:.1} s; violations: {}",
             self.faults.len(),
             self.faults,
             counts.puts_acked,
             counts.puts_unknown,
             counts.reads_present,
             counts.reads_absent,
+            self.history.longest_ack_gap_us() as f64 / 1e6,
             violations.len()
         );
         assert!(violations.is_empty(), "{violations:#?}");

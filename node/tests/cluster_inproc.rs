@@ -52,9 +52,15 @@ impl Cluster {
             from: id,
             router: self.router.clone(),
         };
-        let parts = open_raft(id, "test", &self.dir.path().join(format!("n{id}")), net)
-            .await
-            .unwrap();
+        let parts = open_raft(
+            id,
+            "test",
+            &Default::default(),
+            &self.dir.path().join(format!("n{id}")),
+            net,
+        )
+        .await
+        .unwrap();
         self.router.register(id, parts.raft.clone());
         self.members.insert(
             id,
@@ -297,4 +303,40 @@ async fn a_stopped_node_restarts_from_disk_and_catches_up() {
     let s = &c.members[&victim].state;
     assert_eq!(s.meta("a").unwrap().as_deref(), Some("1"));
     assert_eq!(s.meta("while-down-29").unwrap().as_deref(), Some("x"));
+}
+
+/// P4 (availability; issue 21 item 5: no leader change that no fault called for): a
+/// follower cut off for several election timeouts does not raise its term while it
+/// cannot win (Pre-Vote), so when the link heals the leader keeps leading in the same
+/// term and the follower catches up. Without Pre-Vote the isolated follower campaigns
+/// at ever higher terms and its first answer after healing unseats the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_follower_does_not_unseat_the_leader_when_it_returns() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_leader(None).await;
+    assert_eq!(
+        c.write(leader, "before", "1").await,
+        CommandResponse::Applied
+    );
+    let term_of = |id: u64| c.members[&id].raft.metrics().borrow_watched().current_term;
+    let term = term_of(leader);
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    c.router.isolate(follower);
+    // Election timeouts are 0.6-1.2 s: several would have fired by now.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        term_of(follower),
+        term,
+        "the isolated follower raised its term"
+    );
+    assert_eq!(
+        c.write(leader, "during", "2").await,
+        CommandResponse::Applied
+    );
+    c.router.heal();
+    let index = c.last_index(leader);
+    c.wait_applied(follower, index).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(c.wait_leader(None).await, leader, "leadership changed");
+    assert_eq!(term_of(leader), term, "the term changed without a fault");
 }

@@ -16,8 +16,9 @@ use crate::ProtoError;
 /// Longest backup directory name, in bytes.
 pub const MAX_BACKUP_DIR_BYTES: usize = 200;
 
-/// Format of [`PartManifest`] (the `part.json` of a part).
-pub const PART_FORMAT: u32 = 1;
+/// Format of [`PartManifest`] (the `part.json` of a part). 2: `catalog.snap` is a
+/// snapshot file of bounded chunks (format 1 held the catalog as one value).
+pub const PART_FORMAT: u32 = 2;
 
 /// A backup's id: 16 random bytes drawn by the leader. Hex text in human-readable
 /// formats (`part.json`, `--json`), bytes on the wire.

@@ -71,7 +71,7 @@ pub enum Request {
     },
     /// Start of a snapshot transfer (node role only): `header` is the encoded vote and
     /// snapshot meta; `size_bytes` of snapshot data follow as raw frames on the same
-    /// stream. The receiver refuses snapshots over its cap before reading them.
+    /// stream, read a chunk at a time into a file (no size cap but the disk's).
     RaftSnapshot {
         /// The Raft member id the sender addresses.
         to: u64,
@@ -79,6 +79,9 @@ pub enum Request {
         header: Vec<u8>,
         /// Total snapshot data that follows.
         size_bytes: u64,
+        /// BLAKE3 of the snapshot file's content (its last 32 bytes repeat it): the
+        /// receiver checks it before the snapshot takes effect.
+        digest: [u8; 32],
     },
     /// A node that started with an empty data directory asks the leader to take its new
     /// Raft member id into the group (node role only; the certificate's name must be
@@ -264,6 +267,16 @@ pub enum Request {
     BackupStatus {
         /// The backup.
         backup: crate::backup::BackupId,
+    },
+    /// Raft Pre-Vote (node role only): would the target grant a vote at the next
+    /// term? Nothing is persisted and no term changes, so a restarted or cut-off
+    /// node that cannot win does not raise the term and unseat a working leader.
+    /// Last in the enum so earlier variants keep their wire numbers.
+    RaftPreVote {
+        /// The Raft member id the sender addresses.
+        to: u64,
+        /// Codec-encoded openraft request.
+        payload: Vec<u8>,
     },
 }
 
@@ -456,6 +469,7 @@ impl Request {
             Request::Status => "status",
             Request::RaftAppend { .. } => "raft_append",
             Request::RaftVote { .. } => "raft_vote",
+            Request::RaftPreVote { .. } => "raft_pre_vote",
             Request::RaftTransferLeader { .. } => "raft_transfer_leader",
             Request::RaftSnapshot { .. } => "raft_snapshot",
             Request::RaftJoin { .. } => "raft_join",
@@ -493,6 +507,7 @@ impl Request {
             Request::Status => Operation::Status,
             Request::RaftAppend { .. }
             | Request::RaftVote { .. }
+            | Request::RaftPreVote { .. }
             | Request::RaftTransferLeader { .. }
             | Request::RaftSnapshot { .. }
             | Request::RaftJoin { .. } => Operation::Raft,

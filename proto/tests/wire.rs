@@ -103,9 +103,10 @@ fn golden_encodings_do_not_drift() {
                 to: 2,
                 header: vec![9],
                 size_bytes: 300,
+                digest: [0; 32],
             }))
             .unwrap(),
-            format!("01026331{id}05020109fb2c01"),
+            format!("01026331{id}05020109fb2c01{}", "00".repeat(32)),
         ),
         (
             "join",
@@ -185,6 +186,10 @@ fn every_message_round_trips() {
             to: u64::MAX,
             payload: vec![1],
         },
+        Request::RaftPreVote {
+            to: 2,
+            payload: vec![3],
+        },
         Request::RaftTransferLeader {
             to: 3,
             payload: vec![],
@@ -193,6 +198,7 @@ fn every_message_round_trips() {
             to: 4,
             header: vec![1, 2],
             size_bytes: u64::MAX,
+            digest: [7; 32],
         },
         Request::RaftJoin { raft_id: 1 << 40 },
         Request::StageShares {
@@ -387,9 +393,12 @@ fn malformed_messages_get_clear_errors() {
 /// one encoding (P3, P5: digests and the audit chain are taken over encodings).
 #[tokio::test]
 async fn non_canonical_encodings_are_refused() {
-    // Request variant 5 with a u32 written as the three-byte form of 0.
-    let canonical = [FORMAT_VERSION, 5, 0, 0, 128];
-    let stretched = [FORMAT_VERSION, 5, 251, 0, 0, 0, 128];
+    // Request variant 5 (a snapshot header: to, header, size, digest) with `to`
+    // written as the three-byte form of 0.
+    let mut canonical = vec![FORMAT_VERSION, 5, 0, 0, 128];
+    let mut stretched = vec![FORMAT_VERSION, 5, 251, 0, 0, 0, 128];
+    canonical.extend([0; 32]);
+    stretched.extend([0; 32]);
     let value = codec::decode::<Request>(&canonical).unwrap();
     assert_eq!(codec::encode(&value).unwrap(), canonical);
     match codec::decode::<Request>(&stretched) {

@@ -51,6 +51,7 @@ pub struct BenchCluster {
     config: ClusterConfig,
     node_binary: PathBuf,
     zone_key: PathBuf,
+    log_filter: String,
     children: BTreeMap<u64, Child>,
 }
 
@@ -63,11 +64,13 @@ fn file_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
 
 impl BenchCluster {
     /// Creates the cluster's files in `dir` (which must not hold one already) and
-    /// starts nodes 1..=5.
+    /// starts nodes 1..=5; they log what `log_filter` lets through unless `RUST_LOG`
+    /// is set.
     pub fn create(
         dir: &Path,
         node_binary: &Path,
         pacing: Pacing,
+        log_filter: &str,
     ) -> Result<BenchCluster, ClientError> {
         if dir.join("cluster.toml").exists() {
             return Err(ClientError::Exists {
@@ -151,6 +154,7 @@ impl BenchCluster {
                 .first()
                 .cloned()
                 .ok_or_else(|| ClientError::Bench("zone keygen wrote no private key".into()))?,
+            log_filter: log_filter.to_string(),
             children: BTreeMap::new(),
         };
         for id in 1..=ACTIVE_NODES {
@@ -164,11 +168,15 @@ impl BenchCluster {
         &self.config
     }
 
-    /// Starts node `id` (its log goes to `logs/node-<id>.log`). `RUST_LOG` passes
-    /// through; without it nodes log warnings only.
+    /// Starts node `id` (its log goes to `logs/node-<id>.log`, appended to). `RUST_LOG`
+    /// passes through; without it nodes log what the cluster's filter lets through.
     pub fn start_node(&mut self, id: u64) -> Result<(), ClientError> {
-        let log_path = self.dir.join(format!("logs/node-{id}.log"));
-        let log = std::fs::File::create(&log_path).map_err(file_err(&log_path))?;
+        let log_path = self.node_log(id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(file_err(&log_path))?;
         let err = log.try_clone().map_err(file_err(&log_path))?;
         let child = Command::new(&self.node_binary)
             .arg("--config")
@@ -177,7 +185,7 @@ impl BenchCluster {
             .arg(id.to_string())
             .env(
                 "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                std::env::var("RUST_LOG").unwrap_or_else(|_| self.log_filter.clone()),
             )
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -193,6 +201,21 @@ impl BenchCluster {
             })?;
         self.children.insert(id, child);
         Ok(())
+    }
+
+    /// Where node `id` logs.
+    pub fn node_log(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("logs/node-{id}.log"))
+    }
+
+    /// Node `id`'s data directory.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("data/node-{id}"))
+    }
+
+    /// The running nodes' process ids.
+    pub fn pids(&self) -> Vec<(u64, u32)> {
+        self.children.iter().map(|(id, c)| (*id, c.id())).collect()
     }
 
     /// Kills node `id` with SIGKILL (a machine lost, nothing flushed) and reaps it.

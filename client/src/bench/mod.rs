@@ -16,6 +16,7 @@
 //! byte stops the benchmark with an error instead of a figure.
 
 pub mod cluster;
+pub mod scale;
 pub mod stats;
 
 use std::collections::{HashMap, VecDeque};
@@ -136,40 +137,18 @@ pub async fn run(
     let started_at_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    say(format!(
-        "starting a 5-node cluster in {}",
-        opts.dir.display()
-    ));
     let pacing = Pacing {
         repair_parallel: opts.repair_parallel,
         repair_rate_mb_s: opts.repair_rate_mb_s,
     };
-    let mut cluster = BenchCluster::create(&opts.dir, &opts.node_binary, pacing)?;
-    let operator = cluster.client(OPERATOR)?;
-    let active: Vec<u64> = (1..=ACTIVE_NODES).collect();
-    cluster
-        .wait_health(&operator, &active, &[SPARE_NODE])
-        .await?;
-    // The spare is held out of placement until the repair phase, as an operator holds
-    // a spare: under load the leader may call a busy node dead for a moment, and a put
-    // must not then place shares on a node that is not running.
-    operator
-        .set_node_mode(SPARE_NODE, NodeMode::Draining, "benchmark spare")
-        .await?;
-    open_grant(&operator).await?;
-    let ingest = Arc::new(cluster.client(INGEST)?);
-    let reader = Arc::new(cluster.client(READER)?);
+    let Started {
+        mut cluster,
+        operator,
+        ingest,
+        reader,
+        setup,
+    } = start(&opts.dir, &opts.node_binary, pacing, NODE_LOG_FILTER, say).await?;
     let max_batch = ingest.batch_records();
-    let config = cluster.config().clone();
-    let setup = Setup {
-        nodes: ACTIVE_NODES,
-        racks: config.racks.len(),
-        k: config.policy.k,
-        n: config.policy.n,
-        replicas: config.plain_replicas.unwrap_or(0),
-        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        optimized: !cfg!(debug_assertions),
-    };
     let modes: &[Mode] = if opts.baseline {
         &[Mode::Sharing, Mode::Replicas]
     } else {
@@ -244,6 +223,62 @@ pub async fn run(
         phases,
         ratios,
         repair,
+    })
+}
+
+/// What nodes log in the benchmark unless `RUST_LOG` says otherwise.
+const NODE_LOG_FILTER: &str = "warn";
+
+/// A benchmark cluster started, with a grant open for the reader.
+struct Started {
+    cluster: BenchCluster,
+    operator: Client,
+    ingest: Arc<Client>,
+    reader: Arc<Client>,
+    setup: Setup,
+}
+
+/// Starts the five nodes, holds the spare out of placement and opens the reader's
+/// grant.
+async fn start(
+    dir: &std::path::Path,
+    node_binary: &std::path::Path,
+    pacing: Pacing,
+    log_filter: &str,
+    say: &mut (dyn FnMut(String) + Send),
+) -> Result<Started, ClientError> {
+    say(format!("starting a 5-node cluster in {}", dir.display()));
+    let mut cluster = BenchCluster::create(dir, node_binary, pacing, log_filter)?;
+    let operator = cluster.client(OPERATOR)?;
+    let active: Vec<u64> = (1..=ACTIVE_NODES).collect();
+    cluster
+        .wait_health(&operator, &active, &[SPARE_NODE])
+        .await?;
+    // The spare is held out of placement until the repair phase, as an operator holds
+    // a spare: under load the leader may call a busy node dead for a moment, and a put
+    // must not then place shares on a node that is not running.
+    operator
+        .set_node_mode(SPARE_NODE, NodeMode::Draining, "benchmark spare")
+        .await?;
+    open_grant(&operator).await?;
+    let ingest = Arc::new(cluster.client(INGEST)?);
+    let reader = Arc::new(cluster.client(READER)?);
+    let config = cluster.config().clone();
+    let setup = Setup {
+        nodes: ACTIVE_NODES,
+        racks: config.racks.len(),
+        k: config.policy.k,
+        n: config.policy.n,
+        replicas: config.plain_replicas.unwrap_or(0),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        optimized: !cfg!(debug_assertions),
+    };
+    Ok(Started {
+        cluster,
+        operator,
+        ingest,
+        reader,
+        setup,
     })
 }
 

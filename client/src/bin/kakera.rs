@@ -96,6 +96,20 @@ struct BenchArgs {
     /// The kakera-node binary (default: beside this one, else on PATH).
     #[arg(long)]
     node_binary: Option<PathBuf>,
+    /// Scale mode: fill the catalog to this many records (checkpoints at every power
+    /// of ten from 10^4) and probe puts, gets and node memory at each; --sizes and
+    /// the repair, baseline and single-get phases do not apply.
+    #[arg(long)]
+    scale_records: Option<u64>,
+    /// Scale mode: size of each fill record.
+    #[arg(long, default_value = "64")]
+    fill_bytes: String,
+    /// Scale mode: records per probe (1 KiB each), put then read back.
+    #[arg(long, default_value_t = 8192)]
+    probe_records: u64,
+    /// Scale mode: skip the killed follower's catch-up at the end.
+    #[arg(long)]
+    no_catch_up: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -2310,6 +2324,23 @@ fn bench(args: BenchArgs, json: bool) -> Result<Outcome, ClientError> {
             std::env::temp_dir().join(format!("kakera-bench-{}-{}", std::process::id(), now_ms()))
         }
     };
+    let mut say = |line: String| eprintln!("{line}");
+    if let Some(records) = args.scale_records {
+        let opts = bench::scale::ScaleOptions {
+            records,
+            fill_bytes: size(&args.fill_bytes)?.max(1),
+            probe_records: args.probe_records.max(1),
+            probe_bytes: 1024,
+            batch_bytes: size(&args.batch_bytes)?,
+            concurrency: args.concurrency.max(1),
+            catch_up: !args.no_catch_up,
+            dir: dir.clone(),
+            node_binary: node_binary_or_beside(args.node_binary),
+        };
+        let result = bench_runtime()?.block_on(bench::scale::run(&opts, &mut say));
+        let report = finish_bench_dir(result, &dir, own_dir, args.keep)?;
+        return write_bench_report(&report, &args.out, json, || bench::scale::render(&report));
+    }
     let opts = bench::BenchOptions {
         sizes,
         concurrency: args.concurrency,
@@ -2327,40 +2358,61 @@ fn bench(args: BenchArgs, json: bool) -> Result<Outcome, ClientError> {
         dir: dir.clone(),
         node_binary: node_binary_or_beside(args.node_binary),
     };
-    // Client work (sealing, splitting, QUIC) uses every core, as a job would.
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let result = bench_runtime()?.block_on(bench::run(&opts, &mut say));
+    let report = finish_bench_dir(result, &dir, own_dir, args.keep)?;
+    write_bench_report(&report, &args.out, json, || {
+        stats::render(&report.phases, &report.ratios, report.repair.as_ref())
+    })
+}
+
+/// The benchmark's runtime: multi-threaded, since client work (sealing, splitting
+/// and QUIC) uses every core, as a job would. The nodes stop when a benchmark returns
+/// (its cluster drops).
+fn bench_runtime() -> Result<tokio::runtime::Runtime, ClientError> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| ClientError::Invalid(format!("cannot start the async runtime: {e}")))?;
-    let mut say = |line: String| eprintln!("{line}");
-    let result = rt.block_on(bench::run(&opts, &mut say));
-    // The nodes are stopped when `run` returns (its cluster drops).
-    drop(rt);
-    if !args.keep && (own_dir || result.is_ok()) {
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
+        .map_err(|e| ClientError::Invalid(format!("cannot start the async runtime: {e}")))
+}
+
+/// Deletes the benchmark cluster's directory unless it is kept (or was the caller's
+/// and the run failed: its logs say why).
+fn finish_bench_dir<T>(
+    result: Result<T, ClientError>,
+    dir: &std::path::Path,
+    own_dir: bool,
+    keep: bool,
+) -> Result<T, ClientError> {
+    if !keep && (own_dir || result.is_ok()) {
+        if let Err(e) = std::fs::remove_dir_all(dir) {
             eprintln!("could not delete {}: {e}", dir.display());
         }
     } else {
         eprintln!("the cluster's files stay in {}", dir.display());
     }
-    let report = result?;
-    let text = serde_json::to_string_pretty(&report)
+    result
+}
+
+/// Writes the report as JSON to `out` and prints it (as JSON or as `table`).
+fn write_bench_report<R: serde::Serialize>(
+    report: &R,
+    out: &std::path::Path,
+    json: bool,
+    table: impl FnOnce() -> String,
+) -> Result<Outcome, ClientError> {
+    let value = serde_json::to_value(report)
         .map_err(|e| ClientError::Invalid(format!("cannot encode the report: {e}")))?;
-    std::fs::write(&args.out, text + "\n").map_err(|source| ClientError::File {
-        path: args.out.clone(),
+    let text = serde_json::to_string_pretty(&value)
+        .map_err(|e| ClientError::Invalid(format!("cannot encode the report: {e}")))?;
+    std::fs::write(out, text + "\n").map_err(|source| ClientError::File {
+        path: out.to_path_buf(),
         source,
     })?;
     if json {
-        json_line(
-            &serde_json::to_value(&report)
-                .map_err(|e| ClientError::Invalid(format!("cannot encode the report: {e}")))?,
-        );
+        json_line(&value);
     } else {
-        print!(
-            "{}",
-            stats::render(&report.phases, &report.ratios, report.repair.as_ref())
-        );
-        println!("report written to {}", args.out.display());
+        print!("{}", table());
+        println!("report written to {}", out.display());
     }
     Ok(Outcome::Ok)
 }

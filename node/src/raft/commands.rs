@@ -132,6 +132,97 @@ pub enum ClientAction {
     },
 }
 
+/// Longest actor (certificate) name a command carries.
+pub const MAX_ACTOR_NAME_BYTES: usize = 256;
+
+impl ClientAction {
+    /// The first bound this action breaks, as a sentence for the caller, or `None`.
+    /// Checked on the leader before it proposes, so no entry carries an unbounded
+    /// string or list from a client (the encoded entry is bounded too, by
+    /// `records::propose_for`). The sentence never echoes the offending value.
+    pub fn bound_problem(&self) -> Option<String> {
+        use kakera_proto::backup::MAX_BACKUP_DIR_BYTES;
+        use kakera_proto::catalog::{
+            MAX_BATCH_RECORDS, MAX_JOB_BYTES, MAX_REASON_BYTES, MAX_SCOPE_ITEMS,
+        };
+        use kakera_proto::record::MAX_SOURCE_BYTES;
+        let records = |n: usize| {
+            (n > MAX_BATCH_RECORDS)
+                .then(|| format!("{n} records in one request; at most {MAX_BATCH_RECORDS}"))
+        };
+        let job = |j: &str| {
+            (j.is_empty() || j.len() > MAX_JOB_BYTES).then(|| {
+                format!(
+                    "a job name of {} bytes; job names are 1 to {MAX_JOB_BYTES} bytes",
+                    j.len()
+                )
+            })
+        };
+        let reason = |r: &str| {
+            (r.len() > MAX_REASON_BYTES).then(|| {
+                format!(
+                    "a reason of {} bytes; reasons are at most {MAX_REASON_BYTES} bytes",
+                    r.len()
+                )
+            })
+        };
+        match self {
+            ClientAction::CommitRecords { records: r } => records(r.len()),
+            ClientAction::OpenRead {
+                job: j, records: r, ..
+            } => job(j).or_else(|| records(r.len())),
+            ClientAction::OpenAudit { records: r, .. }
+            | ClientAction::OpenErasureCheck { records: r, .. } => records(r.len()),
+            ClientAction::SetNodeMode { reason: r, .. } => reason(r),
+            ClientAction::CreateGrant { grant } => {
+                let s = &grant.scope;
+                job(&grant.job)
+                    .or_else(|| {
+                        (grant.reader.len() > MAX_ACTOR_NAME_BYTES
+                            || grant.approval.len() > MAX_JOB_BYTES)
+                            .then(|| {
+                                format!(
+                                    "reader names are at most {MAX_ACTOR_NAME_BYTES} bytes and \
+                                     approval references at most {MAX_JOB_BYTES}"
+                                )
+                            })
+                    })
+                    .or_else(|| {
+                        (s.kinds.len() > MAX_SCOPE_ITEMS
+                            || s.sources.len() > MAX_SCOPE_ITEMS
+                            || s.subjects.len() > MAX_SCOPE_ITEMS)
+                            .then(|| {
+                                format!(
+                                    "a grant's scope lists at most {MAX_SCOPE_ITEMS} kinds, \
+                                     sources and subjects each"
+                                )
+                            })
+                    })
+                    .or_else(|| {
+                        s.sources
+                            .iter()
+                            .any(|x| x.len() > MAX_SOURCE_BYTES)
+                            .then(|| {
+                                format!(
+                                    "source facility names are at most {MAX_SOURCE_BYTES} bytes"
+                                )
+                            })
+                    })
+                    .or_else(|| grant.revoked.as_ref().and_then(|r| reason(&r.reason)))
+            }
+            ClientAction::RevokeGrant { job: j, reason: r } => job(j).or_else(|| reason(r)),
+            ClientAction::Erase { target, reason: r } => match target {
+                EraseTarget::Records(ids) => records(ids.len()),
+                EraseTarget::Subject(_) => None,
+            }
+            .or_else(|| reason(r)),
+            ClientAction::Backup { dir, .. } => (dir.len() > MAX_BACKUP_DIR_BYTES).then(|| {
+                format!("backup directory names are at most {MAX_BACKUP_DIR_BYTES} bytes")
+            }),
+        }
+    }
+}
+
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -233,6 +233,15 @@ impl RaftNetworkV2<TypeConfig> for FaultConnection {
         self.call(|raft| async move { raft.vote(rpc).await }).await
     }
 
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(|raft| async move { raft.pre_vote(rpc).await })
+            .await
+    }
+
     async fn full_snapshot(
         &mut self,
         vote: VoteOf<TypeConfig>,

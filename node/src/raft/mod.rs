@@ -7,10 +7,12 @@ pub mod commands;
 pub mod fault;
 pub mod log_store;
 pub mod network;
+pub mod snapshot;
 pub mod state_machine;
 
-use std::io::Cursor;
 use std::sync::Arc;
+
+use kakera_config::RaftTuning;
 
 pub use commands::{ClientAction, Command, CommandResponse};
 
@@ -26,24 +28,42 @@ openraft::declare_raft_types!(
 /// The Raft instance of a node.
 pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
 
-/// Snapshot data as it travels and is installed: the encoded catalog.
-pub type SnapshotData = Cursor<Vec<u8>>;
+/// Snapshot data as it travels and is installed: a snapshot file of bounded chunks.
+pub type SnapshotData = snapshot::SnapshotHandle;
 
 /// A shared handle to the node's Raft instance.
 pub type RaftHandle = Arc<Raft>;
 
+/// Heartbeat interval: also openraft's per-append deadline, which the QUIC network
+/// stretches to what the link is doing (see [`network`]).
+pub const HEARTBEAT_MS: u64 = 150;
+/// Shortest election timeout.
+pub const ELECTION_TIMEOUT_MIN_MS: u64 = 600;
+/// Longest election timeout.
+pub const ELECTION_TIMEOUT_MAX_MS: u64 = 1200;
+/// A follower that has heard nothing from its leader for this long reports no
+/// leader (status, readiness), though openraft still names it: with Pre-Vote a
+/// follower that cannot win an election keeps its last leader's id.
+pub const LEADER_SILENT_AFTER_MS: u64 = 2 * ELECTION_TIMEOUT_MAX_MS;
+
 /// Raft timing for a node. Election timeouts well above heartbeats, as openraft
 /// expects; loopback test clusters use the same values as production defaults.
-pub fn raft_config(cluster_id: &str) -> Result<Arc<openraft::Config>, String> {
+/// Snapshot transfers keep their own per-chunk deadlines (see [`network`]), so the
+/// snapshot timeout here only bounds a transfer that makes no progress at all.
+pub fn raft_config(cluster_id: &str, tuning: &RaftTuning) -> Result<Arc<openraft::Config>, String> {
     let config = openraft::Config {
         cluster_name: cluster_id.to_string(),
-        heartbeat_interval: 150,
-        election_timeout_min: 600,
-        election_timeout_max: 1200,
-        install_snapshot_timeout: 10_000,
-        max_payload_entries: 512,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5_000),
-        max_in_snapshot_log_to_keep: 1_000,
+        heartbeat_interval: HEARTBEAT_MS,
+        election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
+        election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
+        install_snapshot_timeout: 60_000,
+        max_payload_entries: u64::from(tuning.append_max_entries),
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(tuning.snapshot_every_entries),
+        max_in_snapshot_log_to_keep: tuning.keep_entries_after_snapshot,
+        // A node asks whether it could win before it raises its term: a follower
+        // restarted after kill -9 (or cut off for a while) would otherwise start an
+        // election before it hears the leader and make it step down.
+        enable_pre_vote: Some(true),
         ..Default::default()
     };
     config
@@ -91,6 +111,7 @@ pub struct RaftParts {
 pub async fn open_raft<N>(
     id: u64,
     cluster_id: &str,
+    tuning: &RaftTuning,
     data_dir: &std::path::Path,
     network: N,
 ) -> std::io::Result<RaftParts>
@@ -99,13 +120,14 @@ where
     N::Network: openraft::network::NetSnapshot<TypeConfig, SnapshotData = SnapshotData>,
 {
     let db = crate::store::open(&data_dir.join("db"))?;
-    start_raft(id, cluster_id, db, data_dir, network).await
+    start_raft(id, cluster_id, tuning, db, data_dir, network).await
 }
 
 /// Starts Raft as member `id` on an opened node database (see [`crate::store::open`]).
 pub async fn start_raft<N>(
     id: u64,
     cluster_id: &str,
+    tuning: &RaftTuning,
     db: Arc<rocksdb::DB>,
     data_dir: &std::path::Path,
     network: N,
@@ -114,10 +136,11 @@ where
     N: openraft::network::RaftNetworkFactory<TypeConfig>,
     N::Network: openraft::network::NetSnapshot<TypeConfig, SnapshotData = SnapshotData>,
 {
-    let config = raft_config(cluster_id).map_err(std::io::Error::other)?;
+    let config = raft_config(cluster_id, tuning).map_err(std::io::Error::other)?;
     let log = log_store::LogStore::new(db.clone());
     let node_id = kakera_proto::ids::node_of(id);
-    let state = state_machine::StateMachine::new(db, data_dir.join("snapshots"), node_id)?;
+    let state = state_machine::StateMachine::new(db, data_dir.join("snapshots"), node_id)?
+        .with_snapshot_chunk_bytes(tuning.snapshot_chunk_bytes as usize);
     let raft = Raft::new(id, config, network, log, state.clone())
         .await
         .map_err(std::io::Error::other)?;

@@ -2,10 +2,10 @@
 //! id, last membership) and `catalog` (the cluster's replicated state). A batch of
 //! entries is applied with one atomic write batch; responses go out only after it.
 //!
-//! Snapshots are the whole catalog column family, encoded with the codec, written to
-//! `<data_dir>/snapshots/<index>` through a temporary file and a rename.
+//! Snapshots are files of bounded chunks built from one RocksDB view and installed
+//! by SST ingestion ([`super::snapshot`]): never the whole catalog in memory.
 
-use std::io::{self, Cursor};
+use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -33,8 +33,7 @@ use super::{SnapshotData, TypeConfig};
 use crate::shares::{Promotion, ShareStore};
 use crate::store::{CF_CATALOG, CF_SM_META, cf};
 
-const KEY_LAST_APPLIED: &[u8] = b"last_applied";
-const KEY_LAST_MEMBERSHIP: &[u8] = b"last_membership";
+use super::snapshot::{KEY_LAST_APPLIED, KEY_LAST_MEMBERSHIP, SnapshotHandle};
 /// Catalog key of the cluster identity written by [`Command::InitCluster`].
 pub const KEY_CLUSTER: &[u8] = b"cluster";
 /// Prefix of incarnation keys (`incarnation/<node id, big-endian>` -> Raft member id).
@@ -42,13 +41,12 @@ pub const INCARNATION_PREFIX: &[u8] = b"incarnation/";
 /// Prefix of operator metadata keys.
 pub const META_PREFIX: &[u8] = b"meta/";
 
-/// The largest snapshot a node builds or installs.
-pub const MAX_SNAPSHOT_BYTES: u64 = 512 * 1024 * 1024;
-
 /// How long a read ticket lasts (capped by its grant's expiry).
 pub const READ_TICKET_TTL_MS: u64 = 10 * 60 * 1000;
 /// How long an audit ticket lasts.
 pub const AUDIT_TICKET_TTL_MS: u64 = 30 * 60 * 1000;
+/// Index keys per write batch when tickets are indexed at open.
+const INDEX_BATCH_KEYS: usize = 4096;
 /// Most expired tickets one apply removes (bounded work per entry).
 const TICKET_GC_SCAN: usize = 64;
 
@@ -64,12 +62,8 @@ pub struct StateMachine {
     purge: crate::erasure::PurgeSignal,
     /// Wakes this node's backup exporter after a backup entry.
     backups: Arc<tokio::sync::Notify>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct SnapshotFile {
-    meta: SnapshotMetaOf<TypeConfig>,
-    data: Vec<u8>,
+    /// Bytes per snapshot chunk (`[raft] snapshot_chunk_bytes`).
+    snapshot_chunk_bytes: usize,
 }
 
 /// The cluster identity the group was bootstrapped with.
@@ -86,6 +80,16 @@ impl StateMachine {
     /// snapshots go to `snapshot_dir`.
     pub fn new(db: Arc<DB>, snapshot_dir: PathBuf, node_id: u64) -> io::Result<StateMachine> {
         std::fs::create_dir_all(&snapshot_dir)?;
+        let leftovers = super::snapshot::clean_leftovers(&snapshot_dir)?;
+        if leftovers > 0 {
+            tracing::info!(
+                files = leftovers,
+                "removed files of an interrupted snapshot transfer"
+            );
+        }
+        if super::snapshot::recover(&db, &snapshot_dir)? {
+            tracing::warn!("finished a snapshot install a crash had interrupted");
+        }
         let indexed = index_tickets(&db)?;
         if indexed > 0 {
             tracing::info!(tickets = indexed, "tickets added to the expiry index");
@@ -98,7 +102,30 @@ impl StateMachine {
             shares,
             purge: crate::erasure::PurgeSignal::default(),
             backups: Arc::default(),
+            snapshot_chunk_bytes: super::snapshot::DEFAULT_CHUNK_BYTES,
         })
+    }
+
+    /// The same state machine building snapshots in chunks of `bytes`.
+    pub fn with_snapshot_chunk_bytes(mut self, bytes: usize) -> StateMachine {
+        self.snapshot_chunk_bytes = bytes.max(1);
+        self
+    }
+
+    /// Bytes per snapshot chunk.
+    pub fn snapshot_chunk_bytes(&self) -> usize {
+        self.snapshot_chunk_bytes
+    }
+
+    /// Where snapshot files live (incoming transfers are written here too).
+    pub fn snapshot_dir(&self) -> &std::path::Path {
+        &self.snapshot_dir
+    }
+
+    /// BLAKE3 over every catalog pair in key order, and the pair count (equal on
+    /// two nodes exactly when their catalogs are).
+    pub fn catalog_digest(&self) -> io::Result<([u8; 32], u64)> {
+        super::snapshot::catalog_digest(&self.db)
     }
 
     /// The signal this state machine gives the node's backup exporter.
@@ -916,27 +943,6 @@ impl StateMachine {
         }
         Ok(())
     }
-
-    fn snapshot_path(&self, meta: &SnapshotMetaOf<TypeConfig>) -> PathBuf {
-        let index = meta.last_log_id.as_ref().map_or(0, |l| l.index());
-        self.snapshot_dir.join(format!("{index:020}.snap"))
-    }
-
-    fn write_snapshot_file(&self, file: &SnapshotFile) -> io::Result<()> {
-        let path = self.snapshot_path(&file.meta);
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, encode(file)?)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        // Keep only the newest snapshot.
-        for old in std::fs::read_dir(&self.snapshot_dir)? {
-            let old = old?.path();
-            if old != path && old.extension().is_some_and(|e| e == "snap") {
-                std::fs::remove_file(old)?;
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Writes `ticket` and its expiry index key.
@@ -982,9 +988,14 @@ fn index_tickets(db: &DB) -> io::Result<u64> {
         {
             batch.put_cf(catalog, index, []);
             added += 1;
+            // A page at a time, whatever the number of tickets.
+            if batch.len() >= INDEX_BATCH_KEYS {
+                db.write(std::mem::take(&mut batch))
+                    .map_err(io::Error::other)?;
+            }
         }
     }
-    if added > 0 {
+    if !batch.is_empty() {
         db.write(batch).map_err(io::Error::other)?;
     }
     Ok(added)
@@ -1047,62 +1058,30 @@ fn read_meta_of(
     Ok((applied, membership))
 }
 
-/// The catalog's key/value pairs, in key order.
-pub type CatalogDump = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// A node database's catalog as a snapshot file (the format Raft snapshots are kept
-/// in): meta (last applied id, membership) and every catalog pair. For backups, read
-/// from a checkpoint.
-pub fn snapshot_file_of(db: &DB) -> io::Result<Vec<u8>> {
-    let (last_log_id, last_membership) = read_meta_of(db)?;
-    let data = encode(&catalog_dump(db)?)?;
-    encode(&SnapshotFile {
-        meta: SnapshotMetaOf::<TypeConfig> {
-            last_log_id,
-            last_membership,
-        },
-        data,
-    })
-}
-
-/// Reads a snapshot file: its meta and the catalog pairs.
-pub fn read_snapshot_file(bytes: &[u8]) -> io::Result<(SnapshotMetaOf<TypeConfig>, CatalogDump)> {
-    let file: SnapshotFile = decode(bytes)?;
-    let dump: CatalogDump = decode(&file.data)?;
-    Ok((file.meta, dump))
-}
-
-/// Encodes catalog pairs as snapshot data (what [`RaftStateMachine::install_snapshot`]
-/// takes).
-pub fn snapshot_data(dump: &CatalogDump) -> io::Result<Vec<u8>> {
-    encode(dump)
-}
-
-/// The catalog a restored cluster starts from: the backup's, with every node's
-/// incarnation replaced by the restored one (the old members are gone) and one audit
-/// entry `Restored` appended to the chain (seq, link and time as every entry's), at
-/// the backup entry's log index. Deterministic: every node of a restore computes the
-/// same catalog from the same backup.
-pub fn restored_catalog(
-    dump: CatalogDump,
+/// The catalog a restored cluster starts from, written as a snapshot file at `out`
+/// under `meta`: the backup's catalog (the snapshot file `source`, read a chunk at
+/// a time), with every node's incarnation replaced by the restored one (the old
+/// members are gone) and one audit entry `Restored` appended to the chain (seq,
+/// link and time as every entry's), at the backup entry's log index. Deterministic:
+/// every node of a restore computes the same catalog from the same backup.
+pub fn write_restored_catalog(
+    source: &std::path::Path,
+    out: &std::path::Path,
+    meta: &SnapshotMetaOf<TypeConfig>,
     incarnations: &std::collections::BTreeMap<u64, u64>,
     backup: kakera_proto::backup::BackupId,
     log_index: u64,
-) -> io::Result<CatalogDump> {
-    let mut map: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = dump
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with(INCARNATION_PREFIX))
-        .collect();
-    for (node, raft_id) in incarnations {
-        let mut k = INCARNATION_PREFIX.to_vec();
-        k.extend_from_slice(&node.to_be_bytes());
-        map.insert(k, encode(raft_id)?);
+    chunk_bytes: usize,
+) -> io::Result<SnapshotHandle> {
+    use super::snapshot::{SnapshotReader, SnapshotWriter};
+    // Pass 1: the audit head.
+    let mut head = AuditHead::default();
+    let mut reader = SnapshotReader::open(source)?;
+    while let Some(chunk) = reader.next_chunk()? {
+        if let Some((_, v)) = chunk.iter().find(|(k, _)| k.as_slice() == keys::AUDIT_HEAD) {
+            head = decode(v)?;
+        }
     }
-    let head: AuditHead = map
-        .get(keys::AUDIT_HEAD)
-        .map(|v| decode(v))
-        .transpose()?
-        .unwrap_or_default();
     let entry = AuditEntry {
         seq: head.seq + 1,
         prev: head.hash,
@@ -1122,49 +1101,64 @@ pub fn restored_catalog(
         hash: entry.hash(),
         at_ms: entry.at_ms,
     };
-    map.insert(keys::audit(entry.seq), encode(&entry)?);
-    map.insert(keys::AUDIT_HEAD.to_vec(), encode(&new_head)?);
-    Ok(map.into_iter().collect())
-}
-
-fn catalog_dump(db: &DB) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let snap = db.snapshot();
-    let mut out = Vec::new();
-    let mut total: u64 = 0;
-    for item in snap.iterator_cf(cf(db, CF_CATALOG)?, IteratorMode::Start) {
-        let (k, v) = item.map_err(io::Error::other)?;
-        total += (k.len() + v.len()) as u64;
-        if total > MAX_SNAPSHOT_BYTES {
-            return Err(io::Error::other(format!(
-                "catalog exceeds the snapshot cap of {MAX_SNAPSHOT_BYTES} bytes"
-            )));
+    // The keys that change, in key order (a few per node).
+    let mut overlay: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = incarnations
+        .iter()
+        .map(|(node, raft_id)| {
+            let mut k = INCARNATION_PREFIX.to_vec();
+            k.extend_from_slice(&node.to_be_bytes());
+            encode(raft_id).map(|v| (k, v))
+        })
+        .collect::<io::Result<_>>()?;
+    overlay.insert(keys::audit(entry.seq), encode(&entry)?);
+    overlay.insert(keys::AUDIT_HEAD.to_vec(), encode(&new_head)?);
+    // Pass 2: merge the overlay into the catalog's stream, in key order.
+    let mut w = SnapshotWriter::create(out, meta, chunk_bytes)?;
+    let mut reader = SnapshotReader::open(source)?;
+    let mut pending = overlay.into_iter().peekable();
+    while let Some(chunk) = reader.next_chunk()? {
+        for (k, v) in chunk {
+            while let Some((ok, ov)) = pending.next_if(|(ok, _)| *ok <= k) {
+                w.push(&ok, &ov)?;
+            }
+            // An overlay key just written replaced the catalog's pair.
+            let replaced = w.last_key() == Some(k.as_slice());
+            if replaced || k.starts_with(INCARNATION_PREFIX) {
+                continue;
+            }
+            w.push(&k, &v)?;
         }
-        out.push((k.to_vec(), v.to_vec()));
     }
-    Ok(out)
+    for (k, v) in pending {
+        w.push(&k, &v)?;
+    }
+    w.finish()
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, SnapshotData>, io::Error> {
-        let (last_log_id, last_membership) = self.read_meta()?;
         let db = self.db.clone();
-        let dump = tokio::task::spawn_blocking(move || catalog_dump(&db))
-            .await
-            .map_err(io::Error::other)??;
-        let data = encode(&dump)?;
-        let meta = SnapshotMetaOf::<TypeConfig> {
-            last_log_id,
-            last_membership,
-        };
-        self.write_snapshot_file(&SnapshotFile {
-            meta: meta.clone(),
-            data: data.clone(),
-        })?;
+        let dir = self.snapshot_dir.clone();
+        let chunk_bytes = self.snapshot_chunk_bytes;
+        let started = std::time::Instant::now();
+        let handle =
+            tokio::task::spawn_blocking(move || super::snapshot::build(&db, &dir, chunk_bytes))
+                .await
+                .map_err(io::Error::other)??;
+        let meta = super::snapshot::SnapshotReader::open(&handle.path)?
+            .meta()
+            .clone();
+        tracing::info!(
+            index = meta.last_log_id.as_ref().map_or(0, |l| l.index()),
+            size_bytes = handle.size_bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "snapshot built"
+        );
         Ok(SnapshotOf::<TypeConfig, SnapshotData> {
             meta,
-            snapshot: Cursor::new(data),
+            snapshot: handle,
         })
     }
 }
@@ -1267,68 +1261,49 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMetaOf<TypeConfig>,
         snapshot: Self::SnapshotData,
     ) -> Result<(), io::Error> {
-        let data = snapshot.into_inner();
-        if data.len() as u64 > MAX_SNAPSHOT_BYTES {
-            return Err(io::Error::other("snapshot exceeds the size cap"));
-        }
-        let dump: Vec<(Vec<u8>, Vec<u8>)> = decode(&data)?;
         let db = self.db.clone();
-        let applied = meta.last_log_id.as_ref().map(encode).transpose()?;
-        let membership = encode(&meta.last_membership)?;
-        tokio::task::spawn_blocking(move || -> io::Result<()> {
-            let catalog = cf(&db, CF_CATALOG)?;
-            let meta_cf = cf(&db, CF_SM_META)?;
-            let mut batch = rocksdb::WriteBatch::default();
-            for item in db.iterator_cf(catalog, IteratorMode::Start) {
-                let (k, _) = item.map_err(io::Error::other)?;
-                batch.delete_cf(catalog, k);
-            }
-            for (k, v) in dump {
-                // A snapshot from a node older than the expiry index: index its
-                // tickets (the same key again when the snapshot has it).
-                if k.starts_with(keys::TICKET) {
-                    batch.put_cf(catalog, expiry_key_of(&v)?, []);
-                }
-                batch.put_cf(catalog, k, v);
-            }
-            match applied {
-                Some(a) => batch.put_cf(meta_cf, KEY_LAST_APPLIED, a),
-                None => batch.delete_cf(meta_cf, KEY_LAST_APPLIED),
-            }
-            batch.put_cf(meta_cf, KEY_LAST_MEMBERSHIP, membership);
-            db.write(batch).map_err(io::Error::other)?;
-            db.flush_wal(true).map_err(io::Error::other)
-        })
-        .await
-        .map_err(io::Error::other)??;
+        let dir = self.snapshot_dir.clone();
+        let started = std::time::Instant::now();
+        let file_meta = super::snapshot::SnapshotReader::open(&snapshot.path)?
+            .meta()
+            .clone();
+        if file_meta != *meta {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the snapshot file's meta differs from the meta it was sent with",
+            ));
+        }
+        let installed =
+            tokio::task::spawn_blocking(move || super::snapshot::install(&db, &snapshot, &dir))
+                .await
+                .map_err(io::Error::other)??;
+        // No ticket re-indexing: a v2 snapshot file is a copy of a catalog that
+        // already holds the expiry index (older nodes cannot send this format).
+        tracing::info!(
+            index = meta.last_log_id.as_ref().map_or(0, |l| l.index()),
+            pairs = installed.pairs,
+            size_bytes = installed.size_bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "snapshot installed"
+        );
         // Records erased in the entries this snapshot replaces were never applied
         // here: the purger sweeps committed shares against the new tombstones.
         self.purge.catalog_replaced();
-        self.write_snapshot_file(&SnapshotFile {
-            meta: meta.clone(),
-            data,
-        })
+        Ok(())
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<SnapshotOf<TypeConfig, Self::SnapshotData>>, io::Error> {
-        let mut newest: Option<PathBuf> = None;
-        for item in std::fs::read_dir(&self.snapshot_dir)? {
-            let path = item?.path();
-            if path.extension().is_some_and(|e| e == "snap")
-                && newest.as_ref().is_none_or(|n| path > *n)
-            {
-                newest = Some(path);
-            }
-        }
-        let Some(path) = newest else {
+        let Some(handle) = super::snapshot::newest(&self.snapshot_dir)? else {
             return Ok(None);
         };
-        let file: SnapshotFile = decode(&std::fs::read(path)?)?;
+        let meta = super::snapshot::SnapshotReader::open(&handle.path)?
+            .meta()
+            .clone();
         Ok(Some(SnapshotOf::<TypeConfig, SnapshotData> {
-            meta: file.meta,
-            snapshot: Cursor::new(file.data),
+            meta,
+            snapshot: handle,
         }))
     }
 }

@@ -90,12 +90,40 @@ pub(crate) async fn propose_for(
     if !ctx.raft.is_leader() {
         return Err(not_leader(ctx));
     }
+    if let Some(problem) = action.bound_problem() {
+        return Err(error(ErrorKind::TooLarge, problem));
+    }
+    if identity.name.len() > crate::raft::commands::MAX_ACTOR_NAME_BYTES {
+        return Err(error(
+            ErrorKind::BadRequest,
+            format!(
+                "certificate names are at most {} bytes",
+                crate::raft::commands::MAX_ACTOR_NAME_BYTES
+            ),
+        ));
+    }
     let cmd = Command::Client {
         actor: Actor::of(identity),
         at_ms: unix_ms(),
         request_id,
         action,
     };
+    // Every entry must travel alone in one append frame with room for the envelope.
+    let max_entry_bytes = (ctx.max_frame_bytes / 2) as usize;
+    match kakera_proto::codec::encode(&cmd) {
+        Ok(b) if b.len() <= max_entry_bytes => {}
+        Ok(b) => {
+            return Err(error(
+                ErrorKind::TooLarge,
+                format!(
+                    "the request makes a log entry of {} bytes; at most {max_entry_bytes} \
+                     (half of max_frame_bytes): send fewer records at once",
+                    b.len()
+                ),
+            ));
+        }
+        Err(e) => return Err(error(ErrorKind::BadRequest, format!("cannot encode: {e}"))),
+    }
     match ctx.raft.client_write(cmd).await {
         Ok(w) => match proposal_refusal(w.response()) {
             None => Ok((w.log_id().index(), w.response().clone())),

@@ -3,13 +3,12 @@
 //! cluster id and the role x operation matrix before dispatching. A bad request gets a
 //! clear error on its own stream; it never takes the connection or the node down.
 
-use std::io::Cursor;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use kakera_config::{ClusterConfig, NodeConfig};
 use kakera_proto::frame::{
-    DEFAULT_MAX_FRAME_BYTES, TRAILER_FRAME_BYTES, read_frame, read_trailer, write_frame,
+    DEFAULT_MAX_FRAME_BYTES, TRAILER_FRAME_BYTES, read_frame, read_raw_frame, write_frame,
     write_trailer,
 };
 use kakera_proto::{
@@ -22,7 +21,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::sync::watch;
 
 use super::records;
-use crate::raft::state_machine::{MAX_SNAPSHOT_BYTES, StateMachine};
+use crate::raft::state_machine::StateMachine;
 use crate::raft::{Command, CommandResponse, RaftHandle, TypeConfig};
 use crate::shares::ShareStore;
 
@@ -54,6 +53,43 @@ pub struct ServerContext {
     pub metrics: crate::metrics::Metrics,
     /// This node's backup parts.
     pub backups: Arc<crate::backup::BackupBoard>,
+    /// When this node last heard from a leader it follows.
+    pub leader_contact: LeaderContact,
+}
+
+/// When a node last accepted an append or a snapshot from a leader (one that was not
+/// refused for a stale vote), on a monotonic clock.
+#[derive(Debug)]
+pub struct LeaderContact {
+    base: std::time::Instant,
+    /// Milliseconds since `base` of the last contact; `u64::MAX` for never.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for LeaderContact {
+    fn default() -> LeaderContact {
+        LeaderContact {
+            base: std::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl LeaderContact {
+    /// Notes a contact now.
+    pub fn touch(&self) {
+        let now = self.base.elapsed().as_millis() as u64;
+        self.last_ms
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Milliseconds since the last contact (None: never).
+    pub fn age_ms(&self) -> Option<u64> {
+        match self.last_ms.load(std::sync::atomic::Ordering::Relaxed) {
+            u64::MAX => None,
+            at => Some((self.base.elapsed().as_millis() as u64).saturating_sub(at)),
+        }
+    }
 }
 
 /// Live connections per identity name; a slot is given back when its guard drops.
@@ -356,7 +392,12 @@ async fn dispatch(
                 return Ok(refusal);
             }
             let rpc = codec::decode(&payload)?;
-            Response::Raft(codec::encode(&ctx.raft.append_entries(rpc).await)?)
+            let answer = ctx.raft.append_entries(rpc).await;
+            if matches!(&answer, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_)))
+            {
+                ctx.leader_contact.touch();
+            }
+            Response::Raft(codec::encode(&answer)?)
         }
         Request::RaftVote { to, payload } => {
             if let Some(refusal) = wrong_member(ctx, to) {
@@ -364,6 +405,13 @@ async fn dispatch(
             }
             let rpc = codec::decode(&payload)?;
             Response::Raft(codec::encode(&ctx.raft.vote(rpc).await)?)
+        }
+        Request::RaftPreVote { to, payload } => {
+            if let Some(refusal) = wrong_member(ctx, to) {
+                return Ok(refusal);
+            }
+            let rpc = codec::decode(&payload)?;
+            Response::Raft(codec::encode(&ctx.raft.pre_vote(rpc).await)?)
         }
         Request::RaftTransferLeader { to, payload } => {
             if let Some(refusal) = wrong_member(ctx, to) {
@@ -440,32 +488,111 @@ async fn dispatch(
             to,
             header,
             size_bytes,
+            digest,
         } => {
             if let Some(refusal) = wrong_member(ctx, to) {
                 return Ok(refusal);
             }
-            if size_bytes > MAX_SNAPSHOT_BYTES {
-                return Ok(error(
-                    ErrorKind::TooLarge,
-                    format!(
-                        "snapshot of {size_bytes} bytes exceeds the cap of {MAX_SNAPSHOT_BYTES}"
-                    ),
-                ));
-            }
             let (vote, meta) = codec::decode(&header)?;
-            let data = read_trailer(recv, size_bytes, TRAILER_FRAME_BYTES).await?;
+            let handle = match receive_snapshot(ctx, recv, size_bytes, digest).await {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(peer = %identity.name, error = %e, "snapshot transfer failed");
+                    return Ok(error(
+                        ErrorKind::BadRequest,
+                        format!("snapshot transfer failed: {e}"),
+                    ));
+                }
+            };
+            let path = handle.path.clone();
             let snapshot = Snapshot {
                 meta,
-                snapshot: Cursor::new(data),
+                snapshot: handle,
             };
             let res = ctx
                 .raft
                 .install_full_snapshot(vote, snapshot)
                 .await
                 .map_err(openraft::errors::RaftError::<TypeConfig>::Fatal);
+            if matches!(&res, Ok(r) if r.vote == vote) {
+                ctx.leader_contact.touch();
+            }
+            // Installed files were moved into place; a refused one is left here.
+            let _ = std::fs::remove_file(&path);
             Response::Raft(codec::encode(&res)?)
         }
     })
+}
+
+/// Most time between two chunks of an incoming snapshot.
+pub const SNAPSHOT_CHUNK_READ_TIMEOUT_MS: u64 = 30_000;
+
+/// Reads an announced snapshot of `size_bytes` from `recv` a chunk at a time into a
+/// new file in the snapshot directory; checks its length and that its trailing
+/// digest is the announced one (the content is checked against it at install,
+/// before it takes effect). On any failure the partial file is removed; a receiver
+/// killed mid-way leaves a `.part` file that the next start removes.
+async fn receive_snapshot(
+    ctx: &ServerContext,
+    recv: &mut quinn::RecvStream,
+    size_bytes: u64,
+    digest: [u8; 32],
+) -> std::io::Result<crate::raft::SnapshotData> {
+    use tokio::io::AsyncWriteExt;
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce).map_err(std::io::Error::other)?;
+    let path = ctx
+        .state
+        .snapshot_dir()
+        .join(format!("incoming-{:016x}.part", u64::from_be_bytes(nonce)));
+    let result = async {
+        let mut file = tokio::fs::File::create(&path).await?;
+        let mut got = 0u64;
+        let idle = std::time::Duration::from_millis(SNAPSHOT_CHUNK_READ_TIMEOUT_MS);
+        // Bounded: each frame adds at least one byte of the announced total or ends.
+        while got < size_bytes {
+            let chunk = tokio::time::timeout(idle, read_raw_frame(recv, TRAILER_FRAME_BYTES))
+                .await
+                .map_err(|_| {
+                    std::io::Error::other(format!(
+                        "no snapshot bytes for {SNAPSHOT_CHUNK_READ_TIMEOUT_MS} ms"
+                    ))
+                })?
+                .map_err(std::io::Error::other)?;
+            let chunk = match chunk {
+                Some(c) if !c.is_empty() => c,
+                _ => {
+                    return Err(std::io::Error::other(format!(
+                        "the sender stopped after {got} of {size_bytes} bytes"
+                    )));
+                }
+            };
+            got += chunk.len() as u64;
+            if got > size_bytes {
+                return Err(std::io::Error::other(format!(
+                    "more than the announced {size_bytes} bytes followed"
+                )));
+            }
+            file.write_all(&chunk).await?;
+            if got == chunk.len() as u64 && got < size_bytes {
+                kakera_net::crash::point("snapshot.receive.chunk");
+            }
+        }
+        file.sync_all().await?;
+        drop(file);
+        let handle = crate::raft::snapshot::SnapshotHandle::open(&path)?;
+        if handle.digest != digest {
+            return Err(std::io::Error::other(
+                "the snapshot's digest differs from the announced one",
+            ));
+        }
+        Ok(handle)
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&path).await;
+    }
+    result
 }
 
 /// A refusal if a Raft RPC addresses another incarnation than this node's: an old
@@ -541,6 +668,23 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The leader this node reports: openraft's, except that a follower or learner that
+/// has not heard from it within [`crate::raft::LEADER_SILENT_AFTER_MS`] (or never
+/// since it started) reports none. Pure.
+pub fn reported_leader(
+    m: &openraft::RaftMetrics<TypeConfig>,
+    contact_age_ms: Option<u64>,
+) -> Option<u64> {
+    let leader = m.current_leader?;
+    if leader == m.id {
+        return Some(leader);
+    }
+    match contact_age_ms {
+        Some(age) if age <= crate::raft::LEADER_SILENT_AFTER_MS => Some(leader),
+        _ => None,
+    }
+}
+
 /// This node's view of itself and the group.
 pub fn status(ctx: &ServerContext) -> NodeStatus {
     let m = ctx.raft.metrics().borrow_watched().clone();
@@ -565,7 +709,7 @@ pub fn status(ctx: &ServerContext) -> NodeStatus {
             }
             .to_string(),
             term: m.current_term,
-            leader: m.current_leader,
+            leader: reported_leader(&m, ctx.leader_contact.age_ms()),
             last_log_index: m.last_log_index,
             committed: m.cluster_committed.map(|l| l.index()),
             applied: m.last_applied.map(|l| l.index()),
@@ -574,5 +718,29 @@ pub fn status(ctx: &ServerContext) -> NodeStatus {
             learners,
             replication,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 21 item 5 (status never calls a node healthy without a leader): a
+    /// follower that openraft still says follows node 1 reports no leader once it has
+    /// heard nothing from it for the silence bound, or never heard from it at all; a
+    /// leader reports itself.
+    #[test]
+    fn a_silent_leader_is_not_reported() {
+        let mut m = openraft::RaftMetrics::<TypeConfig>::new_initial(2);
+        m.current_leader = Some(1);
+        assert_eq!(reported_leader(&m, Some(0)), Some(1));
+        let bound = crate::raft::LEADER_SILENT_AFTER_MS;
+        assert_eq!(reported_leader(&m, Some(bound)), Some(1));
+        assert_eq!(reported_leader(&m, Some(bound + 1)), None);
+        assert_eq!(reported_leader(&m, None), None);
+        m.current_leader = Some(2);
+        assert_eq!(reported_leader(&m, None), Some(2));
+        m.current_leader = None;
+        assert_eq!(reported_leader(&m, Some(0)), None);
     }
 }

@@ -132,6 +132,27 @@ impl History {
         c
     }
 
+    /// The longest time, in microseconds, in which no put was acknowledged: between
+    /// consecutive acknowledgements, and from the first put's start to the first
+    /// acknowledgement (0 without acknowledgements).
+    pub fn longest_ack_gap_us(&self) -> u64 {
+        let r = self.records.lock().unwrap();
+        let mut acks: Vec<u64> = r
+            .values()
+            .filter_map(|o| o.put.and_then(|(_, done)| done))
+            .collect();
+        acks.sort_unstable();
+        let first_invoke = r.values().filter_map(|o| o.put.map(|(i, _)| i)).min();
+        let mut gap = match (first_invoke, acks.first()) {
+            (Some(i), Some(a)) => a.saturating_sub(i),
+            _ => 0,
+        };
+        for w in acks.windows(2) {
+            gap = gap.max(w[1] - w[0]);
+        }
+        gap
+    }
+
     /// Every violation of linearizability in the history.
     pub fn check(&self) -> Vec<Violation> {
         let r = self.records.lock().unwrap();

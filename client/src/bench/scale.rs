@@ -1,0 +1,719 @@
+//! `kakera bench --scale-records N`: how the cluster behaves as its catalog grows.
+//!
+//! The cluster is filled with small records (`fill_bytes` each, full batches) up to
+//! each checkpoint (the empty cluster, then every power of ten from 10^4, then N);
+//! at each checkpoint the same probe runs: `probe_records` records of `probe_bytes`
+//! put and read back (every byte checked), then each node's resident and peak memory
+//! and its data directory's size are read. The probe at the empty cluster is the
+//! baseline every later probe is compared with, in the same run; a warm-up batch
+//! before it opens connections and fills caches so the baseline is not the cold start.
+//!
+//! Last, the catch-up: a follower is killed with SIGKILL, the leader commits read
+//! tickets until it has built a snapshot past the follower's log and dropped the
+//! entries it would have needed (so only a snapshot can bring it back), and the
+//! follower is restarted; the clock runs from its start until it has applied what the
+//! leader had committed. The snapshots built, sent and installed are read from the
+//! nodes' logs (`snapshot built`, `snapshot sent and installed`, `snapshot installed`
+//! lines), so their sizes and times are the nodes' own.
+//!
+//! Fill records are generated per batch as the workers need them: the client holds
+//! `concurrency` batches at a time, never the catalog.
+
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use kakera_proto::{Date, RecordId, RecordKind, RecordMeta, SubjectTag};
+use serde::Serialize;
+
+use super::cluster::{ACTIVE_NODES, BenchCluster, Pacing};
+use super::stats::{self, Mode, Phase, Shape};
+use super::{JOB, SOURCE, Setup, Started, batch_records, get_phase, make_batches, put_phase};
+use crate::client::{Client, NewRecord};
+use crate::error::ClientError;
+
+/// What nodes log during a scale run: warnings, and the Raft module's snapshot lines.
+const SCALE_LOG_FILTER: &str = "warn,kakera_node::raft=info";
+/// The first checkpoint above the empty cluster.
+const FIRST_CHECKPOINT: u64 = 10_000;
+/// How often the fill reports progress.
+const PROGRESS_EVERY_S: u64 = 15;
+/// Read tickets committed per round while the catch-up waits for a snapshot.
+const TICKETS_PER_ROUND: usize = 256;
+/// Most time the catch-up may take (the snapshot round, then the follower).
+const CATCH_UP_TIMEOUT_S: u64 = 1_800;
+/// How often the catch-up asks the nodes for their status.
+const STATUS_POLL_MS: u64 = 100;
+
+/// What to measure.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaleOptions {
+    /// Records in the catalog at the last checkpoint.
+    pub records: u64,
+    /// Size of each fill record.
+    pub fill_bytes: u64,
+    /// Records per probe (put, then read back).
+    pub probe_records: u64,
+    /// Size of each probe record.
+    pub probe_bytes: u64,
+    /// Bytes per probe request.
+    pub batch_bytes: u64,
+    /// Requests in flight at once (fill and probes).
+    pub concurrency: usize,
+    /// Whether to measure a killed follower's catch-up at the end.
+    pub catch_up: bool,
+    /// Where the cluster lives.
+    pub dir: PathBuf,
+    /// The `kakera-node` binary.
+    pub node_binary: PathBuf,
+}
+
+/// One node's memory and disk at a checkpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeFootprint {
+    /// The node.
+    pub node: u64,
+    /// Resident memory now (Linux `VmRSS`; None elsewhere).
+    pub rss_bytes: Option<u64>,
+    /// Most resident memory since the node started (Linux `VmHWM`).
+    pub peak_rss_bytes: Option<u64>,
+    /// Bytes under its data directory.
+    pub disk_bytes: u64,
+}
+
+/// The probe at one catalog size.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScalePoint {
+    /// Records in the catalog before the probe.
+    pub catalog_records: u64,
+    /// Fill rate on the way to this checkpoint (None for the empty cluster).
+    pub fill_records_per_s: Option<f64>,
+    /// The probe's puts.
+    pub put: Phase,
+    /// The probe's gets.
+    pub get: Phase,
+    /// Each running node after the probe.
+    pub nodes: Vec<NodeFootprint>,
+}
+
+/// One snapshot line from a node's log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SnapshotEvent {
+    /// The node that logged it.
+    pub node: u64,
+    /// `built`, `sent` (the leader's side: transfer and install) or `installed`.
+    pub event: String,
+    /// Last log index the snapshot covers (built and installed).
+    pub index: Option<u64>,
+    /// Size of the snapshot file.
+    pub size_bytes: Option<u64>,
+    /// How long it took.
+    pub elapsed_ms: u64,
+}
+
+/// A killed follower's return.
+#[derive(Debug, Clone, Serialize)]
+pub struct CatchUp {
+    /// The follower killed and restarted.
+    pub node: u64,
+    /// Entries the leader committed while it was down.
+    pub entries_behind: u64,
+    /// From its restart until it had applied what the leader had committed.
+    pub catch_up_ms: f64,
+    /// The snapshot it installed, if it logged one.
+    pub installed: Option<SnapshotEvent>,
+    /// The leader's transfer of it, if logged.
+    pub sent: Option<SnapshotEvent>,
+}
+
+/// What a scale run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaleReport {
+    /// When the run started (Unix seconds).
+    pub started_at_s: u64,
+    /// The cluster.
+    pub setup: Setup,
+    /// The options.
+    pub options: ScaleOptions,
+    /// Each checkpoint, smallest catalog first.
+    pub points: Vec<ScalePoint>,
+    /// Probe put records/s at the largest catalog over the empty cluster's.
+    pub put_ratio: f64,
+    /// Probe get records/s at the largest catalog over the empty cluster's.
+    pub get_ratio: f64,
+    /// Every snapshot the nodes logged during the run.
+    pub snapshots: Vec<SnapshotEvent>,
+    /// Snapshot file bytes per catalog record (the largest snapshot built).
+    pub snapshot_bytes_per_record: Option<f64>,
+    /// The killed follower's catch-up.
+    pub catch_up: Option<CatchUp>,
+}
+
+/// The catalog sizes to probe at: the empty cluster, each power of ten from 10^4
+/// below `records`, then `records`.
+pub fn checkpoints(records: u64) -> Vec<u64> {
+    let mut out = vec![0];
+    let mut c = FIRST_CHECKPOINT;
+    // Bounded: c grows tenfold each pass and stops below `records` (at most 20 passes
+    // in a u64).
+    while c < records {
+        out.push(c);
+        match c.checked_mul(10) {
+            Some(next) => c = next,
+            None => break,
+        }
+    }
+    if records > 0 {
+        out.push(records);
+    }
+    out
+}
+
+/// Runs the scale benchmark; `say` gets a line of progress per step.
+pub async fn run(
+    opts: &ScaleOptions,
+    say: &mut (dyn FnMut(String) + Send),
+) -> Result<ScaleReport, ClientError> {
+    if opts.concurrency == 0 || opts.probe_records == 0 || opts.records == 0 {
+        return Err(ClientError::Invalid(
+            "give a record count, probe records and a concurrency of at least 1".into(),
+        ));
+    }
+    let started_at_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let pacing = Pacing {
+        repair_parallel: 16,
+        repair_rate_mb_s: 10_000,
+    };
+    let Started {
+        mut cluster,
+        operator,
+        ingest,
+        reader,
+        setup,
+    } = super::start(&opts.dir, &opts.node_binary, pacing, SCALE_LOG_FILTER, say).await?;
+    let max_batch = ingest.batch_records();
+    let probe_shape = Shape {
+        record_bytes: opts.probe_bytes,
+        batch_records: batch_records(opts.probe_bytes, opts.batch_bytes, max_batch),
+        concurrency: opts.concurrency,
+    };
+    say("warm-up: one probe batch".into());
+    let warm = make_batches(
+        opts.probe_bytes,
+        probe_shape.batch_records as u64,
+        probe_shape.batch_records,
+    )?;
+    let (_, warm_ids) = put_phase(&ingest, Mode::Sharing, probe_shape, warm).await?;
+    get_phase(&reader, Mode::Sharing, probe_shape, &warm_ids).await?;
+    let mut catalog = warm_ids.len() as u64;
+    let mut points = Vec::new();
+    let mut probe_ids = Vec::new();
+    for target in checkpoints(opts.records) {
+        let fill_records_per_s = if target > catalog {
+            say(format!(
+                "fill: {} records of {} up to {target}",
+                target - catalog,
+                stats::size_name(opts.fill_bytes)
+            ));
+            let rate = fill(&ingest, opts, target - catalog, max_batch, say).await?;
+            cluster.check_alive()?;
+            catalog = target;
+            Some(rate)
+        } else {
+            None
+        };
+        say(format!(
+            "probe at {catalog} records: put and get {} records of {}",
+            opts.probe_records,
+            stats::size_name(opts.probe_bytes)
+        ));
+        let batches = make_batches(
+            opts.probe_bytes,
+            opts.probe_records,
+            probe_shape.batch_records,
+        )?;
+        let (put, ids) = put_phase(&ingest, Mode::Sharing, probe_shape, batches).await?;
+        let get = get_phase(&reader, Mode::Sharing, probe_shape, &ids).await?;
+        cluster.check_alive()?;
+        let nodes = footprints(&cluster);
+        say(format!(
+            "  put {:.0} records/s, get {:.0} records/s, largest node RSS {:.0} MiB",
+            put.records_per_s,
+            get.records_per_s,
+            nodes.iter().filter_map(|n| n.rss_bytes).max().unwrap_or(0) as f64 / 1048576.0
+        ));
+        points.push(ScalePoint {
+            catalog_records: catalog,
+            fill_records_per_s,
+            put,
+            get,
+            nodes,
+        });
+        catalog += ids.len() as u64;
+        probe_ids = ids;
+    }
+    let catch_up = if opts.catch_up {
+        say("catch-up: killing a follower, committing past the leader's next snapshot".into());
+        Some(measure_catch_up(&mut cluster, &operator, &reader, &probe_ids, say).await?)
+    } else {
+        None
+    };
+    let mut snapshots = Vec::new();
+    for id in 1..=ACTIVE_NODES {
+        snapshots.extend(snapshot_events(id, &cluster.node_log(id))?);
+    }
+    let snapshot_bytes_per_record = snapshots
+        .iter()
+        .filter(|e| e.event == "built")
+        .filter_map(|e| e.size_bytes)
+        .max()
+        .map(|b| b as f64 / catalog.max(1) as f64);
+    let (first, last) = match (points.first(), points.last()) {
+        (Some(f), Some(l)) => (f, l),
+        _ => return Err(ClientError::Bench("no checkpoint was measured".into())),
+    };
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    Ok(ScaleReport {
+        started_at_s,
+        setup,
+        options: opts.clone(),
+        put_ratio: ratio(last.put.records_per_s, first.put.records_per_s),
+        get_ratio: ratio(last.get.records_per_s, first.get.records_per_s),
+        points,
+        snapshots,
+        snapshot_bytes_per_record,
+        catch_up,
+    })
+}
+
+/// Stores `count` fill records in full batches; the records/s.
+async fn fill(
+    ingest: &Arc<Client>,
+    opts: &ScaleOptions,
+    count: u64,
+    per_batch: usize,
+    say: &mut (dyn FnMut(String) + Send),
+) -> Result<f64, ClientError> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed)
+        .map_err(|e| ClientError::Bench(format!("the OS random source failed: {e}")))?;
+    let len = usize::try_from(opts.fill_bytes)
+        .map_err(|_| ClientError::Invalid(format!("fill records of {} bytes", opts.fill_bytes)))?;
+    let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let per_batch = per_batch.max(1) as u64;
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..opts.concurrency {
+        let (ingest, next, done) = (ingest.clone(), next.clone(), done.clone());
+        workers.spawn(async move {
+            // Bounded: each pass claims the next batch of indices below `count`.
+            loop {
+                let from = next.fetch_add(per_batch, Ordering::Relaxed);
+                if from >= count {
+                    return Ok::<(), ClientError>(());
+                }
+                let to = (from + per_batch).min(count);
+                let mut batch = Vec::with_capacity((to - from) as usize);
+                for i in from..to {
+                    batch.push((Client::new_record_id()?, fill_record(&seed, i, len)?));
+                }
+                ingest.put_batch_with_ids(batch).await?;
+                done.fetch_add(to - from, Ordering::Relaxed);
+            }
+        });
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(PROGRESS_EVERY_S));
+    tick.tick().await;
+    // Bounded by the workers: each ends when the indices run out or on an error.
+    loop {
+        tokio::select! {
+            joined = workers.join_next() => match joined {
+                None => break,
+                Some(Ok(result)) => result?,
+                Some(Err(e)) => {
+                    return Err(ClientError::Bench(format!("a fill worker failed: {e}")));
+                }
+            },
+            _ = tick.tick() => {
+                let n = done.load(Ordering::Relaxed);
+                say(format!(
+                    "  {n} of {count} ({:.0} records/s)",
+                    n as f64 / started.elapsed().as_secs_f64().max(1e-6)
+                ));
+            }
+        }
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64().max(1e-6))
+}
+
+/// Fill record `i`: `len` incompressible bytes from `seed`.
+fn fill_record(seed: &[u8; 32], i: u64, len: usize) -> Result<NewRecord, ClientError> {
+    let mut data = vec![0u8; len];
+    let mut h = blake3::Hasher::new_keyed(seed);
+    h.update(&i.to_le_bytes());
+    h.finalize_xof().fill(&mut data);
+    let mut subject = [0u8; 32];
+    subject[..8].copy_from_slice(&i.to_le_bytes());
+    Ok(NewRecord {
+        meta: RecordMeta {
+            subject: SubjectTag(subject),
+            kind: RecordKind::Claim,
+            source: SOURCE.into(),
+            effective: Date::new(2026, 1, 1)?,
+            data_kind: None,
+        },
+        data,
+    })
+}
+
+/// Each running node's memory and disk.
+fn footprints(cluster: &BenchCluster) -> Vec<NodeFootprint> {
+    cluster
+        .pids()
+        .into_iter()
+        .map(|(node, pid)| {
+            let (rss_bytes, peak_rss_bytes) = process_memory(pid);
+            NodeFootprint {
+                node,
+                rss_bytes,
+                peak_rss_bytes,
+                disk_bytes: dir_bytes(&cluster.data_dir(node)),
+            }
+        })
+        .collect()
+}
+
+/// Resident and peak resident bytes of process `pid` (Linux; None elsewhere).
+fn process_memory(pid: u32) -> (Option<u64>, Option<u64>) {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return (None, None);
+    };
+    (status_kib(&text, "VmRSS:"), status_kib(&text, "VmHWM:"))
+}
+
+/// A `/proc/<pid>/status` line's value in bytes (the file gives kB).
+fn status_kib(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let kib: u64 = line[key.len()..].split_whitespace().next()?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Bytes of the files under `dir` (0 for what cannot be read: the node may be
+/// replacing files as this walks).
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    // Bounded by the directory tree: each directory is visited once.
+    while let Some(d) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => pending.push(entry.path()),
+                Ok(t) if t.is_file() => total += entry.metadata().map_or(0, |m| m.len()),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+/// The snapshot lines of node `node`'s log.
+fn snapshot_events(node: u64, log: &Path) -> Result<Vec<SnapshotEvent>, ClientError> {
+    let file = std::fs::File::open(log).map_err(|source| ClientError::File {
+        path: log.to_path_buf(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    // Bounded by the log file's lines.
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line.map_err(|source| ClientError::File {
+            path: log.to_path_buf(),
+            source,
+        })?;
+        if let Some(e) = parse_snapshot_line(node, &line) {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
+/// One snapshot event from a node's log line (tracing's text format: the message,
+/// then `key=value` fields).
+pub fn parse_snapshot_line(node: u64, line: &str) -> Option<SnapshotEvent> {
+    let event = if line.contains("snapshot sent and installed") {
+        "sent"
+    } else if line.contains("snapshot built") {
+        "built"
+    } else if line.contains("snapshot installed") {
+        "installed"
+    } else {
+        return None;
+    };
+    let field = |key: &str| -> Option<u64> {
+        line.split_whitespace()
+            .find_map(|t| t.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+    };
+    Some(SnapshotEvent {
+        node,
+        event: event.into(),
+        index: field("index"),
+        size_bytes: field("size_bytes"),
+        elapsed_ms: field("elapsed_ms")?,
+    })
+}
+
+/// The leader's id and committed index, and each node's applied index.
+async fn raft_view(
+    cluster: &BenchCluster,
+    operator: &Client,
+) -> Result<(u64, u64, Vec<(u64, u64, Option<u64>)>), ClientError> {
+    let answers = operator.connection().status_all().await;
+    let report = crate::status::build(cluster.config(), &answers);
+    let leader = report
+        .leader
+        .ok_or_else(|| ClientError::Bench("no leader".into()))?;
+    let committed = report.committed.unwrap_or(0);
+    let nodes = answers
+        .iter()
+        .filter_map(|(n, a)| {
+            let s = a.as_ref().ok()?;
+            Some((n.id, s.raft.applied.unwrap_or(0), s.raft.snapshot))
+        })
+        .collect();
+    Ok((leader, committed, nodes))
+}
+
+/// Kills a follower, commits read tickets until the leader's snapshot has passed the
+/// follower's log by the entries kept behind a snapshot, restarts it and times its
+/// return.
+async fn measure_catch_up(
+    cluster: &mut BenchCluster,
+    operator: &Client,
+    reader: &Arc<Client>,
+    probe_ids: &[(RecordId, kakera_proto::Digest)],
+    say: &mut (dyn FnMut(String) + Send),
+) -> Result<CatchUp, ClientError> {
+    let deadline = Instant::now() + Duration::from_secs(CATCH_UP_TIMEOUT_S);
+    let keep = cluster.config().raft.keep_entries_after_snapshot;
+    let (leader, _, _) = raft_view(cluster, operator).await?;
+    let node = (1..=ACTIVE_NODES)
+        .find(|id| *id != leader)
+        .ok_or_else(|| ClientError::Bench("no follower to kill".into()))?;
+    cluster.kill_node(node)?;
+    let (_, killed_at, _) = raft_view(cluster, operator).await?;
+    let one: Vec<RecordId> = probe_ids
+        .first()
+        .map(|(id, _)| vec![*id])
+        .ok_or_else(|| ClientError::Bench("no probe record to read".into()))?;
+    // Bounded by the deadline: each round commits TICKETS_PER_ROUND entries.
+    let committed_down = loop {
+        let mut round = tokio::task::JoinSet::new();
+        for _ in 0..TICKETS_PER_ROUND {
+            let (reader, one) = (reader.clone(), one.clone());
+            round.spawn(async move { reader.get_batch(JOB, &one).await.map(|_| ()) });
+        }
+        while let Some(r) = round.join_next().await {
+            r.map_err(|e| ClientError::Bench(format!("a ticket task failed: {e}")))??;
+        }
+        cluster.check_alive()?;
+        let (_, committed, nodes) = raft_view(cluster, operator).await?;
+        let snapshot = nodes
+            .iter()
+            .find(|(id, _, _)| *id == leader)
+            .and_then(|(_, _, s)| *s)
+            .unwrap_or(0);
+        if snapshot > killed_at + keep {
+            break committed;
+        }
+        if Instant::now() >= deadline {
+            return Err(ClientError::Bench(format!(
+                "the leader built no snapshot past index {} within {CATCH_UP_TIMEOUT_S} s",
+                killed_at + keep
+            )));
+        }
+    };
+    say(format!(
+        "  node {node} is {} entries behind; restarting it",
+        committed_down - killed_at
+    ));
+    let restarted = Instant::now();
+    cluster.start_node(node)?;
+    // Bounded by the deadline.
+    loop {
+        tokio::time::sleep(Duration::from_millis(STATUS_POLL_MS)).await;
+        cluster.check_alive()?;
+        if let Ok((_, _, nodes)) = raft_view(cluster, operator).await
+            && nodes
+                .iter()
+                .any(|(id, applied, _)| *id == node && *applied >= committed_down)
+        {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(ClientError::Bench(format!(
+                "node {node} had not caught up after {CATCH_UP_TIMEOUT_S} s; see {}",
+                cluster.node_log(node).display()
+            )));
+        }
+    }
+    let catch_up_ms = restarted.elapsed().as_secs_f64() * 1000.0;
+    let installed = snapshot_events(node, &cluster.node_log(node))?
+        .into_iter()
+        .rfind(|e| e.event == "installed");
+    let sent = snapshot_events(leader, &cluster.node_log(leader))?
+        .into_iter()
+        .rfind(|e| e.event == "sent");
+    Ok(CatchUp {
+        node,
+        entries_behind: committed_down - killed_at,
+        catch_up_ms,
+        installed,
+        sent,
+    })
+}
+
+/// The report as a table.
+pub fn render(report: &ScaleReport) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12}\n",
+        "catalog",
+        "fill r/s",
+        "put r/s",
+        "get r/s",
+        "put p99 ms",
+        "get p99 ms",
+        "max RSS MiB",
+        "peak RSS MiB"
+    ));
+    for p in &report.points {
+        let mib = |f: fn(&NodeFootprint) -> Option<u64>| {
+            p.nodes.iter().filter_map(f).max().unwrap_or(0) as f64 / 1048576.0
+        };
+        out.push_str(&format!(
+            "{:>10} {:>10} {:>10.0} {:>10.0} {:>10.1} {:>10.1} {:>12.0} {:>12.0}\n",
+            p.catalog_records,
+            p.fill_records_per_s
+                .map_or("-".to_string(), |r| format!("{r:.0}")),
+            p.put.records_per_s,
+            p.get.records_per_s,
+            p.put.latency.p99_us as f64 / 1000.0,
+            p.get.latency.p99_us as f64 / 1000.0,
+            mib(|n| n.rss_bytes),
+            mib(|n| n.peak_rss_bytes),
+        ));
+    }
+    out.push_str(&format!(
+        "\nlargest catalog over empty: put {:.2}x, get {:.2}x\n",
+        report.put_ratio, report.get_ratio
+    ));
+    if let Some(b) = report.snapshot_bytes_per_record {
+        out.push_str(&format!("snapshot bytes per catalog record: {b:.0}\n"));
+    }
+    for e in report
+        .snapshots
+        .iter()
+        .filter(|e| e.event == "built")
+        .rev()
+        .take(1)
+    {
+        out.push_str(&format!(
+            "largest snapshot built: node {} at index {}, {:.1} MB in {:.1} s\n",
+            e.node,
+            e.index.unwrap_or(0),
+            e.size_bytes.unwrap_or(0) as f64 / 1e6,
+            e.elapsed_ms as f64 / 1000.0
+        ));
+    }
+    if let Some(c) = &report.catch_up {
+        out.push_str(&format!(
+            "catch-up: node {} killed, {} entries behind, caught up {:.1} s after restart",
+            c.node,
+            c.entries_behind,
+            c.catch_up_ms / 1000.0
+        ));
+        if let Some(i) = &c.installed {
+            out.push_str(&format!(
+                " (snapshot of {:.1} MB installed in {:.1} s",
+                i.size_bytes.unwrap_or(0) as f64 / 1e6,
+                i.elapsed_ms as f64 / 1000.0
+            ));
+            if let Some(s) = &c.sent {
+                out.push_str(&format!(
+                    "; sent and installed {:.1} s as the leader saw it",
+                    s.elapsed_ms as f64 / 1000.0
+                ));
+            }
+            out.push(')');
+        } else {
+            out.push_str(" (from the log, no snapshot)");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+    use super::*;
+
+    #[test]
+    fn checkpoints_are_decades_then_the_target() {
+        assert_eq!(
+            checkpoints(10_000_000),
+            vec![0, 10_000, 100_000, 1_000_000, 10_000_000]
+        );
+        assert_eq!(checkpoints(250_000), vec![0, 10_000, 100_000, 250_000]);
+        assert_eq!(checkpoints(5_000), vec![0, 5_000]);
+        // 0, 10^4 ..= 10^19, then the target.
+        assert_eq!(checkpoints(u64::MAX).len(), 18);
+    }
+
+    #[test]
+    fn snapshot_lines_parse_from_the_node_log_format() {
+        let built = "2026-12-03T14:00:00.1Z  INFO kakera_node::raft::state_machine: snapshot \
+                     built index=6021 size_bytes=123456 elapsed_ms=87";
+        assert_eq!(
+            parse_snapshot_line(2, built),
+            Some(SnapshotEvent {
+                node: 2,
+                event: "built".into(),
+                index: Some(6021),
+                size_bytes: Some(123456),
+                elapsed_ms: 87,
+            })
+        );
+        let sent = "INFO kakera_node::raft::network: snapshot sent and installed peer=node-4 \
+                    size_bytes=99 elapsed_ms=1500";
+        let e = parse_snapshot_line(1, sent).unwrap();
+        assert_eq!((e.event.as_str(), e.elapsed_ms), ("sent", 1500));
+        let installed = "INFO kakera_node::raft::state_machine: snapshot installed index=7 \
+                         pairs=3 size_bytes=10 elapsed_ms=4";
+        assert_eq!(
+            parse_snapshot_line(4, installed).unwrap().event,
+            "installed"
+        );
+        assert_eq!(
+            parse_snapshot_line(1, "WARN something else elapsed_ms=3"),
+            None
+        );
+        // A line without a time is not an event (the log format changed).
+        assert_eq!(parse_snapshot_line(1, "snapshot built index=1"), None);
+    }
+
+    #[test]
+    fn proc_status_values_are_kib() {
+        let text = "Name:\tkakera-node\nVmHWM:\t  204800 kB\nVmRSS:\t  102400 kB\n";
+        assert_eq!(status_kib(text, "VmRSS:"), Some(100 << 20));
+        assert_eq!(status_kib(text, "VmHWM:"), Some(200 << 20));
+        assert_eq!(status_kib(text, "VmSwap:"), None);
+    }
+}
