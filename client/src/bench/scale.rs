@@ -617,13 +617,12 @@ pub fn render(report: &ScaleReport) -> String {
     if let Some(b) = report.snapshot_bytes_per_record {
         out.push_str(&format!("snapshot bytes per catalog record: {b:.0}\n"));
     }
-    for e in report
+    let largest = report
         .snapshots
         .iter()
         .filter(|e| e.event == "built")
-        .rev()
-        .take(1)
-    {
+        .max_by_key(|e| e.size_bytes);
+    if let Some(e) = largest {
         out.push_str(&format!(
             "largest snapshot built: node {} at index {}, {:.1} MB in {:.1} s\n",
             e.node,
