@@ -129,15 +129,20 @@ fn assert_catalogs_equal(cluster: &mut LocalCluster) -> u64 {
     digests[0].1
 }
 
+/// An operator's client of `cluster`.
+fn operator(cluster: &LocalCluster) -> Client {
+    Client::connect(
+        cluster.config(),
+        &cluster.identity("op", Role::Operator, None),
+    )
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_of_many_chunks_survives_a_follower_killed_mid_transfer_and_mid_install() {
     let dir = tempfile::TempDir::new().unwrap();
     let mut cluster = run(LocalCluster::prepare_with(dir.path(), 5, SNAPSHOT_KNOBS)).await;
-    let op = Client::connect(
-        cluster.config(),
-        &cluster.identity("op", Role::Operator, None),
-    )
-    .unwrap();
+    let op = operator(&cluster);
     wait_all_applied(&op).await;
     let follower = a_follower(&op, 5).await;
     cluster.kill(follower);
@@ -205,11 +210,7 @@ async fn entries_over_the_append_budget_reach_a_restarted_follower() {
     // is kept, so the follower catches up from it, not from a snapshot.
     let knobs = "[limits]\nmax_frame_bytes = 65536\n[raft]\nappend_budget_bytes = 4096\nsnapshot_every_entries = 100000\n";
     let mut cluster = run(LocalCluster::prepare_with(dir.path(), 5, knobs)).await;
-    let op = Client::connect(
-        cluster.config(),
-        &cluster.identity("op", Role::Operator, None),
-    )
-    .unwrap();
+    let op = operator(&cluster);
     wait_all_applied(&op).await;
     let follower = a_follower(&op, 5).await;
     cluster.kill(follower);
@@ -226,19 +227,11 @@ async fn entries_over_the_append_budget_reach_a_restarted_follower() {
 async fn a_follower_killed_under_load_is_back_within_the_lag_bound() {
     let dir = tempfile::TempDir::new().unwrap();
     let mut cluster = run(LocalCluster::prepare_with(dir.path(), 5, SNAPSHOT_KNOBS)).await;
-    let op = Client::connect(
-        cluster.config(),
-        &cluster.identity("op", Role::Operator, None),
-    )
-    .unwrap();
+    let op = operator(&cluster);
     wait_all_applied(&op).await;
     let follower = a_follower(&op, 5).await;
     let writer = {
-        let op = Client::connect(
-            cluster.config(),
-            &cluster.identity("op", Role::Operator, None),
-        )
-        .unwrap();
+        let op = operator(&cluster);
         tokio::spawn(async move { write_grants(&op, "load", 600, 4).await })
     };
     tokio::time::sleep(Duration::from_secs(2)).await;

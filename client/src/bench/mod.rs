@@ -317,21 +317,10 @@ fn make_batches(size: u64, count: u64, per_batch: usize) -> Result<Vec<Batch>, C
     let mut batches = Vec::new();
     let mut batch = Vec::with_capacity(per_batch);
     for i in 0..count {
-        let mut data = vec![0u8; len];
-        let mut h = blake3::Hasher::new_keyed(&seed);
-        h.update(&i.to_le_bytes());
-        h.finalize_xof().fill(&mut data);
-        let mut subject = [0u8; 32];
-        subject[..8].copy_from_slice(&i.to_le_bytes());
-        let meta = RecordMeta {
-            subject: SubjectTag(subject),
-            kind: RecordKind::Claim,
-            source: SOURCE.into(),
-            effective: Date::new(2026, 1, 1)?,
-            data_kind: None,
-        };
-        let digest = Digest::of(&data);
-        batch.push((Client::new_record_id()?, NewRecord { meta, data }, digest));
+        let record = bench_record(&seed, i, len)?;
+        let data = &record.data;
+        let digest = Digest::of(data);
+        batch.push((Client::new_record_id()?, record, digest));
         if batch.len() == per_batch {
             batches.push(std::mem::take(&mut batch));
         }
@@ -340,6 +329,27 @@ fn make_batches(size: u64, count: u64, per_batch: usize) -> Result<Vec<Batch>, C
         batches.push(batch);
     }
     Ok(batches)
+}
+
+/// Benchmark record `i`: `len` incompressible bytes drawn from `seed`, its own
+/// subject, kind and source inside the reader's grant.
+fn bench_record(seed: &[u8; 32], i: u64, len: usize) -> Result<NewRecord, ClientError> {
+    let mut data = vec![0u8; len];
+    let mut h = blake3::Hasher::new_keyed(seed);
+    h.update(&i.to_le_bytes());
+    h.finalize_xof().fill(&mut data);
+    let mut subject = [0u8; 32];
+    subject[..8].copy_from_slice(&i.to_le_bytes());
+    Ok(NewRecord {
+        meta: RecordMeta {
+            subject: SubjectTag(subject),
+            kind: RecordKind::Claim,
+            source: SOURCE.into(),
+            effective: Date::new(2026, 1, 1)?,
+            data_kind: None,
+        },
+        data,
+    })
 }
 
 /// Runs `concurrency` workers over a queue of requests; each request's latency in

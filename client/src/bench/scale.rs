@@ -25,13 +25,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use kakera_proto::{Date, RecordId, RecordKind, RecordMeta, SubjectTag};
+use kakera_proto::RecordId;
 use serde::Serialize;
 
 use super::cluster::{ACTIVE_NODES, BenchCluster, Pacing};
 use super::stats::{self, Mode, Phase, Shape};
-use super::{JOB, SOURCE, Setup, Started, batch_records, get_phase, make_batches, put_phase};
-use crate::client::{Client, NewRecord};
+use super::{JOB, Setup, Started, batch_records, bench_record, get_phase, make_batches, put_phase};
+use crate::client::Client;
 use crate::error::ClientError;
 
 /// What nodes log during a scale run: warnings, and the Raft module's snapshot lines.
@@ -320,7 +320,7 @@ async fn fill(
                 let to = (from + per_batch).min(count);
                 let mut batch = Vec::with_capacity((to - from) as usize);
                 for i in from..to {
-                    batch.push((Client::new_record_id()?, fill_record(&seed, i, len)?));
+                    batch.push((Client::new_record_id()?, bench_record(&seed, i, len)?));
                 }
                 ingest.put_batch_with_ids(batch).await?;
                 done.fetch_add(to - from, Ordering::Relaxed);
@@ -349,26 +349,6 @@ async fn fill(
         }
     }
     Ok(count as f64 / started.elapsed().as_secs_f64().max(1e-6))
-}
-
-/// Fill record `i`: `len` incompressible bytes from `seed`.
-fn fill_record(seed: &[u8; 32], i: u64, len: usize) -> Result<NewRecord, ClientError> {
-    let mut data = vec![0u8; len];
-    let mut h = blake3::Hasher::new_keyed(seed);
-    h.update(&i.to_le_bytes());
-    h.finalize_xof().fill(&mut data);
-    let mut subject = [0u8; 32];
-    subject[..8].copy_from_slice(&i.to_le_bytes());
-    Ok(NewRecord {
-        meta: RecordMeta {
-            subject: SubjectTag(subject),
-            kind: RecordKind::Claim,
-            source: SOURCE.into(),
-            effective: Date::new(2026, 1, 1)?,
-            data_kind: None,
-        },
-        data,
-    })
 }
 
 /// Each running node's memory and disk.
