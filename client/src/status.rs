@@ -72,6 +72,8 @@ pub struct NodeReport {
     /// and the leader's last log index minus what it has matched on this node.
     /// `None` without a leader or for the leader itself.
     pub lag_entries: Option<u64>,
+    /// Resident memory of the node process, if it answered and could read it.
+    pub rss_bytes: Option<u64>,
     /// Health verdict.
     #[serde(flatten)]
     pub health: Health,
@@ -270,6 +272,7 @@ fn node_report(
         term: s.map(|s| s.raft.term),
         last_log_index: s.and_then(|s| s.raft.last_log_index),
         committed: s.and_then(|s| s.raft.committed),
+        rss_bytes: s.map(|s| s.usage.rss_bytes).filter(|b| *b > 0),
         applied: s.and_then(|s| s.raft.applied),
         lag_entries,
         health,
@@ -312,8 +315,19 @@ pub fn render(report: &ClusterReport) -> String {
     }
     let _ = writeln!(
         out,
-        "{:>4}  {:<12} {:<8} {:<5} {:<8} {:<10} {:>5} {:>8} {:>8} {:>8} {:>6}  HEALTH",
-        "ID", "NAME", "RACK", "ZONE", "MEMBER", "STATE", "TERM", "LOG", "COMMIT", "APPLIED", "LAG"
+        "{:>4}  {:<12} {:<8} {:<5} {:<8} {:<10} {:>5} {:>8} {:>8} {:>8} {:>6} {:>7}  HEALTH",
+        "ID",
+        "NAME",
+        "RACK",
+        "ZONE",
+        "MEMBER",
+        "STATE",
+        "TERM",
+        "LOG",
+        "COMMIT",
+        "APPLIED",
+        "LAG",
+        "RSS MiB"
     );
     for n in &report.nodes {
         let health = match &n.health {
@@ -326,7 +340,7 @@ pub fn render(report: &ClusterReport) -> String {
         };
         let _ = writeln!(
             out,
-            "{:>4}  {:<12} {:<8} {:<5} {:<8} {:<10} {:>5} {:>8} {:>8} {:>8} {:>6}  {health}",
+            "{:>4}  {:<12} {:<8} {:<5} {:<8} {:<10} {:>5} {:>8} {:>8} {:>8} {:>6} {:>7}  {health}",
             n.id,
             n.name,
             n.rack,
@@ -338,6 +352,7 @@ pub fn render(report: &ClusterReport) -> String {
             opt(n.committed),
             opt(n.applied),
             opt(n.lag_entries),
+            opt(n.rss_bytes.map(|b| b >> 20)),
         );
     }
     for p in &report.problems {

@@ -5,7 +5,7 @@
 use kakera_client::status::{Health, LAG_SLACK_ENTRIES, build, render};
 use kakera_config::{ClusterConfig, NodeConfig};
 use kakera_proto::ids::raft_id;
-use kakera_proto::{NodeStatus, RaftStatus};
+use kakera_proto::{NodeStatus, NodeUsage, RaftStatus};
 
 fn config() -> ClusterConfig {
     let mut text = String::from(
@@ -46,6 +46,7 @@ fn answer(id: u64, leader: Option<u64>, term: u64, applied: u64) -> NodeStatus {
             learners: vec![],
             replication: vec![],
         },
+        usage: NodeUsage::default(),
     }
 }
 

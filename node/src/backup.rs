@@ -366,7 +366,11 @@ fn count_shares(db: &DB) -> io::Result<(u64, u64)> {
     let mut n = 0u64;
     let mut bytes = 0u64;
     let staged = cf(db, CF_STAGED)?;
-    for item in db.iterator_cf(cf(db, CF_SHARES)?, IteratorMode::Start) {
+    for item in db.iterator_cf_opt(
+        cf(db, CF_SHARES)?,
+        crate::store::walk_options(),
+        IteratorMode::Start,
+    ) {
         let (k, v) = item.map_err(io::Error::other)?;
         if db
             .get_pinned_cf(staged, &k)
@@ -540,7 +544,11 @@ pub async fn restore(
     let mut batch = WriteBatch::default();
     let mut batch_bytes = 0usize;
     // One share at a time: its record is looked up in the restored catalog.
-    for item in source.iterator_cf(cf(&source, CF_SHARES)?, IteratorMode::Start) {
+    for item in source.iterator_cf_opt(
+        cf(&source, CF_SHARES)?,
+        crate::store::walk_options(),
+        IteratorMode::Start,
+    ) {
         let (k, v) = item.map_err(io::Error::other)?;
         let stored = crate::shares::decode_value(&v)?;
         let id = <[u8; 16]>::try_from(&*k).ok().map(RecordId);
@@ -567,7 +575,7 @@ pub async fn restore(
     // Records naming this node whose share did not come: one catalog pass.
     let catalog = cf(&db, crate::store::CF_CATALOG)?;
     let mode = IteratorMode::From(keys::RECORD, rocksdb::Direction::Forward);
-    for item in db.iterator_cf(catalog, mode) {
+    for item in db.iterator_cf_opt(catalog, crate::store::walk_options(), mode) {
         let (k, v) = item.map_err(io::Error::other)?;
         let Some(id) = k.strip_prefix(keys::RECORD) else {
             break;

@@ -152,7 +152,7 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         raft_id,
         &config.cluster_id,
         &config.raft,
-        db.clone(),
+        &shares,
         &data_dir,
         network,
     )

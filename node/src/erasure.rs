@@ -128,7 +128,7 @@ pub fn sweep(db: &DB, committed: bool) -> io::Result<usize> {
         let family = cf(db, name)?;
         let mut batch = WriteBatch::default();
         let mut in_batch = 0;
-        for item in db.iterator_cf(family, IteratorMode::Start) {
+        for item in db.iterator_cf_opt(family, crate::store::walk_options(), IteratorMode::Start) {
             let (k, _) = item.map_err(io::Error::other)?;
             let id: [u8; 16] = k
                 .as_ref()

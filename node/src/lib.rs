@@ -12,5 +12,6 @@ pub mod repair;
 pub mod shares;
 pub mod store;
 pub mod transport;
+pub mod usage;
 
 pub use error::NodeError;

@@ -89,6 +89,13 @@ struct Gauges {
     repair_waiting: U64Gauge,
     repair_done: U64Gauge,
     audit_entries: U64Gauge,
+    resident_bytes: U64Gauge,
+    heap_allocated_bytes: U64Gauge,
+    heap_resident_bytes: U64Gauge,
+    rocksdb_memtable_bytes: U64Gauge,
+    rocksdb_table_reader_bytes: U64Gauge,
+    rocksdb_block_cache_bytes: U64Gauge,
+    rocksdb_pending_compaction_bytes: U64Gauge,
 }
 
 impl Default for Metrics {
@@ -116,7 +123,7 @@ impl Metrics {
         );
         let gauges = Gauges::default();
         let g = &gauges;
-        let list: [(&str, &str, &U64Gauge); 18] = [
+        let list: [(&str, &str, &U64Gauge); 25] = [
             ("raft_term", "This node's current Raft term", &g.raft_term),
             (
                 "raft_last_log_index",
@@ -203,6 +210,41 @@ impl Metrics {
                 "Entries in the audit log (its head's sequence number)",
                 &g.audit_entries,
             ),
+            (
+                "resident_bytes",
+                "Resident memory of the node process (Linux VmRSS)",
+                &g.resident_bytes,
+            ),
+            (
+                "heap_allocated_bytes",
+                "Bytes the node's Rust heap has handed out (jemalloc stats.allocated)",
+                &g.heap_allocated_bytes,
+            ),
+            (
+                "heap_resident_bytes",
+                "Physical memory the node's Rust heap holds (jemalloc stats.resident)",
+                &g.heap_resident_bytes,
+            ),
+            (
+                "rocksdb_memtable_bytes",
+                "RocksDB memtables across every column family",
+                &g.rocksdb_memtable_bytes,
+            ),
+            (
+                "rocksdb_table_reader_bytes",
+                "RocksDB table readers' memory outside the block cache",
+                &g.rocksdb_table_reader_bytes,
+            ),
+            (
+                "rocksdb_block_cache_bytes",
+                "RocksDB block cache in use (data, index and filter blocks)",
+                &g.rocksdb_block_cache_bytes,
+            ),
+            (
+                "rocksdb_pending_compaction_bytes",
+                "Bytes RocksDB estimates its compactions must still rewrite",
+                &g.rocksdb_pending_compaction_bytes,
+            ),
         ];
         for (name, help, gauge) in list {
             registry.register(name, help, gauge.clone());
@@ -256,6 +298,16 @@ impl Metrics {
             .set(if leading { progress.waiting } else { 0 });
         g.repair_done.set(if leading { progress.done } else { 0 });
         g.audit_entries.set(ctx.state.audit_head()?.seq);
+        let u = &status.usage;
+        g.resident_bytes.set(u.rss_bytes);
+        g.heap_allocated_bytes.set(u.heap_allocated_bytes);
+        g.heap_resident_bytes.set(u.heap_resident_bytes);
+        g.rocksdb_memtable_bytes.set(u.rocksdb_memtable_bytes);
+        g.rocksdb_table_reader_bytes
+            .set(u.rocksdb_table_reader_bytes);
+        g.rocksdb_block_cache_bytes.set(u.rocksdb_block_cache_bytes);
+        g.rocksdb_pending_compaction_bytes
+            .set(u.rocksdb_pending_compaction_bytes);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .map_err(|_| std::io::Error::other("the metrics could not be encoded"))?;

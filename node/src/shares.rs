@@ -332,6 +332,16 @@ impl ShareStore {
         }
     }
 
+    /// The node database the shares live in (for its usage figures).
+    pub fn db(&self) -> &DB {
+        &self.db
+    }
+
+    /// A handle to the node database the shares live in.
+    pub fn db_handle(&self) -> Arc<DB> {
+        self.db.clone()
+    }
+
     /// Staged bytes per identity.
     pub fn ledger(&self) -> &StagingLedger {
         &self.ledger

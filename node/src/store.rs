@@ -43,6 +43,25 @@ pub const MEMTABLE_BUDGET_BYTES: usize = 256 * 1024 * 1024;
 /// Bytes of one family's memtable before it is flushed.
 pub const MEMTABLE_BYTES: usize = 32 * 1024 * 1024;
 
+/// Bloom filter bits per key (about 1 % false positives).
+pub const BLOOM_BITS_PER_KEY: f64 = 10.0;
+/// Size of one index or filter partition.
+pub const METADATA_BLOCK_BYTES: usize = 4096;
+
+/// Read-ahead of a walk over a whole family: sequential reads in large requests.
+pub const WALK_READAHEAD_BYTES: usize = 2 * 1024 * 1024;
+
+/// Read options for a walk over a whole family or a long range of it (snapshots,
+/// repair scans, listings, erasure sweeps, backups): its blocks are read once, so
+/// they bypass the shared block cache instead of pushing the hot blocks (index and
+/// filter blocks, recent records) out of it.
+pub fn walk_options() -> rocksdb::ReadOptions {
+    let mut o = rocksdb::ReadOptions::default();
+    o.fill_cache(false);
+    o.set_readahead_size(WALK_READAHEAD_BYTES);
+    o
+}
+
 /// Opens (or creates) the node database under `dir`. Its memory is bounded by
 /// [`BLOCK_CACHE_BYTES`] and [`MEMTABLE_BUDGET_BYTES`] whatever the catalog's size.
 pub fn open(dir: &Path) -> io::Result<Arc<DB>> {
@@ -75,12 +94,11 @@ pub fn open(dir: &Path) -> io::Result<Arc<DB>> {
 /// files: an erased share must leave the disk when its key range is compacted (P6),
 /// and a blob file would keep it until garbage collection rewrote the whole file
 /// (docs/performance.md).
-/// Every family reads through `cache`, index and filter blocks included.
+/// Every family reads through `cache`, index and filter blocks included; see
+/// [`table_options`].
 fn descriptors(cache: &rocksdb::Cache) -> Vec<ColumnFamilyDescriptor> {
-    let mut table = rocksdb::BlockBasedOptions::default();
+    let mut table = table_options();
     table.set_block_cache(cache);
-    table.set_cache_index_and_filter_blocks(true);
-    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
     ALL_CFS
         .iter()
         .map(|name| {
@@ -93,6 +111,31 @@ fn descriptors(cache: &rocksdb::Cache) -> Vec<ColumnFamilyDescriptor> {
             ColumnFamilyDescriptor::new(*name, o)
         })
         .collect()
+}
+
+/// The table format of every family. Point lookups of absent keys (a new record id, a tombstone, a staged share) are
+/// answered by a Bloom filter per file instead of a block read per level; index and
+/// filters are partitioned, so a lookup pulls one small partition into the cache and
+/// only the top level of each file's index is pinned: the cache holds the hot part
+/// of a catalog of any size instead of its whole index.
+pub fn table_options() -> rocksdb::BlockBasedOptions {
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_bloom_filter(BLOOM_BITS_PER_KEY, false);
+    table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+    table.set_partition_filters(true);
+    table.set_metadata_block_size(METADATA_BLOCK_BYTES);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_top_level_index_and_filter(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    table
+}
+
+/// Options for writing an SST file the catalog family will ingest (a snapshot): the
+/// same filters and index as the files RocksDB writes itself.
+pub fn sst_writer_options() -> Options {
+    let mut o = Options::default();
+    o.set_block_based_table_factory(&table_options());
+    o
 }
 
 /// Opens a node database (a backup checkpoint) for reading only.

@@ -30,8 +30,8 @@ pub mod replica;
 pub use error::{ProtoError, Result};
 pub use identity::{Fingerprint, Identity, Role};
 pub use message::{
-    ErrorKind, ErrorReply, FetchedShare, HeldShare, NodeHealth, NodeStatus, Operation, RaftStatus,
-    RepairProgress, RepairSession, Request, RequestEnvelope, RequestId, Response, ShareCheck,
-    ShareProbe, StageItem,
+    ErrorKind, ErrorReply, FetchedShare, HeldShare, NodeHealth, NodeStatus, NodeUsage, Operation,
+    RaftStatus, RepairProgress, RepairSession, Request, RequestEnvelope, RequestId, Response,
+    ShareCheck, ShareProbe, StageItem,
 };
 pub use record::{Date, Digest, RecordId, RecordKind, RecordMeta, SubjectTag};

@@ -733,6 +733,33 @@ pub struct NodeStatus {
     pub zone: String,
     /// The Raft group as this node sees it.
     pub raft: RaftStatus,
+    /// Where its memory goes, and its storage engine's backlog.
+    pub usage: NodeUsage,
+}
+
+/// A node's memory by holder, and the work its storage engine has queued. Zero
+/// where a figure cannot be read (another platform, another allocator).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeUsage {
+    /// Resident memory of the process (Linux `VmRSS`).
+    pub rss_bytes: u64,
+    /// Most resident memory since the process started (Linux `VmHWM`).
+    pub peak_rss_bytes: u64,
+    /// Bytes the Rust heap has handed out (jemalloc's `stats.allocated`).
+    pub heap_allocated_bytes: u64,
+    /// Physical memory the Rust heap holds, freed pages kept for reuse included
+    /// (jemalloc's `stats.resident`).
+    pub heap_resident_bytes: u64,
+    /// RocksDB memtables across every family, flushed ones still pinned included.
+    pub rocksdb_memtable_bytes: u64,
+    /// RocksDB table readers' memory outside the block cache.
+    pub rocksdb_table_reader_bytes: u64,
+    /// RocksDB's block cache in use (data, index and filter blocks).
+    pub rocksdb_block_cache_bytes: u64,
+    /// Bytes RocksDB estimates its compactions must still rewrite.
+    pub rocksdb_pending_compaction_bytes: u64,
+    /// RocksDB flushes and compactions running now.
+    pub rocksdb_running_jobs: u64,
 }
 
 /// Raft metrics, as numbers.

@@ -12,8 +12,8 @@ use kakera_proto::frame::{read_frame, read_raw_frame, write_frame};
 use kakera_proto::identity::{name_uri, zone_uri};
 use kakera_proto::{
     Date, Digest, ErrorKind, ErrorReply, FetchedShare, Fingerprint, HeldShare, Identity,
-    NodeStatus, ProtoError, RaftStatus, RecordId, RecordKind, RecordMeta, Request, RequestEnvelope,
-    RequestId, Response, Role, ShareCheck, StageItem, SubjectTag,
+    NodeStatus, NodeUsage, ProtoError, RaftStatus, RecordId, RecordKind, RecordMeta, Request,
+    RequestEnvelope, RequestId, Response, Role, ShareCheck, StageItem, SubjectTag,
 };
 
 fn entry() -> RecordEntry {
@@ -280,6 +280,10 @@ fn every_message_round_trips() {
                 voters: vec![1, 2, 3],
                 learners: vec![4],
                 replication: vec![(2, Some(9)), (3, None)],
+            },
+            usage: NodeUsage {
+                rss_bytes: 1 << 27,
+                ..NodeUsage::default()
             },
         })),
         Response::Accepted,

@@ -2,9 +2,11 @@
 //!
 //! The cluster is filled with small records (`fill_bytes` each, full batches) up to
 //! each checkpoint (the empty cluster, then every power of ten from 10^4, then N);
-//! at each checkpoint the same probe runs: `probe_records` records of `probe_bytes`
-//! put and read back (every byte checked), then each node's resident and peak memory
-//! and its data directory's size are read. The probe at the empty cluster is the
+//! at each checkpoint, once the nodes' flushes and compactions have finished, the
+//! same probe runs `probe_rounds` times: `probe_records` records of `probe_bytes` put
+//! and read back (every byte checked); the median round is reported. Then each
+//! node's memory by holder (resident, Rust heap, RocksDB) and its data directory's
+//! size are read. The probe at the empty cluster is the
 //! baseline every later probe is compared with, in the same run; a warm-up batch
 //! before it opens connections and fills caches so the baseline is not the cold start.
 //!
@@ -46,6 +48,11 @@ const TICKETS_PER_ROUND: usize = 256;
 const CATCH_UP_TIMEOUT_S: u64 = 1_800;
 /// How often the catch-up asks the nodes for their status.
 const STATUS_POLL_MS: u64 = 100;
+/// Most time a checkpoint waits for the nodes' flushes and compactions to finish
+/// before its probe (a probe that starts anyway says so).
+const SETTLE_TIMEOUT_S: u64 = 900;
+/// How often the settle step asks the nodes for their status.
+const SETTLE_POLL_MS: u64 = 1_000;
 
 /// What to measure.
 #[derive(Debug, Clone, Serialize)]
@@ -56,6 +63,9 @@ pub struct ScaleOptions {
     pub fill_bytes: u64,
     /// Records per probe (put, then read back).
     pub probe_records: u64,
+    /// Probes per checkpoint; the median round's put and get are reported (each
+    /// chosen on its own), so one probe disturbed by a flush does not decide.
+    pub probe_rounds: u32,
     /// Size of each probe record.
     pub probe_bytes: u64,
     /// Bytes per probe request.
@@ -75,12 +85,14 @@ pub struct ScaleOptions {
 pub struct NodeFootprint {
     /// The node.
     pub node: u64,
-    /// Resident memory now (Linux `VmRSS`; None elsewhere).
+    /// Resident memory now (Linux `VmRSS`; None if the node did not answer).
     pub rss_bytes: Option<u64>,
     /// Most resident memory since the node started (Linux `VmHWM`).
     pub peak_rss_bytes: Option<u64>,
     /// Bytes under its data directory.
     pub disk_bytes: u64,
+    /// Its memory by holder as it reported it (None if it did not answer).
+    pub usage: Option<kakera_proto::NodeUsage>,
 }
 
 /// The probe at one catalog size.
@@ -90,10 +102,17 @@ pub struct ScalePoint {
     pub catalog_records: u64,
     /// Fill rate on the way to this checkpoint (None for the empty cluster).
     pub fill_records_per_s: Option<f64>,
-    /// The probe's puts.
+    /// Time from the fill's end until no node had flushes or compactions queued or
+    /// running (the probe measures the catalog's cost, not the fill's debt).
+    pub settle_ms: f64,
+    /// Whether the nodes settled within the settle timeout.
+    pub settled: bool,
+    /// The median round's puts.
     pub put: Phase,
-    /// The probe's gets.
+    /// The median round's gets.
     pub get: Phase,
+    /// Every round's put and get records/s, in order.
+    pub rounds_records_per_s: Vec<(f64, f64)>,
     /// Each running node after the probe.
     pub nodes: Vec<NodeFootprint>,
 }
@@ -176,9 +195,14 @@ pub async fn run(
     opts: &ScaleOptions,
     say: &mut (dyn FnMut(String) + Send),
 ) -> Result<ScaleReport, ClientError> {
-    if opts.concurrency == 0 || opts.probe_records == 0 || opts.records == 0 {
+    if opts.concurrency == 0
+        || opts.probe_records == 0
+        || opts.records == 0
+        || opts.probe_rounds == 0
+    {
         return Err(ClientError::Invalid(
-            "give a record count, probe records and a concurrency of at least 1".into(),
+            "give a record count, probe records, probe rounds and a concurrency of at least 1"
+                .into(),
         ));
     }
     let started_at_s = std::time::SystemTime::now()
@@ -226,20 +250,42 @@ pub async fn run(
         } else {
             None
         };
+        let catalog_before = catalog;
+        let settle_started = Instant::now();
+        let settled = settle(&cluster, &operator).await;
+        let settle_ms = settle_started.elapsed().as_secs_f64() * 1000.0;
         say(format!(
-            "probe at {catalog} records: put and get {} records of {}",
+            "probe at {catalog} records (settled in {:.1} s{}): {} rounds of {} records of {} put and read back",
+            settle_ms / 1000.0,
+            if settled { "" } else { ", not settled" },
+            opts.probe_rounds,
             opts.probe_records,
             stats::size_name(opts.probe_bytes)
         ));
-        let batches = make_batches(
-            opts.probe_bytes,
-            opts.probe_records,
-            probe_shape.batch_records,
-        )?;
-        let (put, ids) = put_phase(&ingest, Mode::Sharing, probe_shape, batches).await?;
-        let get = get_phase(&reader, Mode::Sharing, probe_shape, &ids).await?;
+        let mut puts = Vec::new();
+        let mut gets = Vec::new();
+        let mut ids = Vec::new();
+        for _ in 0..opts.probe_rounds {
+            let batches = make_batches(
+                opts.probe_bytes,
+                opts.probe_records,
+                probe_shape.batch_records,
+            )?;
+            let (put, round_ids) = put_phase(&ingest, Mode::Sharing, probe_shape, batches).await?;
+            let get = get_phase(&reader, Mode::Sharing, probe_shape, &round_ids).await?;
+            puts.push(put);
+            gets.push(get);
+            catalog += round_ids.len() as u64;
+            ids = round_ids;
+        }
+        let rounds_records_per_s = puts
+            .iter()
+            .zip(&gets)
+            .map(|(p, g)| (p.records_per_s, g.records_per_s))
+            .collect();
+        let (put, get) = (median(puts)?, median(gets)?);
         cluster.check_alive()?;
-        let nodes = footprints(&cluster);
+        let nodes = footprints(&cluster, &operator).await;
         say(format!(
             "  put {:.0} records/s, get {:.0} records/s, largest node RSS {:.0} MiB",
             put.records_per_s,
@@ -247,13 +293,15 @@ pub async fn run(
             nodes.iter().filter_map(|n| n.rss_bytes).max().unwrap_or(0) as f64 / 1048576.0
         ));
         points.push(ScalePoint {
-            catalog_records: catalog,
+            catalog_records: catalog_before,
             fill_records_per_s,
+            settle_ms,
+            settled,
             put,
             get,
+            rounds_records_per_s,
             nodes,
         });
-        catalog += ids.len() as u64;
         probe_ids = ids;
     }
     let catch_up = if opts.catch_up {
@@ -288,6 +336,16 @@ pub async fn run(
         snapshot_bytes_per_record,
         catch_up,
     })
+}
+
+/// The phase with the median records/s (the upper one of an even count).
+fn median(mut phases: Vec<Phase>) -> Result<Phase, ClientError> {
+    phases.sort_by(|a, b| a.records_per_s.total_cmp(&b.records_per_s));
+    let mid = phases.len() / 2;
+    phases
+        .into_iter()
+        .nth(mid)
+        .ok_or_else(|| ClientError::Bench("a checkpoint ran no probe".into()))
 }
 
 /// Stores `count` fill records in full batches; the records/s.
@@ -351,36 +409,52 @@ async fn fill(
     Ok(count as f64 / started.elapsed().as_secs_f64().max(1e-6))
 }
 
+/// Waits until no running node has flushes or compactions queued or running, at
+/// most [`SETTLE_TIMEOUT_S`]; whether they settled. A running node that does not
+/// answer counts as busy; the spare nodes the bench never started are not asked.
+async fn settle(cluster: &BenchCluster, operator: &Client) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(SETTLE_TIMEOUT_S);
+    let running: Vec<u64> = cluster.pids().into_iter().map(|(id, _)| id).collect();
+    // Bounded by the deadline.
+    loop {
+        let answers = operator.connection().status_all().await;
+        let mut asked = answers.iter().filter(|(n, _)| running.contains(&n.id));
+        let idle = asked.all(|(_, a)| {
+            a.as_ref().is_ok_and(|s| {
+                s.usage.rocksdb_pending_compaction_bytes == 0 && s.usage.rocksdb_running_jobs == 0
+            })
+        });
+        if idle {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(SETTLE_POLL_MS)).await;
+    }
+}
+
 /// Each running node's memory and disk.
-fn footprints(cluster: &BenchCluster) -> Vec<NodeFootprint> {
+async fn footprints(cluster: &BenchCluster, operator: &Client) -> Vec<NodeFootprint> {
+    let answers = operator.connection().status_all().await;
     cluster
         .pids()
         .into_iter()
-        .map(|(node, pid)| {
-            let (rss_bytes, peak_rss_bytes) = process_memory(pid);
+        .map(|(node, _)| {
+            let usage = answers
+                .iter()
+                .find(|(n, _)| n.id == node)
+                .and_then(|(_, a)| a.as_ref().ok())
+                .map(|s| s.usage.clone());
             NodeFootprint {
                 node,
-                rss_bytes,
-                peak_rss_bytes,
+                rss_bytes: usage.as_ref().map(|u| u.rss_bytes),
+                peak_rss_bytes: usage.as_ref().map(|u| u.peak_rss_bytes),
                 disk_bytes: dir_bytes(&cluster.data_dir(node)),
+                usage,
             }
         })
         .collect()
-}
-
-/// Resident and peak resident bytes of process `pid` (Linux; None elsewhere).
-fn process_memory(pid: u32) -> (Option<u64>, Option<u64>) {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return (None, None);
-    };
-    (status_kib(&text, "VmRSS:"), status_kib(&text, "VmHWM:"))
-}
-
-/// A `/proc/<pid>/status` line's value in bytes (the file gives kB).
-fn status_kib(text: &str, key: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with(key))?;
-    let kib: u64 = line[key.len()..].split_whitespace().next()?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 /// Bytes of the files under `dir` (0 for what cannot be read: the node may be
@@ -563,33 +637,57 @@ async fn measure_catch_up(
 pub fn render(report: &ScaleReport) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "{:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12}\n",
+        "{:>10} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12} {:>9} {:>9}\n",
         "catalog",
         "fill r/s",
+        "settle s",
         "put r/s",
         "get r/s",
         "put p99 ms",
         "get p99 ms",
         "max RSS MiB",
-        "peak RSS MiB"
+        "peak RSS MiB",
+        "heap MiB",
+        "rocks MiB"
     ));
     for p in &report.points {
         let mib = |f: fn(&NodeFootprint) -> Option<u64>| {
             p.nodes.iter().filter_map(f).max().unwrap_or(0) as f64 / 1048576.0
         };
+        // The node with the most resident memory, taken apart.
+        let biggest = p
+            .nodes
+            .iter()
+            .max_by_key(|n| n.rss_bytes)
+            .and_then(|n| n.usage.as_ref());
+        let held = |f: fn(&kakera_proto::NodeUsage) -> u64| {
+            biggest.map_or("-".to_string(), |u| {
+                format!("{:.0}", f(u) as f64 / 1048576.0)
+            })
+        };
         out.push_str(&format!(
-            "{:>10} {:>10} {:>10.0} {:>10.0} {:>10.1} {:>10.1} {:>12.0} {:>12.0}\n",
+            "{:>10} {:>10} {:>8} {:>10.0} {:>10.0} {:>10.1} {:>10.1} {:>12.0} {:>12.0} {:>9} {:>9}\n",
             p.catalog_records,
             p.fill_records_per_s
                 .map_or("-".to_string(), |r| format!("{r:.0}")),
+            format!("{:.0}{}", p.settle_ms / 1000.0, if p.settled { "" } else { "!" }),
             p.put.records_per_s,
             p.get.records_per_s,
             p.put.latency.p99_us as f64 / 1000.0,
             p.get.latency.p99_us as f64 / 1000.0,
             mib(|n| n.rss_bytes),
             mib(|n| n.peak_rss_bytes),
+            held(|u| u.heap_resident_bytes),
+            held(|u| u.rocksdb_memtable_bytes
+                + u.rocksdb_table_reader_bytes
+                + u.rocksdb_block_cache_bytes),
         ));
     }
+    out.push_str(
+        "(settle: fill's end to no flush or compaction queued, ! = not settled; heap and rocks: \
+         the node with the most RSS, jemalloc resident and RocksDB memtables + table readers + \
+         block cache)\n",
+    );
     out.push_str(&format!(
         "\nlargest catalog over empty: put {:.2}x, get {:.2}x\n",
         report.put_ratio, report.get_ratio
@@ -686,13 +784,5 @@ mod tests {
         );
         // A line without a time is not an event (the log format changed).
         assert_eq!(parse_snapshot_line(1, "snapshot built index=1"), None);
-    }
-
-    #[test]
-    fn proc_status_values_are_kib() {
-        let text = "Name:\tkakera-node\nVmHWM:\t  204800 kB\nVmRSS:\t  102400 kB\n";
-        assert_eq!(status_kib(text, "VmRSS:"), Some(100 << 20));
-        assert_eq!(status_kib(text, "VmHWM:"), Some(200 << 20));
-        assert_eq!(status_kib(text, "VmSwap:"), None);
     }
 }

@@ -107,6 +107,9 @@ struct BenchArgs {
     /// Scale mode: records per probe (1 KiB each), put then read back.
     #[arg(long, default_value_t = 8192)]
     probe_records: u64,
+    /// Scale mode: probes per checkpoint; the median one's records/s is reported.
+    #[arg(long, default_value_t = 3)]
+    probe_rounds: u32,
     /// Scale mode: skip the killed follower's catch-up at the end.
     #[arg(long)]
     no_catch_up: bool,
@@ -2330,6 +2333,7 @@ fn bench(args: BenchArgs, json: bool) -> Result<Outcome, ClientError> {
             records,
             fill_bytes: size(&args.fill_bytes)?.max(1),
             probe_records: args.probe_records.max(1),
+            probe_rounds: args.probe_rounds.max(1),
             probe_bytes: 1024,
             batch_bytes: size(&args.batch_bytes)?,
             concurrency: args.concurrency.max(1),

@@ -395,7 +395,11 @@ impl StateMachine {
     ) -> io::Result<bool> {
         let catalog = cf(&self.db, CF_CATALOG)?;
         let mode = IteratorMode::From(from, Direction::Forward);
-        for (seen, item) in self.db.iterator_cf(catalog, mode).enumerate() {
+        for (seen, item) in self
+            .db
+            .iterator_cf_opt(catalog, crate::store::walk_options(), mode)
+            .enumerate()
+        {
             if seen >= MAX_SCAN_KEYS {
                 return Ok(true);
             }

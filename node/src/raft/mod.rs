@@ -120,15 +120,18 @@ where
     N::Network: openraft::network::NetSnapshot<TypeConfig, SnapshotData = SnapshotData>,
 {
     let db = crate::store::open(&data_dir.join("db"))?;
-    start_raft(id, cluster_id, tuning, db, data_dir, network).await
+    let shares = crate::shares::ShareStore::new(db);
+    start_raft(id, cluster_id, tuning, &shares, data_dir, network).await
 }
 
-/// Starts Raft as member `id` on an opened node database (see [`crate::store::open`]).
+/// Starts Raft as member `id` on the opened node database `shares` stores in (see
+/// [`crate::store::open`]). The state machine promotes and releases shares through
+/// `shares` itself, so its staging ledger is the one the node's server counts in.
 pub async fn start_raft<N>(
     id: u64,
     cluster_id: &str,
     tuning: &RaftTuning,
-    db: Arc<rocksdb::DB>,
+    shares: &crate::shares::ShareStore,
     data_dir: &std::path::Path,
     network: N,
 ) -> std::io::Result<RaftParts>
@@ -137,9 +140,11 @@ where
     N::Network: openraft::network::NetSnapshot<TypeConfig, SnapshotData = SnapshotData>,
 {
     let config = raft_config(cluster_id, tuning).map_err(std::io::Error::other)?;
+    let db = shares.db_handle();
     let log = log_store::LogStore::new(db.clone());
     let node_id = kakera_proto::ids::node_of(id);
     let state = state_machine::StateMachine::new(db, data_dir.join("snapshots"), node_id)?
+        .with_shares(shares.clone())
         .with_snapshot_chunk_bytes(tuning.snapshot_chunk_bytes as usize);
     let raft = Raft::new(id, config, network, log, state.clone())
         .await

@@ -416,7 +416,11 @@ fn write_catalog(
     chunk_bytes: usize,
 ) -> io::Result<SnapshotHandle> {
     let mut w = SnapshotWriter::create(path, meta, chunk_bytes)?;
-    for item in view.iterator_cf(cf(db, CF_CATALOG)?, IteratorMode::Start) {
+    for item in view.iterator_cf_opt(
+        cf(db, CF_CATALOG)?,
+        crate::store::walk_options(),
+        IteratorMode::Start,
+    ) {
         let (k, v) = item.map_err(io::Error::other)?;
         w.push(&k, &v)?;
     }
@@ -596,7 +600,7 @@ pub fn recover(db: &DB, dir: &Path) -> io::Result<bool> {
 fn write_sst(db: &DB, snapshot: &Path, sst: &Path) -> io::Result<u64> {
     let _ = std::fs::remove_file(sst);
     let mut reader = SnapshotReader::open(snapshot)?;
-    let opts = rocksdb::Options::default();
+    let opts = crate::store::sst_writer_options();
     let mut w = rocksdb::SstFileWriter::create(&opts);
     w.open(sst).map_err(io::Error::other)?;
     let mut pairs = 0u64;
@@ -637,7 +641,11 @@ pub fn catalog_digest(db: &DB) -> io::Result<([u8; 32], u64)> {
     let mut h = blake3::Hasher::new();
     let mut pairs = 0u64;
     let view = db.snapshot();
-    for item in view.iterator_cf(cf(db, CF_CATALOG)?, IteratorMode::Start) {
+    for item in view.iterator_cf_opt(
+        cf(db, CF_CATALOG)?,
+        crate::store::walk_options(),
+        IteratorMode::Start,
+    ) {
         let (k, v) = item.map_err(io::Error::other)?;
         h.update(&(k.len() as u64).to_be_bytes());
         h.update(&k);

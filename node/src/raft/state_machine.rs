@@ -106,6 +106,15 @@ impl StateMachine {
         })
     }
 
+    /// The same state machine promoting and releasing shares through `shares` (a
+    /// store over the same database whose staging ledger the node's server counts
+    /// in: a second ledger would never see its counts released).
+    pub fn with_shares(mut self, shares: ShareStore) -> StateMachine {
+        debug_assert!(std::ptr::eq(shares.db(), &*self.db), "the same database");
+        self.shares = shares;
+        self
+    }
+
     /// The same state machine building snapshots in chunks of `bytes`.
     pub fn with_snapshot_chunk_bytes(mut self, bytes: usize) -> StateMachine {
         self.snapshot_chunk_bytes = bytes.max(1);

@@ -718,6 +718,7 @@ pub fn status(ctx: &ServerContext) -> NodeStatus {
             learners,
             replication,
         },
+        usage: crate::usage::measure(ctx.shares.db()),
     }
 }
 
