@@ -513,7 +513,11 @@ pub async fn restore(
     let db = crate::store::open(&db_dir)?;
     crate::store::set_self_raft_id(&db, raft_id)?;
     let snapshot_dir = node.data_dir.join("snapshots");
-    let mut sm = StateMachine::new(db.clone(), snapshot_dir.clone(), node_id)?;
+    let mut sm = StateMachine::new(
+        crate::shares::ShareStore::new(db.clone()),
+        snapshot_dir.clone(),
+        node_id,
+    )?;
     // The restored catalog is written as a snapshot file (the content digest is
     // checked as it is read) and installed like any snapshot: a chunk at a time.
     let restored = write_restored_catalog(

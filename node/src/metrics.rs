@@ -475,8 +475,8 @@ fn route(head: &str, ctx: &ServerContext) -> (u16, &'static str, String) {
             ),
         },
         "/readyz" => {
-            let status = crate::transport::server::status(ctx);
-            let reasons = readiness(&status.raft, ctx.raft_id);
+            let raft = crate::transport::server::raft_status(ctx);
+            let reasons = readiness(&raft, ctx.raft_id);
             if reasons.is_empty() {
                 (200, TEXT, "ready\n".into())
             } else {

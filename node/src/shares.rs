@@ -332,14 +332,9 @@ impl ShareStore {
         }
     }
 
-    /// The node database the shares live in (for its usage figures).
-    pub fn db(&self) -> &DB {
+    /// The node database the shares live in.
+    pub fn db(&self) -> &Arc<DB> {
         &self.db
-    }
-
-    /// A handle to the node database the shares live in.
-    pub fn db_handle(&self) -> Arc<DB> {
-        self.db.clone()
     }
 
     /// Staged bytes per identity.

@@ -390,7 +390,12 @@ async fn records_round_trip_only_for_granted_hsz_readers_and_everything_is_audit
     // The audit log on disk: no record bytes in it, and a changed entry breaks the
     // chain exactly there.
     let (_, db) = &stores[0];
-    let sm = StateMachine::new(db.clone(), dir.path().join("snap-check"), 1).unwrap();
+    let sm = StateMachine::new(
+        kakera_node::shares::ShareStore::new(db.clone()),
+        dir.path().join("snap-check"),
+        1,
+    )
+    .unwrap();
     let (on_disk, _) = sm
         .audit(&AuditQuery {
             limit: 1000,

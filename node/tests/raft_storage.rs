@@ -19,7 +19,12 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for RocksBuilder 
         let err = |e: std::io::Error| StorageError::read(TypeConfig::err_from_error(&e));
         let dir = TempDir::new().map_err(err)?;
         let db = store::open(&dir.path().join("db")).map_err(err)?;
-        let sm = StateMachine::new(db.clone(), dir.path().join("snapshots"), 1).map_err(err)?;
+        let sm = StateMachine::new(
+            kakera_node::shares::ShareStore::new(db.clone()),
+            dir.path().join("snapshots"),
+            1,
+        )
+        .map_err(err)?;
         Ok((dir, LogStore::new(db), sm))
     }
 }

@@ -140,12 +140,11 @@ where
     N::Network: openraft::network::NetSnapshot<TypeConfig, SnapshotData = SnapshotData>,
 {
     let config = raft_config(cluster_id, tuning).map_err(std::io::Error::other)?;
-    let db = shares.db_handle();
-    let log = log_store::LogStore::new(db.clone());
+    let log = log_store::LogStore::new(shares.db().clone());
     let node_id = kakera_proto::ids::node_of(id);
-    let state = state_machine::StateMachine::new(db, data_dir.join("snapshots"), node_id)?
-        .with_shares(shares.clone())
-        .with_snapshot_chunk_bytes(tuning.snapshot_chunk_bytes as usize);
+    let state =
+        state_machine::StateMachine::new(shares.clone(), data_dir.join("snapshots"), node_id)?
+            .with_snapshot_chunk_bytes(tuning.snapshot_chunk_bytes as usize);
     let raft = Raft::new(id, config, network, log, state.clone())
         .await
         .map_err(std::io::Error::other)?;

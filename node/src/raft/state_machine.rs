@@ -76,9 +76,16 @@ pub struct ClusterRecord {
 }
 
 impl StateMachine {
-    /// A state machine over an opened node database for config node `node_id`;
-    /// snapshots go to `snapshot_dir`.
-    pub fn new(db: Arc<DB>, snapshot_dir: PathBuf, node_id: u64) -> io::Result<StateMachine> {
+    /// A state machine over the node database `shares` stores in, for config node
+    /// `node_id`; snapshots go to `snapshot_dir`. It promotes and releases shares
+    /// through `shares` itself, so its staging ledger is the one the node's server
+    /// counts in (a store of its own would never see those counts released).
+    pub fn new(
+        shares: ShareStore,
+        snapshot_dir: PathBuf,
+        node_id: u64,
+    ) -> io::Result<StateMachine> {
+        let db = shares.db().clone();
         std::fs::create_dir_all(&snapshot_dir)?;
         let leftovers = super::snapshot::clean_leftovers(&snapshot_dir)?;
         if leftovers > 0 {
@@ -94,7 +101,6 @@ impl StateMachine {
         if indexed > 0 {
             tracing::info!(tickets = indexed, "tickets added to the expiry index");
         }
-        let shares = ShareStore::new(db.clone());
         Ok(StateMachine {
             db,
             snapshot_dir,
@@ -104,15 +110,6 @@ impl StateMachine {
             backups: Arc::default(),
             snapshot_chunk_bytes: super::snapshot::DEFAULT_CHUNK_BYTES,
         })
-    }
-
-    /// The same state machine promoting and releasing shares through `shares` (a
-    /// store over the same database whose staging ledger the node's server counts
-    /// in: a second ledger would never see its counts released).
-    pub fn with_shares(mut self, shares: ShareStore) -> StateMachine {
-        debug_assert!(std::ptr::eq(shares.db(), &*self.db), "the same database");
-        self.shares = shares;
-        self
     }
 
     /// The same state machine building snapshots in chunks of `bytes`.
@@ -1326,7 +1323,7 @@ mod tests {
     fn machine() -> (tempfile::TempDir, StateMachine) {
         let dir = tempfile::TempDir::new().unwrap_or_else(|e| panic!("{e}"));
         let db = crate::store::open(&dir.path().join("db")).unwrap_or_else(|e| panic!("{e}"));
-        let sm = StateMachine::new(db, dir.path().join("snapshots"), 1)
+        let sm = StateMachine::new(ShareStore::new(db), dir.path().join("snapshots"), 1)
             .unwrap_or_else(|e| panic!("{e}"));
         (dir, sm)
     }
@@ -1422,7 +1419,11 @@ mod tests {
             .delete_cf(catalog, keys::ticket_expiry(1_010, 7))
             .map_err(io::Error::other)?;
         assert_eq!(index_len(&sm)?, 0);
-        let reopened = StateMachine::new(sm.db.clone(), dir.path().join("snapshots"), 1)?;
+        let reopened = StateMachine::new(
+            ShareStore::new(sm.db.clone()),
+            dir.path().join("snapshots"),
+            1,
+        )?;
         assert_eq!(index_len(&reopened)?, 1);
         open(&reopened, 8, 2_000, 1_000_000)?;
         assert!(reopened.ticket(7)?.is_none());

@@ -687,38 +687,43 @@ pub fn reported_leader(
 
 /// This node's view of itself and the group.
 pub fn status(ctx: &ServerContext) -> NodeStatus {
-    let m = ctx.raft.metrics().borrow_watched().clone();
-    let membership = m.membership_config.membership();
-    let voters: Vec<u64> = membership.voter_ids().collect();
-    let learners: Vec<u64> = membership.learner_ids().collect();
-    let replication = crate::raft::matched_indexes(&m);
     NodeStatus {
         node_id: ctx.node.id,
         name: ctx.node.name.clone(),
         rack: ctx.node.rack.clone(),
         zone: ctx.node.zone.clone(),
-        raft: RaftStatus {
-            id: ctx.raft_id,
-            initialized: m.membership_config.log_id().is_some(),
-            state: match m.state {
-                ServerState::Leader => "Leader",
-                ServerState::Follower => "Follower",
-                ServerState::Candidate => "Candidate",
-                ServerState::Learner => "Learner",
-                ServerState::Shutdown => "Shutdown",
-            }
-            .to_string(),
-            term: m.current_term,
-            leader: reported_leader(&m, ctx.leader_contact.age_ms()),
-            last_log_index: m.last_log_index,
-            committed: m.cluster_committed.map(|l| l.index()),
-            applied: m.last_applied.map(|l| l.index()),
-            snapshot: m.snapshot.map(|l| l.index()),
-            voters,
-            learners,
-            replication,
-        },
+        raft: raft_status(ctx),
         usage: crate::usage::measure(ctx.shares.db()),
+    }
+}
+
+/// The Raft group as this node sees it.
+pub fn raft_status(ctx: &ServerContext) -> RaftStatus {
+    let m = ctx.raft.metrics().borrow_watched().clone();
+    let membership = m.membership_config.membership();
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    let learners: Vec<u64> = membership.learner_ids().collect();
+    let replication = crate::raft::matched_indexes(&m);
+    RaftStatus {
+        id: ctx.raft_id,
+        initialized: m.membership_config.log_id().is_some(),
+        state: match m.state {
+            ServerState::Leader => "Leader",
+            ServerState::Follower => "Follower",
+            ServerState::Candidate => "Candidate",
+            ServerState::Learner => "Learner",
+            ServerState::Shutdown => "Shutdown",
+        }
+        .to_string(),
+        term: m.current_term,
+        leader: reported_leader(&m, ctx.leader_contact.age_ms()),
+        last_log_index: m.last_log_index,
+        committed: m.cluster_committed.map(|l| l.index()),
+        applied: m.last_applied.map(|l| l.index()),
+        snapshot: m.snapshot.map(|l| l.index()),
+        voters,
+        learners,
+        replication,
     }
 }
 
