@@ -7,7 +7,8 @@
 # share verification, a signed export of the log checked offline, an erasure check;
 # then SS-MIX2: a synthetic standard storage tree ingested (twice: nothing is stored
 # again), a patient's opt-out erased and checked on every node, and an anonymization
-# job writing a 3-anonymous CSV of lab results.
+# job writing a 3-anonymous CSV of lab results; last, a node stops while entries are
+# committed without it, and catches up from a streamed snapshot when it restarts.
 #
 #   scripts/demo.sh [--records N]     (default 300)
 #
@@ -22,7 +23,7 @@ RECORDS=300
 while [ $# -gt 0 ]; do
   case "$1" in
     --records) RECORDS="$2"; shift 2 ;;
-    *) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2 ;;
   esac
 done
 
@@ -88,5 +89,23 @@ STAMP="$(date +%Y%m%dT%H%M%S)-$$"
 "$KAKERA" job anonymize "${RDR[@]}" --job "demo-ssmix2-$STAMP" --kinds OML-11 --k 3 \
   --birth-band 10 --suppress --out "$DIR/anonymized-$STAMP.csv" --zone-key "$DIR/zone/zone.key"
 head -4 "$DIR/anonymized-$STAMP.csv"
+echo
+echo "== node-5 stops; 20 grants are committed without it; it restarts and catches up =="
+LOG5="$DIR/logs/node-5.log"
+BEFORE="$(grep -c 'snapshot installed' "$LOG5" || true)"
+scripts/dev-cluster.sh stop 5
+for i in $(seq 1 20); do
+  "$KAKERA" grant create "${OPS[@]}" --job "demo-catch-up-$STAMP-$i" --reader demo-reader \
+    --kinds ssmix2 --sources "$FACILITY" --expires "$(date -u -d "+1 day" +%F)" \
+    --approval DEMO-IRB-CATCH-UP >/dev/null
+done
+scripts/dev-cluster.sh up >/dev/null
+if [ "$(grep -c 'snapshot installed' "$LOG5" || true)" -gt "$BEFORE" ]; then
+  grep 'snapshot installed' "$LOG5" | tail -n 1 | sed 's/\x1b\[[0-9;]*m//g' |
+    sed 's/.*snapshot installed/node-5: snapshot installed (streamed from the leader, no file on either disk)/'
+else
+  echo "node-5 caught up from the leader's log (the log still held every entry it needed)"
+fi
+scripts/dev-cluster.sh status
 echo
 echo "the cluster keeps running: scripts/dev-cluster.sh status | down"

@@ -6,6 +6,7 @@
 #   scripts/dev-cluster.sh up       build, create what is missing, start, wait for a leader
 #   scripts/dev-cluster.sh status   the cluster's health (kakera status)
 #   scripts/dev-cluster.sh down     SIGTERM every node (kill -9 after 20 s)
+#   scripts/dev-cluster.sh stop N   SIGTERM node N only (`up` starts it again)
 #   scripts/dev-cluster.sh reset    down, then delete the state directory
 #
 # Environment: KAKERA_DEV_DIR (state directory), KAKERA_DEV_PORT (first UDP port, 7401).
@@ -22,7 +23,7 @@ BIN="$CARGO_TARGET_DIR/debug"
 START_TIMEOUT_S=90
 
 usage() {
-  sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
@@ -101,6 +102,12 @@ prepare() {
       echo
       echo "[backup]"
       echo "root = \"backups\""
+      echo
+      echo "# Small, so that a node stopped for a few entries (scripts/dev-cluster.sh"
+      echo "# stop N) catches up from a snapshot: 4 entries of log kept behind one."
+      echo "[raft]"
+      echo "snapshot_every_entries = 16"
+      echo "keep_entries_after_snapshot = 4"
       for i in $(seq 1 $NODES); do
         echo
         echo "[[nodes]]"
@@ -202,8 +209,29 @@ down() {
   echo "stopped ${#pids[@]} node(s); state kept in $DIR"
 }
 
+stop_node() {
+  local pid
+  pid="$(node_pid "$1")" || return 0
+  kill -TERM "$pid"
+  local deadline=$((SECONDS + 20))
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ $SECONDS -ge $deadline ]; then
+      kill -KILL "$pid" 2>/dev/null || true
+      break
+    fi
+    sleep 0.2
+  done
+  rm -f "$DIR/run/node-$1.pid"
+}
+
 case "${1:-}" in
   up) up ;;
+  stop)
+    case "${2:-}" in
+      [1-9]) [ "$2" -le $NODES ] || usage; stop_node "$2"; echo "node-$2 stopped" ;;
+      *) usage ;;
+    esac
+    ;;
   status) shift; status_cmd "$@" ;;
   down) down ;;
   reset) down; rm -rf "$DIR"; echo "deleted $DIR" ;;

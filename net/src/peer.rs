@@ -51,12 +51,15 @@ pub const CONNECT_TIMEOUT_MS: u64 = 2_000;
 /// How [`Peer::call_streaming`] paces a transfer of unbounded length.
 #[derive(Debug, Clone, Copy)]
 pub struct StreamPacing {
-    /// Bytes per raw frame (clamped to `1..=TRAILER_CHUNK_BYTES`).
-    pub chunk_bytes: usize,
-    /// Deadline for opening the stream and for writing each frame.
+    /// Deadline for opening the stream, for each piece from the source and for
+    /// writing each frame.
     pub idle: Duration,
-    /// Deadline for the answer once everything is sent.
+    /// Deadline for the answer once everything is sent, before the allowance for
+    /// its size.
     pub answer: Duration,
+    /// The answer's deadline grows by one millisecond per this many bytes sent (the
+    /// receiver's work after the last byte is linear in the stream's size).
+    pub answer_bytes_per_ms: u64,
 }
 
 /// A peer reached over QUIC. The connection is opened on first use and reopened after
@@ -274,29 +277,21 @@ impl Peer {
         }
     }
 
-    /// Sends `body`, then `size_bytes` read from `source` as raw frames of at most
-    /// `pacing.chunk_bytes` (capped at [`TRAILER_CHUNK_BYTES`]; one buffer of that
-    /// size, whatever the total), each written within `pacing.idle`; then waits up
-    /// to `pacing.answer` for the response. For
-    /// transfers whose length has no fixed bound (snapshots): the deadline is per
-    /// chunk, not for the whole. Not retried on a stale connection (the source is
-    /// consumed): the caller retries.
-    pub async fn call_streaming<R>(
+    /// Sends `body`, then every piece `source` yields as raw frames (a piece larger
+    /// than a frame goes as several) until it ends, then reads the answer. A piece
+    /// that does not come within `pacing.idle`, or an error piece, aborts the call.
+    /// Returns the answer and the bytes sent.
+    pub async fn call_streaming(
         &self,
         cluster_id: &str,
         body: Request,
-        source: &mut R,
-        size_bytes: u64,
+        source: &mut tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
         pacing: StreamPacing,
-    ) -> Result<Response, NetError>
-    where
-        R: tokio::io::AsyncRead + Unpin,
-    {
-        use tokio::io::AsyncReadExt;
+    ) -> Result<(Response, u64), NetError> {
         let StreamPacing {
-            chunk_bytes,
             idle,
             answer,
+            answer_bytes_per_ms,
         } = pacing;
         let env = RequestEnvelope {
             cluster_id: cluster_id.to_string(),
@@ -316,27 +311,29 @@ impl Peer {
             .await
             .map_err(|_| timeout_err(idle))?
             .map_err(|e| self.failure(&conn, e))?;
-        let mut buf = vec![0u8; chunk_bytes.clamp(1, TRAILER_CHUNK_BYTES)];
         let mut sent = 0u64;
-        // Bounded: each pass sends at least one byte of `size_bytes` or fails.
-        while sent < size_bytes {
-            let want = (size_bytes - sent).min(buf.len() as u64) as usize;
-            let n = source
-                .read(&mut buf[..want])
+        // Bounded by the source, which ends; each piece within `idle`.
+        loop {
+            let piece = tokio::time::timeout(idle, source.recv())
                 .await
-                .map_err(|e| self.err(format!("reading what to send: {e}")))?;
-            if n == 0 {
-                return Err(self.err("the source ended before its announced length"));
+                .map_err(|_| timeout_err(idle))?;
+            let piece = match piece {
+                None => break,
+                Some(Ok(p)) => p,
+                Some(Err(e)) => return Err(self.err(format!("reading what to send: {e}"))),
+            };
+            for frame in piece.chunks(TRAILER_CHUNK_BYTES) {
+                tokio::time::timeout(
+                    idle,
+                    write_raw_frame(&mut send, frame, TRAILER_CHUNK_BYTES as u32),
+                )
+                .await
+                .map_err(|_| timeout_err(idle))?
+                .map_err(|e| self.failure(&conn, e))?;
             }
-            tokio::time::timeout(
-                idle,
-                write_raw_frame(&mut send, &buf[..n], TRAILER_CHUNK_BYTES as u32),
-            )
-            .await
-            .map_err(|_| timeout_err(idle))?
-            .map_err(|e| self.failure(&conn, e))?;
-            sent += n as u64;
+            sent += piece.len() as u64;
         }
+        let answer = answer + Duration::from_millis(sent / answer_bytes_per_ms.max(1));
         send.finish().map_err(|e| self.err(e))?;
         let response = tokio::time::timeout(
             answer,
@@ -352,7 +349,7 @@ impl Peer {
                 kind: reply.kind,
                 message: reply.message,
             }),
-            other => Ok(other),
+            other => Ok((other, sent)),
         }
     }
 

@@ -529,7 +529,10 @@ pub async fn restore(
         manifest.log_index,
         config.raft.snapshot_chunk_bytes as usize,
     )?;
-    sm.install_snapshot(&meta, restored).await?;
+    let restored_path = restored.path.clone();
+    sm.install_snapshot(&meta, crate::raft::SnapshotData::File(restored))
+        .await?;
+    std::fs::remove_file(&restored_path)?;
     let mut log = LogStore::new(db.clone());
     log.purge(log_id).await?;
 

@@ -146,8 +146,7 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
                 .raft
                 .append_budget_bytes
                 .min(config.limits.max_frame_bytes / 2),
-        )
-        .with_snapshot_chunk_bytes(config.raft.snapshot_chunk_bytes);
+        );
     let parts = start_raft(
         raft_id,
         &config.cluster_id,
@@ -909,6 +908,9 @@ async fn commit_moves(ctx: &ServerContext, done: Vec<RepairTask>) -> Result<u64,
     Ok(moved)
 }
 
+/// Most time a stopping node waits for its closed connections to drain.
+pub const SHUTDOWN_DRAIN_MS: u64 = 3_000;
+
 impl NodeHandle {
     /// Stops accepting requests, shuts Raft down and closes the endpoint.
     pub async fn shutdown(self) {
@@ -920,7 +922,18 @@ impl NodeHandle {
         for t in self.tasks {
             let _ = t.await;
         }
-        self.endpoint.wait_idle().await;
+        // Closed connections drain within a few round trips; one whose peer went
+        // away mid-handshake would hold this until QUIC's idle timeout.
+        let drain = std::time::Duration::from_millis(SHUTDOWN_DRAIN_MS);
+        if tokio::time::timeout(drain, self.endpoint.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::info!(
+                drain_ms = SHUTDOWN_DRAIN_MS,
+                "connections still draining at shutdown; closing anyway"
+            );
+        }
         tracing::info!(node = %self.node.name, "node stopped");
     }
 }

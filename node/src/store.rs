@@ -72,6 +72,9 @@ pub fn open(dir: &Path) -> io::Result<Arc<DB>> {
     opts.create_missing_column_families(true);
     // Bounded background work on small machines.
     opts.increase_parallelism(2);
+    // Compactions keep the normal CPU priority: at the lowest one a sustained fill
+    // starved them, the catalog's level 0 reached RocksDB's stop trigger (36 files)
+    // at 2.2 million records and writes stopped (docs/performance.md).
     // A write-ahead log file is deleted only once every family with data in it has
     // flushed. The staged-marker and meta families take small writes and rarely fill
     // a memtable, so without a bound the logs of all share bytes would stay on disk

@@ -70,18 +70,15 @@ pub enum Request {
         payload: Vec<u8>,
     },
     /// Start of a snapshot transfer (node role only): `header` is the encoded vote and
-    /// snapshot meta; `size_bytes` of snapshot data follow as raw frames on the same
-    /// stream, read a chunk at a time into a file (no size cap but the disk's).
+    /// snapshot meta; the snapshot stream follows as raw frames on the same stream
+    /// until the sender finishes it, read a chunk at a time into an SST file (no size
+    /// cap but the disk's; the stream ends in its own pair count and digest, which the
+    /// receiver checks before the snapshot takes effect).
     RaftSnapshot {
         /// The Raft member id the sender addresses.
         to: u64,
         /// Codec-encoded (vote, snapshot meta).
         header: Vec<u8>,
-        /// Total snapshot data that follows.
-        size_bytes: u64,
-        /// BLAKE3 of the snapshot file's content (its last 32 bytes repeat it): the
-        /// receiver checks it before the snapshot takes effect.
-        digest: [u8; 32],
     },
     /// A node that started with an empty data directory asks the leader to take its new
     /// Raft member id into the group (node role only; the certificate's name must be

@@ -10,13 +10,16 @@
 //! baseline every later probe is compared with, in the same run; a warm-up batch
 //! before it opens connections and fills caches so the baseline is not the cold start.
 //!
-//! Last, the catch-up: a follower is killed with SIGKILL, the leader commits read
-//! tickets until it has built a snapshot past the follower's log and dropped the
+//! Last, two catch-ups. A follower is killed with SIGKILL, the leader commits read
+//! tickets until it has taken a snapshot past the follower's log and dropped the
 //! entries it would have needed (so only a snapshot can bring it back), and the
 //! follower is restarted; the clock runs from its start until it has applied what the
-//! leader had committed. The snapshots built, sent and installed are read from the
-//! nodes' logs (`snapshot built`, `snapshot sent and installed`, `snapshot installed`
-//! lines), so their sizes and times are the nodes' own.
+//! leader had committed. Then another follower is killed and its data directory
+//! deleted (a replaced disk): it restarts empty, rejoins as a new member and is timed
+//! the same way, then the probe's records are read back with it in the cluster. The
+//! snapshots taken, sent and installed are read from the nodes' logs (`snapshot
+//! taken`, `snapshot sent and installed`, `snapshot installed` lines), so their
+//! sizes and times are the nodes' own.
 //!
 //! Fill records are generated per batch as the workers need them: the client holds
 //! `concurrency` batches at a time, never the catalog.
@@ -48,6 +51,8 @@ const TICKETS_PER_ROUND: usize = 256;
 const CATCH_UP_TIMEOUT_S: u64 = 1_800;
 /// How often the catch-up asks the nodes for their status.
 const STATUS_POLL_MS: u64 = 100;
+/// Records per request when the probe's records are read back after a catch-up.
+const READ_BACK_BATCH: usize = 256;
 /// Most time a checkpoint waits for the nodes' flushes and compactions to finish
 /// before its probe (a probe that starts anyway says so).
 const SETTLE_TIMEOUT_S: u64 = 900;
@@ -72,7 +77,8 @@ pub struct ScaleOptions {
     pub batch_bytes: u64,
     /// Requests in flight at once (fill and probes).
     pub concurrency: usize,
-    /// Whether to measure a killed follower's catch-up at the end.
+    /// Whether to measure a killed follower's and a wiped follower's catch-up at the
+    /// end.
     pub catch_up: bool,
     /// Where the cluster lives.
     pub dir: PathBuf,
@@ -122,11 +128,12 @@ pub struct ScalePoint {
 pub struct SnapshotEvent {
     /// The node that logged it.
     pub node: u64,
-    /// `built`, `sent` (the leader's side: transfer and install) or `installed`.
+    /// `taken` (a snapshot's meta fixed, nothing copied), `sent` (the leader's side:
+    /// transfer and install) or `installed`.
     pub event: String,
-    /// Last log index the snapshot covers (built and installed).
+    /// Last log index the snapshot covers (taken and installed).
     pub index: Option<u64>,
-    /// Size of the snapshot file.
+    /// Bytes of the snapshot stream (sent and installed).
     pub size_bytes: Option<u64>,
     /// How long it took.
     pub elapsed_ms: u64,
@@ -137,6 +144,9 @@ pub struct SnapshotEvent {
 pub struct CatchUp {
     /// The follower killed and restarted.
     pub node: u64,
+    /// Whether its data directory was deleted before the restart (it rejoined as a
+    /// new member with nothing).
+    pub wiped: bool,
     /// Entries the leader committed while it was down.
     pub entries_behind: u64,
     /// From its restart until it had applied what the leader had committed.
@@ -145,6 +155,12 @@ pub struct CatchUp {
     pub installed: Option<SnapshotEvent>,
     /// The leader's transfer of it, if logged.
     pub sent: Option<SnapshotEvent>,
+    /// After the catch-up, the time to read the probe's records back (every byte
+    /// checked) with the node in the cluster.
+    pub read_back_ms: f64,
+    /// The node's memory and disk after the read-back (its peak resident memory
+    /// covers the snapshot's receipt and install).
+    pub footprint: Option<NodeFootprint>,
 }
 
 /// What a scale run measured.
@@ -164,10 +180,10 @@ pub struct ScaleReport {
     pub get_ratio: f64,
     /// Every snapshot the nodes logged during the run.
     pub snapshots: Vec<SnapshotEvent>,
-    /// Snapshot file bytes per catalog record (the largest snapshot built).
+    /// Snapshot stream bytes per catalog record (the largest snapshot sent).
     pub snapshot_bytes_per_record: Option<f64>,
-    /// The killed follower's catch-up.
-    pub catch_up: Option<CatchUp>,
+    /// The killed follower's catch-up, then the wiped follower's.
+    pub catch_ups: Vec<CatchUp>,
 }
 
 /// The catalog sizes to probe at: the empty cluster, each power of ten from 10^4
@@ -304,19 +320,23 @@ pub async fn run(
         });
         probe_ids = ids;
     }
-    let catch_up = if opts.catch_up {
+    let mut catch_ups = Vec::new();
+    if opts.catch_up {
         say("catch-up: killing a follower, committing past the leader's next snapshot".into());
-        Some(measure_catch_up(&mut cluster, &operator, &reader, &probe_ids, say).await?)
-    } else {
-        None
-    };
+        catch_ups.push(
+            measure_catch_up(&mut cluster, &operator, &reader, &probe_ids, false, say).await?,
+        );
+        say("catch-up: killing another follower and deleting its data directory".into());
+        catch_ups
+            .push(measure_catch_up(&mut cluster, &operator, &reader, &probe_ids, true, say).await?);
+    }
     let mut snapshots = Vec::new();
     for id in 1..=ACTIVE_NODES {
         snapshots.extend(snapshot_events(id, &cluster.node_log(id))?);
     }
     let snapshot_bytes_per_record = snapshots
         .iter()
-        .filter(|e| e.event == "built")
+        .filter(|e| e.event == "sent")
         .filter_map(|e| e.size_bytes)
         .max()
         .map(|b| b as f64 / catalog.max(1) as f64);
@@ -334,7 +354,7 @@ pub async fn run(
         points,
         snapshots,
         snapshot_bytes_per_record,
-        catch_up,
+        catch_ups,
     })
 }
 
@@ -503,8 +523,8 @@ fn snapshot_events(node: u64, log: &Path) -> Result<Vec<SnapshotEvent>, ClientEr
 pub fn parse_snapshot_line(node: u64, line: &str) -> Option<SnapshotEvent> {
     let event = if line.contains("snapshot sent and installed") {
         "sent"
-    } else if line.contains("snapshot built") {
-        "built"
+    } else if line.contains("snapshot taken") {
+        "taken"
     } else if line.contains("snapshot installed") {
         "installed"
     } else {
@@ -544,29 +564,48 @@ async fn raft_view(
     Ok((leader, committed, nodes))
 }
 
-/// Kills a follower, commits read tickets until the leader's snapshot has passed the
-/// follower's log by the entries kept behind a snapshot, restarts it and times its
-/// return.
+/// Kills a follower (and with `wipe` deletes its data directory), commits read
+/// tickets until the leader's snapshot has passed the follower's log by the entries
+/// kept behind a snapshot, restarts it, times its return, then reads the probe's
+/// records back.
 async fn measure_catch_up(
     cluster: &mut BenchCluster,
     operator: &Client,
     reader: &Arc<Client>,
     probe_ids: &[(RecordId, kakera_proto::Digest)],
+    wipe: bool,
     say: &mut (dyn FnMut(String) + Send),
 ) -> Result<CatchUp, ClientError> {
     let deadline = Instant::now() + Duration::from_secs(CATCH_UP_TIMEOUT_S);
     let keep = cluster.config().raft.keep_entries_after_snapshot;
     let (leader, _, _) = raft_view(cluster, operator).await?;
-    let node = (1..=ACTIVE_NODES)
-        .find(|id| *id != leader)
-        .ok_or_else(|| ClientError::Bench("no follower to kill".into()))?;
+    // The first catch-up takes the highest follower, the wiped one the lowest: two
+    // different nodes.
+    let mut followers = (1..=ACTIVE_NODES).filter(|id| *id != leader);
+    let node = if wipe {
+        followers.next()
+    } else {
+        followers.next_back()
+    }
+    .ok_or_else(|| ClientError::Bench("no follower to kill".into()))?;
     cluster.kill_node(node)?;
+    if wipe {
+        // The database and snapshot directory; the node's certificate and key stay,
+        // as an operator reinstalls them on a replaced disk.
+        for sub in ["db", "snapshots"] {
+            let dir = cluster.data_dir(node).join(sub);
+            std::fs::remove_dir_all(&dir)
+                .map_err(|source| ClientError::File { path: dir, source })?;
+        }
+    }
     let (_, killed_at, _) = raft_view(cluster, operator).await?;
     let one: Vec<RecordId> = probe_ids
         .first()
         .map(|(id, _)| vec![*id])
         .ok_or_else(|| ClientError::Bench("no probe record to read".into()))?;
-    // Bounded by the deadline: each round commits TICKETS_PER_ROUND entries.
+    // Bounded by the deadline: each round commits TICKETS_PER_ROUND entries. A wiped
+    // node needs the log from its start, so one round is enough once the leader has
+    // purged any of it.
     let committed_down = loop {
         let mut round = tokio::task::JoinSet::new();
         for _ in 0..TICKETS_PER_ROUND {
@@ -583,19 +622,24 @@ async fn measure_catch_up(
             .find(|(id, _, _)| *id == leader)
             .and_then(|(_, _, s)| *s)
             .unwrap_or(0);
-        if snapshot > killed_at + keep {
+        let past = if wipe { keep } else { killed_at + keep };
+        if snapshot > past {
             break committed;
         }
         if Instant::now() >= deadline {
             return Err(ClientError::Bench(format!(
-                "the leader built no snapshot past index {} within {CATCH_UP_TIMEOUT_S} s",
-                killed_at + keep
+                "the leader took no snapshot past index {past} within {CATCH_UP_TIMEOUT_S} s"
             )));
         }
     };
     say(format!(
-        "  node {node} is {} entries behind; restarting it",
-        committed_down - killed_at
+        "  node {node} is {} entries behind{}; restarting it",
+        committed_down - killed_at,
+        if wipe {
+            " with an empty data directory"
+        } else {
+            ""
+        }
     ));
     let restarted = Instant::now();
     cluster.start_node(node)?;
@@ -618,6 +662,35 @@ async fn measure_catch_up(
         }
     }
     let catch_up_ms = restarted.elapsed().as_secs_f64() * 1000.0;
+    let reading = Instant::now();
+    let expected: std::collections::HashMap<RecordId, kakera_proto::Digest> =
+        probe_ids.iter().copied().collect();
+    let ids: Vec<RecordId> = probe_ids.iter().map(|(id, _)| *id).collect();
+    for group in ids.chunks(READ_BACK_BATCH) {
+        let got = reader.get_batch(JOB, group).await?;
+        if got.records.len() != group.len() {
+            return Err(ClientError::Bench(format!(
+                "after node {node}'s catch-up {} of {} records read back",
+                got.records.len(),
+                group.len()
+            )));
+        }
+        if let Some(r) = got
+            .records
+            .iter()
+            .find(|r| expected.get(&r.id) != Some(&kakera_proto::Digest::of(&r.data)))
+        {
+            return Err(ClientError::Bench(format!(
+                "record {} read back with different bytes after node {node}'s catch-up",
+                r.id
+            )));
+        }
+    }
+    let read_back_ms = reading.elapsed().as_secs_f64() * 1000.0;
+    let footprint = footprints(cluster, operator)
+        .await
+        .into_iter()
+        .find(|f| f.node == node);
     let installed = snapshot_events(node, &cluster.node_log(node))?
         .into_iter()
         .rfind(|e| e.event == "installed");
@@ -626,10 +699,13 @@ async fn measure_catch_up(
         .rfind(|e| e.event == "sent");
     Ok(CatchUp {
         node,
+        wiped: wipe,
         entries_behind: committed_down - killed_at,
         catch_up_ms,
         installed,
         sent,
+        read_back_ms,
+        footprint,
     })
 }
 
@@ -695,42 +771,48 @@ pub fn render(report: &ScaleReport) -> String {
     if let Some(b) = report.snapshot_bytes_per_record {
         out.push_str(&format!("snapshot bytes per catalog record: {b:.0}\n"));
     }
-    let largest = report
-        .snapshots
-        .iter()
-        .filter(|e| e.event == "built")
-        .max_by_key(|e| e.size_bytes);
-    if let Some(e) = largest {
+    let taken = report.snapshots.iter().filter(|e| e.event == "taken");
+    if let Some(slowest) = taken.clone().map(|e| e.elapsed_ms).max() {
         out.push_str(&format!(
-            "largest snapshot built: node {} at index {}, {:.1} MB in {:.1} s\n",
-            e.node,
-            e.index.unwrap_or(0),
-            e.size_bytes.unwrap_or(0) as f64 / 1e6,
-            e.elapsed_ms as f64 / 1000.0
+            "snapshots taken: {} (nothing copied; the slowest took {slowest} ms)\n",
+            taken.count()
         ));
     }
-    if let Some(c) = &report.catch_up {
+    for c in &report.catch_ups {
         out.push_str(&format!(
-            "catch-up: node {} killed, {} entries behind, caught up {:.1} s after restart",
+            "catch-up: node {} killed{}, {} entries behind, caught up {:.1} s after restart",
             c.node,
+            if c.wiped { " and wiped" } else { "" },
             c.entries_behind,
             c.catch_up_ms / 1000.0
         ));
-        if let Some(i) = &c.installed {
-            out.push_str(&format!(
-                " (snapshot of {:.1} MB installed in {:.1} s",
-                i.size_bytes.unwrap_or(0) as f64 / 1e6,
-                i.elapsed_ms as f64 / 1000.0
-            ));
-            if let Some(s) = &c.sent {
+        match (&c.sent, &c.installed) {
+            (Some(sent), Some(i)) => {
+                let mb = sent.size_bytes.unwrap_or(0) as f64 / 1e6;
+                let s = sent.elapsed_ms.max(1) as f64 / 1000.0;
                 out.push_str(&format!(
-                    "; sent and installed {:.1} s as the leader saw it",
-                    s.elapsed_ms as f64 / 1000.0
+                    " (snapshot of {mb:.1} MB streamed, written and installed in {s:.1} s as \
+                     the leader saw it, {:.0} MB/s; its ingestion took {} ms)",
+                    mb / s,
+                    i.elapsed_ms
                 ));
             }
-            out.push(')');
-        } else {
-            out.push_str(" (from the log, no snapshot)");
+            _ => out.push_str(" (from the log, no snapshot)"),
+        }
+        out.push_str(&format!(
+            "; probe records read back in {:.1} s",
+            c.read_back_ms / 1000.0
+        ));
+        if let Some(f) = &c.footprint {
+            let mib = |b: Option<u64>| {
+                b.map_or("-".to_string(), |b| format!("{:.0}", b as f64 / 1048576.0))
+            };
+            out.push_str(&format!(
+                "; then {} MiB resident, peak {} MiB, {:.1} GB on disk",
+                mib(f.rss_bytes),
+                mib(f.peak_rss_bytes),
+                f.disk_bytes as f64 / 1e9
+            ));
         }
         out.push('\n');
     }
@@ -756,15 +838,15 @@ mod tests {
 
     #[test]
     fn snapshot_lines_parse_from_the_node_log_format() {
-        let built = "2026-12-03T14:00:00.1Z  INFO kakera_node::raft::state_machine: snapshot \
-                     built index=6021 size_bytes=123456 elapsed_ms=87";
+        let taken = "2026-12-03T14:00:00.1Z  INFO kakera_node::raft::state_machine: snapshot \
+                     taken index=6021 elapsed_ms=87";
         assert_eq!(
-            parse_snapshot_line(2, built),
+            parse_snapshot_line(2, taken),
             Some(SnapshotEvent {
                 node: 2,
-                event: "built".into(),
+                event: "taken".into(),
                 index: Some(6021),
-                size_bytes: Some(123456),
+                size_bytes: None,
                 elapsed_ms: 87,
             })
         );
@@ -783,6 +865,6 @@ mod tests {
             None
         );
         // A line without a time is not an event (the log format changed).
-        assert_eq!(parse_snapshot_line(1, "snapshot built index=1"), None);
+        assert_eq!(parse_snapshot_line(1, "snapshot taken index=1"), None);
     }
 }

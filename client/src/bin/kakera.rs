@@ -110,7 +110,7 @@ struct BenchArgs {
     /// Scale mode: probes per checkpoint; the median one's records/s is reported.
     #[arg(long, default_value_t = 3)]
     probe_rounds: u32,
-    /// Scale mode: skip the killed follower's catch-up at the end.
+    /// Scale mode: skip the catch-ups at the end (a killed follower, then a wiped one)
     #[arg(long)]
     no_catch_up: bool,
 }

@@ -28,8 +28,9 @@ openraft::declare_raft_types!(
 /// The Raft instance of a node.
 pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
 
-/// Snapshot data as it travels and is installed: a snapshot file of bounded chunks.
-pub type SnapshotData = snapshot::SnapshotHandle;
+/// Snapshot data as it travels and is installed: the live catalog streamed in
+/// bounded chunks, or what a receiver wrote of one (see [`snapshot`]).
+pub use snapshot::SnapshotData;
 
 /// A shared handle to the node's Raft instance.
 pub type RaftHandle = Arc<Raft>;

@@ -12,10 +12,11 @@
 //! slow because the machine is loaded is waited for instead of its stream being
 //! restarted every heartbeat.
 //!
-//! Snapshots stream from their file in chunks on their own QUIC stream, each chunk
-//! written within [`SNAPSHOT_IDLE_TIMEOUT_MS`]; the answer (after the receiver has
-//! installed it) is awaited for [`SNAPSHOT_INSTALL_TIMEOUT_MS`] plus the time of its
-//! bytes at [`MIN_APPEND_BYTES_PER_MS`].
+//! Snapshots stream from a RocksDB view of the live catalog, encoded as they are
+//! sent, on their own QUIC stream, each piece read and written within
+//! [`SNAPSHOT_IDLE_TIMEOUT_MS`]; the answer (after the receiver has installed it) is
+//! awaited for [`SNAPSHOT_INSTALL_TIMEOUT_MS`] plus the time of its bytes at
+//! [`MIN_APPEND_BYTES_PER_MS`].
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -63,7 +64,6 @@ pub struct QuicNetworkFactory {
     cluster_id: String,
     peers: BTreeMap<u64, Arc<Peer>>,
     append_budget_bytes: usize,
-    snapshot_chunk_bytes: usize,
 }
 
 impl QuicNetworkFactory {
@@ -74,21 +74,12 @@ impl QuicNetworkFactory {
             cluster_id: cluster_id.to_string(),
             peers,
             append_budget_bytes: DEFAULT_APPEND_BUDGET_BYTES as usize,
-            snapshot_chunk_bytes: kakera_config::RaftTuning::default().snapshot_chunk_bytes
-                as usize,
         }
     }
 
     /// The same network cutting appends at `bytes` (`[raft] append_budget_bytes`).
     pub fn with_append_budget_bytes(mut self, bytes: u32) -> Self {
         self.append_budget_bytes = bytes.max(1) as usize;
-        self
-    }
-
-    /// The same network sending snapshots in frames of `bytes` (`[raft]
-    /// snapshot_chunk_bytes`, at most the 4 MiB raw frame).
-    pub fn with_snapshot_chunk_bytes(mut self, bytes: u32) -> Self {
-        self.snapshot_chunk_bytes = bytes.max(1) as usize;
         self
     }
 }
@@ -99,8 +90,6 @@ pub struct QuicConnection {
     target: u64,
     peer: Option<Arc<Peer>>,
     append_budget_bytes: usize,
-    /// Bytes per frame of a streamed snapshot.
-    snapshot_chunk_bytes: usize,
     /// Smoothed round trip of recent appends (ms), 0 before the first.
     srtt_ms: f64,
 }
@@ -118,7 +107,6 @@ impl RaftNetworkFactory<TypeConfig> for QuicNetworkFactory {
             target,
             peer: self.peers.get(&kakera_proto::ids::node_of(target)).cloned(),
             append_budget_bytes: self.append_budget_bytes,
-            snapshot_chunk_bytes: self.snapshot_chunk_bytes,
             srtt_ms: 0.0,
         }
     }
@@ -376,7 +364,11 @@ impl RaftNetworkV2<TypeConfig> for QuicConnection {
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let to_streaming = |e: RPCError<TypeConfig>| super::rpc_to_streaming(e);
-        let handle = snapshot.snapshot;
+        let super::SnapshotData::Live(mut stream) = snapshot.snapshot else {
+            return Err(to_streaming(network(
+                "only a live snapshot is sent (a received or file snapshot is installed where it is)",
+            )));
+        };
         let header = codec::encode(&(vote, snapshot.meta)).map_err(|e| to_streaming(network(e)))?;
         let peer = self.peer.clone().ok_or_else(|| {
             to_streaming(unreachable(format!(
@@ -387,36 +379,26 @@ impl RaftNetworkV2<TypeConfig> for QuicConnection {
         let body = Request::RaftSnapshot {
             to: self.target,
             header,
-            size_bytes: handle.size_bytes,
-            digest: handle.digest,
         };
         let cluster_id = self.cluster_id.clone();
-        let chunk_bytes = self.snapshot_chunk_bytes;
         let send = async move {
-            let mut file = tokio::fs::File::open(&handle.path)
-                .await
-                .map_err(|e| network(format!("cannot open {}: {e}", handle.path.display())))?;
-            let answer = Duration::from_millis(
-                SNAPSHOT_INSTALL_TIMEOUT_MS + handle.size_bytes / MIN_APPEND_BYTES_PER_MS,
-            );
             let started = Instant::now();
-            let response = peer
+            let (response, size_bytes) = peer
                 .call_streaming(
                     &cluster_id,
                     body,
-                    &mut file,
-                    handle.size_bytes,
+                    stream.receiver(),
                     kakera_net::StreamPacing {
-                        chunk_bytes,
                         idle: Duration::from_millis(SNAPSHOT_IDLE_TIMEOUT_MS),
-                        answer,
+                        answer: Duration::from_millis(SNAPSHOT_INSTALL_TIMEOUT_MS),
+                        answer_bytes_per_ms: MIN_APPEND_BYTES_PER_MS,
                     },
                 )
                 .await
                 .map_err(net_error)?;
             tracing::info!(
                 peer = %peer.name(),
-                size_bytes = handle.size_bytes,
+                size_bytes,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "snapshot sent and installed"
             );

@@ -1,7 +1,19 @@
-//! Raft snapshots as files of bounded chunks, and their installation by SST ingestion.
-//! Nothing here holds more than one chunk of the catalog in memory, whatever its size.
+//! Raft snapshots: streamed from a consistent RocksDB view of the live catalog (no
+//! copy on the sender's disk), received a chunk at a time straight into one SST
+//! file, installed by SST ingestion. Nothing here holds more than a few chunks of
+//! the catalog in memory, whatever its size.
 //!
-//! File layout (format v2), every integer big-endian:
+//! A node never writes a snapshot file for Raft. Its state machine is durable in
+//! RocksDB, so a snapshot *is* the catalog as of the last applied entry: taking one
+//! (what openraft does before it purges the log) syncs the write-ahead log, so that
+//! the applied state up to that instant survives a power loss, and copies nothing.
+//! When a follower needs one, [`open_live`] pins a RocksDB view (meta and catalog as
+//! of one instant) and a blocking task encodes it in the stream format below as the
+//! network takes it, at most [`LIVE_CHANNEL_PIECES`] pieces ahead. Disk on the
+//! sender: none beyond what the pinned view keeps from compaction while it lasts.
+//!
+//! Stream format (v2; also the file format of a backup part's catalog), every
+//! integer big-endian:
 //!
 //! ```text
 //! MAGIC (16 bytes)
@@ -13,61 +25,70 @@
 //! ```
 //!
 //! A chunk closes once it holds at least `chunk_bytes`; one pair larger than that goes
-//! alone. Keys are strictly increasing across the file (they come from one RocksDB
+//! alone. Keys are strictly increasing across the stream (they come from one RocksDB
 //! iterator), which is what an SST file needs.
 //!
-//! Install, step by step ([`install`]):
+//! Receive and install, step by step:
 //!
-//! 1. The file is read chunk by chunk into one SST file (`SstFileWriter`) under the
-//!    node's snapshot directory, with one range deletion covering every key the
-//!    catalog or the snapshot holds; the digest and pair count are checked at the end.
-//!    Until here nothing of the node's state has changed: a bad or truncated file
-//!    fails and leaves the old catalog as it was.
-//! 2. A marker naming the snapshot file is written to `sm_meta`, synced.
-//! 3. The SST file is ingested into the catalog family: one atomic step that replaces
-//!    the whole catalog (the range deletion covers older keys only; the file's own
-//!    keys carry its newer sequence number).
+//! 1. [`receive`]: the stream is decoded chunk by chunk into one SST file
+//!    (`incoming-<nonce>.part` under the node's snapshot directory) with one range
+//!    deletion covering every key the catalog or the snapshot holds; the digest and
+//!    pair count are checked at the end, the file synced and renamed `.sst`. Until
+//!    here nothing of the node's state has changed: a bad, truncated or interrupted
+//!    stream fails and leaves the old catalog as it was; a receiver killed mid-way
+//!    leaves a `.part` file that the next open removes.
+//! 2. [`install`]: the SST file is hard-linked as `installing-<index>.keep` and a
+//!    marker naming that link and the snapshot's meta is written to `sm_meta`,
+//!    synced.
+//! 3. The SST file is ingested into the catalog family: one atomic step that
+//!    replaces the whole catalog (the range deletion covers older keys only; the
+//!    file's own keys carry its newer sequence number).
 //! 4. Last applied id and membership are written and the marker deleted, in one
-//!    synced batch.
+//!    synced batch; the link is removed.
 //!
-//! A crash after step 2 and before step 4 leaves the marker: the next open does steps
-//! 1, 3 and 4 again from the same file ([`recover`]), so the catalog and the applied
+//! A crash after step 2 and before step 4 leaves the marker: the next open ingests
+//! the kept link again (steps 3 and 4, [`recover`]), so the catalog and the applied
 //! id always move together.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use openraft::alias::SnapshotMetaOf;
 use rocksdb::{DB, IteratorMode};
+use serde::{Deserialize, Serialize};
 
 use super::TypeConfig;
 use super::log_store::{decode, encode};
 use crate::store::{CF_CATALOG, CF_SM_META, cf};
 
-/// First bytes of a snapshot file.
+/// First bytes of a snapshot stream or file.
 pub const MAGIC: &[u8; 16] = b"kakera-snap-v2\0\0";
 /// Chunk size when the config names none.
 pub const DEFAULT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 /// Largest chunk a reader accepts: one pair alone may exceed `chunk_bytes`, but no
 /// catalog value exceeds the codec's limit.
 pub const MAX_CHUNK_BYTES: usize = kakera_proto::codec::MAX_VALUE_BYTES + 64 * 1024;
+/// Largest piece of an outgoing stream handed to the network (its raw frame limit).
+pub const MAX_PIECE_BYTES: usize = kakera_proto::frame::TRAILER_CHUNK_BYTES;
+/// Pieces an outgoing snapshot's encoder runs ahead of the network, and an incoming
+/// one's network reader ahead of the SST writer.
+pub const LIVE_CHANNEL_PIECES: usize = 2;
 /// Largest meta frame a reader accepts (membership of a few dozen members).
 const MAX_META_BYTES: usize = 1024 * 1024;
-/// Bytes after the end frame: pair count and digest.
-const TAIL_BYTES: u64 = 8 + 32;
 /// Key in `sm_meta` of an install that started and has not finished.
 pub const KEY_INSTALLING: &[u8] = b"installing_snapshot";
 /// Key in `sm_meta` of the last applied log id (shared with the state machine).
 pub const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 /// Key in `sm_meta` of the last membership (shared with the state machine).
 pub const KEY_LAST_MEMBERSHIP: &[u8] = b"last_membership";
-/// Snapshot files kept in a node's snapshot directory: the newest and the one
-/// before, so a transfer that opened the older one while a newer one was built
-/// still finds it.
-const KEEP_SNAPSHOTS: usize = 2;
+/// The least end of an install's range deletion: past every catalog key (they all
+/// begin with an ASCII prefix), so keys the catalog gains between step 1 and step 3
+/// are covered too.
+const RANGE_END_FLOOR: &[u8] = &[0xff, 0xff, 0xff, 0xff];
 
-/// A snapshot file on disk: what openraft carries as snapshot data on this node.
+/// A snapshot file on disk (a backup part's catalog, a restore's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotHandle {
     /// The file.
@@ -82,15 +103,16 @@ impl SnapshotHandle {
     /// Reads a snapshot file's size and trailing digest (the content is checked
     /// against it when the file is read through).
     pub fn open(path: &Path) -> io::Result<SnapshotHandle> {
+        use std::io::{Seek, SeekFrom};
         let mut f = File::open(path)?;
         let size_bytes = f.metadata()?.len();
-        if size_bytes < MAGIC.len() as u64 + 4 + 4 + TAIL_BYTES {
-            return Err(malformed(path, "shorter than an empty snapshot"));
+        if size_bytes < MAGIC.len() as u64 + 4 + 4 + 8 + 32 {
+            return Err(malformed(&path.display(), "shorter than an empty snapshot"));
         }
         let mut magic = [0u8; 16];
         f.read_exact(&mut magic)?;
         if &magic != MAGIC {
-            return Err(malformed(path, "not a kakera v2 snapshot file"));
+            return Err(malformed(&path.display(), "not a kakera v2 snapshot file"));
         }
         f.seek(SeekFrom::End(-32))?;
         let mut digest = [0u8; 32];
@@ -108,51 +130,60 @@ impl SnapshotHandle {
     }
 }
 
-fn malformed(path: &Path, why: impl std::fmt::Display) -> io::Error {
+/// Snapshot data as openraft carries it on this node.
+#[derive(Debug)]
+pub enum SnapshotData {
+    /// Outgoing: the live catalog as of its meta, encoded as it is read.
+    Live(SnapshotStream),
+    /// A snapshot file (a restore installs its catalog this way).
+    File(SnapshotHandle),
+    /// Received into an SST file with its digest checked: ready to install.
+    Received(ReceivedSnapshot),
+}
+
+fn malformed(source: &dyn std::fmt::Display, why: impl std::fmt::Display) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
-        format!("snapshot file {}: {why}", path.display()),
+        format!("snapshot {source}: {why}"),
     )
 }
 
-/// Writes a snapshot file through `<path>.tmp`, synced and renamed into place.
-pub struct SnapshotWriter {
-    out: BufWriter<File>,
+/// Encodes a snapshot stream into `out`; the digest covers every byte before it.
+pub struct SnapshotEncoder<W: Write> {
+    out: W,
     hasher: blake3::Hasher,
-    tmp: PathBuf,
-    path: PathBuf,
     chunk: Vec<u8>,
     chunk_bytes: usize,
     pairs: u64,
+    size_bytes: u64,
     last_key: Option<Vec<u8>>,
 }
 
-impl SnapshotWriter {
-    /// Starts the file for `meta`; chunks close at `chunk_bytes` (at least 1).
-    pub fn create(
-        path: &Path,
+impl<W: Write> SnapshotEncoder<W> {
+    /// Starts the stream for `meta`; chunks close at `chunk_bytes` (at least 1).
+    pub fn new(
+        out: W,
         meta: &SnapshotMetaOf<TypeConfig>,
         chunk_bytes: usize,
-    ) -> io::Result<SnapshotWriter> {
-        let tmp = path.with_extension("tmp");
-        let mut w = SnapshotWriter {
-            out: BufWriter::with_capacity(1 << 20, File::create(&tmp)?),
+    ) -> io::Result<SnapshotEncoder<W>> {
+        let mut e = SnapshotEncoder {
+            out,
             hasher: blake3::Hasher::new(),
-            tmp,
-            path: path.to_path_buf(),
             chunk: Vec::new(),
-            chunk_bytes: chunk_bytes.max(1),
+            chunk_bytes: chunk_bytes.clamp(1, MAX_CHUNK_BYTES),
             pairs: 0,
+            size_bytes: 0,
             last_key: None,
         };
-        w.write(MAGIC)?;
+        e.write(MAGIC)?;
         let meta = encode(meta)?;
-        w.frame(&meta)?;
-        Ok(w)
+        e.frame(&meta)?;
+        Ok(e)
     }
 
     fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.hasher.update(bytes);
+        self.size_bytes += bytes.len() as u64;
         self.out.write_all(bytes)
     }
 
@@ -219,17 +250,57 @@ impl SnapshotWriter {
         self.last_key.as_deref()
     }
 
-    /// Ends the file: end frame, pair count, digest; synced, renamed into place and
-    /// the directory synced.
-    pub fn finish(mut self) -> io::Result<SnapshotHandle> {
+    /// Ends the stream (end frame, pair count, digest) and flushes `out`; returns it
+    /// with the digest and the stream's length in bytes.
+    pub fn finish(mut self) -> io::Result<(W, [u8; 32], u64)> {
         self.close_chunk()?;
         self.write(&0u32.to_be_bytes())?;
         self.write(&self.pairs.to_be_bytes())?;
         let digest = *self.hasher.finalize().as_bytes();
         self.out.write_all(&digest)?;
-        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        self.out.flush()?;
+        Ok((self.out, digest, self.size_bytes + 32))
+    }
+}
+
+/// Writes a snapshot file through `<path>.tmp`, synced and renamed into place.
+pub struct SnapshotWriter {
+    enc: SnapshotEncoder<BufWriter<File>>,
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+impl SnapshotWriter {
+    /// Starts the file for `meta`; chunks close at `chunk_bytes` (at least 1).
+    pub fn create(
+        path: &Path,
+        meta: &SnapshotMetaOf<TypeConfig>,
+        chunk_bytes: usize,
+    ) -> io::Result<SnapshotWriter> {
+        let tmp = path.with_extension("tmp");
+        let out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        Ok(SnapshotWriter {
+            enc: SnapshotEncoder::new(out, meta, chunk_bytes)?,
+            tmp,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Adds one pair; keys must come in strictly increasing order.
+    pub fn push(&mut self, key: &[u8], value: &[u8]) -> io::Result<()> {
+        self.enc.push(key, value)
+    }
+
+    /// The last key pushed.
+    pub fn last_key(&self) -> Option<&[u8]> {
+        self.enc.last_key()
+    }
+
+    /// Ends the file; synced, renamed into place and the directory synced.
+    pub fn finish(self) -> io::Result<SnapshotHandle> {
+        let (out, digest, size_bytes) = self.enc.finish()?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
-        let size_bytes = file.metadata()?.len();
         drop(file);
         std::fs::rename(&self.tmp, &self.path)?;
         sync_dir(&self.path)?;
@@ -249,36 +320,46 @@ pub fn sync_dir(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Reads a snapshot file chunk by chunk; the digest and pair count are checked when
-/// the last chunk has been read ([`SnapshotReader::next_chunk`] returns `None` only
-/// then).
-pub struct SnapshotReader {
-    input: BufReader<File>,
+/// Reads a snapshot stream chunk by chunk; the digest and pair count are checked
+/// when the last chunk has been read ([`SnapshotReader::next_chunk`] returns `None`
+/// only then, and only if nothing follows the digest).
+pub struct SnapshotReader<R: Read = BufReader<File>> {
+    input: R,
     hasher: blake3::Hasher,
-    path: PathBuf,
+    source: String,
     meta: SnapshotMetaOf<TypeConfig>,
     pairs: u64,
-    done: bool,
+    size_bytes: u64,
+    digest: Option<[u8; 32]>,
 }
 
 /// One chunk's pairs, in key order.
 pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
-impl SnapshotReader {
-    /// Opens `path` and reads its meta.
-    pub fn open(path: &Path) -> io::Result<SnapshotReader> {
+impl SnapshotReader<BufReader<File>> {
+    /// Opens the file at `path` and reads its meta.
+    pub fn open(path: &Path) -> io::Result<SnapshotReader<BufReader<File>>> {
+        let input = BufReader::with_capacity(1 << 20, File::open(path)?);
+        SnapshotReader::from_reader(input, path.display().to_string())
+    }
+}
+
+impl<R: Read> SnapshotReader<R> {
+    /// Reads the stream's meta from `input`; `source` names it in errors.
+    pub fn from_reader(input: R, source: String) -> io::Result<SnapshotReader<R>> {
         let mut r = SnapshotReader {
-            input: BufReader::with_capacity(1 << 20, File::open(path)?),
+            input,
             hasher: blake3::Hasher::new(),
-            path: path.to_path_buf(),
+            source,
             meta: SnapshotMetaOf::<TypeConfig>::default(),
             pairs: 0,
-            done: false,
+            size_bytes: 0,
+            digest: None,
         };
         let mut magic = [0u8; 16];
         r.read(&mut magic)?;
         if &magic != MAGIC {
-            return Err(malformed(path, "not a kakera v2 snapshot file"));
+            return Err(malformed(&r.source, "not a kakera v2 snapshot"));
         }
         let meta = r.frame(MAX_META_BYTES)?;
         r.meta = decode(&meta)?;
@@ -290,12 +371,23 @@ impl SnapshotReader {
         &self.meta
     }
 
+    /// Bytes read so far (the whole stream's length once it is done).
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    /// The checked digest, once the stream is done.
+    pub fn digest(&self) -> Option<[u8; 32]> {
+        self.digest
+    }
+
     fn read(&mut self, buf: &mut [u8]) -> io::Result<()> {
         self.input.read_exact(buf).map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => malformed(&self.path, "truncated"),
+            io::ErrorKind::UnexpectedEof => malformed(&self.source, "truncated"),
             _ => e,
         })?;
         self.hasher.update(buf);
+        self.size_bytes += buf.len() as u64;
         Ok(())
     }
 
@@ -305,7 +397,7 @@ impl SnapshotReader {
         let len = u32::from_be_bytes(len) as usize;
         if len > limit {
             return Err(malformed(
-                &self.path,
+                &self.source,
                 format!("a frame of {len} bytes exceeds {limit}"),
             ));
         }
@@ -317,7 +409,7 @@ impl SnapshotReader {
     /// The next chunk's pairs, or `None` after the last one once the pair count and
     /// the digest matched.
     pub fn next_chunk(&mut self) -> io::Result<Option<Pairs>> {
-        if self.done {
+        if self.digest.is_some() {
             return Ok(None);
         }
         let body = self.frame(MAX_CHUNK_BYTES)?;
@@ -326,7 +418,7 @@ impl SnapshotReader {
             self.read(&mut count)?;
             if u64::from_be_bytes(count) != self.pairs {
                 return Err(malformed(
-                    &self.path,
+                    &self.source,
                     "pair count does not match its chunks",
                 ));
             }
@@ -334,18 +426,19 @@ impl SnapshotReader {
             let mut digest = [0u8; 32];
             self.input
                 .read_exact(&mut digest)
-                .map_err(|_| malformed(&self.path, "truncated before its digest"))?;
+                .map_err(|_| malformed(&self.source, "truncated before its digest"))?;
             if digest != computed {
-                return Err(malformed(&self.path, "content does not match its digest"));
+                return Err(malformed(&self.source, "content does not match its digest"));
             }
             let mut rest = [0u8; 1];
             if self.input.read(&mut rest)? != 0 {
-                return Err(malformed(&self.path, "bytes after the digest"));
+                return Err(malformed(&self.source, "bytes after the digest"));
             }
-            self.done = true;
+            self.size_bytes += 32;
+            self.digest = Some(digest);
             return Ok(None);
         }
-        let pairs = parse_pairs(&body).ok_or_else(|| malformed(&self.path, "malformed chunk"))?;
+        let pairs = parse_pairs(&body).ok_or_else(|| malformed(&self.source, "malformed chunk"))?;
         self.pairs += pairs.len() as u64;
         Ok(Some(pairs))
     }
@@ -371,6 +464,111 @@ fn parse_pairs(mut body: &[u8]) -> Option<Pairs> {
     Some(out)
 }
 
+/// Pieces of a snapshot stream passed between a blocking task and the network: at
+/// most [`LIVE_CHANNEL_PIECES`] in flight, each at most [`MAX_PIECE_BYTES`].
+#[derive(Debug)]
+pub struct SnapshotStream {
+    rx: tokio::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+}
+
+/// The sending end of a [`SnapshotStream`].
+pub type PieceSender = tokio::sync::mpsc::Sender<io::Result<Vec<u8>>>;
+
+/// A new stream and its sending end.
+pub fn stream_channel() -> (PieceSender, SnapshotStream) {
+    let (tx, rx) = tokio::sync::mpsc::channel(LIVE_CHANNEL_PIECES);
+    (tx, SnapshotStream { rx })
+}
+
+impl SnapshotStream {
+    /// The next piece; `None` once the stream has ended.
+    pub async fn next_piece(&mut self) -> Option<io::Result<Vec<u8>>> {
+        self.rx.recv().await
+    }
+
+    /// The channel the pieces come through (for the network's sender).
+    pub fn receiver(&mut self) -> &mut tokio::sync::mpsc::Receiver<io::Result<Vec<u8>>> {
+        &mut self.rx
+    }
+
+    /// The stream as a blocking reader (for a blocking task only).
+    pub fn into_reader(self) -> StreamReader {
+        StreamReader {
+            rx: self.rx,
+            piece: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+/// A [`SnapshotStream`] read from a blocking task; an error piece is returned as
+/// the read's error, the end of the stream as end of file.
+pub struct StreamReader {
+    rx: tokio::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    piece: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for StreamReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Bounded: each pass either returns or takes a new piece from the channel,
+        // which ends when its sender is dropped.
+        while self.pos == self.piece.len() {
+            match self.rx.blocking_recv() {
+                Some(Ok(piece)) => {
+                    self.piece = piece;
+                    self.pos = 0;
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.piece.len() - self.pos);
+        buf[..n].copy_from_slice(&self.piece[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Writes a stream into a channel in pieces of at most `piece_bytes` (from a
+/// blocking task: a send waits while the channel is full).
+struct PieceWriter {
+    tx: PieceSender,
+    buf: Vec<u8>,
+    piece_bytes: usize,
+}
+
+impl PieceWriter {
+    fn send(&mut self, piece: Vec<u8>) -> io::Result<()> {
+        self.tx.blocking_send(Ok(piece)).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the snapshot's receiver went away",
+            )
+        })
+    }
+}
+
+impl Write for PieceWriter {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        while self.buf.len() >= self.piece_bytes {
+            let rest = self.buf.split_off(self.piece_bytes);
+            let piece = std::mem::replace(&mut self.buf, rest);
+            self.send(piece)?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            let piece = std::mem::take(&mut self.buf);
+            self.send(piece)?;
+        }
+        Ok(())
+    }
+}
+
 /// Reads the last applied id and membership from a database view.
 fn meta_of(db: &DB, view: &rocksdb::Snapshot<'_>) -> io::Result<SnapshotMetaOf<TypeConfig>> {
     let meta_cf = cf(db, CF_SM_META)?;
@@ -391,90 +589,91 @@ fn meta_of(db: &DB, view: &rocksdb::Snapshot<'_>) -> io::Result<SnapshotMetaOf<T
     })
 }
 
-/// The file name of a snapshot of `meta` in a snapshot directory.
-pub fn file_name(meta: &SnapshotMetaOf<TypeConfig>) -> String {
-    let index = meta.last_log_id.as_ref().map_or(0, |l| l.index());
-    format!("{index:020}.snap")
-}
-
-/// Writes the catalog of `db` as one snapshot file in `dir`, from one consistent
-/// RocksDB view (meta and catalog as of the same instant), a chunk at a time.
-pub fn build(db: &DB, dir: &Path, chunk_bytes: usize) -> io::Result<SnapshotHandle> {
-    let view = db.snapshot();
-    let meta = meta_of(db, &view)?;
-    let handle = write_catalog(db, &view, &meta, &dir.join(file_name(&meta)), chunk_bytes)?;
-    prune(dir, &handle.path)?;
-    Ok(handle)
-}
-
-/// Writes the catalog as seen by `view` to `path` under `meta`.
-fn write_catalog(
+/// Pushes every catalog pair `view` sees into `enc`, a block at a time.
+fn encode_catalog<W: Write>(
     db: &DB,
     view: &rocksdb::Snapshot<'_>,
-    meta: &SnapshotMetaOf<TypeConfig>,
-    path: &Path,
-    chunk_bytes: usize,
-) -> io::Result<SnapshotHandle> {
-    let mut w = SnapshotWriter::create(path, meta, chunk_bytes)?;
+    enc: &mut SnapshotEncoder<W>,
+) -> io::Result<()> {
     for item in view.iterator_cf_opt(
         cf(db, CF_CATALOG)?,
         crate::store::walk_options(),
         IteratorMode::Start,
     ) {
         let (k, v) = item.map_err(io::Error::other)?;
-        w.push(&k, &v)?;
+        enc.push(&k, &v)?;
     }
-    w.finish()
+    Ok(())
+}
+
+/// A snapshot of the live catalog: a RocksDB view is pinned now (its meta is
+/// returned), the write-ahead log synced (the state it shows survives a power
+/// loss, so openraft may purge the log behind it), and a blocking task encodes the
+/// view into the returned stream as it is read, `chunk_bytes` per chunk. Dropping
+/// the stream stops the task and releases the view.
+pub async fn open_live(
+    db: Arc<DB>,
+    chunk_bytes: usize,
+) -> io::Result<(SnapshotMetaOf<TypeConfig>, SnapshotStream)> {
+    let (meta_tx, meta_rx) = tokio::sync::oneshot::channel();
+    let (tx, stream) = stream_channel();
+    tokio::task::spawn_blocking(move || {
+        let view = db.snapshot();
+        let meta = meta_of(&db, &view)
+            .and_then(|meta| db.flush_wal(true).map_err(io::Error::other).map(|()| meta));
+        let meta = match meta {
+            Ok(meta) => meta,
+            Err(e) => {
+                let _ = meta_tx.send(Err(e));
+                return;
+            }
+        };
+        if meta_tx.send(Ok(meta.clone())).is_err() {
+            return;
+        }
+        let out = PieceWriter {
+            tx: tx.clone(),
+            buf: Vec::new(),
+            piece_bytes: chunk_bytes.clamp(1, MAX_PIECE_BYTES),
+        };
+        let sent = SnapshotEncoder::new(out, &meta, chunk_bytes).and_then(|mut enc| {
+            encode_catalog(&db, &view, &mut enc)?;
+            enc.finish()
+        });
+        match sent {
+            Ok(_) => {}
+            // The receiver went away: nobody to tell.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+            }
+        }
+    });
+    let meta = meta_rx
+        .await
+        .map_err(|_| io::Error::other("the snapshot's encoder stopped before its meta"))??;
+    Ok((meta, stream))
 }
 
 /// Writes the catalog of `db` (a backup checkpoint) to `path`, a chunk at a time.
 pub fn write_db(db: &DB, path: &Path, chunk_bytes: usize) -> io::Result<SnapshotHandle> {
     let view = db.snapshot();
     let meta = meta_of(db, &view)?;
-    write_catalog(db, &view, &meta, path, chunk_bytes)
+    let mut w = SnapshotWriter::create(path, &meta, chunk_bytes)?;
+    encode_catalog(db, &view, &mut w.enc)?;
+    w.finish()
 }
 
-/// Deletes all but the newest [`KEEP_SNAPSHOTS`] snapshot files in `dir` (never
-/// `keep`), and leftover temporary and incoming files.
-pub fn prune(dir: &Path, keep: &Path) -> io::Result<()> {
-    let mut snaps = Vec::new();
-    for item in std::fs::read_dir(dir)? {
-        let path = item?.path();
-        if path.extension().is_some_and(|e| e == "snap") && path != keep {
-            snaps.push(path);
-        }
-    }
-    snaps.sort();
-    let extra = snaps.len().saturating_sub(KEEP_SNAPSHOTS - 1);
-    for old in snaps.into_iter().take(extra) {
-        std::fs::remove_file(old)?;
-    }
-    Ok(())
-}
-
-/// The newest snapshot file in `dir`, if any.
-pub fn newest(dir: &Path) -> io::Result<Option<SnapshotHandle>> {
-    let mut newest: Option<PathBuf> = None;
-    for item in std::fs::read_dir(dir)? {
-        let path = item?.path();
-        if path.extension().is_some_and(|e| e == "snap")
-            && newest.as_ref().is_none_or(|n| path > *n)
-        {
-            newest = Some(path);
-        }
-    }
-    newest.map(|p| SnapshotHandle::open(&p)).transpose()
-}
-
-/// Removes files a killed transfer or install left in `dir` (`*.part`, `*.tmp`,
-/// `*.sst`). Called at open, before any transfer starts.
+/// Removes what a killed transfer or install left in `dir` (`*.part`, `*.tmp`,
+/// `*.sst`, `*.keep`) and the snapshot files of older versions (`*.snap`). Called at
+/// open, after [`recover`] and before any transfer starts.
 pub fn clean_leftovers(dir: &Path) -> io::Result<u64> {
     let mut removed = 0;
     for item in std::fs::read_dir(dir)? {
         let path = item?.path();
         if path
             .extension()
-            .is_some_and(|e| e == "part" || e == "tmp" || e == "sst")
+            .is_some_and(|e| e == "part" || e == "tmp" || e == "sst" || e == "keep" || e == "snap")
         {
             std::fs::remove_file(&path)?;
             removed += 1;
@@ -483,34 +682,102 @@ pub fn clean_leftovers(dir: &Path) -> io::Result<u64> {
     Ok(removed)
 }
 
-/// Puts `handle`'s file into `dir` under its canonical name (renamed if it is
-/// already on this file system under `dir`, else hard-linked or copied) and returns
-/// the handle of the file in `dir`.
-fn adopt(
-    handle: &SnapshotHandle,
-    meta: &SnapshotMetaOf<TypeConfig>,
+/// A snapshot received into an SST file, digest and pair count checked.
+#[derive(Debug)]
+pub struct ReceivedSnapshot {
+    /// The meta the stream carried.
+    pub meta: SnapshotMetaOf<TypeConfig>,
+    /// The SST file (under the snapshot directory).
+    pub sst: PathBuf,
+    /// Catalog pairs in it.
+    pub pairs: u64,
+    /// Bytes of the stream it was written from.
+    pub size_bytes: u64,
+    /// The stream's digest.
+    pub digest: [u8; 32],
+    /// End of the file's range deletion (exclusive).
+    range_end: Vec<u8>,
+}
+
+/// The catalog's last key, if any.
+fn last_catalog_key(db: &DB) -> io::Result<Option<Vec<u8>>> {
+    Ok(db
+        .iterator_cf(cf(db, CF_CATALOG)?, IteratorMode::End)
+        .next()
+        .transpose()
+        .map_err(io::Error::other)?
+        .map(|(k, _)| k.to_vec()))
+}
+
+/// Step 1: decodes a snapshot stream from `input` into one SST file under `dir`,
+/// with a range deletion over every key the current catalog or the snapshot holds.
+/// The file is complete, synced and renamed `.sst` only once the digest and pair
+/// count matched; on any error the partial file is removed and nothing else has
+/// changed. `source` names the stream in errors.
+pub fn receive<R: Read>(
+    db: &DB,
+    input: R,
     dir: &Path,
-) -> io::Result<SnapshotHandle> {
-    let dest = dir.join(file_name(meta));
-    if handle.path == dest {
-        return Ok(handle.clone());
-    }
-    let tmp = dest.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    if handle.path.parent() == Some(dir) {
-        std::fs::rename(&handle.path, &dest)?;
-    } else {
-        if std::fs::hard_link(&handle.path, &tmp).is_err() {
-            std::fs::copy(&handle.path, &tmp)?;
-            File::open(&tmp)?.sync_all()?;
+    source: String,
+) -> io::Result<ReceivedSnapshot> {
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce).map_err(io::Error::other)?;
+    let name = format!("incoming-{:016x}", u64::from_be_bytes(nonce));
+    let part = dir.join(format!("{name}.part"));
+    let sst = dir.join(format!("{name}.sst"));
+    let result = (|| {
+        let mut reader = SnapshotReader::from_reader(input, source)?;
+        let opts = crate::store::sst_writer_options();
+        let mut w = rocksdb::SstFileWriter::create(&opts);
+        w.open(&part).map_err(io::Error::other)?;
+        let mut pairs = 0u64;
+        let mut chunks = 0u64;
+        let mut last: Option<Vec<u8>> = None;
+        while let Some(chunk) = reader.next_chunk()? {
+            for (k, v) in chunk {
+                if last.as_ref().is_some_and(|l| k <= *l) {
+                    return Err(malformed(&reader.source, "keys out of order"));
+                }
+                w.put(&k, &v).map_err(io::Error::other)?;
+                last = Some(k);
+                pairs += 1;
+            }
+            chunks += 1;
+            if chunks == 1 {
+                kakera_net::crash::point("snapshot.receive.chunk");
+            }
         }
-        std::fs::rename(&tmp, &dest)?;
+        // The range's end: past the larger of the catalog's and the snapshot's last
+        // key, and never short of the floor.
+        let mut end = [last_catalog_key(db)?, last, Some(RANGE_END_FLOOR.to_vec())]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or_default();
+        end.push(0);
+        w.delete_range(b"".as_slice(), end.as_slice())
+            .map_err(io::Error::other)?;
+        w.finish().map_err(io::Error::other)?;
+        File::open(&part)?.sync_all()?;
+        std::fs::rename(&part, &sst)?;
+        sync_dir(&sst)?;
+        let digest = reader
+            .digest()
+            .ok_or_else(|| io::Error::other("the snapshot ended without its digest"))?;
+        Ok(ReceivedSnapshot {
+            meta: reader.meta().clone(),
+            sst: sst.clone(),
+            pairs,
+            size_bytes: reader.size_bytes(),
+            digest,
+            range_end: end,
+        })
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&part);
+        let _ = std::fs::remove_file(&sst);
     }
-    sync_dir(&dest)?;
-    Ok(SnapshotHandle {
-        path: dest,
-        ..handle.clone()
-    })
+    result
 }
 
 /// What an install did.
@@ -518,33 +785,54 @@ fn adopt(
 pub struct Installed {
     /// Catalog pairs installed.
     pub pairs: u64,
-    /// Bytes of the snapshot file.
+    /// Bytes of the snapshot stream.
     pub size_bytes: u64,
 }
 
-/// Installs the snapshot `handle` into `db`'s catalog (steps in the module docs);
-/// the file ends up in `dir` as the node's current snapshot. On an error before step
-/// 2 the catalog is unchanged.
-pub fn install(db: &DB, handle: &SnapshotHandle, dir: &Path) -> io::Result<Installed> {
-    let meta = SnapshotReader::open(&handle.path)?.meta().clone();
-    // Step 1 on the caller's file: a bad file fails before it replaces anything.
-    let sst = dir.join("install.sst");
-    let pairs = write_sst(db, &handle.path, &sst)?;
-    let handle = adopt(handle, &meta, dir)?;
-    // Step 2.
-    let meta_cf = cf(db, CF_SM_META)?;
+/// The install marker in `sm_meta`: the kept link to the SST file and the meta the
+/// install ends with.
+#[derive(Serialize, Deserialize)]
+struct InstallMarker {
+    keep: String,
+    meta: SnapshotMetaOf<TypeConfig>,
+}
+
+/// Steps 2 to 4: installs a received snapshot into `db`'s catalog (module docs).
+/// Runs where entries are applied, so nothing writes the catalog meanwhile. On an
+/// error before step 2 the catalog is unchanged and the SST file is left to the
+/// caller.
+pub fn install(db: &DB, snap: &ReceivedSnapshot, dir: &Path) -> io::Result<Installed> {
+    if last_catalog_key(db)?.is_some_and(|last| last >= snap.range_end) {
+        return Err(io::Error::other(
+            "the catalog holds keys past the snapshot's range deletion; it is not installed",
+        ));
+    }
+    let keep = mark(db, snap, dir)?;
+    kakera_net::crash::point("snapshot.install.marked");
+    ingest_and_finish(db, &snap.sst, &snap.meta)?;
+    let _ = std::fs::remove_file(&keep);
+    Ok(Installed {
+        pairs: snap.pairs,
+        size_bytes: snap.size_bytes,
+    })
+}
+
+/// Step 2: the kept link and the synced marker naming it; returns the link.
+fn mark(db: &DB, snap: &ReceivedSnapshot, dir: &Path) -> io::Result<PathBuf> {
+    let index = snap.meta.last_log_id.as_ref().map_or(0, |l| l.index());
+    let keep = dir.join(format!("installing-{index:020}.keep"));
+    let _ = std::fs::remove_file(&keep);
+    std::fs::hard_link(&snap.sst, &keep)?;
+    sync_dir(&keep)?;
+    let marker = InstallMarker {
+        keep: keep.to_string_lossy().into_owned(),
+        meta: snap.meta.clone(),
+    };
     let mut sync = rocksdb::WriteOptions::default();
     sync.set_sync(true);
-    let marker = handle.path.to_string_lossy().into_owned();
-    db.put_cf_opt(meta_cf, KEY_INSTALLING, encode(&marker)?, &sync)
+    db.put_cf_opt(cf(db, CF_SM_META)?, KEY_INSTALLING, encode(&marker)?, &sync)
         .map_err(io::Error::other)?;
-    kakera_net::crash::point("snapshot.install.marked");
-    ingest_and_finish(db, &sst, &meta)?;
-    prune(dir, &handle.path)?;
-    Ok(Installed {
-        pairs,
-        size_bytes: handle.size_bytes,
-    })
+    Ok(keep)
 }
 
 /// Steps 3 and 4.
@@ -569,70 +857,39 @@ fn ingest_and_finish(db: &DB, sst: &Path, meta: &SnapshotMetaOf<TypeConfig>) -> 
     Ok(())
 }
 
-/// Finishes an install a crash interrupted (the marker is set): steps 1, 3 and 4
-/// again from the marked file. Returns whether there was one.
+/// Finishes an install a crash interrupted (the marker is set): steps 3 and 4 again
+/// from the kept link (an older version's marker names a snapshot file: step 1
+/// first). Returns whether there was one.
 pub fn recover(db: &DB, dir: &Path) -> io::Result<bool> {
-    let meta_cf = cf(db, CF_SM_META)?;
     let Some(marker) = db
-        .get_cf(meta_cf, KEY_INSTALLING)
+        .get_cf(cf(db, CF_SM_META)?, KEY_INSTALLING)
         .map_err(io::Error::other)?
     else {
         return Ok(false);
     };
-    let path = PathBuf::from(decode::<String>(&marker)?);
-    let reader = SnapshotReader::open(&path).map_err(|e| {
+    let cannot = |e: io::Error| {
         io::Error::other(format!(
             "an interrupted snapshot install cannot be finished ({e}); wipe this node's \
              data directory so that it rejoins as a new member"
         ))
-    })?;
-    let meta = reader.meta().clone();
-    drop(reader);
-    let sst = dir.join("install.sst");
-    write_sst(db, &path, &sst)?;
-    ingest_and_finish(db, &sst, &meta)?;
-    Ok(true)
-}
-
-/// Step 1: the snapshot's pairs as one SST file at `sst`, with a range deletion over
-/// every key the current catalog or the snapshot holds. Checks the digest and the
-/// pair count; returns the count.
-fn write_sst(db: &DB, snapshot: &Path, sst: &Path) -> io::Result<u64> {
-    let _ = std::fs::remove_file(sst);
-    let mut reader = SnapshotReader::open(snapshot)?;
-    let opts = crate::store::sst_writer_options();
-    let mut w = rocksdb::SstFileWriter::create(&opts);
-    w.open(sst).map_err(io::Error::other)?;
-    let mut pairs = 0u64;
-    let mut last: Option<Vec<u8>> = None;
-    while let Some(chunk) = reader.next_chunk()? {
-        for (k, v) in chunk {
-            if last.as_ref().is_some_and(|l| k <= *l) {
-                return Err(malformed(snapshot, "keys out of order"));
-            }
-            w.put(&k, &v).map_err(io::Error::other)?;
-            last = Some(k);
-            pairs += 1;
+    };
+    let sst = dir.join("recover.sst");
+    let _ = std::fs::remove_file(&sst);
+    match decode::<InstallMarker>(&marker) {
+        Ok(m) => {
+            let keep = PathBuf::from(&m.keep);
+            std::fs::hard_link(&keep, &sst).map_err(cannot)?;
+            ingest_and_finish(db, &sst, &m.meta)?;
+            let _ = std::fs::remove_file(&keep);
+        }
+        Err(_) => {
+            let path = PathBuf::from(decode::<String>(&marker)?);
+            let input = BufReader::new(File::open(&path).map_err(cannot)?);
+            let got = receive(db, input, dir, path.display().to_string()).map_err(cannot)?;
+            ingest_and_finish(db, &got.sst, &got.meta)?;
         }
     }
-    // The range's end: past the larger of the catalog's and the snapshot's last key.
-    let catalog = cf(db, CF_CATALOG)?;
-    let current_last = db
-        .iterator_cf(catalog, IteratorMode::End)
-        .next()
-        .transpose()
-        .map_err(io::Error::other)?
-        .map(|(k, _)| k.to_vec());
-    let mut end = match (current_last, last) {
-        (Some(a), Some(b)) => a.max(b),
-        (a, b) => a.or(b).unwrap_or_default(),
-    };
-    end.push(0);
-    w.delete_range(b"".as_slice(), end.as_slice())
-        .map_err(io::Error::other)?;
-    w.finish().map_err(io::Error::other)?;
-    File::open(sst)?.sync_all()?;
-    Ok(pairs)
+    Ok(true)
 }
 
 /// BLAKE3 over every catalog pair of `db` in key order (lengths included): equal on
@@ -660,7 +917,7 @@ pub fn catalog_digest(db: &DB) -> io::Result<([u8; 32], u64)> {
 mod tests {
     use super::*;
 
-    fn db(dir: &Path) -> std::sync::Arc<DB> {
+    fn db(dir: &Path) -> Arc<DB> {
         crate::store::open(&dir.join("db")).unwrap_or_else(|e| panic!("{e}"))
     }
 
@@ -681,11 +938,31 @@ mod tests {
         Ok(out)
     }
 
-    /// P4 (state survives): a catalog written as many small chunks installs on
-    /// another database as exactly the same pairs, and keys the target held that the
-    /// snapshot lacks are gone.
-    #[test]
-    fn a_snapshot_of_many_chunks_replaces_the_whole_catalog() -> io::Result<()> {
+    /// The whole live stream of `db`'s catalog, as the network would carry it.
+    async fn stream_bytes(db: &Arc<DB>, chunk_bytes: usize) -> io::Result<Vec<u8>> {
+        let (_, mut stream) = open_live(db.clone(), chunk_bytes).await?;
+        let mut bytes = Vec::new();
+        while let Some(piece) = stream.next_piece().await {
+            let piece = piece?;
+            assert!(piece.len() <= chunk_bytes.max(1), "a piece over its size");
+            bytes.extend_from_slice(&piece);
+        }
+        Ok(bytes)
+    }
+
+    fn files_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for item in std::fs::read_dir(dir)? {
+            out.push(item?.path());
+        }
+        Ok(out)
+    }
+
+    /// P4 (state survives): a catalog streamed as many small chunks installs on
+    /// another database as exactly the same pairs, keys the target held that the
+    /// snapshot lacks are gone, and the receiver keeps no file.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_of_many_chunks_replaces_the_whole_catalog() -> io::Result<()> {
         let dir = tempfile::TempDir::new()?;
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         let (src, dst) = (db(&a), db(&b));
@@ -703,29 +980,65 @@ mod tests {
                 (b"zzz-stale", b"y"),
             ],
         )?;
-        std::fs::create_dir_all(a.join("snapshots"))?;
-        std::fs::create_dir_all(b.join("snapshots"))?;
-        let handle = build(&src, &a.join("snapshots"), 256)?;
+        let snaps = b.join("snapshots");
+        std::fs::create_dir_all(&snaps)?;
+        let bytes = stream_bytes(&src, 256).await?;
         // Many chunks: 2,000 pairs of about 23 bytes in chunks of 256 bytes.
-        let mut reader = SnapshotReader::open(&handle.path)?;
+        let mut reader = SnapshotReader::from_reader(bytes.as_slice(), "test".into())?;
         let mut chunks = 0;
         while reader.next_chunk()?.is_some() {
             chunks += 1;
         }
         assert!(chunks > 100, "{chunks} chunks");
-        let installed = install(&dst, &handle, &b.join("snapshots"))?;
+        assert_eq!(reader.size_bytes(), bytes.len() as u64);
+        let got = receive(&dst, bytes.as_slice(), &snaps, "test".into())?;
+        assert_eq!(got.pairs, 2_000);
+        assert_eq!(catalog(&dst)?.len(), 3, "receiving changed the catalog");
+        let installed = install(&dst, &got, &snaps)?;
         assert_eq!(installed.pairs, 2_000);
         assert_eq!(catalog(&dst)?, catalog(&src)?);
         assert_eq!(catalog_digest(&dst)?, catalog_digest(&src)?);
-        // The file now lives in the target's snapshot directory.
-        assert!(newest(&b.join("snapshots"))?.is_some());
+        assert_eq!(
+            files_in(&snaps)?,
+            Vec::<PathBuf>::new(),
+            "files left behind"
+        );
         Ok(())
     }
 
-    /// P4: a snapshot file damaged in transit (one flipped byte, or cut short) is
-    /// refused before it takes effect, and the old catalog stays as it was.
-    #[test]
-    fn a_damaged_snapshot_leaves_the_old_catalog_intact() -> io::Result<()> {
+    /// P4: a snapshot is one consistent view: what is written after it was opened
+    /// is not in it, though the stream is read afterwards.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_live_snapshot_is_the_catalog_as_of_its_opening() -> io::Result<()> {
+        let dir = tempfile::TempDir::new()?;
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let (src, dst) = (db(&a), db(&b));
+        for i in 0..500u32 {
+            put(&src, &[(format!("k{i:05}").as_bytes(), b"before")])?;
+        }
+        let before = catalog(&src)?;
+        let (_, stream) = open_live(src.clone(), 128).await?;
+        for i in 0..500u32 {
+            put(&src, &[(format!("k{i:05}").as_bytes(), b"after")])?;
+        }
+        put(&src, &[(b"k99999", b"new")])?;
+        let snaps = b.join("snapshots");
+        std::fs::create_dir_all(&snaps)?;
+        let d = dst.clone();
+        let got = tokio::task::spawn_blocking(move || {
+            receive(&d, stream.into_reader(), &snaps, "test".into())
+        })
+        .await
+        .map_err(io::Error::other)??;
+        install(&dst, &got, &b.join("snapshots"))?;
+        assert_eq!(catalog(&dst)?, before);
+        Ok(())
+    }
+
+    /// P4: a snapshot damaged in transit (one flipped byte, or cut short) is refused
+    /// before it takes effect, the old catalog stays as it was and no file is left.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_damaged_snapshot_leaves_the_old_catalog_intact() -> io::Result<()> {
         let dir = tempfile::TempDir::new()?;
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         let (src, dst) = (db(&a), db(&b));
@@ -733,53 +1046,50 @@ mod tests {
             put(&src, &[(format!("k{i:05}").as_bytes(), &[7u8; 40])])?;
         }
         put(&dst, &[(b"mine", b"kept")])?;
-        std::fs::create_dir_all(a.join("snapshots"))?;
-        std::fs::create_dir_all(b.join("snapshots"))?;
-        let handle = build(&src, &a.join("snapshots"), 1024)?;
-        let bytes = std::fs::read(&handle.path)?;
+        let snaps = b.join("snapshots");
+        std::fs::create_dir_all(&snaps)?;
+        let bytes = stream_bytes(&src, 1024).await?;
         let before = catalog(&dst)?;
-        let flipped = dir.path().join("flipped.snap");
-        let mut damaged = bytes.clone();
-        damaged[bytes.len() / 2] ^= 0x40;
-        std::fs::write(&flipped, &damaged)?;
-        let cut = dir.path().join("cut.snap");
-        std::fs::write(&cut, &bytes[..bytes.len() - 100])?;
-        for bad in [flipped, cut] {
-            let h = SnapshotHandle {
-                path: bad.clone(),
-                size_bytes: 0,
-                digest: handle.digest,
-            };
-            let err = install(&dst, &h, &b.join("snapshots"));
-            assert!(err.is_err(), "{} installed", bad.display());
+        let mut flipped = bytes.clone();
+        flipped[bytes.len() / 2] ^= 0x40;
+        let cut = bytes[..bytes.len() - 100].to_vec();
+        let mut longer = bytes.clone();
+        longer.push(0);
+        for bad in [flipped, cut, longer] {
+            assert!(receive(&dst, bad.as_slice(), &snaps, "test".into()).is_err());
             assert_eq!(catalog(&dst)?, before);
-            assert!(!recover(&dst, &b.join("snapshots"))?, "no marker was set");
+            assert_eq!(
+                files_in(&snaps)?,
+                Vec::<PathBuf>::new(),
+                "files left behind"
+            );
+            assert!(!recover(&dst, &snaps)?, "no marker was set");
         }
         Ok(())
     }
 
     /// P4: a crash after the install marker leaves a node that finishes the install
     /// at its next open: catalog and applied id move together.
-    #[test]
-    fn an_interrupted_install_is_finished_at_recovery() -> io::Result<()> {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_interrupted_install_is_finished_at_recovery() -> io::Result<()> {
         let dir = tempfile::TempDir::new()?;
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         let (src, dst) = (db(&a), db(&b));
         for i in 0..300u32 {
             put(&src, &[(format!("k{i:05}").as_bytes(), b"v")])?;
         }
-        std::fs::create_dir_all(a.join("snapshots"))?;
-        std::fs::create_dir_all(b.join("snapshots"))?;
-        let handle = build(&src, &a.join("snapshots"), 512)?;
-        // What install does up to the marker, then stop as a crash would.
-        let meta = SnapshotReader::open(&handle.path)?.meta().clone();
-        let adopted = adopt(&handle, &meta, &b.join("snapshots"))?;
-        let marker = adopted.path.to_string_lossy().into_owned();
-        dst.put_cf(cf(&dst, CF_SM_META)?, KEY_INSTALLING, encode(&marker)?)
-            .map_err(io::Error::other)?;
-        assert!(recover(&dst, &b.join("snapshots"))?);
+        let snaps = b.join("snapshots");
+        std::fs::create_dir_all(&snaps)?;
+        let bytes = stream_bytes(&src, 512).await?;
+        let got = receive(&dst, bytes.as_slice(), &snaps, "test".into())?;
+        // What install does up to the marker, then stop as a crash would; the
+        // received file itself is gone (a start removes leftovers), the link stays.
+        let keep = mark(&dst, &got, &snaps)?;
+        std::fs::remove_file(&got.sst)?;
+        assert!(recover(&dst, &snaps)?);
         assert_eq!(catalog(&dst)?, catalog(&src)?);
-        assert!(!recover(&dst, &b.join("snapshots"))?, "marker cleared");
+        assert!(!keep.exists(), "the kept link outlived the install");
+        assert!(!recover(&dst, &snaps)?, "marker cleared");
         Ok(())
     }
 

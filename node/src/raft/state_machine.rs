@@ -87,15 +87,16 @@ impl StateMachine {
     ) -> io::Result<StateMachine> {
         let db = shares.db().clone();
         std::fs::create_dir_all(&snapshot_dir)?;
+        // Recovery first: it needs the link an interrupted install kept.
+        if super::snapshot::recover(&db, &snapshot_dir)? {
+            tracing::warn!("finished a snapshot install a crash had interrupted");
+        }
         let leftovers = super::snapshot::clean_leftovers(&snapshot_dir)?;
         if leftovers > 0 {
             tracing::info!(
                 files = leftovers,
-                "removed files of an interrupted snapshot transfer"
+                "removed files of an interrupted snapshot transfer or of an older version"
             );
-        }
-        if super::snapshot::recover(&db, &snapshot_dir)? {
-            tracing::warn!("finished a snapshot install a crash had interrupted");
         }
         let indexed = index_tickets(&db)?;
         if indexed > 0 {
@@ -1144,28 +1145,36 @@ pub fn write_restored_catalog(
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = SnapshotData;
 
+    /// Takes a snapshot without copying the catalog: the applied state is durable in
+    /// RocksDB once the write-ahead log is synced, which [`super::snapshot::open_live`]
+    /// does; openraft keeps only the meta (to purge the log behind it) and drops the
+    /// stream, which stops its encoder.
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, SnapshotData>, io::Error> {
-        let db = self.db.clone();
-        let dir = self.snapshot_dir.clone();
-        let chunk_bytes = self.snapshot_chunk_bytes;
         let started = std::time::Instant::now();
-        let handle =
-            tokio::task::spawn_blocking(move || super::snapshot::build(&db, &dir, chunk_bytes))
-                .await
-                .map_err(io::Error::other)??;
-        let meta = super::snapshot::SnapshotReader::open(&handle.path)?
-            .meta()
-            .clone();
+        let (meta, stream) =
+            super::snapshot::open_live(self.db.clone(), self.snapshot_chunk_bytes).await?;
         tracing::info!(
             index = meta.last_log_id.as_ref().map_or(0, |l| l.index()),
-            size_bytes = handle.size_bytes,
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "snapshot built"
+            "snapshot taken"
         );
         Ok(SnapshotOf::<TypeConfig, SnapshotData> {
             meta,
-            snapshot: handle,
+            snapshot: SnapshotData::Live(stream),
         })
+    }
+}
+
+impl StateMachine {
+    /// Step 1 of an install (see [`super::snapshot`]): decodes a snapshot stream
+    /// from `input` into an SST file in this node's snapshot directory, digest
+    /// checked. Blocking; the catalog is unchanged.
+    pub fn receive_snapshot<R: std::io::Read>(
+        &self,
+        input: R,
+        source: String,
+    ) -> io::Result<super::snapshot::ReceivedSnapshot> {
+        super::snapshot::receive(&self.db, input, &self.snapshot_dir, source)
     }
 }
 
@@ -1267,24 +1276,41 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMetaOf<TypeConfig>,
         snapshot: Self::SnapshotData,
     ) -> Result<(), io::Error> {
-        let db = self.db.clone();
-        let dir = self.snapshot_dir.clone();
+        use super::snapshot::{ReceivedSnapshot, SnapshotData as Data};
         let started = std::time::Instant::now();
-        let file_meta = super::snapshot::SnapshotReader::open(&snapshot.path)?
-            .meta()
-            .clone();
-        if file_meta != *meta {
+        let sm = self.clone();
+        let received: ReceivedSnapshot = match snapshot {
+            Data::Received(r) => r,
+            Data::Live(stream) => tokio::task::spawn_blocking(move || {
+                sm.receive_snapshot(stream.into_reader(), "from this node".into())
+            })
+            .await
+            .map_err(io::Error::other)??,
+            Data::File(handle) => tokio::task::spawn_blocking(move || {
+                let input = std::io::BufReader::new(std::fs::File::open(&handle.path)?);
+                sm.receive_snapshot(input, handle.path.display().to_string())
+            })
+            .await
+            .map_err(io::Error::other)??,
+        };
+        if received.meta != *meta {
+            let _ = std::fs::remove_file(&received.sst);
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                "the snapshot file's meta differs from the meta it was sent with",
+                "the snapshot's meta differs from the meta it was sent with",
             ));
         }
+        let db = self.db.clone();
+        let dir = self.snapshot_dir.clone();
+        let sst = received.sst.clone();
         let installed =
-            tokio::task::spawn_blocking(move || super::snapshot::install(&db, &snapshot, &dir))
+            tokio::task::spawn_blocking(move || super::snapshot::install(&db, &received, &dir))
                 .await
-                .map_err(io::Error::other)??;
-        // No ticket re-indexing: a v2 snapshot file is a copy of a catalog that
-        // already holds the expiry index (older nodes cannot send this format).
+                .map_err(io::Error::other)?;
+        let _ = std::fs::remove_file(&sst);
+        let installed = installed?;
+        // No ticket re-indexing: a v2 snapshot is a copy of a catalog that already
+        // holds the expiry index (older nodes cannot send this format).
         tracing::info!(
             index = meta.last_log_id.as_ref().map_or(0, |l| l.index()),
             pairs = installed.pairs,
@@ -1298,18 +1324,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
+    /// The live catalog as of its last applied entry, streamed when it is read
+    /// ([`super::snapshot::open_live`]); none before anything was applied.
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<SnapshotOf<TypeConfig, Self::SnapshotData>>, io::Error> {
-        let Some(handle) = super::snapshot::newest(&self.snapshot_dir)? else {
+        if self.read_meta()?.0.is_none() {
             return Ok(None);
-        };
-        let meta = super::snapshot::SnapshotReader::open(&handle.path)?
-            .meta()
-            .clone();
+        }
+        let (meta, stream) =
+            super::snapshot::open_live(self.db.clone(), self.snapshot_chunk_bytes).await?;
         Ok(Some(SnapshotOf::<TypeConfig, SnapshotData> {
             meta,
-            snapshot: handle,
+            snapshot: SnapshotData::Live(stream),
         }))
     }
 }
@@ -1439,5 +1466,43 @@ mod tests {
         assert_eq!(keys::parse_ticket_expiry(&a), Some((5, u64::MAX)));
         assert_eq!(keys::parse_ticket_expiry(b"texp/short"), None);
         assert_eq!(keys::parse_ticket_expiry(&keys::ticket(5)), None);
+    }
+
+    /// Issue 21 (a wiped node catches up from a snapshot of 10^7 records): taking a
+    /// snapshot and handing one out copy nothing to disk, however large the catalog;
+    /// the stream handed out installs on another node as the same catalog at the
+    /// same applied id.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_is_taken_and_sent_without_a_copy_on_disk() -> io::Result<()> {
+        use openraft::alias::LeaderIdOf;
+        use openraft::vote::RaftLeaderIdExt;
+        let (dir, mut sm) = machine();
+        for i in 0..3_000u32 {
+            open(&sm, u64::from(i) + 1, 1_000, 3_600_000)?;
+        }
+        let log_id = LogIdOf::<TypeConfig>::new(
+            <LeaderIdOf<TypeConfig> as RaftLeaderIdExt>::new_committed(2, 1),
+            3_000,
+        );
+        sm.db
+            .put_cf(cf(&sm.db, CF_SM_META)?, KEY_LAST_APPLIED, encode(&log_id)?)
+            .map_err(io::Error::other)?;
+        let taken = sm.get_snapshot_builder().await.build_snapshot().await?;
+        assert_eq!(taken.meta.last_log_id, Some(log_id));
+        let current = sm
+            .get_current_snapshot()
+            .await?
+            .ok_or_else(|| io::Error::other("no current snapshot"))?;
+        assert_eq!(current.meta, taken.meta);
+        let files = std::fs::read_dir(dir.path().join("snapshots"))?.count();
+        assert_eq!(files, 0, "taking or handing out a snapshot wrote files");
+
+        let (_other_dir, mut other) = machine();
+        other
+            .install_snapshot(&current.meta, current.snapshot)
+            .await?;
+        assert_eq!(other.catalog_digest()?, sm.catalog_digest()?);
+        assert_eq!(other.read_meta()?.0, Some(log_id));
+        Ok(())
     }
 }

@@ -484,18 +484,21 @@ async fn dispatch(
         Request::BackupStatus { backup } => {
             Response::BackupPart(Box::new(ctx.backups.state(&ctx.node.data_dir, backup)))
         }
-        Request::RaftSnapshot {
-            to,
-            header,
-            size_bytes,
-            digest,
-        } => {
+        Request::RaftSnapshot { to, header } => {
             if let Some(refusal) = wrong_member(ctx, to) {
                 return Ok(refusal);
             }
-            let (vote, meta) = codec::decode(&header)?;
-            let handle = match receive_snapshot(ctx, recv, size_bytes, digest).await {
-                Ok(h) => h,
+            let (vote, meta): (_, openraft::alias::SnapshotMetaOf<TypeConfig>) =
+                codec::decode(&header)?;
+            let received = match receive_snapshot(ctx, recv, identity).await {
+                Ok(r) if r.meta == meta => r,
+                Ok(r) => {
+                    let _ = std::fs::remove_file(&r.sst);
+                    return Ok(error(
+                        ErrorKind::BadRequest,
+                        "the snapshot's meta differs from its header's",
+                    ));
+                }
                 Err(e) => {
                     tracing::warn!(peer = %identity.name, error = %e, "snapshot transfer failed");
                     return Ok(error(
@@ -504,10 +507,10 @@ async fn dispatch(
                     ));
                 }
             };
-            let path = handle.path.clone();
+            let sst = received.sst.clone();
             let snapshot = Snapshot {
                 meta,
-                snapshot: handle,
+                snapshot: crate::raft::SnapshotData::Received(received),
             };
             let res = ctx
                 .raft
@@ -517,82 +520,54 @@ async fn dispatch(
             if matches!(&res, Ok(r) if r.vote == vote) {
                 ctx.leader_contact.touch();
             }
-            // Installed files were moved into place; a refused one is left here.
-            let _ = std::fs::remove_file(&path);
+            // An installed file was moved into the database; a refused one is here.
+            let _ = std::fs::remove_file(&sst);
             Response::Raft(codec::encode(&res)?)
         }
     })
 }
 
-/// Most time between two chunks of an incoming snapshot.
+/// Most time between two frames of an incoming snapshot.
 pub const SNAPSHOT_CHUNK_READ_TIMEOUT_MS: u64 = 30_000;
 
-/// Reads an announced snapshot of `size_bytes` from `recv` a chunk at a time into a
-/// new file in the snapshot directory; checks its length and that its trailing
-/// digest is the announced one (the content is checked against it at install,
-/// before it takes effect). On any failure the partial file is removed; a receiver
-/// killed mid-way leaves a `.part` file that the next start removes.
+/// Reads an incoming snapshot stream from `recv` until the sender finishes it,
+/// frame by frame within [`SNAPSHOT_CHUNK_READ_TIMEOUT_MS`] each, and hands it
+/// through a channel of a few pieces to a blocking task that writes it into an SST
+/// file (step 1 of an install, `raft::snapshot`): memory holds a few frames, disk
+/// the SST. The stream's own digest and pair count are checked before the file is
+/// complete; on any failure it is removed, and a receiver killed mid-way leaves a
+/// `.part` file that the next start removes.
 async fn receive_snapshot(
     ctx: &ServerContext,
     recv: &mut quinn::RecvStream,
-    size_bytes: u64,
-    digest: [u8; 32],
-) -> std::io::Result<crate::raft::SnapshotData> {
-    use tokio::io::AsyncWriteExt;
-    let mut nonce = [0u8; 8];
-    getrandom::fill(&mut nonce).map_err(std::io::Error::other)?;
-    let path = ctx
-        .state
-        .snapshot_dir()
-        .join(format!("incoming-{:016x}.part", u64::from_be_bytes(nonce)));
-    let result = async {
-        let mut file = tokio::fs::File::create(&path).await?;
-        let mut got = 0u64;
-        let idle = std::time::Duration::from_millis(SNAPSHOT_CHUNK_READ_TIMEOUT_MS);
-        // Bounded: each frame adds at least one byte of the announced total or ends.
-        while got < size_bytes {
-            let chunk = tokio::time::timeout(idle, read_raw_frame(recv, TRAILER_FRAME_BYTES))
-                .await
-                .map_err(|_| {
-                    std::io::Error::other(format!(
-                        "no snapshot bytes for {SNAPSHOT_CHUNK_READ_TIMEOUT_MS} ms"
-                    ))
-                })?
-                .map_err(std::io::Error::other)?;
-            let chunk = match chunk {
-                Some(c) if !c.is_empty() => c,
-                _ => {
-                    return Err(std::io::Error::other(format!(
-                        "the sender stopped after {got} of {size_bytes} bytes"
-                    )));
-                }
+    identity: &Identity,
+) -> std::io::Result<crate::raft::snapshot::ReceivedSnapshot> {
+    let (tx, stream) = crate::raft::snapshot::stream_channel();
+    let sm = ctx.state.clone();
+    let source = format!("from {}", identity.name);
+    let writer =
+        tokio::task::spawn_blocking(move || sm.receive_snapshot(stream.into_reader(), source));
+    let idle = std::time::Duration::from_millis(SNAPSHOT_CHUNK_READ_TIMEOUT_MS);
+    // Bounded: each pass takes one frame off the stream or ends it.
+    loop {
+        let frame =
+            match tokio::time::timeout(idle, read_raw_frame(recv, TRAILER_FRAME_BYTES)).await {
+                Err(_) => Err(std::io::Error::other(format!(
+                    "no snapshot bytes for {SNAPSHOT_CHUNK_READ_TIMEOUT_MS} ms"
+                ))),
+                Ok(Err(e)) => Err(std::io::Error::other(e)),
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(f))) => Ok(f),
             };
-            got += chunk.len() as u64;
-            if got > size_bytes {
-                return Err(std::io::Error::other(format!(
-                    "more than the announced {size_bytes} bytes followed"
-                )));
-            }
-            file.write_all(&chunk).await?;
-            if got == chunk.len() as u64 && got < size_bytes {
-                kakera_net::crash::point("snapshot.receive.chunk");
-            }
+        let failed = frame.is_err();
+        // A writer that stopped (a malformed stream) has dropped its end: its own
+        // error is the one to report.
+        if tx.send(frame).await.is_err() || failed {
+            break;
         }
-        file.sync_all().await?;
-        drop(file);
-        let handle = crate::raft::snapshot::SnapshotHandle::open(&path)?;
-        if handle.digest != digest {
-            return Err(std::io::Error::other(
-                "the snapshot's digest differs from the announced one",
-            ));
-        }
-        Ok(handle)
     }
-    .await;
-    if result.is_err() {
-        let _ = tokio::fs::remove_file(&path).await;
-    }
-    result
+    drop(tx);
+    writer.await.map_err(std::io::Error::other)?
 }
 
 /// A refusal if a Raft RPC addresses another incarnation than this node's: an old
