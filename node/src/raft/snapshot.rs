@@ -330,7 +330,8 @@ pub struct SnapshotReader<R: Read = BufReader<File>> {
     meta: SnapshotMetaOf<TypeConfig>,
     pairs: u64,
     size_bytes: u64,
-    digest: Option<[u8; 32]>,
+    /// Set once the pair count and the digest matched.
+    done: bool,
 }
 
 /// One chunk's pairs, in key order.
@@ -354,7 +355,7 @@ impl<R: Read> SnapshotReader<R> {
             meta: SnapshotMetaOf::<TypeConfig>::default(),
             pairs: 0,
             size_bytes: 0,
-            digest: None,
+            done: false,
         };
         let mut magic = [0u8; 16];
         r.read(&mut magic)?;
@@ -374,11 +375,6 @@ impl<R: Read> SnapshotReader<R> {
     /// Bytes read so far (the whole stream's length once it is done).
     pub fn size_bytes(&self) -> u64 {
         self.size_bytes
-    }
-
-    /// The checked digest, once the stream is done.
-    pub fn digest(&self) -> Option<[u8; 32]> {
-        self.digest
     }
 
     fn read(&mut self, buf: &mut [u8]) -> io::Result<()> {
@@ -409,7 +405,7 @@ impl<R: Read> SnapshotReader<R> {
     /// The next chunk's pairs, or `None` after the last one once the pair count and
     /// the digest matched.
     pub fn next_chunk(&mut self) -> io::Result<Option<Pairs>> {
-        if self.digest.is_some() {
+        if self.done {
             return Ok(None);
         }
         let body = self.frame(MAX_CHUNK_BYTES)?;
@@ -435,7 +431,7 @@ impl<R: Read> SnapshotReader<R> {
                 return Err(malformed(&self.source, "bytes after the digest"));
             }
             self.size_bytes += 32;
-            self.digest = Some(digest);
+            self.done = true;
             return Ok(None);
         }
         let pairs = parse_pairs(&body).ok_or_else(|| malformed(&self.source, "malformed chunk"))?;
@@ -481,11 +477,6 @@ pub fn stream_channel() -> (PieceSender, SnapshotStream) {
 }
 
 impl SnapshotStream {
-    /// The next piece; `None` once the stream has ended.
-    pub async fn next_piece(&mut self) -> Option<io::Result<Vec<u8>>> {
-        self.rx.recv().await
-    }
-
     /// The channel the pieces come through (for the network's sender).
     pub fn receiver(&mut self) -> &mut tokio::sync::mpsc::Receiver<io::Result<Vec<u8>>> {
         &mut self.rx
@@ -693,8 +684,6 @@ pub struct ReceivedSnapshot {
     pub pairs: u64,
     /// Bytes of the stream it was written from.
     pub size_bytes: u64,
-    /// The stream's digest.
-    pub digest: [u8; 32],
     /// End of the file's range deletion (exclusive).
     range_end: Vec<u8>,
 }
@@ -761,15 +750,11 @@ pub fn receive<R: Read>(
         File::open(&part)?.sync_all()?;
         std::fs::rename(&part, &sst)?;
         sync_dir(&sst)?;
-        let digest = reader
-            .digest()
-            .ok_or_else(|| io::Error::other("the snapshot ended without its digest"))?;
         Ok(ReceivedSnapshot {
             meta: reader.meta().clone(),
             sst: sst.clone(),
             pairs,
             size_bytes: reader.size_bytes(),
-            digest,
             range_end: end,
         })
     })();
@@ -938,11 +923,20 @@ mod tests {
         Ok(out)
     }
 
+    /// A source and a target database under `dir`, and the target's snapshot
+    /// directory (created).
+    fn pair(dir: &Path) -> io::Result<(Arc<DB>, Arc<DB>, PathBuf)> {
+        let (src, dst) = (db(&dir.join("a")), db(&dir.join("b")));
+        let snaps = dir.join("b").join("snapshots");
+        std::fs::create_dir_all(&snaps)?;
+        Ok((src, dst, snaps))
+    }
+
     /// The whole live stream of `db`'s catalog, as the network would carry it.
     async fn stream_bytes(db: &Arc<DB>, chunk_bytes: usize) -> io::Result<Vec<u8>> {
         let (_, mut stream) = open_live(db.clone(), chunk_bytes).await?;
         let mut bytes = Vec::new();
-        while let Some(piece) = stream.next_piece().await {
+        while let Some(piece) = stream.receiver().recv().await {
             let piece = piece?;
             assert!(piece.len() <= chunk_bytes.max(1), "a piece over its size");
             bytes.extend_from_slice(&piece);
@@ -964,8 +958,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_snapshot_of_many_chunks_replaces_the_whole_catalog() -> io::Result<()> {
         let dir = tempfile::TempDir::new()?;
-        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-        let (src, dst) = (db(&a), db(&b));
+        let (src, dst, snaps) = pair(dir.path())?;
         for i in 0..2_000u32 {
             put(
                 &src,
@@ -980,8 +973,6 @@ mod tests {
                 (b"zzz-stale", b"y"),
             ],
         )?;
-        let snaps = b.join("snapshots");
-        std::fs::create_dir_all(&snaps)?;
         let bytes = stream_bytes(&src, 256).await?;
         // Many chunks: 2,000 pairs of about 23 bytes in chunks of 256 bytes.
         let mut reader = SnapshotReader::from_reader(bytes.as_slice(), "test".into())?;
@@ -1011,8 +1002,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_live_snapshot_is_the_catalog_as_of_its_opening() -> io::Result<()> {
         let dir = tempfile::TempDir::new()?;
-        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-        let (src, dst) = (db(&a), db(&b));
+        let (src, dst, snaps) = pair(dir.path())?;
         for i in 0..500u32 {
             put(&src, &[(format!("k{i:05}").as_bytes(), b"before")])?;
         }
@@ -1022,15 +1012,13 @@ mod tests {
             put(&src, &[(format!("k{i:05}").as_bytes(), b"after")])?;
         }
         put(&src, &[(b"k99999", b"new")])?;
-        let snaps = b.join("snapshots");
-        std::fs::create_dir_all(&snaps)?;
-        let d = dst.clone();
+        let (d, into) = (dst.clone(), snaps.clone());
         let got = tokio::task::spawn_blocking(move || {
-            receive(&d, stream.into_reader(), &snaps, "test".into())
+            receive(&d, stream.into_reader(), &into, "test".into())
         })
         .await
         .map_err(io::Error::other)??;
-        install(&dst, &got, &b.join("snapshots"))?;
+        install(&dst, &got, &snaps)?;
         assert_eq!(catalog(&dst)?, before);
         Ok(())
     }
@@ -1040,14 +1028,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_damaged_snapshot_leaves_the_old_catalog_intact() -> io::Result<()> {
         let dir = tempfile::TempDir::new()?;
-        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-        let (src, dst) = (db(&a), db(&b));
+        let (src, dst, snaps) = pair(dir.path())?;
         for i in 0..500u32 {
             put(&src, &[(format!("k{i:05}").as_bytes(), &[7u8; 40])])?;
         }
         put(&dst, &[(b"mine", b"kept")])?;
-        let snaps = b.join("snapshots");
-        std::fs::create_dir_all(&snaps)?;
         let bytes = stream_bytes(&src, 1024).await?;
         let before = catalog(&dst)?;
         let mut flipped = bytes.clone();
@@ -1073,13 +1058,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_interrupted_install_is_finished_at_recovery() -> io::Result<()> {
         let dir = tempfile::TempDir::new()?;
-        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-        let (src, dst) = (db(&a), db(&b));
+        let (src, dst, snaps) = pair(dir.path())?;
         for i in 0..300u32 {
             put(&src, &[(format!("k{i:05}").as_bytes(), b"v")])?;
         }
-        let snaps = b.join("snapshots");
-        std::fs::create_dir_all(&snaps)?;
         let bytes = stream_bytes(&src, 512).await?;
         let got = receive(&dst, bytes.as_slice(), &snaps, "test".into())?;
         // What install does up to the marker, then stop as a crash would; the
