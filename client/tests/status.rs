@@ -42,6 +42,7 @@ fn answer(id: u64, leader: Option<u64>, term: u64, applied: u64) -> NodeStatus {
             committed: Some(applied),
             applied: Some(applied),
             snapshot: None,
+            purged: None,
             voters: (1..=5).map(member).collect(),
             learners: vec![],
             replication: vec![],

@@ -580,9 +580,8 @@ pub async fn restore(
     }
     db.write(batch).map_err(io::Error::other)?;
     // Records naming this node whose share did not come: one catalog pass.
-    let catalog = cf(&db, crate::store::CF_CATALOG)?;
-    let mode = IteratorMode::From(keys::RECORD, rocksdb::Direction::Forward);
-    for item in db.iterator_cf_opt(catalog, crate::store::walk_options(), mode) {
+    let catalog = crate::raft::catalog::Families::of(&db)?;
+    for item in catalog.iter_from(keys::RECORD, crate::store::walk_options()) {
         let (k, v) = item.map_err(io::Error::other)?;
         let Some(id) = k.strip_prefix(keys::RECORD) else {
             break;

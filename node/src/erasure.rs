@@ -32,7 +32,7 @@ use rocksdb::{BottommostLevelCompaction, CompactOptions, DB, IteratorMode, Write
 use tokio::sync::{Notify, watch};
 
 use crate::raft::catalog::keys;
-use crate::store::{CF_CATALOG, CF_SHARES, CF_SM_META, CF_STAGED, cf};
+use crate::store::{CF_SHARES, CF_SM_META, CF_STAGED, cf};
 
 /// Prefix of purge markers in `sm_meta`.
 const PURGE: &[u8] = b"purge/";
@@ -118,7 +118,7 @@ pub fn purge_pending(db: &DB) -> io::Result<usize> {
 /// staged shares always, committed ones with `committed`. Returns how many it found.
 /// Work is bounded by the number of shares the node stores (one key read each).
 pub fn sweep(db: &DB, committed: bool) -> io::Result<usize> {
-    let catalog = cf(db, CF_CATALOG)?;
+    let catalog = crate::raft::catalog::Families::of(db)?;
     let mut families = vec![CF_STAGED];
     if committed {
         families.push(CF_SHARES);
@@ -135,11 +135,7 @@ pub fn sweep(db: &DB, committed: bool) -> io::Result<usize> {
                 .try_into()
                 .map_err(|_| io::Error::other("malformed share key"))?;
             let id = RecordId(id);
-            if db
-                .get_pinned_cf(catalog, keys::tomb(&id))
-                .map_err(io::Error::other)?
-                .is_none()
-            {
+            if catalog.get(keys::tomb(&id))?.is_none() {
                 continue;
             }
             erase_local(db, &mut batch, &id)?;

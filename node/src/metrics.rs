@@ -511,6 +511,7 @@ mod tests {
             committed: Some(100),
             applied: Some(100),
             snapshot: None,
+            purged: None,
             voters: vec![1, 7],
             learners: vec![],
             replication: Default::default(),

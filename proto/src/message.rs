@@ -780,6 +780,9 @@ pub struct RaftStatus {
     pub applied: Option<u64>,
     /// Index covered by the latest snapshot.
     pub snapshot: Option<u64>,
+    /// Index of the last entry purged from this node's log: a follower behind it
+    /// catches up only by snapshot.
+    pub purged: Option<u64>,
     /// Voting members (Raft member ids).
     pub voters: Vec<u64>,
     /// Non-voting members (Raft member ids).

@@ -30,7 +30,7 @@ pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
 
 /// Snapshot data as it travels and is installed: the live catalog streamed in
 /// bounded chunks, or what a receiver wrote of one (see [`snapshot`]).
-pub use snapshot::SnapshotData;
+pub use snapshot::{ReceivedSnapshot, SnapshotData};
 
 /// A shared handle to the node's Raft instance.
 pub type RaftHandle = Arc<Raft>;

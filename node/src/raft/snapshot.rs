@@ -25,30 +25,35 @@
 //! ```
 //!
 //! A chunk closes once it holds at least `chunk_bytes`; one pair larger than that goes
-//! alone. Keys are strictly increasing across the stream (they come from one RocksDB
-//! iterator), which is what an SST file needs.
+//! alone. Keys are strictly increasing across the stream (the catalog's families
+//! merged in key order, [`super::catalog::walk`]), so the stream does not depend on
+//! how the sender's catalog is split, and each family's share of it is in the order
+//! an SST file needs.
 //!
 //! Receive and install, step by step:
 //!
-//! 1. [`receive`]: the stream is decoded chunk by chunk into one SST file
-//!    (`incoming-<nonce>.part` under the node's snapshot directory) with one range
+//! 1. [`receive`]: the stream is decoded chunk by chunk, each pair into the SST file
+//!    of the catalog family its key belongs to (`incoming-<nonce>-<family>.part`
+//!    under the node's snapshot directory, one per family), each file with one range
 //!    deletion covering every key the catalog or the snapshot holds; the digest and
-//!    pair count are checked at the end, the file synced and renamed `.sst`. Until
+//!    pair count are checked at the end, the files synced and renamed `.sst`. Until
 //!    here nothing of the node's state has changed: a bad, truncated or interrupted
 //!    stream fails and leaves the old catalog as it was; a receiver killed mid-way
-//!    leaves a `.part` file that the next open removes.
-//! 2. [`install`]: the SST file is hard-linked as `installing-<index>.keep` and a
-//!    marker naming that link and the snapshot's meta is written to `sm_meta`,
-//!    synced.
-//! 3. The SST file is ingested into the catalog family: one atomic step that
-//!    replaces the whole catalog (the range deletion covers older keys only; the
-//!    file's own keys carry its newer sequence number).
+//!    leaves `.part` files that the next open removes.
+//! 2. [`install`]: each SST file is hard-linked as `installing-<index>-<family>.keep`
+//!    and a marker naming those links and the snapshot's meta is written to
+//!    `sm_meta`, synced.
+//! 3. Each SST file is ingested into its family: a step that replaces the family's
+//!    whole content (the range deletion covers older keys only; the file's own keys
+//!    carry its newer sequence number). Ingesting the same file again leaves the
+//!    same content, so the four steps need not be one.
 //! 4. Last applied id and membership are written and the marker deleted, in one
-//!    synced batch; the link is removed.
+//!    synced batch; the links are removed.
 //!
 //! A crash after step 2 and before step 4 leaves the marker: the next open ingests
-//! the kept link again (steps 3 and 4, [`recover`]), so the catalog and the applied
-//! id always move together.
+//! the kept links again (steps 3 and 4, [`recover`]), so the catalog and the applied
+//! id always move together. Nothing reads the catalog between an open and its
+//! recovery.
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -56,12 +61,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use openraft::alias::SnapshotMetaOf;
-use rocksdb::{DB, IteratorMode};
+use rocksdb::DB;
 use serde::{Deserialize, Serialize};
 
 use super::TypeConfig;
+use super::catalog::{Families, family_of};
 use super::log_store::{decode, encode};
-use crate::store::{CF_CATALOG, CF_SM_META, cf};
+use crate::store::{CATALOG_CFS, CF_CATALOG, CF_SM_META, cf};
 
 /// First bytes of a snapshot stream or file.
 pub const MAGIC: &[u8; 16] = b"kakera-snap-v2\0\0";
@@ -77,8 +83,12 @@ pub const MAX_PIECE_BYTES: usize = kakera_proto::frame::TRAILER_CHUNK_BYTES;
 pub const LIVE_CHANNEL_PIECES: usize = 2;
 /// Largest meta frame a reader accepts (membership of a few dozen members).
 const MAX_META_BYTES: usize = 1024 * 1024;
-/// Key in `sm_meta` of an install that started and has not finished.
-pub const KEY_INSTALLING: &[u8] = b"installing_snapshot";
+/// Key in `sm_meta` of an install that started and has not finished: one SST file
+/// per catalog family.
+pub const KEY_INSTALLING: &[u8] = b"installing_snapshot_split";
+/// The same key of an older version: its marker names one SST file of the whole
+/// catalog, or (older still) a snapshot file.
+const KEY_INSTALLING_UNSPLIT: &[u8] = b"installing_snapshot";
 /// Key in `sm_meta` of the last applied log id (shared with the state machine).
 pub const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 /// Key in `sm_meta` of the last membership (shared with the state machine).
@@ -580,18 +590,14 @@ fn meta_of(db: &DB, view: &rocksdb::Snapshot<'_>) -> io::Result<SnapshotMetaOf<T
     })
 }
 
-/// Pushes every catalog pair `view` sees into `enc`, a block at a time.
+/// Pushes every catalog pair `view` sees into `enc`, in key order.
 fn encode_catalog<W: Write>(
     db: &DB,
     view: &rocksdb::Snapshot<'_>,
     enc: &mut SnapshotEncoder<W>,
 ) -> io::Result<()> {
-    for item in view.iterator_cf_opt(
-        cf(db, CF_CATALOG)?,
-        crate::store::walk_options(),
-        IteratorMode::Start,
-    ) {
-        let (k, v) = item.map_err(io::Error::other)?;
+    for item in super::catalog::walk(db, view) {
+        let (k, v) = item?;
         enc.push(&k, &v)?;
     }
     Ok(())
@@ -678,8 +684,9 @@ pub fn clean_leftovers(dir: &Path) -> io::Result<u64> {
 pub struct ReceivedSnapshot {
     /// The meta the stream carried.
     pub meta: SnapshotMetaOf<TypeConfig>,
-    /// The SST file (under the snapshot directory).
-    pub sst: PathBuf,
+    /// The SST files (under the snapshot directory), one per catalog family in the
+    /// order of [`CATALOG_CFS`].
+    pub ssts: Vec<PathBuf>,
     /// Catalog pairs in it.
     pub pairs: u64,
     /// Bytes of the stream it was written from.
@@ -688,21 +695,26 @@ pub struct ReceivedSnapshot {
     range_end: Vec<u8>,
 }
 
-/// The catalog's last key, if any.
-fn last_catalog_key(db: &DB) -> io::Result<Option<Vec<u8>>> {
-    Ok(db
-        .iterator_cf(cf(db, CF_CATALOG)?, IteratorMode::End)
-        .next()
-        .transpose()
-        .map_err(io::Error::other)?
-        .map(|(k, _)| k.to_vec()))
+impl ReceivedSnapshot {
+    /// Removes its files (a snapshot refused, or one whose files were moved into the
+    /// database; removing a moved file's old name is a no-op).
+    pub fn remove_files(ssts: &[PathBuf]) {
+        for sst in ssts {
+            let _ = std::fs::remove_file(sst);
+        }
+    }
 }
 
-/// Step 1: decodes a snapshot stream from `input` into one SST file under `dir`,
-/// with a range deletion over every key the current catalog or the snapshot holds.
-/// The file is complete, synced and renamed `.sst` only once the digest and pair
-/// count matched; on any error the partial file is removed and nothing else has
-/// changed. `source` names the stream in errors.
+/// The catalog's last key, if any.
+fn last_catalog_key(db: &DB) -> io::Result<Option<Vec<u8>>> {
+    Families::of(db)?.last_key()
+}
+
+/// Step 1: decodes a snapshot stream from `input` into one SST file per catalog
+/// family under `dir`, each with a range deletion over every key the current
+/// catalog or the snapshot holds. The files are complete, synced and renamed `.sst`
+/// only once the digest and pair count matched; on any error the partial files are
+/// removed and nothing else has changed. `source` names the stream in errors.
 pub fn receive<R: Read>(
     db: &DB,
     input: R,
@@ -712,13 +724,23 @@ pub fn receive<R: Read>(
     let mut nonce = [0u8; 8];
     getrandom::fill(&mut nonce).map_err(io::Error::other)?;
     let name = format!("incoming-{:016x}", u64::from_be_bytes(nonce));
-    let part = dir.join(format!("{name}.part"));
-    let sst = dir.join(format!("{name}.sst"));
+    let parts: Vec<PathBuf> = CATALOG_CFS
+        .iter()
+        .map(|f| dir.join(format!("{name}-{f}.part")))
+        .collect();
+    let ssts: Vec<PathBuf> = CATALOG_CFS
+        .iter()
+        .map(|f| dir.join(format!("{name}-{f}.sst")))
+        .collect();
     let result = (|| {
         let mut reader = SnapshotReader::from_reader(input, source)?;
         let opts = crate::store::sst_writer_options();
-        let mut w = rocksdb::SstFileWriter::create(&opts);
-        w.open(&part).map_err(io::Error::other)?;
+        let mut writers = Vec::with_capacity(parts.len());
+        for part in &parts {
+            let w = rocksdb::SstFileWriter::create(&opts);
+            w.open(part).map_err(io::Error::other)?;
+            writers.push(w);
+        }
         let mut pairs = 0u64;
         let mut chunks = 0u64;
         let mut last: Option<Vec<u8>> = None;
@@ -727,7 +749,10 @@ pub fn receive<R: Read>(
                 if last.as_ref().is_some_and(|l| k <= *l) {
                     return Err(malformed(&reader.source, "keys out of order"));
                 }
-                w.put(&k, &v).map_err(io::Error::other)?;
+                let family = family_of(&k);
+                // Every family of `family_of` is one of `CATALOG_CFS`.
+                let i = CATALOG_CFS.iter().position(|f| *f == family).unwrap_or(0);
+                writers[i].put(&k, &v).map_err(io::Error::other)?;
                 last = Some(k);
                 pairs += 1;
             }
@@ -744,23 +769,26 @@ pub fn receive<R: Read>(
             .max()
             .unwrap_or_default();
         end.push(0);
-        w.delete_range(b"".as_slice(), end.as_slice())
-            .map_err(io::Error::other)?;
-        w.finish().map_err(io::Error::other)?;
-        File::open(&part)?.sync_all()?;
-        std::fs::rename(&part, &sst)?;
-        sync_dir(&sst)?;
+        for ((mut w, part), sst) in writers.into_iter().zip(&parts).zip(&ssts) {
+            w.delete_range(b"".as_slice(), end.as_slice())
+                .map_err(io::Error::other)?;
+            w.finish().map_err(io::Error::other)?;
+            File::open(part)?.sync_all()?;
+            std::fs::rename(part, sst)?;
+        }
+        sync_dir(&ssts[0])?;
         Ok(ReceivedSnapshot {
             meta: reader.meta().clone(),
-            sst: sst.clone(),
+            ssts: ssts.clone(),
             pairs,
             size_bytes: reader.size_bytes(),
             range_end: end,
         })
     })();
     if result.is_err() {
-        let _ = std::fs::remove_file(&part);
-        let _ = std::fs::remove_file(&sst);
+        for path in parts.iter().chain(&ssts) {
+            let _ = std::fs::remove_file(path);
+        }
     }
     result
 }
@@ -774,10 +802,18 @@ pub struct Installed {
     pub size_bytes: u64,
 }
 
-/// The install marker in `sm_meta`: the kept link to the SST file and the meta the
-/// install ends with.
+/// The install marker in `sm_meta`: the kept links to the SST files (one per catalog
+/// family, in the order of [`CATALOG_CFS`]) and the meta the install ends with.
 #[derive(Serialize, Deserialize)]
 struct InstallMarker {
+    keeps: Vec<String>,
+    meta: SnapshotMetaOf<TypeConfig>,
+}
+
+/// An older version's marker (under [`KEY_INSTALLING_UNSPLIT`]): one SST file for
+/// the whole catalog in [`CF_CATALOG`].
+#[derive(Serialize, Deserialize)]
+struct UnsplitInstallMarker {
     keep: String,
     meta: SnapshotMetaOf<TypeConfig>,
 }
@@ -792,41 +828,78 @@ pub fn install(db: &DB, snap: &ReceivedSnapshot, dir: &Path) -> io::Result<Insta
             "the catalog holds keys past the snapshot's range deletion; it is not installed",
         ));
     }
-    let keep = mark(db, snap, dir)?;
+    let keeps = mark(db, snap, dir)?;
     kakera_net::crash::point("snapshot.install.marked");
-    ingest_and_finish(db, &snap.sst, &snap.meta)?;
-    let _ = std::fs::remove_file(&keep);
+    ingest_and_finish(db, &snap.ssts, &snap.meta)?;
+    for keep in keeps {
+        let _ = std::fs::remove_file(keep);
+    }
     Ok(Installed {
         pairs: snap.pairs,
         size_bytes: snap.size_bytes,
     })
 }
 
-/// Step 2: the kept link and the synced marker naming it; returns the link.
-fn mark(db: &DB, snap: &ReceivedSnapshot, dir: &Path) -> io::Result<PathBuf> {
+/// Step 2: the kept links and the synced marker naming them; returns the links.
+fn mark(db: &DB, snap: &ReceivedSnapshot, dir: &Path) -> io::Result<Vec<PathBuf>> {
     let index = snap.meta.last_log_id.as_ref().map_or(0, |l| l.index());
-    let keep = dir.join(format!("installing-{index:020}.keep"));
-    let _ = std::fs::remove_file(&keep);
-    std::fs::hard_link(&snap.sst, &keep)?;
-    sync_dir(&keep)?;
+    let mut keeps = Vec::with_capacity(snap.ssts.len());
+    for (sst, family) in snap.ssts.iter().zip(CATALOG_CFS) {
+        let keep = dir.join(format!("installing-{index:020}-{family}.keep"));
+        let _ = std::fs::remove_file(&keep);
+        std::fs::hard_link(sst, &keep)?;
+        keeps.push(keep);
+    }
+    if let Some(keep) = keeps.first() {
+        sync_dir(keep)?;
+    }
     let marker = InstallMarker {
-        keep: keep.to_string_lossy().into_owned(),
+        keeps: keeps
+            .iter()
+            .map(|k| k.to_string_lossy().into_owned())
+            .collect(),
         meta: snap.meta.clone(),
     };
     let mut sync = rocksdb::WriteOptions::default();
     sync.set_sync(true);
     db.put_cf_opt(cf(db, CF_SM_META)?, KEY_INSTALLING, encode(&marker)?, &sync)
         .map_err(io::Error::other)?;
-    Ok(keep)
+    Ok(keeps)
 }
 
-/// Steps 3 and 4.
-fn ingest_and_finish(db: &DB, sst: &Path, meta: &SnapshotMetaOf<TypeConfig>) -> io::Result<()> {
+/// Step 3 for one file.
+fn ingest(db: &DB, family: &str, sst: &Path) -> io::Result<()> {
     let mut opts = rocksdb::IngestExternalFileOptions::default();
     opts.set_move_files(true);
-    db.ingest_external_file_cf_opts(cf(db, CF_CATALOG)?, &opts, vec![sst])
+    db.ingest_external_file_cf_opts(cf(db, family)?, &opts, vec![sst])
         .map_err(io::Error::other)?;
+    let _ = std::fs::remove_file(sst);
+    Ok(())
+}
+
+/// Steps 3 and 4: `ssts` holds one file per catalog family, in the order of
+/// [`CATALOG_CFS`].
+fn ingest_and_finish(
+    db: &DB,
+    ssts: &[PathBuf],
+    meta: &SnapshotMetaOf<TypeConfig>,
+) -> io::Result<()> {
+    if ssts.len() != CATALOG_CFS.len() {
+        return Err(io::Error::other(format!(
+            "an install names {} files for {} catalog families",
+            ssts.len(),
+            CATALOG_CFS.len()
+        )));
+    }
+    for (sst, family) in ssts.iter().zip(CATALOG_CFS) {
+        ingest(db, family, sst)?;
+    }
     kakera_net::crash::point("snapshot.install.ingested");
+    finish(db, meta, KEY_INSTALLING)
+}
+
+/// Step 4: the meta, and the marker under `marker_key` deleted, in one synced batch.
+fn finish(db: &DB, meta: &SnapshotMetaOf<TypeConfig>, marker_key: &[u8]) -> io::Result<()> {
     let meta_cf = cf(db, CF_SM_META)?;
     let mut batch = rocksdb::WriteBatch::default();
     match &meta.last_log_id {
@@ -834,44 +907,71 @@ fn ingest_and_finish(db: &DB, sst: &Path, meta: &SnapshotMetaOf<TypeConfig>) -> 
         None => batch.delete_cf(meta_cf, KEY_LAST_APPLIED),
     }
     batch.put_cf(meta_cf, KEY_LAST_MEMBERSHIP, encode(&meta.last_membership)?);
-    batch.delete_cf(meta_cf, KEY_INSTALLING);
+    batch.delete_cf(meta_cf, marker_key);
     let mut sync = rocksdb::WriteOptions::default();
     sync.set_sync(true);
-    db.write_opt(batch, &sync).map_err(io::Error::other)?;
-    let _ = std::fs::remove_file(sst);
-    Ok(())
+    db.write_opt(batch, &sync).map_err(io::Error::other)
 }
 
-/// Finishes an install a crash interrupted (the marker is set): steps 3 and 4 again
-/// from the kept link (an older version's marker names a snapshot file: step 1
-/// first). Returns whether there was one.
+/// Finishes an install a crash interrupted (a marker is set): steps 3 and 4 again
+/// from the kept links. An older version's marker names one SST file of the whole
+/// catalog (the split families are emptied, the file ingested into `catalog`, and
+/// the catalog split again before step 4) or a snapshot file (step 1 first).
+/// Returns whether there was one.
 pub fn recover(db: &DB, dir: &Path) -> io::Result<bool> {
-    let Some(marker) = db
-        .get_cf(cf(db, CF_SM_META)?, KEY_INSTALLING)
-        .map_err(io::Error::other)?
-    else {
-        return Ok(false);
-    };
     let cannot = |e: io::Error| {
         io::Error::other(format!(
             "an interrupted snapshot install cannot be finished ({e}); wipe this node's \
              data directory so that it rejoins as a new member"
         ))
     };
-    let sst = dir.join("recover.sst");
-    let _ = std::fs::remove_file(&sst);
-    match decode::<InstallMarker>(&marker) {
+    let meta_cf = cf(db, CF_SM_META)?;
+    if let Some(marker) = db
+        .get_cf(meta_cf, KEY_INSTALLING)
+        .map_err(io::Error::other)?
+    {
+        let m: InstallMarker = decode(&marker)?;
+        let mut ssts = Vec::with_capacity(m.keeps.len());
+        for (i, keep) in m.keeps.iter().enumerate() {
+            let sst = dir.join(format!("recover-{i}.sst"));
+            let _ = std::fs::remove_file(&sst);
+            std::fs::hard_link(keep, &sst).map_err(cannot)?;
+            ssts.push(sst);
+        }
+        ingest_and_finish(db, &ssts, &m.meta)?;
+        for keep in &m.keeps {
+            let _ = std::fs::remove_file(keep);
+        }
+        return Ok(true);
+    }
+    let Some(marker) = db
+        .get_cf(meta_cf, KEY_INSTALLING_UNSPLIT)
+        .map_err(io::Error::other)?
+    else {
+        return Ok(false);
+    };
+    match decode::<UnsplitInstallMarker>(&marker) {
         Ok(m) => {
-            let keep = PathBuf::from(&m.keep);
-            std::fs::hard_link(&keep, &sst).map_err(cannot)?;
-            ingest_and_finish(db, &sst, &m.meta)?;
-            let _ = std::fs::remove_file(&keep);
+            let sst = dir.join("recover.sst");
+            let _ = std::fs::remove_file(&sst);
+            std::fs::hard_link(&m.keep, &sst).map_err(cannot)?;
+            // Its range deletion covers `catalog` only: what the split families hold
+            // is the old catalog's, so they are emptied first.
+            let mut end = RANGE_END_FLOOR.to_vec();
+            end.push(0);
+            super::catalog::unsplit(db, &end)?;
+            ingest(db, CF_CATALOG, &sst)?;
+            super::catalog::split_families(db)?;
+            finish(db, &m.meta, KEY_INSTALLING_UNSPLIT)?;
+            let _ = std::fs::remove_file(&m.keep);
         }
         Err(_) => {
             let path = PathBuf::from(decode::<String>(&marker)?);
             let input = BufReader::new(File::open(&path).map_err(cannot)?);
             let got = receive(db, input, dir, path.display().to_string()).map_err(cannot)?;
-            ingest_and_finish(db, &got.sst, &got.meta)?;
+            ingest_and_finish(db, &got.ssts, &got.meta)?;
+            db.delete_cf(meta_cf, KEY_INSTALLING_UNSPLIT)
+                .map_err(io::Error::other)?;
         }
     }
     Ok(true)
@@ -883,12 +983,8 @@ pub fn catalog_digest(db: &DB) -> io::Result<([u8; 32], u64)> {
     let mut h = blake3::Hasher::new();
     let mut pairs = 0u64;
     let view = db.snapshot();
-    for item in view.iterator_cf_opt(
-        cf(db, CF_CATALOG)?,
-        crate::store::walk_options(),
-        IteratorMode::Start,
-    ) {
-        let (k, v) = item.map_err(io::Error::other)?;
+    for item in super::catalog::walk(db, &view) {
+        let (k, v) = item?;
         h.update(&(k.len() as u64).to_be_bytes());
         h.update(&k);
         h.update(&(v.len() as u64).to_be_bytes());
@@ -907,20 +1003,46 @@ mod tests {
     }
 
     fn put(db: &DB, pairs: &[(&[u8], &[u8])]) -> io::Result<()> {
-        let catalog = cf(db, CF_CATALOG)?;
+        let catalog = Families::of(db)?;
         for (k, v) in pairs {
-            db.put_cf(catalog, k, v).map_err(io::Error::other)?;
+            db.put_cf(catalog.holding(k), k, v)
+                .map_err(io::Error::other)?;
         }
         Ok(())
     }
 
+    /// The whole catalog in key order, every family merged.
     fn catalog(db: &DB) -> io::Result<Pairs> {
+        let view = db.snapshot();
+        super::super::catalog::walk(db, &view)
+            .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())))
+            .collect()
+    }
+
+    /// The keys one family holds.
+    fn family_keys(db: &DB, family: &str) -> io::Result<Vec<Vec<u8>>> {
         let mut out = Vec::new();
-        for item in db.iterator_cf(cf(db, CF_CATALOG)?, IteratorMode::Start) {
-            let (k, v) = item.map_err(io::Error::other)?;
-            out.push((k.to_vec(), v.to_vec()));
+        for item in db.iterator_cf(cf(db, family)?, rocksdb::IteratorMode::Start) {
+            out.push(item.map_err(io::Error::other)?.0.to_vec());
         }
         Ok(out)
+    }
+
+    /// Pairs of every catalog family's kind, in key order.
+    fn mixed(n: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        for i in 0..n {
+            for prefix in [
+                "aidx/r/", "audit/", "grant/", "idx/s/", "record/", "tidx/s/",
+            ] {
+                out.push((
+                    format!("{prefix}{i:06}").into_bytes(),
+                    format!("{prefix}value {i}").into_bytes(),
+                ));
+            }
+        }
+        out.sort();
+        out
     }
 
     /// A source and a target database under `dir`, and the target's snapshot
@@ -1066,11 +1188,142 @@ mod tests {
         let got = receive(&dst, bytes.as_slice(), &snaps, "test".into())?;
         // What install does up to the marker, then stop as a crash would; the
         // received file itself is gone (a start removes leftovers), the link stays.
-        let keep = mark(&dst, &got, &snaps)?;
-        std::fs::remove_file(&got.sst)?;
+        let keeps = mark(&dst, &got, &snaps)?;
+        ReceivedSnapshot::remove_files(&got.ssts);
         assert!(recover(&dst, &snaps)?);
         assert_eq!(catalog(&dst)?, catalog(&src)?);
-        assert!(!keep.exists(), "the kept link outlived the install");
+        assert!(
+            keeps.iter().all(|k| !k.exists()),
+            "a kept link outlived the install"
+        );
+        assert!(!recover(&dst, &snaps)?, "marker cleared");
+        Ok(())
+    }
+
+    /// P4 and issue 21 item 4: a catalog split over its four families streams as
+    /// one key-ordered stream and installs with every key in its own family; what
+    /// the target held in any family and the snapshot lacks is gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_installs_each_key_into_its_own_family() -> io::Result<()> {
+        let dir = tempfile::TempDir::new()?;
+        let (src, dst, snaps) = pair(dir.path())?;
+        let pairs = mixed(300);
+        for (k, v) in &pairs {
+            put(&src, &[(k, v)])?;
+        }
+        put(
+            &dst,
+            &[
+                (b"record/stale", b"x"),
+                (b"idx/s/stale", b"x"),
+                (b"audit/stale", b"x"),
+                (b"grant/stale", b"x"),
+            ],
+        )?;
+        let bytes = stream_bytes(&src, 1024).await?;
+        let mut reader = SnapshotReader::from_reader(bytes.as_slice(), "test".into())?;
+        let mut streamed = Vec::new();
+        while let Some(chunk) = reader.next_chunk()? {
+            streamed.extend(chunk);
+        }
+        assert_eq!(streamed, pairs, "the stream is the catalog in key order");
+        let got = receive(&dst, bytes.as_slice(), &snaps, "test".into())?;
+        install(&dst, &got, &snaps)?;
+        assert_eq!(catalog(&dst)?, pairs);
+        for family in CATALOG_CFS {
+            let keys = family_keys(&dst, family)?;
+            assert!(!keys.is_empty(), "{family} is empty");
+            for k in keys {
+                assert_eq!(
+                    family_of(&k),
+                    family,
+                    "{} in {family}",
+                    String::from_utf8_lossy(&k)
+                );
+            }
+        }
+        assert_eq!(catalog_digest(&dst)?, catalog_digest(&src)?);
+        Ok(())
+    }
+
+    /// Issue 21 item 4: a database of an older version (the whole catalog in
+    /// `catalog`) is split at open: every key moves to its family, the catalog and
+    /// its digest are unchanged, and the split runs once.
+    #[test]
+    fn an_unsplit_catalog_is_split_once_and_unchanged() -> io::Result<()> {
+        let dir = tempfile::TempDir::new()?;
+        let db = db(dir.path());
+        let pairs = mixed(5_000);
+        let catalog_cf = cf(&db, CF_CATALOG)?;
+        for (k, v) in &pairs {
+            db.put_cf(catalog_cf, k, v).map_err(io::Error::other)?;
+        }
+        db.delete_cf(cf(&db, CF_SM_META)?, b"catalog_split")
+            .map_err(io::Error::other)?;
+        let before = catalog_digest(&db)?;
+        let moved = super::super::catalog::split_families(&db)?;
+        // Every key but the grants (5,000 of each of six prefixes).
+        assert_eq!(moved, 25_000);
+        assert_eq!(catalog(&db)?, pairs);
+        assert_eq!(catalog_digest(&db)?, before);
+        assert_eq!(
+            family_keys(&db, CF_CATALOG)?.len(),
+            5_000,
+            "only grants stay"
+        );
+        assert_eq!(
+            super::super::catalog::split_families(&db)?,
+            0,
+            "split twice"
+        );
+        drop(db);
+        // Reopened: nothing moves again, the catalog reads the same.
+        let db = self::db(dir.path());
+        assert_eq!(catalog(&db)?, pairs);
+        Ok(())
+    }
+
+    /// P4 across an upgrade: an install an older version left half done (its marker
+    /// names one SST file of the whole catalog) is finished by this version with the
+    /// catalog split: exactly the snapshot's pairs, each in its family, nothing of
+    /// the old catalog left in any family.
+    #[test]
+    fn an_older_versions_interrupted_install_is_finished_split() -> io::Result<()> {
+        let dir = tempfile::TempDir::new()?;
+        let (_, dst, snaps) = pair(dir.path())?;
+        put(
+            &dst,
+            &[(b"record/old", b"x"), (b"idx/s/old", b"x"), (b"zzz", b"x")],
+        )?;
+        let pairs = mixed(200);
+        let keep = snaps.join("installing-00000000000000000007.keep");
+        let opts = crate::store::sst_writer_options();
+        let mut w = rocksdb::SstFileWriter::create(&opts);
+        w.open(&keep).map_err(io::Error::other)?;
+        for (k, v) in &pairs {
+            w.put(k, v).map_err(io::Error::other)?;
+        }
+        w.delete_range(b"".as_slice(), b"\xff\xff\xff\xff\x00".as_slice())
+            .map_err(io::Error::other)?;
+        w.finish().map_err(io::Error::other)?;
+        let marker = UnsplitInstallMarker {
+            keep: keep.to_string_lossy().into_owned(),
+            meta: SnapshotMetaOf::<TypeConfig>::default(),
+        };
+        dst.put_cf(
+            cf(&dst, CF_SM_META)?,
+            KEY_INSTALLING_UNSPLIT,
+            encode(&marker)?,
+        )
+        .map_err(io::Error::other)?;
+        assert!(recover(&dst, &snaps)?);
+        assert_eq!(catalog(&dst)?, pairs);
+        for family in CATALOG_CFS {
+            for k in family_keys(&dst, family)? {
+                assert_eq!(family_of(&k), family);
+            }
+        }
+        assert!(!keep.exists(), "the kept file outlived the install");
         assert!(!recover(&dst, &snaps)?, "marker cleared");
         Ok(())
     }

@@ -14,7 +14,7 @@ use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use rocksdb::{DB, IteratorMode};
+use rocksdb::DB;
 use serde::{Deserialize, Serialize};
 
 use kakera_proto::audit::{AuditAction, AuditEntry, Outcome};
@@ -24,14 +24,14 @@ use kakera_proto::catalog::{
 };
 use kakera_proto::{RecordId, RequestId, ids};
 
-use super::catalog::{AuditHead, keys};
+use super::catalog::{AuditHead, Families, keys};
 use super::commands::{
     ClientAction, Command, CommandResponse, MAX_META_KEY_BYTES, MAX_META_VALUE_BYTES, RepairStep,
 };
 use super::log_store::{decode, encode};
 use super::{SnapshotData, TypeConfig};
 use crate::shares::{Promotion, ShareStore};
-use crate::store::{CF_CATALOG, CF_SM_META, cf};
+use crate::store::{CF_SM_META, cf};
 
 use super::snapshot::{KEY_LAST_APPLIED, KEY_LAST_MEMBERSHIP, SnapshotHandle};
 /// Catalog key of the cluster identity written by [`Command::InitCluster`].
@@ -154,20 +154,18 @@ impl StateMachine {
 
     /// Reads the cluster record, if the group has been initialised.
     pub fn cluster_record(&self) -> io::Result<Option<ClusterRecord>> {
-        self.db
-            .get_cf(cf(&self.db, CF_CATALOG)?, KEY_CLUSTER)
-            .map_err(io::Error::other)?
+        Families::of(&self.db)?
+            .get(KEY_CLUSTER)?
             .map(|b| decode(&b))
             .transpose()
     }
 
     /// The current Raft member id of every node that registered one.
     pub fn incarnations(&self) -> io::Result<std::collections::BTreeMap<u64, u64>> {
-        let catalog = cf(&self.db, CF_CATALOG)?;
+        let catalog = Families::of(&self.db)?;
         let mut out = std::collections::BTreeMap::new();
-        let mode = IteratorMode::From(INCARNATION_PREFIX, rocksdb::Direction::Forward);
         // Bounded by the number of registered nodes (one key each).
-        for item in self.db.iterator_cf(catalog, mode) {
+        for item in catalog.iter_from(INCARNATION_PREFIX, rocksdb::ReadOptions::default()) {
             let (k, v) = item.map_err(io::Error::other)?;
             let Some(node) = k.strip_prefix(INCARNATION_PREFIX) else {
                 break;
@@ -184,9 +182,8 @@ impl StateMachine {
     pub fn meta(&self, key: &str) -> io::Result<Option<String>> {
         let mut k = META_PREFIX.to_vec();
         k.extend_from_slice(key.as_bytes());
-        self.db
-            .get_cf(cf(&self.db, CF_CATALOG)?, k)
-            .map_err(io::Error::other)?
+        Families::of(&self.db)?
+            .get(k)?
             .map(|b| decode(&b))
             .transpose()
     }
@@ -205,23 +202,23 @@ impl StateMachine {
         head: &mut AuditHead,
         mut entry: AuditEntry,
     ) -> io::Result<()> {
-        let catalog = cf(&self.db, CF_CATALOG)?;
+        let catalog = Families::of(&self.db)?;
         entry.seq = head.seq + 1;
         entry.prev = head.hash;
         entry.at_ms = entry.at_ms.max(head.at_ms);
         let hash = entry.hash();
         let seq_be = entry.seq.to_be_bytes();
-        batch.put_cf(catalog, keys::audit(entry.seq), encode(&entry)?);
+        catalog.put(batch, keys::audit(entry.seq), encode(&entry)?);
         for r in &entry.records {
-            batch.put_cf(
-                catalog,
+            catalog.put(
+                batch,
                 [keys::audit_by_record(r).as_slice(), &seq_be].concat(),
                 [],
             );
         }
         if let Some(job) = &entry.job {
-            batch.put_cf(
-                catalog,
+            catalog.put(
+                batch,
                 [keys::audit_by_job(job).as_slice(), &seq_be].concat(),
                 [],
             );
@@ -231,7 +228,7 @@ impl StateMachine {
             hash,
             at_ms: entry.at_ms,
         };
-        batch.put_cf(catalog, keys::AUDIT_HEAD, encode(head)?);
+        catalog.put(batch, keys::AUDIT_HEAD, encode(head)?);
         Ok(())
     }
 
@@ -242,7 +239,7 @@ impl StateMachine {
         log_index: u64,
         cmd: &Command,
     ) -> io::Result<CommandResponse> {
-        let catalog = cf(&self.db, CF_CATALOG)?;
+        let catalog = Families::of(&self.db)?;
         let system = |action: AuditAction, outcome: &CommandResponse| AuditEntry {
             seq: 0,
             prev: [0; 32],
@@ -269,7 +266,7 @@ impl StateMachine {
                         cluster_id: cluster_id.clone(),
                         config_digest: *config_digest,
                     };
-                    batch.put_cf(catalog, KEY_CLUSTER, encode(&rec)?);
+                    catalog.put(batch, KEY_CLUSTER, encode(&rec)?);
                     CommandResponse::Applied
                 };
                 let a = system(AuditAction::InitCluster, &r);
@@ -286,7 +283,7 @@ impl StateMachine {
                 } else {
                     let mut k = INCARNATION_PREFIX.to_vec();
                     k.extend_from_slice(&node_id.to_be_bytes());
-                    batch.put_cf(catalog, k, encode(raft_id)?);
+                    catalog.put(batch, k, encode(raft_id)?);
                     CommandResponse::Applied
                 };
                 let a = system(
@@ -309,7 +306,7 @@ impl StateMachine {
                 } else {
                     let mut k = META_PREFIX.to_vec();
                     k.extend_from_slice(key.as_bytes());
-                    batch.put_cf(catalog, k, encode(value)?);
+                    catalog.put(batch, k, encode(value)?);
                     CommandResponse::Applied
                 };
                 let a = system(AuditAction::SetMeta { key: key.clone() }, &r);
@@ -362,7 +359,7 @@ impl StateMachine {
         now: u64,
         step: &RepairStep,
     ) -> io::Result<(CommandResponse, AuditAction, Vec<RecordId>)> {
-        let catalog = cf(&self.db, CF_CATALOG)?;
+        let catalog = Families::of(&self.db)?;
         let mut moves = Vec::new();
         let mut records = Vec::new();
         match step {
@@ -380,7 +377,7 @@ impl StateMachine {
                     let mut task = t.clone();
                     task.assigned_at_ms = now;
                     task.assigned_index = log_index;
-                    batch.put_cf(catalog, keys::repair(&t.record), encode(&task)?);
+                    catalog.put(batch, keys::repair(&t.record), encode(&task)?);
                     moves.push((t.x, t.from, t.to));
                     records.push(t.record);
                 }
@@ -400,7 +397,7 @@ impl StateMachine {
                         continue;
                     };
                     let Some(mut entry) = self.record(&p.record)? else {
-                        batch.delete_cf(catalog, keys::repair(&p.record));
+                        catalog.delete(batch, keys::repair(&p.record));
                         continue;
                     };
                     let Some(pos) = entry
@@ -408,13 +405,13 @@ impl StateMachine {
                         .iter()
                         .position(|h| h.node == p.from && h.x == p.x)
                     else {
-                        batch.delete_cf(catalog, keys::repair(&p.record));
+                        catalog.delete(batch, keys::repair(&p.record));
                         continue;
                     };
                     entry.holders[pos].node = p.to;
                     let digest = entry.holders[pos].digest;
-                    batch.put_cf(catalog, keys::record(&p.record), encode(&entry)?);
-                    batch.delete_cf(catalog, keys::repair(&p.record));
+                    catalog.put(batch, keys::record(&p.record), encode(&entry)?);
+                    catalog.delete(batch, keys::repair(&p.record));
                     if self.node_id == p.to {
                         match self.shares.promote(batch, &p.record, &digest)? {
                             Promotion::Promoted | Promotion::AlreadyCommitted => {}
@@ -455,7 +452,7 @@ impl StateMachine {
                 reason: format!("role '{}' may not change node modes", actor.role),
             });
         }
-        let catalog = cf(&self.db, CF_CATALOG)?;
+        let catalog = Families::of(&self.db)?;
         let rec = NodeRecord {
             node,
             mode,
@@ -463,7 +460,7 @@ impl StateMachine {
             changed_by: actor.name.clone(),
             reason: reason.to_string(),
         };
-        batch.put_cf(catalog, keys::node_mode(node), encode(&rec)?);
+        catalog.put(batch, keys::node_mode(node), encode(&rec)?);
         Ok(CommandResponse::Applied)
     }
 
@@ -477,7 +474,7 @@ impl StateMachine {
         now: u64,
         action: &ClientAction,
     ) -> io::Result<(CommandResponse, AuditAction, Option<String>, Vec<RecordId>)> {
-        let catalog = cf(&self.db, CF_CATALOG)?;
+        let catalog = Families::of(&self.db)?;
         Ok(match action {
             ClientAction::CommitRecords { records } => {
                 let ids = records.iter().map(|r| r.id).collect();
@@ -581,7 +578,7 @@ impl StateMachine {
                             ),
                         },
                         None => {
-                            batch.put_cf(catalog, keys::grant(&g.job), encode(&g)?);
+                            catalog.put(batch, keys::grant(&g.job), encode(&g)?);
                             CommandResponse::Applied
                         }
                     }
@@ -642,7 +639,7 @@ impl StateMachine {
                                 by: actor.name.clone(),
                                 reason: reason.clone(),
                             });
-                            batch.put_cf(catalog, keys::grant(job), encode(&g)?);
+                            catalog.put(batch, keys::grant(job), encode(&g)?);
                             CommandResponse::Applied
                         }
                     }
@@ -667,7 +664,7 @@ impl StateMachine {
         target: &EraseTarget,
         reason: &str,
     ) -> io::Result<CommandResponse> {
-        let catalog = cf(&self.db, CF_CATALOG)?;
+        let catalog = Families::of(&self.db)?;
         if actor.role != kakera_proto::Role::Operator {
             return Ok(CommandResponse::Forbidden {
                 reason: format!("role '{}' may not erase records", actor.role),
@@ -705,7 +702,7 @@ impl StateMachine {
                         by: actor.name.clone(),
                         reason: reason.to_string(),
                     };
-                    batch.put_cf(catalog, keys::optout(tag), encode(&o)?);
+                    catalog.put(batch, keys::optout(tag), encode(&o)?);
                 }
                 let (ids, more) = self.subject_records(tag, MAX_BATCH_RECORDS)?;
                 (ids, more, Some(*tag))
@@ -717,11 +714,11 @@ impl StateMachine {
             let Some(entry) = self.record(id)? else {
                 continue;
             };
-            batch.delete_cf(catalog, keys::record(id));
+            catalog.delete(batch, keys::record(id));
             for key in keys::indexes(id, &entry.meta) {
-                batch.delete_cf(catalog, key);
+                catalog.delete(batch, key);
             }
-            batch.delete_cf(catalog, keys::repair(id));
+            catalog.delete(batch, keys::repair(id));
             let tomb = Tombstone {
                 id: *id,
                 at_ms: now,
@@ -729,10 +726,10 @@ impl StateMachine {
                 reason: reason.to_string(),
                 log_index,
             };
-            batch.put_cf(catalog, keys::tomb(id), encode(&tomb)?);
+            catalog.put(batch, keys::tomb(id), encode(&tomb)?);
             if let Some(tag) = &subject {
-                batch.put_cf(
-                    catalog,
+                catalog.put(
+                    batch,
                     [keys::tombs_of_subject(tag).as_slice(), &id.0].concat(),
                     [],
                 );
@@ -754,7 +751,7 @@ impl StateMachine {
         now: u64,
         records: &[RecordEntry],
     ) -> io::Result<CommandResponse> {
-        let catalog = cf(&self.db, CF_CATALOG)?;
+        let catalog = Families::of(&self.db)?;
         if actor.role != kakera_proto::Role::Ingest {
             return Ok(CommandResponse::Forbidden {
                 reason: format!("role '{}' may not commit records", actor.role),
@@ -804,9 +801,9 @@ impl StateMachine {
         for r in fresh {
             let mut entry = r.clone();
             entry.committed_at_ms = now;
-            batch.put_cf(catalog, keys::record(&r.id), encode(&entry)?);
+            catalog.put(batch, keys::record(&r.id), encode(&entry)?);
             for key in keys::indexes(&r.id, &r.meta) {
-                batch.put_cf(catalog, key, []);
+                catalog.put(batch, key, []);
             }
             if let Some(h) = r.holder_on(self.node_id) {
                 match self.shares.promote(batch, &r.id, &h.digest)? {
@@ -834,7 +831,7 @@ impl StateMachine {
         records: &[RecordId],
         ttl_ms: u64,
     ) -> io::Result<CommandResponse> {
-        let catalog = cf(&self.db, CF_CATALOG)?;
+        let catalog = Families::of(&self.db)?;
         self.collect_tickets(batch, now)?;
         let Some(grant) = self.grant(job)? else {
             return Ok(CommandResponse::Forbidden {
@@ -886,7 +883,7 @@ impl StateMachine {
         purpose: TicketPurpose,
         ttl_ms: u64,
     ) -> io::Result<CommandResponse> {
-        let catalog = cf(&self.db, CF_CATALOG)?;
+        let catalog = Families::of(&self.db)?;
         self.collect_tickets(batch, now)?;
         if actor.role != kakera_proto::Role::Auditor {
             return Ok(CommandResponse::Forbidden {
@@ -935,9 +932,11 @@ impl StateMachine {
     /// first ticket still valid (the same on every node since `now` is the entry's
     /// time).
     fn collect_tickets(&self, batch: &mut rocksdb::WriteBatch, now: u64) -> io::Result<()> {
-        let catalog = cf(&self.db, CF_CATALOG)?;
-        let mode = IteratorMode::From(keys::TICKET_EXPIRY, rocksdb::Direction::Forward);
-        for item in self.db.iterator_cf(catalog, mode).take(TICKET_GC_SCAN) {
+        let catalog = Families::of(&self.db)?;
+        for item in catalog
+            .iter_from(keys::TICKET_EXPIRY, rocksdb::ReadOptions::default())
+            .take(TICKET_GC_SCAN)
+        {
             let (k, _) = item.map_err(io::Error::other)?;
             let Some((expires_at_ms, id)) = keys::parse_ticket_expiry(&k) else {
                 break;
@@ -945,8 +944,8 @@ impl StateMachine {
             if expires_at_ms > now {
                 break;
             }
-            batch.delete_cf(catalog, &k);
-            batch.delete_cf(catalog, keys::ticket(id));
+            catalog.delete(batch, &k);
+            catalog.delete(batch, keys::ticket(id));
         }
         Ok(())
     }
@@ -955,12 +954,12 @@ impl StateMachine {
 /// Writes `ticket` and its expiry index key.
 fn put_ticket(
     batch: &mut rocksdb::WriteBatch,
-    catalog: &rocksdb::ColumnFamily,
+    catalog: Families<'_>,
     ticket: &Ticket,
 ) -> io::Result<()> {
-    batch.put_cf(catalog, keys::ticket(ticket.id), encode(ticket)?);
-    batch.put_cf(
-        catalog,
+    catalog.put(batch, keys::ticket(ticket.id), encode(ticket)?);
+    catalog.put(
+        batch,
         keys::ticket_expiry(ticket.expires_at_ms, ticket.id),
         [],
     );
@@ -978,22 +977,17 @@ fn expiry_key_of(value: &[u8]) -> io::Result<Vec<u8>> {
 /// Returns how many were added. Not synced: the index is derived from the tickets,
 /// so a crash before the next flush only means doing it again at the next open.
 fn index_tickets(db: &DB) -> io::Result<u64> {
-    let catalog = cf(db, CF_CATALOG)?;
+    let catalog = Families::of(db)?;
     let mut batch = rocksdb::WriteBatch::default();
     let mut added = 0u64;
-    let mode = IteratorMode::From(keys::TICKET, rocksdb::Direction::Forward);
-    for item in db.iterator_cf(catalog, mode) {
+    for item in catalog.iter_from(keys::TICKET, rocksdb::ReadOptions::default()) {
         let (k, v) = item.map_err(io::Error::other)?;
         if !k.starts_with(keys::TICKET) {
             break;
         }
         let index = expiry_key_of(&v)?;
-        if db
-            .get_cf(catalog, &index)
-            .map_err(io::Error::other)?
-            .is_none()
-        {
-            batch.put_cf(catalog, index, []);
+        if catalog.get(&index)?.is_none() {
+            catalog.put(&mut batch, index, []);
             added += 1;
             // A page at a time, whatever the number of tickets.
             if batch.len() >= INDEX_BATCH_KEYS {
@@ -1294,7 +1288,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(io::Error::other)??,
         };
         if received.meta != *meta {
-            let _ = std::fs::remove_file(&received.sst);
+            ReceivedSnapshot::remove_files(&received.ssts);
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "the snapshot's meta differs from the meta it was sent with",
@@ -1302,12 +1296,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let db = self.db.clone();
         let dir = self.snapshot_dir.clone();
-        let sst = received.sst.clone();
+        let ssts = received.ssts.clone();
         let installed =
             tokio::task::spawn_blocking(move || super::snapshot::install(&db, &received, &dir))
                 .await
                 .map_err(io::Error::other)?;
-        let _ = std::fs::remove_file(&sst);
+        ReceivedSnapshot::remove_files(&ssts);
         let installed = installed?;
         // No ticket re-indexing: a v2 snapshot is a copy of a catalog that already
         // holds the expiry index (older nodes cannot send this format).
@@ -1381,10 +1375,9 @@ mod tests {
     }
 
     fn index_len(sm: &StateMachine) -> io::Result<usize> {
-        let catalog = cf(&sm.db, CF_CATALOG)?;
-        let mode = IteratorMode::From(keys::TICKET_EXPIRY, rocksdb::Direction::Forward);
+        let catalog = Families::of(&sm.db)?;
         let mut n = 0;
-        for item in sm.db.iterator_cf(catalog, mode) {
+        for item in catalog.iter_from(keys::TICKET_EXPIRY, rocksdb::ReadOptions::default()) {
             let (k, _) = item.map_err(io::Error::other)?;
             if !k.starts_with(keys::TICKET_EXPIRY) {
                 break;
@@ -1441,9 +1434,9 @@ mod tests {
     fn tickets_without_an_index_key_are_indexed_on_open() -> io::Result<()> {
         let (dir, sm) = machine();
         open(&sm, 7, 1_000, 10)?;
-        let catalog = cf(&sm.db, CF_CATALOG)?;
+        let key = keys::ticket_expiry(1_010, 7);
         sm.db
-            .delete_cf(catalog, keys::ticket_expiry(1_010, 7))
+            .delete_cf(Families::of(&sm.db)?.holding(&key), &key)
             .map_err(io::Error::other)?;
         assert_eq!(index_len(&sm)?, 0);
         let reopened = StateMachine::new(

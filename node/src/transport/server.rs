@@ -493,7 +493,7 @@ async fn dispatch(
             let received = match receive_snapshot(ctx, recv, identity).await {
                 Ok(r) if r.meta == meta => r,
                 Ok(r) => {
-                    let _ = std::fs::remove_file(&r.sst);
+                    crate::raft::ReceivedSnapshot::remove_files(&r.ssts);
                     return Ok(error(
                         ErrorKind::BadRequest,
                         "the snapshot's meta differs from its header's",
@@ -507,7 +507,7 @@ async fn dispatch(
                     ));
                 }
             };
-            let sst = received.sst.clone();
+            let ssts = received.ssts.clone();
             let snapshot = Snapshot {
                 meta,
                 snapshot: crate::raft::SnapshotData::Received(received),
@@ -520,8 +520,8 @@ async fn dispatch(
             if matches!(&res, Ok(r) if r.vote == vote) {
                 ctx.leader_contact.touch();
             }
-            // An installed file was moved into the database; a refused one is here.
-            let _ = std::fs::remove_file(&sst);
+            // Installed files were moved into the database; refused ones are here.
+            crate::raft::ReceivedSnapshot::remove_files(&ssts);
             Response::Raft(codec::encode(&res)?)
         }
     })
@@ -696,6 +696,7 @@ pub fn raft_status(ctx: &ServerContext) -> RaftStatus {
         committed: m.cluster_committed.map(|l| l.index()),
         applied: m.last_applied.map(|l| l.index()),
         snapshot: m.snapshot.map(|l| l.index()),
+        purged: m.purged.map(|l| l.index()),
         voters,
         learners,
         replication,
