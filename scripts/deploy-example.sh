@@ -37,7 +37,7 @@ done
 [ -e "$OUT" ] && { echo "$OUT exists; choose a new directory" >&2; exit 3; }
 if [ -z "$KAKERA_BIN" ]; then
   KAKERA_BIN="$CARGO_TARGET_DIR/debug/kakera"
-  [ -x "$KAKERA_BIN" ] || (cd "$ROOT" && cargo build --locked -q -p kakera-client --bin kakera)
+  [ -x "$KAKERA_BIN" ] || (cd "$ROOT" && cargo build --locked -q -p kakera-cli --bin kakera)
 fi
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"

@@ -43,7 +43,7 @@ build() {
   # RocksDB (librocksdb-sys) runs bindgen, which needs libclang; its C++ needs g++.
   ensure_debs libclang-dev g++
   echo "building kakera-node and kakera (first build compiles RocksDB: ~10 minutes)"
-  cargo build --locked -q -p kakera-node -p kakera-client --bins
+  cargo build --locked -q -p kakera-node -p kakera-cli --bins
 }
 
 prepare() {

@@ -1,4 +1,4 @@
-//! The client crate's one error type; every message is a sentence a person can act on.
+//! The client library's one error type; every message is a sentence a person can act on.
 
 use std::path::PathBuf;
 
@@ -13,12 +13,6 @@ pub enum ClientError {
         /// The file.
         path: PathBuf,
     },
-    /// The CA's files are missing.
-    #[error("no CA in {dir}: run `kakera ca init --dir {dir}` first")]
-    MissingCa {
-        /// Where the CA was looked for.
-        dir: PathBuf,
-    },
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     File {
@@ -27,9 +21,6 @@ pub enum ClientError {
         /// What the OS said.
         source: std::io::Error,
     },
-    /// Issuing a certificate failed.
-    #[error("certificate: {0}")]
-    Certificate(String),
     /// An argument is not acceptable.
     #[error("{0}")]
     Invalid(String),
@@ -56,8 +47,4 @@ pub enum ClientError {
     /// The cluster config is invalid.
     #[error(transparent)]
     Config(#[from] kakera_config::ConfigError),
-    /// The benchmark's cluster failed, or a measured request failed or read back wrong
-    /// bytes (the figures would be meaningless).
-    #[error("benchmark: {0}")]
-    Bench(String),
 }

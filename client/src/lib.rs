@@ -1,23 +1,16 @@
-//! kakera-client: the library jobs and gateways link ([`Client`]: put, get, list,
-//! grants, audit; [`blocking::Client`] for simple jobs) and the `kakera` CLI's
-//! building blocks for operators and auditors.
+//! kakera-client: the library that jobs and gateways link ([`Client`]: put, get,
+//! list, grants, audit; [`blocking::Client`] for simple jobs), with sealing to the
+//! zone key ([`seal`], [`zone`]), read planning ([`plan`]) and share verification
+//! ([`verify`]). The `kakera` CLI (kakera-cli) and the medical formats
+//! (kakera-medical) are built on it; neither is part of it.
 
-pub mod anonymize;
-pub mod bench;
 pub mod blocking;
 pub mod client;
 pub mod connection;
-pub mod demo;
 pub mod error;
-pub mod export;
-pub mod ingest;
-pub mod linkage;
-pub mod pki;
+pub mod files;
 pub mod plan;
 pub mod seal;
-pub mod ssmix2;
-pub mod ssmix2_gen;
-pub mod status;
 pub mod verify;
 pub mod zone;
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::error::ClientError;
-use crate::pki::write_new;
+use crate::files::write_new;
 use crate::seal::{ZonePrivateKey, ZonePublicKey};
 
 /// Format version of key and custodian files.
@@ -44,7 +44,7 @@ struct CustodianFile {
 }
 
 /// Lower-case hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use kakera_client::anonymize::{Message, ResearchKey, rows_of};
-use kakera_client::ssmix2::parse_relative;
+use kakera_medical::anonymize::{Message, ResearchKey, rows_of};
+use kakera_medical::ssmix2::parse_relative;
 use kakera_proto::{Date, RecordKind, RecordMeta, SubjectTag};
 use libfuzzer_sys::fuzz_target;
 

@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{auditor, clients, start, wait_all_applied};
-use kakera_client::export::{ExportQuery, ExportSigner, verify_export, write_export};
+use kakera_cli::export::{ExportQuery, ExportSigner, verify_export, write_export};
 use kakera_client::verify::Finding;
 use kakera_client::{Client, NewRecord};
 use kakera_proto::audit::{AuditAction, AuditQuery};

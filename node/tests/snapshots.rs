@@ -301,7 +301,7 @@ async fn a_follower_killed_under_load_is_back_within_the_lag_bound() {
     let took = wait_caught_up(
         &op,
         follower,
-        kakera_client::status::LAG_SLACK_ENTRIES,
+        kakera_cli::status::LAG_SLACK_ENTRIES,
         Duration::from_secs(30),
     )
     .await;

@@ -19,11 +19,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{clients, open_grant, start};
-use kakera_client::anonymize::{self, ResearchKey};
-use kakera_client::ingest::{Summary, ingest_ssmix2};
-use kakera_client::linkage::LinkageKey;
-use kakera_client::ssmix2::{parse_relative, walk};
-use kakera_client::ssmix2_gen::generate;
+use kakera_medical::anonymize::{self, ResearchKey};
+use kakera_medical::ingest::{Summary, ingest_ssmix2};
+use kakera_medical::linkage::LinkageKey;
+use kakera_medical::ssmix2::{parse_relative, walk};
+use kakera_medical::ssmix2_gen::generate;
 use kakera_proto::RecordKind;
 use kakera_proto::catalog::{EraseTarget, ListFilter};
 
@@ -94,7 +94,7 @@ async fn ssmix2_ingest_opt_out_and_anonymization() {
         .into_iter()
         .find(|p| {
             parse_relative(p).is_ok_and(|f| {
-                f.kind == "OML-11" && f.condition == kakera_client::ssmix2::Condition::Current
+                f.kind == "OML-11" && f.condition == kakera_medical::ssmix2::Condition::Current
             })
         })
         .unwrap();

@@ -553,7 +553,7 @@ pub async fn wait_moved_off(c: &kakera_client::Client, node: u64, what: &str) {
 #[allow(dead_code)]
 pub async fn leader_node(c: &kakera_client::Client) -> Option<u64> {
     let answers = c.connection().status_all().await;
-    kakera_client::status::build(c.config(), &answers).leader
+    kakera_cli::status::build(c.config(), &answers).leader
 }
 
 /// Waits until the leader reports `voters` voting members (the start-up membership

@@ -17,11 +17,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use kakera_client::{Client, NewRecord};
 use kakera_proto::catalog::{MAX_RECORD_BYTES, RecordState};
 use kakera_proto::{RecordId, RecordKind, RecordMeta, SubjectTag};
 
-use crate::client::{Client, NewRecord};
-use crate::error::ClientError;
+use crate::error::MedicalError;
 use crate::linkage::LinkageKey;
 use crate::ssmix2::{Condition, Ssmix2File, parse_relative, walk};
 
@@ -109,7 +109,7 @@ pub async fn ingest_ssmix2(
     facility: &str,
     batch_files: usize,
     mut progress: impl FnMut(&Progress),
-) -> Result<Summary, ClientError> {
+) -> Result<Summary, MedicalError> {
     let probe = RecordMeta {
         subject: SubjectTag([0; 32]),
         kind: RecordKind::Ssmix2,
@@ -119,7 +119,7 @@ pub async fn ingest_ssmix2(
     };
     probe.validate()?;
     if !root.is_dir() {
-        return Err(ClientError::Invalid(format!(
+        return Err(MedicalError::Invalid(format!(
             "{} is not a directory (the SS-MIX2 standard storage root)",
             root.display()
         )));
@@ -184,7 +184,7 @@ async fn store_batch(
     facility: &str,
     mut items: Vec<Item>,
     summary: &mut Summary,
-) -> Result<(), ClientError> {
+) -> Result<(), MedicalError> {
     // A flag rename seen twice in one tree (old and new name both present): the
     // current one counts.
     items.sort_by(|a, b| {
@@ -281,7 +281,7 @@ async fn put(
     client: &Client,
     records: Vec<(RecordId, NewRecord)>,
     summary: &mut Summary,
-) -> Result<(), ClientError> {
+) -> Result<(), MedicalError> {
     let bytes: u64 = records.iter().map(|(_, r)| r.data.len() as u64).sum();
     let count = records.len();
     client.put_batch_with_ids(records).await?;
@@ -290,8 +290,8 @@ async fn put(
     Ok(())
 }
 
-fn again(count: usize, e: &ClientError) -> ClientError {
-    ClientError::Unavailable(format!(
+fn again(count: usize, e: &MedicalError) -> MedicalError {
+    MedicalError::Interrupted(format!(
         "storing a batch of {count} files failed ({e}); run the same command again: \
          stored files are skipped"
     ))

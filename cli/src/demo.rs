@@ -12,9 +12,9 @@ use kakera_proto::audit::{AuditEntry, AuditQuery};
 use kakera_proto::catalog::{Grant, GrantScope};
 use kakera_proto::{Date, RecordId, RecordKind, RecordMeta, SubjectTag};
 
-use crate::client::{Client, NewRecord};
-use crate::error::ClientError;
-use crate::zone;
+use crate::error::CliError;
+use kakera_client::zone;
+use kakera_client::{Client, NewRecord};
 
 /// Where the demo's identities live: `<dir>/<name>.crt.pem` and `.key.pem` for
 /// `demo-ingest`, `demo-reader`, `demo-intruder` (an hsz reader without a grant),
@@ -85,7 +85,7 @@ pub async fn run(
     config: ClusterConfig,
     files: &DemoFiles,
     records: usize,
-) -> Result<Vec<Step>, ClientError> {
+) -> Result<Vec<Step>, CliError> {
     let mut steps = Vec::new();
     let mut say = |text: String, ok: bool| steps.push(Step { text, ok });
     let ca = config.ca_cert.clone();
@@ -249,7 +249,7 @@ pub async fn run(
     Ok(steps)
 }
 
-fn refusal<T>(what: &str, result: &Result<T, ClientError>) -> String {
+fn refusal<T>(what: &str, result: &Result<T, kakera_client::ClientError>) -> String {
     match result {
         Ok(_) => format!("{what}: ALLOWED (this must not happen)"),
         Err(e) => format!("{what}: refused: {e}"),

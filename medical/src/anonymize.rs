@@ -159,10 +159,10 @@ impl ResearchKey {
     }
 
     /// A fresh random key (research ids then link nothing outside this run).
-    pub fn random() -> Result<ResearchKey, crate::ClientError> {
+    pub fn random() -> Result<ResearchKey, crate::MedicalError> {
         let mut b = Zeroizing::new([0u8; 32]);
         getrandom::fill(b.as_mut())
-            .map_err(|e| crate::ClientError::Invalid(format!("no randomness: {e}")))?;
+            .map_err(|e| crate::MedicalError::Invalid(format!("no randomness: {e}")))?;
         Ok(ResearchKey(b))
     }
 
@@ -172,7 +172,7 @@ impl ResearchKey {
         ctx.update(facility.as_bytes());
         ctx.update(&[0]);
         ctx.update(patient.as_bytes());
-        crate::zone::hex(&ctx.sign().as_ref()[..8])
+        kakera_client::zone::hex(&ctx.sign().as_ref()[..8])
     }
 }
 

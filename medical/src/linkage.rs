@@ -19,7 +19,7 @@ use kakera_proto::{RecordId, SubjectTag};
 use ring::hmac;
 use zeroize::Zeroizing;
 
-use crate::error::ClientError;
+use crate::error::MedicalError;
 
 /// Format version of linkage key files.
 const KEY_FILE_VERSION: u32 = 1;
@@ -50,41 +50,41 @@ impl LinkageKey {
     }
 
     /// A new random key.
-    pub fn generate() -> Result<LinkageKey, ClientError> {
+    pub fn generate() -> Result<LinkageKey, MedicalError> {
         let mut bytes = Zeroizing::new([0u8; 32]);
         getrandom::fill(bytes.as_mut())
-            .map_err(|e| ClientError::Invalid(format!("no randomness for the key: {e}")))?;
+            .map_err(|e| MedicalError::Invalid(format!("no randomness for the key: {e}")))?;
         Ok(LinkageKey { bytes })
     }
 
     /// Writes the key to a new file (mode 0600; an existing file is never replaced).
-    pub fn write(&self, path: &Path) -> Result<(), ClientError> {
+    pub fn write(&self, path: &Path) -> Result<(), MedicalError> {
         let text = Zeroizing::new(
             toml::to_string(&KeyFile {
                 kakera_linkage_key: KEY_FILE_VERSION,
-                key: crate::zone::hex(self.bytes.as_ref()),
+                key: kakera_client::zone::hex(self.bytes.as_ref()),
             })
-            .map_err(|e| ClientError::Invalid(format!("encoding the key file: {e}")))?,
+            .map_err(|e| MedicalError::Invalid(format!("encoding the key file: {e}")))?,
         );
         let body = Zeroizing::new(format!(
             "# kakera linkage key: turns patient ids into subject tags. Keep it with the \
              linking step only; never give it to a node.\n{}",
             text.as_str()
         ));
-        crate::pki::write_new(path, &body, 0o600)
+        Ok(kakera_client::files::write_new(path, &body, 0o600)?)
     }
 
     /// Reads a key file. Its contents are never echoed in an error.
-    pub fn load(path: &Path) -> Result<LinkageKey, ClientError> {
+    pub fn load(path: &Path) -> Result<LinkageKey, MedicalError> {
         let text =
             Zeroizing::new(
-                std::fs::read_to_string(path).map_err(|source| ClientError::File {
+                std::fs::read_to_string(path).map_err(|source| MedicalError::File {
                     path: path.to_path_buf(),
                     source,
                 })?,
             );
         let bad = || {
-            ClientError::Invalid(format!(
+            MedicalError::Invalid(format!(
                 "{} is not a kakera linkage key file (make one with `kakera linkage keygen`)",
                 path.display()
             ))
@@ -92,7 +92,7 @@ impl LinkageKey {
         let file: KeyFile = toml::from_str(&text).map_err(|_| bad())?;
         let key = Zeroizing::new(file.key);
         if file.kakera_linkage_key != KEY_FILE_VERSION {
-            return Err(ClientError::Invalid(format!(
+            return Err(MedicalError::Invalid(format!(
                 "{}: linkage key file version {} (this build reads {KEY_FILE_VERSION})",
                 path.display(),
                 file.kakera_linkage_key

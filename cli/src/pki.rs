@@ -3,11 +3,9 @@
 //! carry the node name as a DNS SAN, which peers verify. Private keys are written with
 //! mode 0600 and never overwritten.
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use kakera_client::files::write_new;
 use kakera_proto::Role;
 use kakera_proto::identity::{name_uri, zone_uri};
 use rcgen::{
@@ -16,7 +14,7 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-use crate::error::ClientError;
+use crate::error::CliError;
 
 /// CA certificate file name inside a CA directory.
 pub const CA_CERT: &str = "ca.crt.pem";
@@ -27,42 +25,18 @@ pub const CA_VALIDITY_DAYS: i64 = 3650;
 /// How long an issued certificate is valid.
 pub const LEAF_VALIDITY_DAYS: i64 = 397;
 
-fn cert_err(e: impl std::fmt::Display) -> ClientError {
-    ClientError::Certificate(e.to_string())
+fn cert_err(e: impl std::fmt::Display) -> CliError {
+    CliError::Certificate(e.to_string())
 }
 
-/// Writes a file that must not exist yet, with the given mode.
-pub fn write_new(path: &Path, contents: &str, mode: u32) -> Result<(), ClientError> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|source| match source.kind() {
-            std::io::ErrorKind::AlreadyExists => ClientError::Exists {
-                path: path.to_path_buf(),
-            },
-            _ => ClientError::File {
-                path: path.to_path_buf(),
-                source,
-            },
-        })?;
-    f.write_all(contents.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|source| ClientError::File {
-            path: path.to_path_buf(),
-            source,
-        })
-}
-
-fn ensure_dir(dir: &Path) -> Result<(), ClientError> {
-    std::fs::create_dir_all(dir).map_err(|source| ClientError::File {
+fn ensure_dir(dir: &Path) -> Result<(), CliError> {
+    std::fs::create_dir_all(dir).map_err(|source| CliError::File {
         path: dir.to_path_buf(),
         source,
     })
 }
 
-fn check_name(what: &str, s: &str) -> Result<(), ClientError> {
+fn check_name(what: &str, s: &str) -> Result<(), CliError> {
     let ok = !s.is_empty()
         && s.len() <= 64
         && s.chars()
@@ -70,13 +44,13 @@ fn check_name(what: &str, s: &str) -> Result<(), ClientError> {
     if ok {
         Ok(())
     } else {
-        Err(ClientError::Invalid(format!(
+        Err(CliError::Invalid(format!(
             "{what} '{s}' must be 1-64 letters, digits, '-', '_' or '.'"
         )))
     }
 }
 
-fn ca_params(name: &str) -> Result<CertificateParams, ClientError> {
+fn ca_params(name: &str) -> Result<CertificateParams, CliError> {
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -91,12 +65,12 @@ fn ca_params(name: &str) -> Result<CertificateParams, ClientError> {
 }
 
 /// Creates a CA in `dir`: `ca.crt.pem` and `ca.key.pem` (0600). Refuses to overwrite.
-pub fn init_ca(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), ClientError> {
+pub fn init_ca(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), CliError> {
     ensure_dir(dir)?;
     let (cert_path, key_path) = (dir.join(CA_CERT), dir.join(CA_KEY));
     for p in [&cert_path, &key_path] {
         if p.exists() {
-            return Err(ClientError::Exists { path: p.clone() });
+            return Err(CliError::Exists { path: p.clone() });
         }
     }
     let params = ca_params(name)?;
@@ -124,19 +98,19 @@ pub fn issue(
     ca_dir: &Path,
     out: &Path,
     req: &IssueRequest,
-) -> Result<(PathBuf, PathBuf), ClientError> {
+) -> Result<(PathBuf, PathBuf), CliError> {
     check_name("name", &req.name)?;
     if let Some(z) = &req.zone {
         check_name("zone", z)?;
     }
     let (ca_cert, ca_key) = (ca_dir.join(CA_CERT), ca_dir.join(CA_KEY));
     if !ca_cert.exists() || !ca_key.exists() {
-        return Err(ClientError::MissingCa {
+        return Err(CliError::MissingCa {
             dir: ca_dir.to_path_buf(),
         });
     }
     let read = |p: &Path| {
-        std::fs::read_to_string(p).map_err(|source| ClientError::File {
+        std::fs::read_to_string(p).map_err(|source| CliError::File {
             path: p.to_path_buf(),
             source,
         })
@@ -149,7 +123,7 @@ pub fn issue(
     let key_path = out.join(format!("{}.key.pem", req.name));
     for p in [&cert_path, &key_path] {
         if p.exists() {
-            return Err(ClientError::Exists { path: p.clone() });
+            return Err(CliError::Exists { path: p.clone() });
         }
     }
     let dns = if req.role == Role::Node {

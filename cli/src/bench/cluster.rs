@@ -15,10 +15,10 @@ use kakera_config::ClusterConfig;
 use kakera_net::TlsFiles;
 use kakera_proto::Role;
 
-use crate::client::Client;
-use crate::error::ClientError;
+use crate::error::CliError;
 use crate::pki::{self, IssueRequest};
-use crate::zone::{self, Custody};
+use kakera_client::Client;
+use kakera_client::zone::{self, Custody};
 
 /// Nodes running from the start.
 pub const ACTIVE_NODES: u64 = 5;
@@ -55,8 +55,8 @@ pub struct BenchCluster {
     children: BTreeMap<u64, Child>,
 }
 
-fn file_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
-    move |source| ClientError::File {
+fn file_err(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
+    move |source| CliError::File {
         path: path.to_path_buf(),
         source,
     }
@@ -71,9 +71,9 @@ impl BenchCluster {
         node_binary: &Path,
         pacing: Pacing,
         log_filter: &str,
-    ) -> Result<BenchCluster, ClientError> {
+    ) -> Result<BenchCluster, CliError> {
         if dir.join("cluster.toml").exists() {
-            return Err(ClientError::Exists {
+            return Err(CliError::Exists {
                 path: dir.join("cluster.toml"),
             });
         }
@@ -101,7 +101,7 @@ impl BenchCluster {
             std::fs::read_to_string(&keys.public_file).map_err(file_err(&keys.public_file))?;
         let mut suffix = [0u8; 4];
         getrandom::fill(&mut suffix)
-            .map_err(|e| ClientError::Bench(format!("the OS random source failed: {e}")))?;
+            .map_err(|e| CliError::Bench(format!("the OS random source failed: {e}")))?;
         let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
         let ports = kakera_net::ports::local_ports(RACKS.len())?;
         let mut text = format!(
@@ -153,7 +153,7 @@ impl BenchCluster {
                 .secret_files
                 .first()
                 .cloned()
-                .ok_or_else(|| ClientError::Bench("zone keygen wrote no private key".into()))?,
+                .ok_or_else(|| CliError::Bench("zone keygen wrote no private key".into()))?,
             log_filter: log_filter.to_string(),
             children: BTreeMap::new(),
         };
@@ -170,7 +170,7 @@ impl BenchCluster {
 
     /// Starts node `id` (its log goes to `logs/node-<id>.log`, appended to). `RUST_LOG`
     /// passes through; without it nodes log what the cluster's filter lets through.
-    pub fn start_node(&mut self, id: u64) -> Result<(), ClientError> {
+    pub fn start_node(&mut self, id: u64) -> Result<(), CliError> {
         let log_path = self.node_log(id);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -193,7 +193,7 @@ impl BenchCluster {
             .stderr(err)
             .spawn()
             .map_err(|e| {
-                ClientError::Bench(format!(
+                CliError::Bench(format!(
                     "cannot start {} (build it with `cargo build --release -p kakera-node`, \
                      or name it with --node-binary): {e}",
                     self.node_binary.display()
@@ -219,23 +219,23 @@ impl BenchCluster {
     }
 
     /// Kills node `id` with SIGKILL (a machine lost, nothing flushed) and reaps it.
-    pub fn kill_node(&mut self, id: u64) -> Result<(), ClientError> {
+    pub fn kill_node(&mut self, id: u64) -> Result<(), CliError> {
         let mut child = self
             .children
             .remove(&id)
-            .ok_or_else(|| ClientError::Bench(format!("node {id} is not running")))?;
+            .ok_or_else(|| CliError::Bench(format!("node {id} is not running")))?;
         child
             .kill()
             .and_then(|()| child.wait().map(|_| ()))
-            .map_err(|e| ClientError::Bench(format!("cannot stop node {id}: {e}")))
+            .map_err(|e| CliError::Bench(format!("cannot stop node {id}: {e}")))
     }
 
     /// Whether every started node process is still running; the first one that
     /// exited otherwise, with where its log is.
-    pub fn check_alive(&mut self) -> Result<(), ClientError> {
+    pub fn check_alive(&mut self) -> Result<(), CliError> {
         for (id, child) in &mut self.children {
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(ClientError::Bench(format!(
+                return Err(CliError::Bench(format!(
                     "node {id} exited ({status}); see {}",
                     self.dir.join(format!("logs/node-{id}.log")).display()
                 )));
@@ -255,7 +255,7 @@ impl BenchCluster {
 
     /// A client acting as `name` (one of [`INGEST`], [`READER`], [`OPERATOR`]); the
     /// reader holds the zone private key.
-    pub fn client(&self, name: &str) -> Result<Client, ClientError> {
+    pub fn client(&self, name: &str) -> Result<Client, CliError> {
         let client = Client::connect(self.config.clone(), &self.tls(name))?;
         if name == READER {
             return Ok(client.with_zone_key(zone::load_private(&self.zone_key)?));
@@ -271,7 +271,7 @@ impl BenchCluster {
         client: &Client,
         nodes: &[u64],
         down: &[u64],
-    ) -> Result<(), ClientError> {
+    ) -> Result<(), CliError> {
         let deadline = Instant::now() + Duration::from_millis(READY_TIMEOUT_MS);
         loop {
             self.check_alive()?;
@@ -290,7 +290,7 @@ impl BenchCluster {
                 Err(e) => e.to_string(),
             };
             if Instant::now() >= deadline {
-                return Err(ClientError::Bench(format!(
+                return Err(CliError::Bench(format!(
                     "nodes {nodes:?} not all alive (or {down:?} not dead) after {} s (last \
                      answer: {last}); logs in {}",
                     READY_TIMEOUT_MS / 1000,

@@ -2,7 +2,7 @@
 //! a lost node, a lagging node, a lost quorum and a split brain for what they are.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is the failure report
 
-use kakera_client::status::{Health, LAG_SLACK_ENTRIES, build, render};
+use kakera_cli::status::{Health, LAG_SLACK_ENTRIES, build, render};
 use kakera_config::{ClusterConfig, NodeConfig};
 use kakera_proto::ids::raft_id;
 use kakera_proto::{NodeStatus, NodeUsage, RaftStatus};

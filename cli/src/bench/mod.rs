@@ -28,9 +28,9 @@ use kakera_proto::catalog::{Grant, GrantScope, NodeMode};
 use kakera_proto::{Date, Digest, RecordId, RecordKind, RecordMeta, SubjectTag};
 use serde::Serialize;
 
-use crate::client::{Client, NewRecord};
-use crate::error::ClientError;
+use crate::error::CliError;
 use cluster::{ACTIVE_NODES, BenchCluster, INGEST, OPERATOR, Pacing, READER, SPARE_NODE};
+use kakera_client::{Client, NewRecord};
 use stats::{Mode, Op, Phase, Ratio, RepairFigures, Shape};
 
 /// The job name the benchmark reads under.
@@ -128,9 +128,9 @@ pub fn record_count(size: u64, opts: &BenchOptions) -> u64 {
 pub async fn run(
     opts: &BenchOptions,
     say: &mut (dyn FnMut(String) + Send),
-) -> Result<BenchReport, ClientError> {
+) -> Result<BenchReport, CliError> {
     if opts.sizes.is_empty() || opts.concurrency == 0 {
-        return Err(ClientError::Invalid(
+        return Err(CliError::Invalid(
             "give at least one record size and a concurrency of at least 1".into(),
         ));
     }
@@ -246,7 +246,7 @@ async fn start(
     pacing: Pacing,
     log_filter: &str,
     say: &mut (dyn FnMut(String) + Send),
-) -> Result<Started, ClientError> {
+) -> Result<Started, CliError> {
     say(format!("starting a 5-node cluster in {}", dir.display()));
     let mut cluster = BenchCluster::create(dir, node_binary, pacing, log_filter)?;
     let operator = cluster.client(OPERATOR)?;
@@ -282,7 +282,7 @@ async fn start(
     })
 }
 
-async fn open_grant(operator: &Client) -> Result<(), ClientError> {
+async fn open_grant(operator: &Client) -> Result<(), CliError> {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -301,19 +301,20 @@ async fn open_grant(operator: &Client) -> Result<(), ClientError> {
             created_by: String::new(),
             revoked: None,
         })
-        .await
+        .await?;
+    Ok(())
 }
 
 /// One request's records, with the digest of each record's bytes.
 type Batch = Vec<(RecordId, NewRecord, Digest)>;
 
 /// `count` records of `size` incompressible bytes in batches of `per_batch`.
-fn make_batches(size: u64, count: u64, per_batch: usize) -> Result<Vec<Batch>, ClientError> {
+fn make_batches(size: u64, count: u64, per_batch: usize) -> Result<Vec<Batch>, CliError> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed)
-        .map_err(|e| ClientError::Bench(format!("the OS random source failed: {e}")))?;
+        .map_err(|e| CliError::Bench(format!("the OS random source failed: {e}")))?;
     let len = usize::try_from(size)
-        .map_err(|_| ClientError::Invalid(format!("a record of {size} bytes is too large")))?;
+        .map_err(|_| CliError::Invalid(format!("a record of {size} bytes is too large")))?;
     let mut batches = Vec::new();
     let mut batch = Vec::with_capacity(per_batch);
     for i in 0..count {
@@ -333,7 +334,7 @@ fn make_batches(size: u64, count: u64, per_batch: usize) -> Result<Vec<Batch>, C
 
 /// Benchmark record `i`: `len` incompressible bytes drawn from `seed`, its own
 /// subject, kind and source inside the reader's grant.
-fn bench_record(seed: &[u8; 32], i: u64, len: usize) -> Result<NewRecord, ClientError> {
+fn bench_record(seed: &[u8; 32], i: u64, len: usize) -> Result<NewRecord, CliError> {
     let mut data = vec![0u8; len];
     let mut h = blake3::Hasher::new_keyed(seed);
     h.update(&i.to_le_bytes());
@@ -358,12 +359,12 @@ async fn drive<I, T, F, Fut>(
     concurrency: usize,
     requests: Vec<I>,
     call: F,
-) -> Result<(f64, Vec<u64>, Vec<T>), ClientError>
+) -> Result<(f64, Vec<u64>, Vec<T>), CliError>
 where
     I: Send + 'static,
     T: Send + 'static,
     F: Fn(I) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<T, ClientError>> + Send,
+    Fut: std::future::Future<Output = Result<T, CliError>> + Send,
 {
     let queue = Arc::new(Mutex::new(VecDeque::from(requests)));
     let call = Arc::new(call);
@@ -385,7 +386,7 @@ where
                 latencies.push(t.elapsed().as_micros() as u64);
                 results.push(result);
             }
-            Ok::<_, ClientError>((latencies, results))
+            Ok::<_, CliError>((latencies, results))
         }));
     }
     let mut latencies = Vec::new();
@@ -393,7 +394,7 @@ where
     for w in workers {
         let (l, r) = w
             .await
-            .map_err(|e| ClientError::Bench(format!("a benchmark worker failed: {e}")))??;
+            .map_err(|e| CliError::Bench(format!("a benchmark worker failed: {e}")))??;
         latencies.extend(l);
         results.extend(r);
     }
@@ -407,9 +408,9 @@ fn phase_of(
     records: u64,
     elapsed_ms: f64,
     mut latencies: Vec<u64>,
-) -> Result<Phase, ClientError> {
+) -> Result<Phase, CliError> {
     let latency = stats::percentiles(&mut latencies)
-        .ok_or_else(|| ClientError::Bench("a phase made no request".into()))?;
+        .ok_or_else(|| CliError::Bench("a phase made no request".into()))?;
     Ok(Phase::new(op, mode, shape, records, elapsed_ms, latency))
 }
 
@@ -419,7 +420,7 @@ async fn put_phase(
     mode: Mode,
     shape: Shape,
     batches: Vec<Batch>,
-) -> Result<(Phase, Vec<(RecordId, Digest)>), ClientError> {
+) -> Result<(Phase, Vec<(RecordId, Digest)>), CliError> {
     let client = client.clone();
     let (elapsed_ms, latencies, results) =
         drive(shape.concurrency, batches, move |batch: Batch| {
@@ -455,7 +456,7 @@ async fn get_phase(
     mode: Mode,
     shape: Shape,
     ids: &[(RecordId, Digest)],
-) -> Result<Phase, ClientError> {
+) -> Result<Phase, CliError> {
     let expected: Arc<HashMap<RecordId, Digest>> = Arc::new(ids.iter().copied().collect());
     let requests: Vec<Vec<RecordId>> = ids
         .chunks(shape.batch_records)
@@ -469,12 +470,12 @@ async fn get_phase(
             async move {
                 let batch = client.get_batch(JOB, &ids).await?;
                 if let Some((id, e)) = batch.failed.first() {
-                    return Err(ClientError::Bench(format!(
+                    return Err(CliError::Bench(format!(
                         "record {id} did not read back: {e}"
                     )));
                 }
                 if batch.records.len() != ids.len() {
-                    return Err(ClientError::Bench(format!(
+                    return Err(CliError::Bench(format!(
                         "{} of {} records read back",
                         batch.records.len(),
                         ids.len()
@@ -482,7 +483,7 @@ async fn get_phase(
                 }
                 for r in &batch.records {
                     if expected.get(&r.id) != Some(&Digest::of(&r.data)) {
-                        return Err(ClientError::Bench(format!(
+                        return Err(CliError::Bench(format!(
                             "record {} read back with different bytes",
                             r.id
                         )));
@@ -502,7 +503,7 @@ async fn measure_repair(
     cluster: &mut BenchCluster,
     operator: &Client,
     opts: &BenchOptions,
-) -> Result<RepairFigures, ClientError> {
+) -> Result<RepairFigures, CliError> {
     operator
         .set_node_mode(SPARE_NODE, NodeMode::Active, "benchmark repair")
         .await?;
@@ -514,7 +515,7 @@ async fn measure_repair(
     // Rack a or b, not the leader: its shares can only go to the spare (rack c).
     let removed = (1..=4)
         .find(|id| Some(*id) != leader)
-        .ok_or_else(|| ClientError::Bench("no node to remove".into()))?;
+        .ok_or_else(|| CliError::Bench("no node to remove".into()))?;
     let (mut moves, mut share_bytes) = (0u64, 0u64);
     for e in operator
         .list_all(kakera_proto::catalog::ListFilter::All, usize::MAX)
@@ -549,7 +550,7 @@ async fn measure_repair(
             break;
         }
         if Instant::now() >= deadline {
-            return Err(ClientError::Bench(format!(
+            return Err(CliError::Bench(format!(
                 "repair unfinished after {} s: {done} of {moves} moves done, {} pending, {} \
                  waiting, last error: {}",
                 opts.repair_timeout_s,

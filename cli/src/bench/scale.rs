@@ -36,8 +36,8 @@ use serde::Serialize;
 use super::cluster::{ACTIVE_NODES, BenchCluster, Pacing};
 use super::stats::{self, Mode, Phase, Shape};
 use super::{JOB, Setup, Started, batch_records, bench_record, get_phase, make_batches, put_phase};
-use crate::client::Client;
-use crate::error::ClientError;
+use crate::error::CliError;
+use kakera_client::Client;
 
 /// What nodes log during a scale run: warnings, and the Raft module's snapshot lines.
 const SCALE_LOG_FILTER: &str = "warn,kakera_node::raft=info";
@@ -210,13 +210,13 @@ pub fn checkpoints(records: u64) -> Vec<u64> {
 pub async fn run(
     opts: &ScaleOptions,
     say: &mut (dyn FnMut(String) + Send),
-) -> Result<ScaleReport, ClientError> {
+) -> Result<ScaleReport, CliError> {
     if opts.concurrency == 0
         || opts.probe_records == 0
         || opts.records == 0
         || opts.probe_rounds == 0
     {
-        return Err(ClientError::Invalid(
+        return Err(CliError::Invalid(
             "give a record count, probe records, probe rounds and a concurrency of at least 1"
                 .into(),
         ));
@@ -342,7 +342,7 @@ pub async fn run(
         .map(|b| b as f64 / catalog.max(1) as f64);
     let (first, last) = match (points.first(), points.last()) {
         (Some(f), Some(l)) => (f, l),
-        _ => return Err(ClientError::Bench("no checkpoint was measured".into())),
+        _ => return Err(CliError::Bench("no checkpoint was measured".into())),
     };
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     Ok(ScaleReport {
@@ -359,13 +359,13 @@ pub async fn run(
 }
 
 /// The phase with the median records/s (the upper one of an even count).
-fn median(mut phases: Vec<Phase>) -> Result<Phase, ClientError> {
+fn median(mut phases: Vec<Phase>) -> Result<Phase, CliError> {
     phases.sort_by(|a, b| a.records_per_s.total_cmp(&b.records_per_s));
     let mid = phases.len() / 2;
     phases
         .into_iter()
         .nth(mid)
-        .ok_or_else(|| ClientError::Bench("a checkpoint ran no probe".into()))
+        .ok_or_else(|| CliError::Bench("a checkpoint ran no probe".into()))
 }
 
 /// Stores `count` fill records in full batches; the records/s.
@@ -375,12 +375,12 @@ async fn fill(
     count: u64,
     per_batch: usize,
     say: &mut (dyn FnMut(String) + Send),
-) -> Result<f64, ClientError> {
+) -> Result<f64, CliError> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed)
-        .map_err(|e| ClientError::Bench(format!("the OS random source failed: {e}")))?;
+        .map_err(|e| CliError::Bench(format!("the OS random source failed: {e}")))?;
     let len = usize::try_from(opts.fill_bytes)
-        .map_err(|_| ClientError::Invalid(format!("fill records of {} bytes", opts.fill_bytes)))?;
+        .map_err(|_| CliError::Invalid(format!("fill records of {} bytes", opts.fill_bytes)))?;
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let per_batch = per_batch.max(1) as u64;
@@ -393,7 +393,7 @@ async fn fill(
             loop {
                 let from = next.fetch_add(per_batch, Ordering::Relaxed);
                 if from >= count {
-                    return Ok::<(), ClientError>(());
+                    return Ok::<(), CliError>(());
                 }
                 let to = (from + per_batch).min(count);
                 let mut batch = Vec::with_capacity((to - from) as usize);
@@ -414,7 +414,7 @@ async fn fill(
                 None => break,
                 Some(Ok(result)) => result?,
                 Some(Err(e)) => {
-                    return Err(ClientError::Bench(format!("a fill worker failed: {e}")));
+                    return Err(CliError::Bench(format!("a fill worker failed: {e}")));
                 }
             },
             _ = tick.tick() => {
@@ -499,15 +499,15 @@ fn dir_bytes(dir: &Path) -> u64 {
 }
 
 /// The snapshot lines of node `node`'s log.
-fn snapshot_events(node: u64, log: &Path) -> Result<Vec<SnapshotEvent>, ClientError> {
-    let file = std::fs::File::open(log).map_err(|source| ClientError::File {
+fn snapshot_events(node: u64, log: &Path) -> Result<Vec<SnapshotEvent>, CliError> {
+    let file = std::fs::File::open(log).map_err(|source| CliError::File {
         path: log.to_path_buf(),
         source,
     })?;
     let mut out = Vec::new();
     // Bounded by the log file's lines.
     for line in std::io::BufReader::new(file).lines() {
-        let line = line.map_err(|source| ClientError::File {
+        let line = line.map_err(|source| CliError::File {
             path: log.to_path_buf(),
             source,
         })?;
@@ -547,12 +547,12 @@ pub fn parse_snapshot_line(node: u64, line: &str) -> Option<SnapshotEvent> {
 async fn raft_view(
     cluster: &BenchCluster,
     operator: &Client,
-) -> Result<(u64, u64, Vec<(u64, u64, Option<u64>)>), ClientError> {
+) -> Result<(u64, u64, Vec<(u64, u64, Option<u64>)>), CliError> {
     let answers = operator.connection().status_all().await;
     let report = crate::status::build(cluster.config(), &answers);
     let leader = report
         .leader
-        .ok_or_else(|| ClientError::Bench("no leader".into()))?;
+        .ok_or_else(|| CliError::Bench("no leader".into()))?;
     let committed = report.committed.unwrap_or(0);
     let nodes = answers
         .iter()
@@ -575,7 +575,7 @@ async fn measure_catch_up(
     probe_ids: &[(RecordId, kakera_proto::Digest)],
     wipe: bool,
     say: &mut (dyn FnMut(String) + Send),
-) -> Result<CatchUp, ClientError> {
+) -> Result<CatchUp, CliError> {
     let deadline = Instant::now() + Duration::from_secs(CATCH_UP_TIMEOUT_S);
     let keep = cluster.config().raft.keep_entries_after_snapshot;
     let (leader, _, _) = raft_view(cluster, operator).await?;
@@ -587,22 +587,21 @@ async fn measure_catch_up(
     } else {
         followers.next_back()
     }
-    .ok_or_else(|| ClientError::Bench("no follower to kill".into()))?;
+    .ok_or_else(|| CliError::Bench("no follower to kill".into()))?;
     cluster.kill_node(node)?;
     if wipe {
         // The database and snapshot directory; the node's certificate and key stay,
         // as an operator reinstalls them on a replaced disk.
         for sub in ["db", "snapshots"] {
             let dir = cluster.data_dir(node).join(sub);
-            std::fs::remove_dir_all(&dir)
-                .map_err(|source| ClientError::File { path: dir, source })?;
+            std::fs::remove_dir_all(&dir).map_err(|source| CliError::File { path: dir, source })?;
         }
     }
     let (_, killed_at, _) = raft_view(cluster, operator).await?;
     let one: Vec<RecordId> = probe_ids
         .first()
         .map(|(id, _)| vec![*id])
-        .ok_or_else(|| ClientError::Bench("no probe record to read".into()))?;
+        .ok_or_else(|| CliError::Bench("no probe record to read".into()))?;
     // Bounded by the deadline: each round commits TICKETS_PER_ROUND entries. A wiped
     // node needs the log from its start, so one round is enough once the leader has
     // purged any of it.
@@ -613,7 +612,7 @@ async fn measure_catch_up(
             round.spawn(async move { reader.get_batch(JOB, &one).await.map(|_| ()) });
         }
         while let Some(r) = round.join_next().await {
-            r.map_err(|e| ClientError::Bench(format!("a ticket task failed: {e}")))??;
+            r.map_err(|e| CliError::Bench(format!("a ticket task failed: {e}")))??;
         }
         cluster.check_alive()?;
         let (_, committed, nodes) = raft_view(cluster, operator).await?;
@@ -627,7 +626,7 @@ async fn measure_catch_up(
             break committed;
         }
         if Instant::now() >= deadline {
-            return Err(ClientError::Bench(format!(
+            return Err(CliError::Bench(format!(
                 "the leader took no snapshot past index {past} within {CATCH_UP_TIMEOUT_S} s"
             )));
         }
@@ -655,7 +654,7 @@ async fn measure_catch_up(
             break;
         }
         if Instant::now() >= deadline {
-            return Err(ClientError::Bench(format!(
+            return Err(CliError::Bench(format!(
                 "node {node} had not caught up after {CATCH_UP_TIMEOUT_S} s; see {}",
                 cluster.node_log(node).display()
             )));
@@ -669,7 +668,7 @@ async fn measure_catch_up(
     for group in ids.chunks(READ_BACK_BATCH) {
         let got = reader.get_batch(JOB, group).await?;
         if got.records.len() != group.len() {
-            return Err(ClientError::Bench(format!(
+            return Err(CliError::Bench(format!(
                 "after node {node}'s catch-up {} of {} records read back",
                 got.records.len(),
                 group.len()
@@ -680,7 +679,7 @@ async fn measure_catch_up(
             .iter()
             .find(|r| expected.get(&r.id) != Some(&kakera_proto::Digest::of(&r.data)))
         {
-            return Err(ClientError::Bench(format!(
+            return Err(CliError::Bench(format!(
                 "record {} read back with different bytes after node {node}'s catch-up",
                 r.id
             )));

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use crate::error::ClientError;
+use crate::error::MedicalError;
 
 /// The SS-MIX2 profile in MSH-21.
 pub const MSH21: &str = "SS-MIX2_1.20^SS-MIX2^1.2.392.200250.2.1.100.1.2.120^ISO";
@@ -138,7 +138,7 @@ fn pid(p: &Patient) -> String {
 }
 
 /// One message: segments joined and terminated by CR, encoded in ISO-2022-JP.
-fn encode(segments: &[String]) -> Result<Vec<u8>, ClientError> {
+fn encode(segments: &[String]) -> Result<Vec<u8>, MedicalError> {
     let mut text = String::new();
     for s in segments {
         text.push_str(s);
@@ -146,7 +146,7 @@ fn encode(segments: &[String]) -> Result<Vec<u8>, ClientError> {
     }
     let (bytes, _, unmappable) = encoding_rs::ISO_2022_JP.encode(&text);
     if unmappable {
-        return Err(ClientError::Invalid(
+        return Err(MedicalError::Invalid(
             "a generated message has characters ISO-2022-JP cannot carry".into(),
         ));
     }
@@ -170,7 +170,7 @@ impl Writer<'_> {
         dept: &str,
         flag: u8,
         body: &[u8],
-    ) -> Result<(), ClientError> {
+    ) -> Result<(), MedicalError> {
         let dir = self
             .root
             .join(&pid[..3])
@@ -178,7 +178,7 @@ impl Writer<'_> {
             .join(pid)
             .join(date)
             .join(kind);
-        std::fs::create_dir_all(&dir).map_err(|source| ClientError::File {
+        std::fs::create_dir_all(&dir).map_err(|source| MedicalError::File {
             path: dir.clone(),
             source,
         })?;
@@ -188,11 +188,11 @@ impl Writer<'_> {
             .write(true)
             .create_new(true)
             .open(&path)
-            .map_err(|source| ClientError::File {
+            .map_err(|source| MedicalError::File {
                 path: path.clone(),
                 source,
             })?;
-        f.write_all(body).map_err(|source| ClientError::File {
+        f.write_all(body).map_err(|source| MedicalError::File {
             path: path.clone(),
             source,
         })?;
@@ -214,7 +214,7 @@ pub fn generate(
     patients: usize,
     facility: &str,
     seed: u64,
-) -> Result<Generated, ClientError> {
+) -> Result<Generated, MedicalError> {
     let mut rng = Mix(seed);
     let mut w = Writer {
         root,

@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use x509_parser::prelude::{ASN1Time, FromDer, X509Certificate};
 
 use crate::demo::format_ms;
-use crate::error::ClientError;
-use crate::zone::hex;
+use crate::error::CliError;
+use kakera_client::zone::hex;
 
 /// The `format` field of an export's header.
 pub const EXPORT_FORMAT: &str = "kakera-audit-export";
@@ -149,12 +149,9 @@ pub struct ExportSigner {
 impl ExportSigner {
     /// Loads an identity's certificate and private key (PEM). The key never leaves
     /// this value and is not printed.
-    pub fn load(
-        cert_path: &std::path::Path,
-        key_path: &std::path::Path,
-    ) -> Result<Self, ClientError> {
+    pub fn load(cert_path: &std::path::Path, key_path: &std::path::Path) -> Result<Self, CliError> {
         let read = |p: &std::path::Path| {
-            std::fs::read_to_string(p).map_err(|source| ClientError::File {
+            std::fs::read_to_string(p).map_err(|source| CliError::File {
                 path: p.to_path_buf(),
                 source,
             })
@@ -162,13 +159,13 @@ impl ExportSigner {
         let cert_pem = read(cert_path)?;
         let key_pem = zeroize::Zeroizing::new(read(key_path)?);
         let key = KeyPair::from_pem(&key_pem).map_err(|_| {
-            ClientError::Certificate(format!(
+            CliError::Certificate(format!(
                 "{} is not a PEM private key this build can sign with",
                 key_path.display()
             ))
         })?;
         let der = pem_cert_der(&cert_pem).ok_or_else(|| {
-            ClientError::Certificate(format!("{} holds no PEM certificate", cert_path.display()))
+            CliError::Certificate(format!("{} holds no PEM certificate", cert_path.display()))
         })?;
         let identity = Identity::from_cert_der(&der)?;
         let signer = ExportSigner {
@@ -179,7 +176,7 @@ impl ExportSigner {
         // The key must belong to the certificate, or every export would fail to verify.
         let probe = signer.sign(b"kakera export key check")?;
         check_signature(&der, b"kakera export key check", &probe).map_err(|_| {
-            ClientError::Certificate(format!(
+            CliError::Certificate(format!(
                 "the key in {} does not belong to the certificate in {}",
                 key_path.display(),
                 cert_path.display()
@@ -193,10 +190,10 @@ impl ExportSigner {
         &self.identity
     }
 
-    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, ClientError> {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, CliError> {
         self.key
             .sign(msg)
-            .map_err(|_| ClientError::Certificate("signing the export failed".into()))
+            .map_err(|_| CliError::Certificate("signing the export failed".into()))
     }
 }
 
@@ -262,7 +259,7 @@ pub fn write_export(
     query: ExportQuery,
     head: Option<(u64, [u8; 32])>,
     entries: &[AuditEntry],
-) -> Result<Vec<u8>, ClientError> {
+) -> Result<Vec<u8>, CliError> {
     let (head_seq, head_hash) = head.unwrap_or((0, [0; 32]));
     let complete = query.is_everything()
         && entries.len() as u64 == head_seq
@@ -282,7 +279,7 @@ pub fn write_export(
         entries: entries.len() as u64,
     };
     let json_err =
-        |e: serde_json::Error| ClientError::Invalid(format!("cannot encode the export: {e}"));
+        |e: serde_json::Error| CliError::Invalid(format!("cannot encode the export: {e}"));
     let mut out = serde_json::to_vec(&header).map_err(json_err)?;
     out.push(b'\n');
     for e in entries {
@@ -293,10 +290,10 @@ pub fn write_export(
         out.push(b'\n');
     }
     let der = pem_cert_der(&signer.cert_pem)
-        .ok_or_else(|| ClientError::Certificate("the exporter's certificate is not PEM".into()))?;
+        .ok_or_else(|| CliError::Certificate("the exporter's certificate is not PEM".into()))?;
     let sig = signer.sign(&out)?;
     let algorithm = check_signature(&der, &out, &sig)
-        .map_err(|f| ClientError::Certificate(format!("the export's own signature fails: {f}")))?;
+        .map_err(|f| CliError::Certificate(format!("the export's own signature fails: {f}")))?;
     let line = SignatureLine {
         signature: ExportSignature {
             algorithm: algorithm.into(),

@@ -1,0 +1,543 @@
+//! `kakera audit`: the access trail, its chain, signed exports, share verification
+//! and erasure checks (auditor or operator role).
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use kakera_cli::CliError;
+use kakera_cli::demo;
+use kakera_cli::export::{self, ExportQuery, ExportSigner};
+use kakera_proto::audit::AuditQuery;
+use kakera_proto::catalog::ListFilter;
+use kakera_proto::{RecordId, Role, SubjectTag};
+
+use crate::cmd::*;
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum AuditCmd {
+    /// Verify records' shares (auditor role): light re-reads every node's digests;
+    /// --deep also fetches all n shares and checks they form one sharing of the sealed
+    /// digest. Exit 1 if any record has a problem. Every run is in the audit log.
+    #[command(
+        after_help = "Examples:\n  kakera audit verify --all\n  kakera audit verify --sample 500 --deep --rate 50\n  kakera audit verify --record 0192f3...e1 --json"
+    )]
+    Verify {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Records to verify (32 hex digits each).
+        #[arg(long = "record", conflicts_with_all = ["all", "sample"])]
+        records: Vec<String>,
+        /// Every record in the catalog.
+        #[arg(long, conflicts_with = "sample")]
+        all: bool,
+        /// A random sample of this many records.
+        #[arg(long)]
+        sample: Option<usize>,
+        /// Fetch and check every share (not only the nodes' digests).
+        #[arg(long)]
+        deep: bool,
+        /// Most MB/s of shares the audit makes nodes read, so it does not starve jobs.
+        #[arg(long)]
+        rate: Option<f64>,
+    },
+    /// Print audit entries (oldest first); --verify checks the whole hash chain.
+    #[command(
+        after_help = "Examples:\n  kakera audit log --job study-17\n  kakera audit log --record 0192f3...e1 --json\n  kakera audit log --since 2026-11-01\n  kakera audit log --verify"
+    )]
+    Log {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Only entries naming this record id (32 hex digits).
+        #[arg(long)]
+        record: Option<String>,
+        /// Only entries naming this job.
+        #[arg(long)]
+        job: Option<String>,
+        /// Only entries at or after this date (YYYY-MM-DD) or RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many entries (default 10000 printed; an export takes all).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Check the whole chain from the first entry to the head (exit 1 if broken).
+        #[arg(long)]
+        verify: bool,
+        /// Write the selected entries to this new file as JSON lines signed with this
+        /// auditor's key (check it with `kakera audit verify-export`).
+        #[arg(long, value_name = "FILE")]
+        export: Option<PathBuf>,
+    },
+    /// Check a signed audit export offline: the signature, that the cluster CA issued
+    /// the signer's certificate to an auditor, and every entry's hash and links.
+    #[command(
+        after_help = "Example:\n  kakera audit verify-export audit-2026-11.jsonl --ca ca/ca.crt.pem"
+    )]
+    VerifyExport {
+        /// The export file.
+        file: PathBuf,
+        /// The cluster CA's certificate (PEM).
+        #[arg(long)]
+        ca: PathBuf,
+    },
+    /// Confirm that no node holds any share (committed or staged) of erased records:
+    /// asks every node. Without --record or --subject, every tombstone is checked.
+    /// Exit 1 unless every record is out of the catalog and on no node.
+    #[command(
+        after_help = "Examples:\n  kakera audit erasure\n  kakera audit erasure --record 0192f3...e1\n  kakera audit erasure --subject 5be1...09 --json"
+    )]
+    Erasure {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Records to check (32 hex digits each).
+        #[arg(long = "record", conflicts_with = "subject")]
+        records: Vec<String>,
+        /// Every record erased with this subject's opt-out, and any still live.
+        #[arg(long)]
+        subject: Option<String>,
+    },
+}
+
+pub(crate) fn run(cmd: AuditCmd, json: bool) -> Result<Outcome, CliError> {
+    match cmd {
+        AuditCmd::Log {
+            cluster,
+            record,
+            job,
+            since,
+            limit,
+            verify,
+            export,
+        } => {
+            let query = AuditQuery {
+                record: record.as_deref().map(RecordId::parse).transpose()?,
+                job,
+                since_ms: since.as_deref().map(|s| parse_time(s, false)).transpose()?,
+                after_seq: 0,
+                limit: 0,
+            };
+            if let Some(file) = export {
+                if verify || json {
+                    return Err(CliError::Invalid(
+                        "--export writes a file; run --verify or --json separately".into(),
+                    ));
+                }
+                return audit_export(&cluster, query, limit.unwrap_or(usize::MAX), &file);
+            }
+            audit_log(&cluster, query, limit.unwrap_or(10_000), json, verify)
+        }
+        AuditCmd::VerifyExport { file, ca } => verify_export(&file, &ca, json),
+        AuditCmd::Erasure {
+            cluster,
+            records,
+            subject,
+        } => {
+            let records = records
+                .iter()
+                .map(|r| RecordId::parse(r))
+                .collect::<Result<Vec<_>, _>>()?;
+            let subject = subject.as_deref().map(SubjectTag::parse).transpose()?;
+            audit_erasure(&cluster, records, subject, json)
+        }
+        AuditCmd::Verify {
+            cluster,
+            records,
+            all,
+            sample,
+            deep,
+            rate,
+        } => {
+            let records = records
+                .iter()
+                .map(|r| RecordId::parse(r))
+                .collect::<Result<Vec<_>, _>>()?;
+            if records.is_empty() && !all && sample.is_none() {
+                return Err(CliError::Invalid(
+                    "say which records: --record ID (repeatable), --all or --sample N".into(),
+                ));
+            }
+            if rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+                return Err(CliError::Invalid("--rate must be a positive MB/s".into()));
+            }
+            audit_verify(&cluster, records, sample, deep, rate, json)
+        }
+    }
+}
+
+pub(crate) fn audit_log(
+    args: &ClusterArgs,
+    query: AuditQuery,
+    limit: usize,
+    json: bool,
+    verify: bool,
+) -> Result<Outcome, CliError> {
+    let (entries, verdict) = runtime()?.block_on(async {
+        let c = args.client()?;
+        let verdict = if verify {
+            Some(c.verify_audit_log().await?)
+        } else {
+            None
+        };
+        let (entries, _) = c.audit_log(query, limit).await?;
+        c.close().await;
+        Ok::<_, CliError>((entries, verdict))
+    })?;
+    if !verify || json {
+        for e in &entries {
+            if json {
+                json_line(&export::entry_json(e));
+            } else {
+                println!("{}", demo::describe(e));
+            }
+        }
+    }
+    match verdict {
+        Some(Ok(n)) => {
+            eprintln!("audit chain verified: {n} entries, every link intact up to the head");
+            Ok(Outcome::Ok)
+        }
+        Some(Err(b)) => {
+            eprintln!("audit chain BROKEN: {b}");
+            Ok(Outcome::Problem)
+        }
+        None => Ok(Outcome::Ok),
+    }
+}
+
+pub(crate) fn audit_export(
+    args: &ClusterArgs,
+    query: AuditQuery,
+    limit: usize,
+    file: &std::path::Path,
+) -> Result<Outcome, CliError> {
+    let signer = ExportSigner::load(&args.cert, &args.key)?;
+    if signer.identity().role != Role::Auditor {
+        return Err(CliError::Invalid(format!(
+            "{} is a {} certificate; only an auditor's certificate signs exports",
+            args.cert.display(),
+            signer.identity().role
+        )));
+    }
+    if file.exists() {
+        return Err(CliError::Exists {
+            path: file.to_path_buf(),
+        });
+    }
+    let export_query = ExportQuery {
+        record: query.record.map(|r| r.to_string()),
+        job: query.job.clone(),
+        since_ms: query.since_ms,
+    };
+    let (cluster_id, mut entries, head) = runtime()?.block_on(async {
+        let c = args.client()?;
+        let (entries, head) = c.audit_log(query, limit).await?;
+        let id = c.config().cluster_id.clone();
+        c.close().await;
+        Ok::<_, CliError>((id, entries, head))
+    })?;
+    // Entries appended while the pages were read lie beyond the head the file names.
+    let head_seq = head.map_or(0, |(s, _)| s);
+    entries.retain(|e| e.seq <= head_seq);
+    let bytes = export::write_export(&signer, &cluster_id, now_ms(), export_query, head, &entries)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| CliError::Invalid("the export is not UTF-8".into()))?;
+    kakera_client::files::write_new(file, &text, 0o640)?;
+    let range = match (entries.first(), entries.last()) {
+        (Some(a), Some(b)) => format!("entries {}..{}", a.seq, b.seq),
+        _ => "no entries".to_string(),
+    };
+    println!(
+        "exported {} audit entries ({range}; log head {head_seq}) to {}, signed by {}",
+        entries.len(),
+        file.display(),
+        signer.identity()
+    );
+    println!(
+        "check it anywhere with: kakera audit verify-export {} --ca <cluster CA certificate>",
+        file.display()
+    );
+    Ok(Outcome::Ok)
+}
+
+pub(crate) fn verify_export(
+    file: &std::path::Path,
+    ca: &std::path::Path,
+    json: bool,
+) -> Result<Outcome, CliError> {
+    let bytes = read_file(file)?;
+    let ca_pem = String::from_utf8(read_file(ca)?)
+        .map_err(|_| CliError::Invalid(format!("{} is not a PEM file", ca.display())))?;
+    match export::verify_export(&bytes, &ca_pem) {
+        Ok(s) => {
+            let range = s.seq_range.map_or("no entries".to_string(), |(a, b)| {
+                format!("entries {a}..{b}")
+            });
+            report(
+                json,
+                serde_json::json!({
+                    "verified": true,
+                    "entries": s.header.entries,
+                    "seq_range": s.seq_range,
+                    "cluster_id": s.header.cluster_id,
+                    "signed_by": s.exporter.to_string(),
+                    "exported_at": demo::format_ms(s.header.exported_at_ms),
+                    "complete": s.header.complete,
+                    "head_seq": s.header.head_seq,
+                    "runs": s.runs,
+                }),
+                || {
+                    let mut lines = vec![format!(
+                        "export verified: {} entries ({range}) of cluster '{}', signed by {} at {}",
+                        s.header.entries,
+                        s.header.cluster_id,
+                        s.exporter,
+                        demo::format_ms(s.header.exported_at_ms)
+                    )];
+                    lines.push(if s.header.complete {
+                        format!(
+                            "complete log: every link intact from entry 1 to the head ({})",
+                            s.header.head_seq
+                        )
+                    } else {
+                        format!(
+                            "selection of the log (head was {}): links checked within {} run(s) \
+                             of consecutive entries",
+                            s.header.head_seq, s.runs
+                        )
+                    });
+                    lines
+                },
+            );
+            Ok(Outcome::Ok)
+        }
+        Err(flaw) => {
+            report(
+                json,
+                serde_json::json!({ "verified": false, "flaw": flaw.to_string() }),
+                || vec![format!("export NOT verified: {flaw}")],
+            );
+            Ok(Outcome::Problem)
+        }
+    }
+}
+
+pub(crate) fn audit_erasure(
+    args: &ClusterArgs,
+    mut records: Vec<RecordId>,
+    subject: Option<SubjectTag>,
+    json: bool,
+) -> Result<Outcome, CliError> {
+    let reports = runtime()?.block_on(async {
+        let c = args.client()?;
+        if records.is_empty() {
+            let tombs = c.tombstones(subject).await?;
+            if !json {
+                println!(
+                    "{} erased record(s){}; asking every node about each",
+                    tombs.len(),
+                    subject.map_or(String::new(), |t| format!(
+                        " of subject {}",
+                        &hex(&t.0)[..16]
+                    ))
+                );
+            }
+            records.extend(tombs.iter().map(|t| t.id));
+        }
+        if let Some(tag) = subject {
+            // Records of the subject still live (its erasure not finished, or never
+            // asked for) are reported as not erased.
+            let live = c.list_all(ListFilter::Subject(tag), usize::MAX).await?;
+            records.extend(live.iter().map(|e| e.id));
+        }
+        records.sort_unstable();
+        records.dedup();
+        let mut reports = Vec::with_capacity(records.len());
+        for chunk in records.chunks(c.batch_records()) {
+            reports.extend(c.check_erasure(chunk).await?);
+        }
+        c.close().await;
+        Ok::<_, CliError>(reports)
+    })?;
+    let mut confirmed = 0;
+    for r in &reports {
+        if r.confirmed() {
+            confirmed += 1;
+        }
+        if json {
+            json_line(&serde_json::json!({
+                "record": r.record.to_string(),
+                "confirmed": r.confirmed(),
+                "in_catalog": r.in_catalog,
+                "remnants": r.remnants,
+                "unreachable": r.unreachable.iter().map(|(n, rack, why)| serde_json::json!({"node": n, "rack": rack, "reason": why})).collect::<Vec<_>>(),
+                "nodes_checked": r.nodes_checked,
+            }));
+            continue;
+        }
+        if r.confirmed() {
+            println!(
+                "{}  gone: not in the catalog, and none of {} nodes holds any share of it",
+                r.record, r.nodes_checked
+            );
+            continue;
+        }
+        println!("{}  NOT confirmed erased:", r.record);
+        if r.in_catalog {
+            println!("    the record is live in the catalog (it was never erased)");
+        }
+        for m in &r.remnants {
+            let what = match (m.committed, m.staged) {
+                (true, true) => "a committed and a staged share",
+                (true, false) => "a committed share",
+                _ => "a staged share",
+            };
+            println!("    node {} ({}) still holds {what}", m.node, m.rack);
+        }
+        for (node, rack, why) in &r.unreachable {
+            println!("    node {node} ({rack}) could not be checked: {why}");
+        }
+    }
+    if !json {
+        println!(
+            "{confirmed} of {} record(s) confirmed erased on every node",
+            reports.len()
+        );
+    }
+    Ok(if confirmed == reports.len() {
+        Outcome::Ok
+    } else {
+        Outcome::Problem
+    })
+}
+
+/// Records per verification round (one audit ticket each).
+pub(crate) const VERIFY_CHUNK_RECORDS: usize = 512;
+
+pub(crate) fn audit_verify(
+    args: &ClusterArgs,
+    records: Vec<RecordId>,
+    sample: Option<usize>,
+    deep: bool,
+    rate_mb_s: Option<f64>,
+    json: bool,
+) -> Result<Outcome, CliError> {
+    use kakera_client::verify::{RecordReport, summary};
+    let reports: Vec<RecordReport> = runtime()?.block_on(async {
+        let c = args.client()?;
+        let ids = if records.is_empty() {
+            let all: Vec<RecordId> = c
+                .list_all(ListFilter::All, usize::MAX)
+                .await?
+                .into_iter()
+                .map(|e| e.id)
+                .collect();
+            match sample {
+                Some(n) => sample_of(all, n)?,
+                None => all,
+            }
+        } else {
+            records
+        };
+        let started = std::time::Instant::now();
+        let mut reports = Vec::with_capacity(ids.len());
+        let mut bytes_read: u64 = 0;
+        for chunk in ids.chunks(VERIFY_CHUNK_RECORDS) {
+            let got = c.verify(chunk, deep).await?;
+            // What the nodes read for this round: every share of every record.
+            bytes_read += got.iter().map(|r| r.bytes_read).sum::<u64>();
+            reports.extend(got);
+            let elapsed = started.elapsed().as_secs_f64();
+            if let Some(rate) = rate_mb_s {
+                let due = bytes_read as f64 / (rate * 1e6);
+                if due > elapsed {
+                    tokio::time::sleep(std::time::Duration::from_secs_f64(due - elapsed)).await;
+                }
+            }
+            let elapsed = started.elapsed().as_secs_f64().max(1e-3);
+            let done = reports.len();
+            let eta = elapsed / done as f64 * (ids.len() - done) as f64;
+            eprint!(
+                "\rverified {done}/{} records, {:.1} MB at {:.1} MB/s, ETA {eta:.0} s   ",
+                ids.len(),
+                bytes_read as f64 / 1e6,
+                bytes_read as f64 / 1e6 / elapsed
+            );
+        }
+        eprintln!();
+        c.close().await;
+        Ok::<_, CliError>(reports)
+    })?;
+    let totals = summary(&reports);
+    for r in &reports {
+        if json {
+            json_line(&serde_json::json!({
+                "record": r.record.to_string(),
+                "labels": r.labels(),
+                "good_shares": r.good_shares,
+                "n": r.n,
+                "findings": r.findings,
+            }));
+        } else if !r.ok() {
+            let details: Vec<String> = r.findings.iter().map(describe_finding).collect();
+            println!(
+                "{}  {}: {}",
+                r.record,
+                r.labels().join(", "),
+                details.join("; ")
+            );
+        }
+    }
+    if json {
+        json_line(
+            &serde_json::json!({ "summary": totals, "records": reports.len(), "deep": deep }),
+        );
+    } else {
+        let parts: Vec<String> = totals.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!(
+            "{} records verified ({}): {}",
+            reports.len(),
+            if deep { "deep" } else { "light" },
+            parts.join(", ")
+        );
+    }
+    Ok(if reports.iter().all(RecordReport::ok) {
+        Outcome::Ok
+    } else {
+        Outcome::Problem
+    })
+}
+
+pub(crate) fn describe_finding(f: &kakera_client::verify::Finding) -> String {
+    use kakera_client::verify::Finding;
+    match f {
+        Finding::Missing { node, rack } => format!("node {node} ({rack}) has no share"),
+        Finding::Corrupt { node, rack } => {
+            format!("node {node} ({rack}) holds a share that does not match the catalog digest")
+        }
+        Finding::Unreachable { node, rack, reason } => {
+            format!("node {node} ({rack}) did not answer: {reason}")
+        }
+        Finding::Unexpected { node, rack } => {
+            format!("node {node} ({rack}) holds a share the catalog does not give it")
+        }
+        Finding::Misplaced { rack, nodes, max } => format!(
+            "rack {rack} holds {} shares (nodes {nodes:?}), more than {max}",
+            nodes.len()
+        ),
+        Finding::Inconsistent { detail } => detail.clone(),
+    }
+}
+
+/// `n` ids drawn at random without replacement.
+pub(crate) fn sample_of(mut ids: Vec<RecordId>, n: usize) -> Result<Vec<RecordId>, CliError> {
+    // Partial Fisher-Yates with OS randomness.
+    let n = n.min(ids.len());
+    for i in 0..n {
+        let mut r = [0u8; 8];
+        getrandom::fill(&mut r)
+            .map_err(|e| CliError::Invalid(format!("the OS random source failed: {e}")))?;
+        let j = i + (u64::from_le_bytes(r) % (ids.len() - i) as u64) as usize;
+        ids.swap(i, j);
+    }
+    ids.truncate(n);
+    Ok(ids)
+}
