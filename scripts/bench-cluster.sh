@@ -17,6 +17,7 @@ cd "$(kakera_root)"
 case "${1:-}" in -h|--help) sed -n 2,13p "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 
 ensure_debs libclang-dev g++
-cargo build --release --locked -q -p kakera-node -p kakera-cli --bins
+cargo build --release --locked -q -p kakera-node -p kakera-cli --bins \
+  --features kakera-node/bench-baseline,kakera-cli/bench-baseline
 exec "$CARGO_TARGET_DIR/release/kakera" bench \
   --node-binary "$CARGO_TARGET_DIR/release/kakera-node" "$@"

@@ -207,7 +207,8 @@ enum Protection {
     /// Sealed to the zone key and split k of n (every real record).
     Shared(ZonePublicKey),
     /// The benchmark baseline: plain copies, one per rack, threshold 1, as many as
-    /// the config's `[baseline] plain_replicas`.
+    /// the config's `[baseline] plain_replicas`. Benchmark builds only.
+    #[cfg(feature = "bench-baseline")]
     Plain,
 }
 
@@ -378,7 +379,9 @@ impl Client {
     /// [`Client::put_batch_with_ids`] but neither sealed nor split. The records have
     /// no secrecy; only a benchmark cluster (`[baseline] plain_replicas` in its config)
     /// takes them, and the client refuses before sending anything elsewhere. They read
-    /// back through [`Client::get_batch`] like any record.
+    /// back through [`Client::get_batch`] like any record. Only in builds with the
+    /// `bench-baseline` feature, which release packages do not have.
+    #[cfg(feature = "bench-baseline")]
     pub async fn put_plain_replicas(
         &self,
         records: Vec<(RecordId, NewRecord)>,
@@ -1189,7 +1192,7 @@ impl Client {
         }
     }
 
-    /// Every grant (operator, auditor).
+    /// Every grant (operator, auditor); a reader gets the grants naming it.
     pub async fn grants(&self) -> Result<Vec<Grant>, ClientError> {
         match self.leader_call(Request::ListGrants).await? {
             Response::Grants { grants } => Ok(grants),
@@ -1456,8 +1459,14 @@ fn prepare(
     protection: &Protection,
     records: Vec<(RecordId, NewRecord)>,
 ) -> Result<Vec<Prepared>, ClientError> {
+    // Without the benchmark baseline, sharing is the only protection there is.
+    #[cfg_attr(
+        not(feature = "bench-baseline"),
+        allow(clippy::infallible_destructuring_match)
+    )]
     let zone = match protection {
         Protection::Shared(zone) => zone,
+        #[cfg(feature = "bench-baseline")]
         Protection::Plain => return prepare_plain(config, accepting, records),
     };
     let policy = config.policy;
@@ -1502,6 +1511,7 @@ fn prepare(
 
 /// The benchmark baseline's [`prepare`]: each record as plain replicas, one per rack,
 /// threshold 1 (the config's plain-replica rules).
+#[cfg(feature = "bench-baseline")]
 fn prepare_plain(
     config: &ClusterConfig,
     accepting: &[u64],

@@ -37,7 +37,11 @@
 //! its nodes then also accept records stored as plain copies, one per rack, so that a
 //! benchmark can compare secret sharing with replication through the same nodes. Such
 //! records have no secrecy at all; the cluster id must start with [`BENCH_CLUSTER_PREFIX`]
-//! so that no production config carries the section by accident.
+//! so that no production config carries the section by accident, and only a build with
+//! the `bench-baseline` feature (which `scripts/bench-cluster.sh` enables and release
+//! packages do not) reads the section at all: any other build refuses a config that
+//! has one, so its nodes and clients never take a plain replica whatever the config
+//! says.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -63,6 +67,10 @@ pub const MAX_VOTERS: usize = 5;
 /// The cluster id prefix a config needs before it may accept plain replicas
 /// (`[baseline]`): only benchmark clusters do.
 pub const BENCH_CLUSTER_PREFIX: &str = "bench-";
+
+/// Whether this build reads `[baseline]` (the `bench-baseline` feature): benchmark
+/// builds only. Every other build refuses a config with the section.
+pub const BASELINE_BUILT: bool = cfg!(feature = "bench-baseline");
 
 /// The sharing policy: k of n, and at most `max_shares_per_rack` shares of one record
 /// in any rack.
@@ -959,6 +967,17 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
 
     let plain_replicas = match &raw.baseline {
         None => None,
+        Some(b) if !BASELINE_BUILT => {
+            issues.at(
+                b.span(),
+                "baseline",
+                "plain replicas have no secrecy, and this build has no benchmark baseline \
+                 (only builds with the `bench-baseline` feature, as scripts/bench-cluster.sh \
+                 makes them, read it): remove [baseline]"
+                    .to_string(),
+            );
+            None
+        }
         Some(b) => {
             let copies = &b.get_ref().plain_replicas;
             if !raw.cluster_id.get_ref().starts_with(BENCH_CLUSTER_PREFIX) {

@@ -398,8 +398,30 @@ fn backup_root_is_optional_and_resolved() {
     assert_eq!(i.field, "backup.root");
 }
 
-/// P1: plain replicas (no secrecy) are a benchmark baseline only. A config that is not
-/// named as a benchmark cluster cannot enable them, and copies are one per rack.
+/// P1: plain replicas (no secrecy) are a benchmark baseline only. A build without the
+/// `bench-baseline` feature (every release package) refuses a config that asks for
+/// them, even a benchmark cluster's, so its nodes never take one whatever the config
+/// says.
+#[cfg(not(feature = "bench-baseline"))]
+#[test]
+fn a_default_build_refuses_plain_replicas_whatever_the_config_says() {
+    let bench = GOOD.replacen("cluster_id = \"", "cluster_id = \"bench-", 1);
+    for text in [GOOD, bench.as_str()] {
+        for copies in [0, 3, 4] {
+            let i = single_issue(&format!("{text}\n[baseline]\nplain_replicas = {copies}\n"));
+            assert_eq!(i.field, "baseline");
+            assert!(i.message.contains("bench-baseline"), "{}", i.message);
+        }
+        let c = ClusterConfig::parse(text).unwrap();
+        assert_eq!(c.plain_replicas, None);
+        assert_eq!(c.policy_for(1), None);
+    }
+}
+
+/// P1: plain replicas (no secrecy) are a benchmark baseline only. Even in a benchmark
+/// build, a config that is not named as a benchmark cluster cannot enable them, and
+/// copies are one per rack.
+#[cfg(feature = "bench-baseline")]
 #[test]
 fn plain_replicas_only_in_bench_clusters() {
     assert_eq!(ClusterConfig::parse(GOOD).unwrap().plain_replicas, None);

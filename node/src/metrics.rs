@@ -1,5 +1,6 @@
 //! Metrics, health and readiness for operators, on a plain HTTP port of its own
-//! (`metrics_addr` in the node's config entry), apart from the QUIC path: a scraper
+//! (`metrics_addr` in the node's config entry; hyper, HTTP/1.1, GET only, one
+//! exchange per connection, heads, connections and time bounded), apart from the QUIC path: a scraper
 //! or a load balancer never needs a cluster certificate, and a flood of scrapes never
 //! competes with requests for QUIC streams.
 //!
@@ -18,6 +19,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response as HttpResponse, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use kakera_proto::{RaftStatus, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -25,7 +32,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -33,12 +39,15 @@ use crate::transport::server::ServerContext;
 
 /// A node that has applied its log to within this many entries of its end is ready.
 pub const READY_MAX_LAG_ENTRIES: u64 = 64;
-/// Largest HTTP request head read; a longer one is answered 431.
+/// Largest HTTP request head read; a longer one is answered 431. (hyper's smallest
+/// read buffer: it refuses less.)
 pub const MAX_HTTP_HEAD_BYTES: usize = 8 * 1024;
 /// HTTP connections served at once; further ones wait in the kernel's backlog.
 pub const MAX_HTTP_CONNECTIONS: usize = 16;
 /// Time a client has to send its request head.
 pub const HTTP_READ_TIMEOUT_MS: u64 = 5_000;
+/// Time a whole exchange may take, answer included, before the connection is closed.
+pub const HTTP_EXCHANGE_TIMEOUT_MS: u64 = 10_000;
 /// Pending repairs counted for the metric; the gauge stops there.
 pub const MAX_COUNTED_REPAIRS: usize = 100_000;
 
@@ -378,7 +387,7 @@ pub async fn serve_http(
                 Ok((stream, _)) => {
                     let ctx = ctx.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = answer(stream, &ctx).await {
+                        if let Err(e) = answer(stream, ctx).await {
                             tracing::debug!(error = %e, "metrics connection failed");
                         }
                         drop(permit);
@@ -394,70 +403,45 @@ pub async fn serve_http(
     }
 }
 
-/// One HTTP/1.x exchange; the connection closes after the answer.
-async fn answer(mut stream: TcpStream, ctx: &ServerContext) -> std::io::Result<()> {
-    let read = tokio::time::timeout(
-        Duration::from_millis(HTTP_READ_TIMEOUT_MS),
-        read_head(&mut stream),
-    );
-    let (status, content_type, body) = match read.await {
-        Err(_) => return Ok(()),
-        Ok(Err(e)) => return Err(e),
-        Ok(Ok(None)) => (431, TEXT, "request head too large\n".to_string()),
-        Ok(Ok(Some(head))) => route(&head, ctx),
-    };
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "Internal Server Error",
-    };
-    let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\
-         connection: close\r\ncache-control: no-store\r\n\r\n",
-        body.len()
-    );
-    out.push_str(&body);
-    stream.write_all(out.as_bytes()).await?;
-    stream.shutdown().await
+/// One HTTP/1.1 exchange on hyper: the head must arrive within
+/// [`HTTP_READ_TIMEOUT_MS`] and fit [`MAX_HTTP_HEAD_BYTES`] (hyper answers 431
+/// otherwise), the body of a request is never read, the whole exchange ends within
+/// [`HTTP_EXCHANGE_TIMEOUT_MS`], and the connection closes after the answer.
+async fn answer(stream: TcpStream, ctx: Arc<ServerContext>) -> Result<(), hyper::Error> {
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let ctx = ctx.clone();
+        async move {
+            let (status, content_type, body) = route(request.method(), request.uri().path(), &ctx);
+            let mut out = HttpResponse::new(Full::new(Bytes::from(body)));
+            *out.status_mut() =
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let headers = out.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            Ok::<_, std::convert::Infallible>(out)
+        }
+    });
+    let exchange = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(HTTP_READ_TIMEOUT_MS))
+        .max_buf_size(MAX_HTTP_HEAD_BYTES)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service);
+    match tokio::time::timeout(Duration::from_millis(HTTP_EXCHANGE_TIMEOUT_MS), exchange).await {
+        Ok(done) => done,
+        // Too slow: dropping the connection closes it.
+        Err(_) => Ok(()),
+    }
 }
 
 const TEXT: &str = "text/plain; charset=utf-8";
 const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Reads up to the blank line ending the head; `None` if it exceeds the limit.
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    // Bounded: each pass adds at least one byte and stops at MAX_HTTP_HEAD_BYTES.
-    loop {
-        if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n") {
-            return Ok(Some(String::from_utf8_lossy(&buf).into_owned()));
-        }
-        if buf.len() >= MAX_HTTP_HEAD_BYTES {
-            return Ok(None);
-        }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(Some(String::from_utf8_lossy(&buf).into_owned()));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// Picks the answer for a request head: (status, content type, body).
-fn route(head: &str, ctx: &ServerContext) -> (u16, &'static str, String) {
-    let mut parts = head.lines().next().unwrap_or("").split_whitespace();
-    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
-        return (400, TEXT, "malformed request line\n".into());
-    };
-    if method != "GET" {
+/// Picks the answer for a request: (status, content type, body).
+fn route(method: &Method, path: &str, ctx: &ServerContext) -> (u16, &'static str, String) {
+    if method != Method::GET {
         return (405, TEXT, "only GET is served\n".into());
     }
-    let path = target.split('?').next().unwrap_or(target);
     match path {
         "/metrics" => match ctx.metrics.render(ctx) {
             Ok(body) => (200, PROMETHEUS, body),

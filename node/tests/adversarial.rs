@@ -348,6 +348,23 @@ async fn hostile_peers_are_refused_and_nothing_stored_changes() {
             "{job}: {err}"
         );
     }
+    // A reader learns its own grants (its job's scope, revoked ones marked) and
+    // nothing of another reader's.
+    operator
+        .create_grant(grant("other-job", "other-reader", now_ms() + 3_600_000))
+        .await
+        .unwrap();
+    let mut own: Vec<String> = reader
+        .grants()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.job)
+        .collect();
+    own.sort();
+    assert_eq!(own, ["adv-job", "revoked-job", "short-job"]);
+    let all = operator.grants().await.unwrap();
+    assert!(all.iter().any(|g| g.job == "other-job"), "{all:?}");
     all_up(&mut cluster, &operator, "reads").await;
 
     // 5. A node certificate asks for client operations (its own name, and another's).
@@ -415,4 +432,37 @@ async fn hostile_peers_are_refused_and_nothing_stored_changes() {
         let log = cluster.log(id);
         assert!(!log.contains("panicked"), "node {id} panicked: {log}");
     }
+}
+
+/// P1 (issue 25): a node built without the `bench-baseline` feature (every release
+/// package) does not start on a config that asks for plain replicas, benchmark
+/// cluster or not, so whatever its config says it never takes one. (Staging or
+/// committing a plain replica on a running cluster is refused above.)
+#[cfg(not(feature = "bench-baseline"))]
+#[test]
+fn a_default_node_will_not_run_a_plain_replica_config() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let cluster = LocalCluster::prepare_with(dir.path(), 5, "[baseline]\nplain_replicas = 3\n");
+    let path = dir.path().join("cluster.toml");
+    for id in ["proc-test", "bench-proc-test"] {
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "cluster_id = \"proc-test\"",
+            &format!("cluster_id = \"{id}\""),
+        );
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kakera-node"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--node")
+            .arg("1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "cluster id {id}: {stderr}");
+        assert!(
+            stderr.contains("bench-baseline"),
+            "cluster id {id}: {stderr}"
+        );
+    }
+    drop(cluster);
 }

@@ -6,7 +6,9 @@
 //! run), that the ratios pair the two modes, and that repair moved every share the
 //! killed node held. Guards the benchmark itself (issue 10) and, through the
 //! baseline, that plain replicas work only where the config allows them (P1 is
-//! checked on a normal cluster in `adversarial.rs`).
+//! checked on a normal cluster in `adversarial.rs`). The baseline exists only in
+//! builds with the `bench-baseline` feature (`scripts/test.sh` runs this test once
+//! more with it); a default build measures sharing alone.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is the failure report
 
 use std::path::Path;
@@ -16,6 +18,7 @@ use std::process::Command;
 fn bench_measures_both_modes_and_repair() {
     let dir = tempfile::TempDir::new().unwrap();
     let report_path = dir.path().join("report.json");
+    let baseline = cfg!(feature = "bench-baseline");
     let kakera = Path::new(env!("CARGO_BIN_EXE_kakera-node")).with_file_name("kakera");
     let out = Command::new(&kakera)
         .args([
@@ -35,6 +38,11 @@ fn bench_measures_both_modes_and_repair() {
             "--repair-timeout-s",
             "120",
         ])
+        .args(if baseline {
+            None
+        } else {
+            Some("--no-baseline")
+        })
         .arg("--out")
         .arg(&report_path)
         .arg("--dir")
@@ -49,7 +57,11 @@ fn bench_measures_both_modes_and_repair() {
         out.status.success(),
         "kakera bench failed:\n{stderr}\n{stdout}"
     );
-    assert!(stdout.contains("cost of secret sharing"), "{stdout}");
+    assert_eq!(
+        stdout.contains("cost of secret sharing"),
+        baseline,
+        "{stdout}"
+    );
     assert!(
         !dir.path().join("cluster").exists(),
         "the cluster's directory was left behind"
@@ -59,7 +71,7 @@ fn bench_measures_both_modes_and_repair() {
         serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
     assert_eq!(report["setup"]["nodes"], 5);
     assert_eq!(report["setup"]["k"], 3);
-    assert_eq!(report["setup"]["replicas"], 3);
+    assert_eq!(report["setup"]["replicas"], if baseline { 3 } else { 0 });
     let phases = report["phases"].as_array().unwrap();
     // Per size: put and get in both modes; then single gets in both modes.
     let expect = [
@@ -74,6 +86,10 @@ fn bench_measures_both_modes_and_repair() {
         ("get", "sharing", 1024, 20),
         ("get", "replicas", 1024, 20),
     ];
+    let expect: Vec<_> = expect
+        .into_iter()
+        .filter(|(_, mode, _, _)| baseline || *mode == "sharing")
+        .collect();
     assert_eq!(phases.len(), expect.len(), "{phases:#?}");
     for (p, (op, mode, size, records)) in phases.iter().zip(expect) {
         assert_eq!(p["op"], op, "{p}");
@@ -87,12 +103,13 @@ fn bench_measures_both_modes_and_repair() {
         assert!(lat["p99_us"].as_u64() <= lat["p999_us"].as_u64(), "{p}");
     }
     // 1 KiB at 64 KiB per request: 64 records per batch; the single gets one each.
+    let single = phases.len() - (if baseline { 2 } else { 1 });
     assert_eq!(phases[0]["batch_records"], 64);
-    assert_eq!(phases[8]["batch_records"], 1);
-    assert_eq!(phases[8]["concurrency"], 1);
+    assert_eq!(phases[single]["batch_records"], 1);
+    assert_eq!(phases[single]["concurrency"], 1);
     // A ratio for each (op, shape) measured in both modes.
     let ratios = report["ratios"].as_array().unwrap();
-    assert_eq!(ratios.len(), 5, "{ratios:#?}");
+    assert_eq!(ratios.len(), if baseline { 5 } else { 0 }, "{ratios:#?}");
     for r in ratios {
         assert!(r["time_ratio"].as_f64().unwrap() > 0.0, "{r}");
     }

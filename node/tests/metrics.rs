@@ -110,6 +110,27 @@ async fn nodes_serve_metrics_health_and_readiness() {
     let (code, body) = http_get(cluster.metrics[0], "/").await.unwrap();
     assert_eq!(code, 404);
     assert!(body.contains("/metrics"), "{body}");
+    // The port's limits: GET only, a head of at most 8 KiB, a head within 5 s.
+    let port0 = cluster.metrics[0];
+    let post = raw_http(
+        port0,
+        b"POST /metrics HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n",
+    )
+    .await;
+    assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+    let mut huge = b"GET /metrics HTTP/1.1\r\nhost: x\r\nx-padding: ".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 16 * 1024));
+    huge.extend_from_slice(b"\r\n\r\n");
+    let big = raw_http(port0, &huge).await;
+    assert!(big.starts_with("HTTP/1.1 431"), "{big}");
+    let silent_since = Instant::now();
+    let silent = raw_http(port0, b"GET /metr").await;
+    assert!(!silent.contains("200 OK"), "{silent}");
+    assert!(
+        silent_since.elapsed() < Duration::from_secs(15),
+        "a client that never finished its head held the connection for {:?}",
+        silent_since.elapsed()
+    );
 
     // A node that lost its quorum (the leader and two more gone) is alive but not
     // ready, and says why.
@@ -143,4 +164,15 @@ async fn nodes_serve_metrics_health_and_readiness() {
     assert_eq!(code, 200);
     let (_, page) = http_get(port, "/metrics").await.unwrap();
     assert_eq!(metric(&page, "kakera_ready"), Some(0.0));
+}
+
+/// Sends `bytes` to an HTTP port and reads until the server closes (or 30 s pass).
+async fn raw_http(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may answer (431) and close before it has read everything.
+    let _ = s.write_all(bytes).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
 }

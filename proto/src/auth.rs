@@ -25,9 +25,10 @@ pub fn is_allowed(role: Role, op: Operation) -> bool {
         Operation::List => matches!(role, Role::Reader | Role::Auditor | Role::Operator),
         // The review committee's approvals are entered by operators.
         Operation::GrantChange => role == Role::Operator,
-        Operation::GrantList | Operation::AuditLog => {
-            matches!(role, Role::Auditor | Role::Operator)
-        }
+        // Grants: auditors and operators see them all; a reader sees only the grants
+        // naming it (the node filters), so a job can learn its own scope.
+        Operation::GrantList => matches!(role, Role::Reader | Role::Auditor | Role::Operator),
+        Operation::AuditLog => matches!(role, Role::Auditor | Role::Operator),
         // Draining and decommissioning nodes is the operators' job.
         Operation::NodeAdmin => role == Role::Operator,
         // Modes and health: every client (ingest places shares by it).
@@ -179,11 +180,10 @@ mod tests {
             (Role::Node | Role::Ingest | Role::Reader | Role::Auditor, Operation::GrantChange) => {
                 false
             }
-            (Role::Auditor | Role::Operator, Operation::GrantList | Operation::AuditLog) => true,
-            (
-                Role::Node | Role::Ingest | Role::Reader,
-                Operation::GrantList | Operation::AuditLog,
-            ) => false,
+            (Role::Reader | Role::Auditor | Role::Operator, Operation::GrantList) => true,
+            (Role::Node | Role::Ingest, Operation::GrantList) => false,
+            (Role::Auditor | Role::Operator, Operation::AuditLog) => true,
+            (Role::Node | Role::Ingest | Role::Reader, Operation::AuditLog) => false,
             (Role::Operator, Operation::NodeAdmin) => true,
             (Role::Node | Role::Ingest | Role::Reader | Role::Auditor, Operation::NodeAdmin) => {
                 false

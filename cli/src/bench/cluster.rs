@@ -113,13 +113,15 @@ impl BenchCluster {
              [policy]\nk = 3\nn = 5\n\n\
              [zones.dc]\n[zones.hsz]\nnetworks = [\"127.0.0.1\"]\n\n\
              [health]\nsuspect_after_ms = 1000\ndead_after_ms = 3000\n\
-             repair_parallel = {parallel}\nrepair_rate_mb_s = {rate}\n\n\
-             [baseline]\nplain_replicas = 3\n",
+             repair_parallel = {parallel}\nrepair_rate_mb_s = {rate}\n",
             prefix = kakera_config::BENCH_CLUSTER_PREFIX,
             zone = zone_public.trim(),
             parallel = pacing.repair_parallel,
             rate = pacing.repair_rate_mb_s,
         );
+        if super::BASELINE_BUILT {
+            text.push_str("\n[baseline]\nplain_replicas = 3\n");
+        }
         for (i, (rack, port)) in RACKS.iter().zip(&ports).enumerate() {
             let id = i as u64 + 1;
             // Writing to a String cannot fail.

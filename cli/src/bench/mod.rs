@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use kakera_proto::catalog::{Grant, GrantScope, NodeMode};
 use kakera_proto::{Date, Digest, RecordId, RecordKind, RecordMeta, SubjectTag};
 use serde::Serialize;
@@ -32,6 +33,11 @@ use crate::error::CliError;
 use cluster::{ACTIVE_NODES, BenchCluster, INGEST, OPERATOR, Pacing, READER, SPARE_NODE};
 use kakera_client::{Client, NewRecord};
 use stats::{Mode, Op, Phase, Ratio, RepairFigures, Shape};
+
+/// Whether this build has the replication baseline (the `bench-baseline` feature,
+/// which scripts/bench-cluster.sh enables and release packages do not): plain copies
+/// with no secrecy, staged and committed through the same nodes.
+pub const BASELINE_BUILT: bool = cfg!(feature = "bench-baseline");
 
 /// The job name the benchmark reads under.
 const JOB: &str = "kakera-bench";
@@ -137,6 +143,14 @@ pub async fn run(
     let started_at_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    if opts.baseline && !BASELINE_BUILT {
+        return Err(CliError::Invalid(
+            "this kakera was built without the replication baseline (plain copies, no \
+             secrecy): run scripts/bench-cluster.sh, which builds it with the \
+             bench-baseline feature, or pass --no-baseline"
+                .into(),
+        ));
+    }
     let pacing = Pacing {
         repair_parallel: opts.repair_parallel,
         repair_rate_mb_s: opts.repair_rate_mb_s,
@@ -359,7 +373,7 @@ async fn drive<I, T, F, Fut>(
     concurrency: usize,
     requests: Vec<I>,
     call: F,
-) -> Result<(f64, Vec<u64>, Vec<T>), CliError>
+) -> Result<(f64, Histogram<u64>, Vec<T>), CliError>
 where
     I: Send + 'static,
     T: Send + 'static,
@@ -374,7 +388,7 @@ where
         let queue = queue.clone();
         let call = call.clone();
         workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
+            let mut latencies = stats::latency_histogram().map_err(CliError::Bench)?;
             let mut results = Vec::new();
             // Bounded by the queue: each turn takes one request off it.
             loop {
@@ -383,19 +397,21 @@ where
                 let Some(request) = next else { break };
                 let t = Instant::now();
                 let result = call(request).await?;
-                latencies.push(t.elapsed().as_micros() as u64);
+                stats::record_latency(&mut latencies, t.elapsed().as_micros() as u64);
                 results.push(result);
             }
             Ok::<_, CliError>((latencies, results))
         }));
     }
-    let mut latencies = Vec::new();
+    let mut latencies = stats::latency_histogram().map_err(CliError::Bench)?;
     let mut results = Vec::new();
     for w in workers {
         let (l, r) = w
             .await
             .map_err(|e| CliError::Bench(format!("a benchmark worker failed: {e}")))??;
-        latencies.extend(l);
+        latencies
+            .add(&l)
+            .map_err(|e| CliError::Bench(format!("merging latencies: {e:?}")))?;
         results.extend(r);
     }
     Ok((started.elapsed().as_secs_f64() * 1000.0, latencies, results))
@@ -407,9 +423,9 @@ fn phase_of(
     shape: Shape,
     records: u64,
     elapsed_ms: f64,
-    mut latencies: Vec<u64>,
+    latencies: Histogram<u64>,
 ) -> Result<Phase, CliError> {
-    let latency = stats::percentiles(&mut latencies)
+    let latency = stats::percentiles(&latencies)
         .ok_or_else(|| CliError::Bench("a phase made no request".into()))?;
     Ok(Phase::new(op, mode, shape, records, elapsed_ms, latency))
 }
@@ -432,7 +448,15 @@ async fn put_phase(
                     batch.into_iter().map(|(id, r, _)| (id, r)).collect();
                 match mode {
                     Mode::Sharing => client.put_batch_with_ids(records).await?,
+                    #[cfg(feature = "bench-baseline")]
                     Mode::Replicas => client.put_plain_replicas(records).await?,
+                    // Refused at the start of the run (BASELINE_BUILT).
+                    #[cfg(not(feature = "bench-baseline"))]
+                    Mode::Replicas => {
+                        return Err(CliError::Invalid(
+                            "no replication baseline in this build".into(),
+                        ));
+                    }
                 };
                 Ok(digests)
             }

@@ -2,6 +2,7 @@
 //! secret sharing to the replication baseline, and the printed table. No clock and no
 //! network here; `kakera bench` feeds it what it measured.
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 /// Latency percentiles of one phase, in microseconds.
@@ -19,24 +20,33 @@ pub struct Percentiles {
     pub max_us: u64,
 }
 
-/// Nearest-rank percentiles of `latencies_us` (sorted in place). `None` when empty.
-pub fn percentiles(latencies_us: &mut [u64]) -> Option<Percentiles> {
+/// The longest latency a histogram holds; longer ones count as this.
+pub const LATENCY_MAX_US: u64 = 3_600_000_000;
+
+/// An empty latency histogram: 1 µs to an hour at three significant digits (every
+/// figure within 0.1 %), a fixed size whatever the number of requests.
+pub fn latency_histogram() -> Result<Histogram<u64>, String> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)
+        .map_err(|e| format!("latency histogram: {e:?}"))
+}
+
+/// Records one request's latency (under 1 µs counts as 1 µs, over an hour as an hour).
+pub fn record_latency(histogram: &mut Histogram<u64>, latency_us: u64) {
+    histogram.saturating_record(latency_us.clamp(1, LATENCY_MAX_US));
+}
+
+/// Nearest-rank percentiles (the smallest value with at least q of the samples at or
+/// below it) of the recorded latencies. `None` when none was recorded.
+pub fn percentiles(latencies_us: &Histogram<u64>) -> Option<Percentiles> {
     if latencies_us.is_empty() {
         return None;
     }
-    latencies_us.sort_unstable();
-    let n = latencies_us.len();
-    // Nearest rank: the smallest value with at least q of the samples at or below it.
-    let rank = |q_per_mille: usize| -> u64 {
-        let r = (q_per_mille * n).div_ceil(1000).clamp(1, n);
-        latencies_us[r - 1]
-    };
     Some(Percentiles {
-        samples: n,
-        p50_us: rank(500),
-        p99_us: rank(990),
-        p999_us: rank(999),
-        max_us: latencies_us[n - 1],
+        samples: usize::try_from(latencies_us.len()).unwrap_or(usize::MAX),
+        p50_us: latencies_us.value_at_quantile(0.5),
+        p99_us: latencies_us.value_at_quantile(0.99),
+        p999_us: latencies_us.value_at_quantile(0.999),
+        max_us: latencies_us.max(),
     })
 }
 
@@ -298,20 +308,32 @@ mod tests {
     #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
     use super::*;
 
+    fn histogram(values: impl IntoIterator<Item = u64>) -> Histogram<u64> {
+        let mut h = latency_histogram().unwrap();
+        for v in values {
+            record_latency(&mut h, v);
+        }
+        h
+    }
+
     #[test]
     fn nearest_rank_percentiles() {
-        let mut v: Vec<u64> = (1..=1000).rev().collect();
-        let p = percentiles(&mut v).unwrap();
+        let p = percentiles(&histogram((1..=1000).rev())).unwrap();
         assert_eq!(
             (p.samples, p.p50_us, p.p99_us, p.p999_us, p.max_us),
             (1000, 500, 990, 999, 1000)
         );
-        let mut few = vec![30, 10, 20];
-        let p = percentiles(&mut few).unwrap();
+        let p = percentiles(&histogram([30, 10, 20])).unwrap();
         assert_eq!((p.p50_us, p.p99_us, p.p999_us), (20, 30, 30));
-        assert_eq!(percentiles(&mut []), None);
-        let mut one = vec![7];
-        assert_eq!(percentiles(&mut one).unwrap().p999_us, 7);
+        assert_eq!(percentiles(&histogram([])), None);
+        assert_eq!(percentiles(&histogram([7])).unwrap().p999_us, 7);
+        // Large values within 0.1 %; beyond an hour counts as an hour.
+        let p = percentiles(&histogram([1_234_567, 2 * LATENCY_MAX_US])).unwrap();
+        assert!(p.p50_us.abs_diff(1_234_567) <= 1_235, "{p:?}");
+        assert!(
+            p.max_us.abs_diff(LATENCY_MAX_US) <= LATENCY_MAX_US / 1000,
+            "{p:?}"
+        );
     }
 
     fn phase(op: Op, mode: Mode, size: u64, per_s: f64) -> Phase {

@@ -438,6 +438,11 @@ pub(crate) fn audit_verify(
             records
         };
         let started = std::time::Instant::now();
+        let bar = progress(
+            ids.len() as u64,
+            json,
+            "verified [{bar:30}] {pos}/{len} records, {msg}, ETA {eta}",
+        );
         let mut reports = Vec::with_capacity(ids.len());
         let mut bytes_read: u64 = 0;
         for chunk in ids.chunks(VERIFY_CHUNK_RECORDS) {
@@ -453,16 +458,14 @@ pub(crate) fn audit_verify(
                 }
             }
             let elapsed = started.elapsed().as_secs_f64().max(1e-3);
-            let done = reports.len();
-            let eta = elapsed / done as f64 * (ids.len() - done) as f64;
-            eprint!(
-                "\rverified {done}/{} records, {:.1} MB at {:.1} MB/s, ETA {eta:.0} s   ",
-                ids.len(),
+            bar.set_position(reports.len() as u64);
+            bar.set_message(format!(
+                "{:.1} MB at {:.1} MB/s",
                 bytes_read as f64 / 1e6,
                 bytes_read as f64 / 1e6 / elapsed
-            );
+            ));
         }
-        eprintln!();
+        bar.finish_and_clear();
         c.close().await;
         Ok::<_, CliError>(reports)
     })?;

@@ -30,7 +30,8 @@ pub(crate) struct BenchArgs {
     /// Single-record gets at concurrency 1 for the low-load latency (0 skips).
     #[arg(long, default_value_t = 1000)]
     single_gets: usize,
-    /// Skip the replication baseline.
+    /// Skip the replication baseline (required unless this kakera was built with the
+    /// bench-baseline feature, as scripts/bench-cluster.sh builds it).
     #[arg(long)]
     no_baseline: bool,
     /// Skip the repair measurement.

@@ -39,7 +39,8 @@ pub(crate) enum GrantCmd {
         #[arg(long)]
         approval: String,
     },
-    /// List every grant with its state.
+    /// List grants with their state: every grant for an operator or auditor, its own
+    /// grants (its scope) for a reader.
     #[command(after_help = "Example:\n  kakera grant list --json")]
     List {
         #[command(flatten)]

@@ -72,39 +72,25 @@ pub(crate) fn ingest_ssmix2(
     withdrawn_out: Option<&std::path::Path>,
     json: bool,
 ) -> Result<Outcome, CliError> {
-    use std::io::{IsTerminal, Write};
     let key = LinkageKey::load(linkage_key)?;
-    let tty = std::io::stderr().is_terminal();
-    let mut last_line = std::time::Instant::now();
+    let bar = progress(
+        0,
+        json,
+        "[{bar:30}] {pos}/{len} files  {per_sec}  {msg}  ETA {eta}",
+    );
     let summary = runtime()?.block_on(async {
         let c = args.client()?;
         let s = ingest::ingest_ssmix2(&c, &key, root, source, batch, |p| {
-            let done = p.files_done == p.files_total;
-            if !json && (done || last_line.elapsed().as_millis() >= 1000 || tty) {
-                last_line = std::time::Instant::now();
-                let line = format!(
-                    "{:>8}/{} files  {:>7.0} files/s  {:>6.2} MB/s  ETA {:>5.0} s",
-                    p.files_done,
-                    p.files_total,
-                    p.files_per_s(),
-                    p.mb_per_s(),
-                    p.eta_s()
-                );
-                if tty {
-                    eprint!("\r{line}");
-                    if done {
-                        eprintln!();
-                    }
-                } else {
-                    eprintln!("{line}");
-                }
-                let _ = std::io::stderr().flush();
-            }
+            bar.set_length(p.files_total as u64);
+            bar.set_position(p.files_done as u64);
+            bar.set_message(format!("{:.2} MB/s", p.mb_per_s()));
         })
         .await;
         c.close().await;
         s
-    })?;
+    });
+    bar.finish_and_clear();
+    let summary = summary?;
     if let Some(path) = withdrawn_out {
         let text: String = summary
             .withdrawn

@@ -198,3 +198,21 @@ pub(crate) fn node_binary_or_beside(given: Option<PathBuf>) -> PathBuf {
         })
         .unwrap_or_else(|| PathBuf::from("kakera-node"))
 }
+
+/// A progress bar on stderr for `total` items, drawn with `template` (indicatif's
+/// syntax); hidden under `--json` and when stderr is not a terminal, so logs and
+/// pipes get only the final summary.
+pub(crate) fn progress(total: u64, json: bool, template: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    let target = if json || !std::io::stderr().is_terminal() {
+        indicatif::ProgressDrawTarget::hidden()
+    } else {
+        indicatif::ProgressDrawTarget::stderr()
+    };
+    let bar = indicatif::ProgressBar::with_draw_target(Some(total), target);
+    // A template that does not parse keeps indicatif's default style.
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("#>."));
+    }
+    bar
+}

@@ -101,32 +101,27 @@ pub(crate) fn run(cmd: NodeCmd, json: bool) -> Result<Outcome, CliError> {
         if let Some(timeout_s) = wait {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_s);
             let mut first: Option<u64> = None;
-            let started = std::time::Instant::now();
+            let bar = progress(
+                0,
+                json,
+                &format!("draining node {node} [{{bar:30}}] {{pos}}/{{len}} shares moved, {{per_sec}}, ETA {{eta}}"),
+            );
             // Bounded by the deadline.
             loop {
                 let (nodes, repair) = c.topology().await?;
                 let held = nodes.iter().find(|n| n.node == node).map_or(0, |n| n.shares);
                 let total = *first.get_or_insert(held.max(1));
-                let moved = total.saturating_sub(held);
-                let rate = moved as f64 / started.elapsed().as_secs_f64().max(0.001);
-                let eta = if rate > 0.0 { held as f64 / rate } else { f64::NAN };
-                let width = 30usize;
-                let filled = (moved as usize * width / total.max(1) as usize).min(width);
-                eprint!(
-                    "\rdraining node {node} [{}{}] {moved}/{total} shares moved, {rate:.1}/s, ETA {}   ",
-                    "#".repeat(filled),
-                    ".".repeat(width - filled),
-                    if eta.is_finite() { format!("{eta:.0} s") } else { "?".into() }
-                );
+                bar.set_length(total);
+                bar.set_position(total.saturating_sub(held));
                 if held == 0 && repair.pending == 0 {
-                    eprintln!();
+                    bar.finish_and_clear();
                     if !json {
                         println!("node {node} holds no share; decommission it with `kakera node decommission {node}`");
                     }
                     break;
                 }
                 if std::time::Instant::now() > deadline {
-                    eprintln!();
+                    bar.finish_and_clear();
                     report(
                         json,
                         serde_json::json!({ "node": node, "mode": mode.as_str(), "drained": false, "shares_left": held }),

@@ -300,7 +300,9 @@ pub async fn stage(
         let checked = kakera_shamir::Share::check_with_digest(share)
             .map(Digest)
             .map_err(|e| e.to_string());
-        // A benchmark cluster also takes plain replicas (`[baseline]`).
+        // A benchmark cluster also takes plain replicas (`[baseline]`), in benchmark
+        // builds only.
+        #[cfg(feature = "bench-baseline")]
         let checked = match checked {
             Err(e) if ctx.config.plain_replicas.is_some() => kakera_proto::replica::decode(share)
                 .map(|_| Digest::of(share))
@@ -944,12 +946,17 @@ pub async fn revoke_grant(
     }
 }
 
-/// Every grant (linearizable).
-pub async fn list_grants(ctx: &ServerContext) -> Response {
+/// Every grant (linearizable); a reader gets only the grants naming it.
+pub async fn list_grants(ctx: &ServerContext, identity: &Identity) -> Response {
     if let Err(r) = linearizable(ctx).await {
         return r;
     }
     match ctx.state.grants() {
+        // A reader learns its own scope and nothing of other jobs' grants.
+        Ok(mut grants) if identity.role == Role::Reader => {
+            grants.retain(|g| g.reader == identity.name);
+            Response::Grants { grants }
+        }
         Ok(grants) => Response::Grants { grants },
         Err(e) => internal(e),
     }

@@ -469,7 +469,7 @@ async fn dispatch(
         Request::RevokeGrant { job, reason } => {
             records::revoke_grant(ctx, identity, request_id, job, reason).await
         }
-        Request::ListGrants => records::list_grants(ctx).await,
+        Request::ListGrants => records::list_grants(ctx, identity).await,
         Request::AuditLog { query } => records::audit_log(ctx, query).await,
         Request::Erase { target, reason } => {
             super::erase::erase(ctx, identity, request_id, target, reason).await
