@@ -34,6 +34,18 @@ echo "== kakera demo =="
 "$CARGO_TARGET_DIR/debug/kakera" demo --config "$DIR/cluster.toml" \
   --identities "$DIR/clients" --zone-key "$DIR/zone/zone.key" --records "$RECORDS"
 
+# A job as a job author writes one (client/examples/count_by_kind.rs): the reader
+# finds its newest demo grant itself, then counts what the grant covers.
+RDR=(--config "$DIR/cluster.toml" --cert "$DIR/clients/demo-reader.crt.pem"
+  --key "$DIR/clients/demo-reader.key.pem")
+echo
+echo "== a job on kakera-client: the reader's own grant, its records counted per kind =="
+JOB="$("$CARGO_TARGET_DIR/debug/kakera" grant list "${RDR[@]}" --json \
+  | grep -o '"job":"demo-study-[0-9]*"' | awk -F'"' 'END { print $4 }')"
+cargo run --locked -q -p kakera-client --example count_by_kind -- "$DIR/cluster.toml" \
+  "$DIR/clients/demo-reader.crt.pem" "$DIR/clients/demo-reader.key.pem" \
+  "$DIR/zone/zone.key" "$JOB"
+
 # The auditor's own commands, as an auditor runs them.
 AUD=(--config "$DIR/cluster.toml" --cert "$DIR/clients/demo-auditor.crt.pem"
   --key "$DIR/clients/demo-auditor.key.pem")
@@ -47,6 +59,14 @@ EXPORT="$DIR/audit-export-$(date +%Y%m%dT%H%M%S)-$$.jsonl"
 "$KAKERA" audit log "${AUD[@]}" --export "$EXPORT"
 "$KAKERA" audit verify-export "$EXPORT" --ca "$DIR/pki/ca.crt.pem"
 echo
+echo "== kakera audit log --verify --json: the verdict is the last line =="
+VERDICT="$("$KAKERA" audit log "${AUD[@]}" --verify --json --limit 1 2>/dev/null | awk 'END { print }')"
+echo "$VERDICT"
+case "$VERDICT" in
+  *'"chain_intact":true'*) ;;
+  *) echo "the audit log's --json verdict is missing or not intact" >&2; exit 1 ;;
+esac
+echo
 echo "== kakera audit erasure (a record id no node ever stored) =="
 "$KAKERA" audit erasure "${AUD[@]}" --record 00000000000000000000000000000001
 
@@ -55,8 +75,6 @@ OPS=(--config "$DIR/cluster.toml" --cert "$DIR/clients/demo-operator.crt.pem"
   --key "$DIR/clients/demo-operator.key.pem")
 ING=(--config "$DIR/cluster.toml" --cert "$DIR/clients/demo-ingest.crt.pem"
   --key "$DIR/clients/demo-ingest.key.pem")
-RDR=(--config "$DIR/cluster.toml" --cert "$DIR/clients/demo-reader.crt.pem"
-  --key "$DIR/clients/demo-reader.key.pem")
 FACILITY=1310000001
 SS="$DIR/ssmix2"
 [ -f "$DIR/linkage.key" ] || "$KAKERA" linkage keygen --out "$DIR/linkage.key"

@@ -124,6 +124,18 @@ pub async fn run(
         ),
         true,
     );
+    // The job learns its own scope from the cluster; other jobs' grants stay hidden.
+    let own = reader.grants().await?;
+    let sees_own = own.iter().any(|g| g.job == job);
+    let others = own.iter().filter(|g| g.reader != "demo-reader").count();
+    say(
+        format!(
+            "reader: lists its grants and sees {} of its own (job {job} among them: {sees_own}), \
+             {others} of other readers",
+            own.len()
+        ),
+        sees_own && others == 0,
+    );
 
     // 2. Ingest: sealed to the zone key, split 3 of 5 across racks, one commit.
     let mut originals = Vec::with_capacity(records);

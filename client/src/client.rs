@@ -1,5 +1,5 @@
 //! The data path as jobs and gateways use it: put and get records, list them, and the
-//! grant and audit calls. Follows ARCHITECTURE.md's write and read paths:
+//! grant and audit calls. Follows the write and read paths of docs/design/paths.md:
 //!
 //! - put: ids, placement (kakera-config), HPKE seal to the zone key, split k of n,
 //!   stage each share on its node (all nodes in parallel, many records per message,

@@ -3,6 +3,9 @@
 //! zone key ([`seal`], [`zone`]), read planning ([`plan`]) and share verification
 //! ([`verify`]). The `kakera` CLI (kakera-cli) and the medical formats
 //! (kakera-medical) are built on it; neither is part of it.
+//!
+//! A complete job is `examples/count_by_kind.rs`; docs/job-author.md is the guide
+//! (identity, grants, paging, batches, and the build settings a job crate needs).
 
 pub mod blocking;
 pub mod client;

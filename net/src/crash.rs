@@ -7,7 +7,7 @@
 //! (one shot: the restarted process runs normally), writes the name to `<path>.hit`
 //! (so a test knows the process died where it meant), and sends itself SIGKILL: no
 //! destructor, flush or shutdown code runs, as with `kill -9` from outside. The points
-//! are listed in [`POINTS`] and numbered in ARCHITECTURE.md's path descriptions.
+//! are listed in [`POINTS`] and numbered in docs/design/paths.md.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

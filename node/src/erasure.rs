@@ -20,7 +20,7 @@
 //!    after a snapshot install.
 //!
 //! Unlinked files' blocks on the disk itself are outside RocksDB's reach: the node's
-//! disks are encrypted at rest by the operator (ARCHITECTURE.md, "Erasure").
+//! disks are encrypted at rest by the operator (docs/design/paths.md, "Erasure").
 
 use std::io;
 use std::sync::Arc;

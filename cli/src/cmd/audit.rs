@@ -190,12 +190,23 @@ pub(crate) fn audit_log(
             }
         }
     }
+    // With --json the verdict is the last line, an object of its own.
     match verdict {
         Some(Ok(n)) => {
+            if json {
+                json_line(
+                    &serde_json::json!({ "verdict": { "chain_intact": true, "entries": n } }),
+                );
+            }
             eprintln!("audit chain verified: {n} entries, every link intact up to the head");
             Ok(Outcome::Ok)
         }
         Some(Err(b)) => {
+            if json {
+                json_line(&serde_json::json!({
+                    "verdict": { "chain_intact": false, "broken": b.to_string() }
+                }));
+            }
             eprintln!("audit chain BROKEN: {b}");
             Ok(Outcome::Problem)
         }
