@@ -119,7 +119,7 @@ enum Cmd {
     /// a table (or JSON with --json) and writes the report as JSON. Build release
     /// binaries first: debug figures say little.
     #[command(
-        after_help = "Examples:\n  cargo build --release -p kakera-node -p kakera-cli\n  target/release/kakera bench\n  target/release/kakera bench --sizes 1KiB,1MiB --concurrency 8 --out bench.json\n  target/release/kakera bench --sizes 16MiB --no-baseline --no-repair\n\nThe cluster's directory is deleted afterwards unless --keep is given; node logs are in its logs/."
+        after_help = "Examples:\n  scripts/bench-cluster.sh   (release build with the baseline, then kakera bench)\n  cargo build --release -p kakera-node -p kakera-cli --features kakera-node/bench-baseline,kakera-cli/bench-baseline\n  target/release/kakera bench\n  target/release/kakera bench --sizes 1KiB,1MiB --concurrency 8 --out bench.json\n  target/release/kakera bench --sizes 16MiB --no-baseline --no-repair\n\nThe cluster's directory is deleted afterwards unless --keep is given; node logs are in its logs/."
     )]
     Bench(cmd::bench::BenchArgs),
     /// Show every node's state and the cluster's health (exit code 1 if unhealthy).

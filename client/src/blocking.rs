@@ -1,16 +1,34 @@
 //! A blocking wrapper around [`crate::Client`] for simple jobs and scripts: it owns a
 //! small tokio runtime and runs each call to completion on it.
+//!
+//! It cannot block inside an async runtime (tokio would panic): there every call,
+//! `connect` included, returns [`ClientError::Invalid`] saying so; use the async
+//! [`crate::Client`] from async code. Call [`Client::close`] when done.
+
+use std::future::Future;
 
 use kakera_config::ClusterConfig;
 use kakera_net::TlsFiles;
-use kakera_proto::RecordId;
-use kakera_proto::catalog::{ListFilter, RecordEntry};
+use kakera_proto::catalog::{Grant, ListFilter, RecordEntry, RecordState};
+use kakera_proto::{RecordId, SubjectTag};
 
-use crate::client::{self, NewRecord, ReadBatch, Record};
+use crate::client::{self, NewRecord, Page, ReadBatch, Record};
 use crate::error::ClientError;
 use crate::seal::ZonePrivateKey;
 
-/// [`crate::Client`] with blocking calls. Do not use it from inside an async runtime.
+/// Refuses to block where tokio would panic: inside an async runtime.
+fn outside_runtime() -> Result<(), ClientError> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(ClientError::Invalid(
+            "the blocking client was called from inside an async runtime, where it cannot \
+             block: use kakera_client::Client (async) there"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// [`crate::Client`] with blocking calls, for code without an async runtime.
 pub struct Client {
     runtime: tokio::runtime::Runtime,
     inner: client::Client,
@@ -19,6 +37,7 @@ pub struct Client {
 impl Client {
     /// Connects (see [`crate::Client::connect`]).
     pub fn connect(config: ClusterConfig, tls: &TlsFiles) -> Result<Client, ClientError> {
+        outside_runtime()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -44,28 +63,110 @@ impl Client {
         &self.inner
     }
 
+    /// Runs one call to completion (refused inside an async runtime).
+    fn run<T>(&self, call: impl Future<Output = Result<T, ClientError>>) -> Result<T, ClientError> {
+        outside_runtime()?;
+        self.runtime.block_on(call)
+    }
+
     /// See [`crate::Client::put`].
     pub fn put(&self, record: NewRecord) -> Result<RecordId, ClientError> {
-        self.runtime.block_on(self.inner.put(record))
+        self.run(self.inner.put(record))
     }
 
     /// See [`crate::Client::put_batch`].
     pub fn put_batch(&self, records: Vec<NewRecord>) -> Result<Vec<RecordId>, ClientError> {
-        self.runtime.block_on(self.inner.put_batch(records))
+        self.run(self.inner.put_batch(records))
     }
 
     /// See [`crate::Client::get`].
     pub fn get(&self, job: &str, id: RecordId) -> Result<Record, ClientError> {
-        self.runtime.block_on(self.inner.get(job, id))
+        self.run(self.inner.get(job, id))
     }
 
     /// See [`crate::Client::get_batch`].
     pub fn get_batch(&self, job: &str, ids: &[RecordId]) -> Result<ReadBatch, ClientError> {
-        self.runtime.block_on(self.inner.get_batch(job, ids))
+        self.run(self.inner.get_batch(job, ids))
     }
 
-    /// See [`crate::Client::list_all`].
+    /// One page of the listing (see [`crate::Client::list`]): at most
+    /// `kakera_proto::catalog::MAX_LIST_PAGE` entries; pass `next` back as `after`.
+    pub fn list_page(
+        &self,
+        filter: ListFilter,
+        after: Option<RecordId>,
+        limit: u32,
+    ) -> Result<Page, ClientError> {
+        self.run(self.inner.list(filter, after, limit))
+    }
+
+    /// Up to `max` entries, collected in memory (see [`crate::Client::list_all`]):
+    /// for small listings; walk [`Client::list_page`] for large ones.
     pub fn list(&self, filter: ListFilter, max: usize) -> Result<Vec<RecordEntry>, ClientError> {
-        self.runtime.block_on(self.inner.list_all(filter, max))
+        self.run(self.inner.list_all(filter, max))
+    }
+
+    /// See [`crate::Client::grants`]: a reader gets the grants naming it.
+    pub fn grants(&self) -> Result<Vec<Grant>, ClientError> {
+        self.run(self.inner.grants())
+    }
+
+    /// See [`crate::Client::lookup`].
+    pub fn lookup(
+        &self,
+        records: &[RecordId],
+        subjects: &[SubjectTag],
+    ) -> Result<(Vec<RecordState>, Vec<SubjectTag>), ClientError> {
+        self.run(self.inner.lookup(records, subjects))
+    }
+
+    /// Closes the connections and stops the runtime.
+    pub fn close(self) -> Result<(), ClientError> {
+        outside_runtime()?;
+        self.runtime.block_on(self.inner.close());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is the failure report
+    use super::*;
+
+    fn config() -> ClusterConfig {
+        let mut text = String::from(
+            "cluster_id = \"t\"\nca_cert = \"ca.pem\"\nracks = [\"a\", \"b\", \"c\"]\n[policy]\nk = 3\nn = 5\n[zones.dc]\n",
+        );
+        for (id, rack) in [(1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "c")] {
+            text.push_str(&format!(
+                "[[nodes]]\nid = {id}\nname = \"node-{id}\"\nrack = \"{rack}\"\nzone = \"dc\"\naddr = \"127.0.0.1:{}\"\ndata_dir = \"d{id}\"\n",
+                7000 + id
+            ));
+        }
+        ClusterConfig::parse(&text).unwrap()
+    }
+
+    /// Inside an async runtime the blocking client says what to use instead; before,
+    /// tokio panicked (a runtime dropped, or blocked on, in an async context).
+    #[test]
+    fn inside_a_runtime_the_blocking_client_refuses_instead_of_panicking() {
+        let tls = TlsFiles {
+            ca: "missing-ca.pem".into(),
+            cert: "missing.crt.pem".into(),
+            key: "missing.key.pem".into(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let refused = runtime.block_on(async { Client::connect(config(), &tls).err() });
+        match refused {
+            Some(ClientError::Invalid(why)) => assert!(why.contains("async runtime"), "{why}"),
+            other => panic!("expected a refusal naming the runtime, got {other:?}"),
+        }
+        // Outside a runtime it gets as far as the missing certificate files.
+        assert!(!matches!(
+            Client::connect(config(), &tls),
+            Err(ClientError::Invalid(_))
+        ));
     }
 }

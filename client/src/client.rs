@@ -1048,13 +1048,21 @@ impl Client {
             .collect())
     }
 
-    /// A page of catalog entries.
+    /// A page of catalog entries: at most `limit`, which may not exceed
+    /// [`MAX_LIST_PAGE`] (a larger one is refused rather than cut short without a
+    /// word); pass the page's `next` back as `after` for the following page.
     pub async fn list(
         &self,
         filter: ListFilter,
         after: Option<RecordId>,
         limit: u32,
     ) -> Result<Page, ClientError> {
+        if limit > MAX_LIST_PAGE {
+            return Err(ClientError::Invalid(format!(
+                "a page holds at most {MAX_LIST_PAGE} entries, not {limit}: follow Page::next \
+                 for more (or list_all for a small listing)"
+            )));
+        }
         match self
             .leader_call(Request::List {
                 filter,

@@ -132,6 +132,12 @@ async fn records_round_trip_only_for_granted_hsz_readers_and_everything_is_audit
     assert!(forbidden(
         &ingest.list(ListFilter::All, None, 10).await.unwrap_err()
     ));
+    // A page larger than the node serves is refused, not cut short without a word.
+    let too_many = operator.list(ListFilter::All, None, 100_000).await;
+    assert!(
+        matches!(&too_many, Err(kakera_client::ClientError::Invalid(m)) if m.contains("at most 1000")),
+        "{too_many:?}"
+    );
 
     // No grant yet: the reader is refused (and the refusal is audited).
     let e = reader.get_batch("study-1", &ids).await.unwrap_err();
