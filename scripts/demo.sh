@@ -54,6 +54,9 @@ echo
 echo "== kakera audit verify --sample 20 --deep =="
 "$KAKERA" audit verify "${AUD[@]}" --sample 20 --deep
 echo
+echo "== kakera audit verify --all (light; the catalog walked a page at a time) =="
+"$KAKERA" audit verify "${AUD[@]}" --all
+echo
 echo "== kakera audit log --export (signed) and verify-export (offline) =="
 EXPORT="$DIR/audit-export-$(date +%Y%m%dT%H%M%S)-$$.jsonl"
 "$KAKERA" audit log "${AUD[@]}" --export "$EXPORT"

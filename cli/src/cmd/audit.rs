@@ -8,7 +8,7 @@ use kakera_cli::CliError;
 use kakera_cli::demo;
 use kakera_cli::export::{self, ExportQuery, ExportSigner};
 use kakera_proto::audit::AuditQuery;
-use kakera_proto::catalog::ListFilter;
+use kakera_proto::catalog::{ListFilter, MAX_LIST_PAGE};
 use kakera_proto::{RecordId, Role, SubjectTag};
 
 use crate::cmd::*;
@@ -431,93 +431,145 @@ pub(crate) fn audit_verify(
     rate_mb_s: Option<f64>,
     json: bool,
 ) -> Result<Outcome, CliError> {
-    use kakera_client::verify::{RecordReport, summary};
-    let reports: Vec<RecordReport> = runtime()?.block_on(async {
+    let run = runtime()?.block_on(async {
         let c = args.client()?;
-        let ids = if records.is_empty() {
-            let all: Vec<RecordId> = c
-                .list_all(ListFilter::All, usize::MAX)
-                .await?
-                .into_iter()
-                .map(|e| e.id)
-                .collect();
-            match sample {
-                Some(n) => sample_of(all, n)?,
-                None => all,
+        let mut run = VerifyRun::new(json, deep, rate_mb_s);
+        if !records.is_empty() || sample.is_some() {
+            let ids = match sample {
+                Some(n) if records.is_empty() => sample_of_catalog(&c, n).await?,
+                _ => records,
+            };
+            run.bar.set_length(ids.len() as u64);
+            for chunk in ids.chunks(VERIFY_CHUNK_RECORDS) {
+                run.verify(&c, chunk).await?;
             }
         } else {
-            records
-        };
-        let started = std::time::Instant::now();
-        let bar = progress(
-            ids.len() as u64,
-            json,
-            "verified [{bar:30}] {pos}/{len} records, {msg}, ETA {eta}",
-        );
-        let mut reports = Vec::with_capacity(ids.len());
-        let mut bytes_read: u64 = 0;
-        for chunk in ids.chunks(VERIFY_CHUNK_RECORDS) {
-            let got = c.verify(chunk, deep).await?;
-            // What the nodes read for this round: every share of every record.
-            bytes_read += got.iter().map(|r| r.bytes_read).sum::<u64>();
-            reports.extend(got);
-            let elapsed = started.elapsed().as_secs_f64();
-            if let Some(rate) = rate_mb_s {
-                let due = bytes_read as f64 / (rate * 1e6);
-                if due > elapsed {
-                    tokio::time::sleep(std::time::Duration::from_secs_f64(due - elapsed)).await;
+            // --all: one page of the catalog at a time, never the whole listing.
+            let mut after = None;
+            // Bounded by the catalog: every page moves `after` forward.
+            loop {
+                let page = c.list(ListFilter::All, after, MAX_LIST_PAGE).await?;
+                let ids: Vec<RecordId> = page.entries.iter().map(|e| e.id).collect();
+                run.bar.inc_length(ids.len() as u64);
+                for chunk in ids.chunks(VERIFY_CHUNK_RECORDS) {
+                    run.verify(&c, chunk).await?;
+                }
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
                 }
             }
-            let elapsed = started.elapsed().as_secs_f64().max(1e-3);
-            bar.set_position(reports.len() as u64);
-            bar.set_message(format!(
-                "{:.1} MB at {:.1} MB/s",
-                bytes_read as f64 / 1e6,
-                bytes_read as f64 / 1e6 / elapsed
-            ));
         }
-        bar.finish_and_clear();
+        run.bar.finish_and_clear();
         c.close().await;
-        Ok::<_, CliError>(reports)
+        Ok::<_, CliError>(run)
     })?;
-    let totals = summary(&reports);
-    for r in &reports {
-        if json {
-            json_line(&serde_json::json!({
-                "record": r.record.to_string(),
-                "labels": r.labels(),
-                "good_shares": r.good_shares,
-                "n": r.n,
-                "findings": r.findings,
-            }));
-        } else if !r.ok() {
-            let details: Vec<String> = r.findings.iter().map(describe_finding).collect();
-            println!(
-                "{}  {}: {}",
-                r.record,
-                r.labels().join(", "),
-                details.join("; ")
-            );
-        }
-    }
     if json {
         json_line(
-            &serde_json::json!({ "summary": totals, "records": reports.len(), "deep": deep }),
+            &serde_json::json!({ "summary": run.totals, "records": run.records, "deep": deep }),
         );
     } else {
-        let parts: Vec<String> = totals.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let parts: Vec<String> = run.totals.iter().map(|(k, v)| format!("{k} {v}")).collect();
         println!(
             "{} records verified ({}): {}",
-            reports.len(),
+            run.records,
             if deep { "deep" } else { "light" },
             parts.join(", ")
         );
     }
-    Ok(if reports.iter().all(RecordReport::ok) {
+    Ok(if run.all_ok {
         Outcome::Ok
     } else {
         Outcome::Problem
     })
+}
+
+/// A verification in progress: what it has printed and counted so far. Reports are
+/// printed as each chunk returns and then dropped, so memory holds one chunk.
+struct VerifyRun {
+    json: bool,
+    deep: bool,
+    rate_mb_s: Option<f64>,
+    started: std::time::Instant,
+    bar: indicatif::ProgressBar,
+    bytes_read: u64,
+    records: usize,
+    all_ok: bool,
+    totals: std::collections::BTreeMap<&'static str, usize>,
+}
+
+impl VerifyRun {
+    fn new(json: bool, deep: bool, rate_mb_s: Option<f64>) -> VerifyRun {
+        VerifyRun {
+            json,
+            deep,
+            rate_mb_s,
+            started: std::time::Instant::now(),
+            bar: progress(
+                0,
+                json,
+                "verified [{bar:30}] {pos}/{len} records, {msg}, ETA {eta}",
+            ),
+            bytes_read: 0,
+            records: 0,
+            all_ok: true,
+            totals: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// Verifies one chunk under one audit ticket, prints its reports, counts them and
+    /// keeps to the rate limit.
+    async fn verify(
+        &mut self,
+        c: &kakera_client::Client,
+        chunk: &[RecordId],
+    ) -> Result<(), CliError> {
+        let got = c.verify(chunk, self.deep).await?;
+        // What the nodes read for this round: every share of every record.
+        self.bytes_read += got.iter().map(|r| r.bytes_read).sum::<u64>();
+        self.records += got.len();
+        for r in &got {
+            for l in r.labels() {
+                *self.totals.entry(l).or_default() += 1;
+            }
+            self.all_ok &= r.ok();
+            if self.json {
+                let line = serde_json::json!({
+                    "record": r.record.to_string(),
+                    "labels": r.labels(),
+                    "good_shares": r.good_shares,
+                    "n": r.n,
+                    "findings": r.findings,
+                });
+                self.bar.suspend(|| json_line(&line));
+            } else if !r.ok() {
+                let details: Vec<String> = r.findings.iter().map(describe_finding).collect();
+                self.bar.suspend(|| {
+                    println!(
+                        "{}  {}: {}",
+                        r.record,
+                        r.labels().join(", "),
+                        details.join("; ")
+                    );
+                });
+            }
+        }
+        let elapsed = self.started.elapsed().as_secs_f64();
+        if let Some(rate) = self.rate_mb_s {
+            let due = self.bytes_read as f64 / (rate * 1e6);
+            if due > elapsed {
+                tokio::time::sleep(std::time::Duration::from_secs_f64(due - elapsed)).await;
+            }
+        }
+        let elapsed = self.started.elapsed().as_secs_f64().max(1e-3);
+        self.bar.set_position(self.records as u64);
+        self.bar.set_message(format!(
+            "{:.1} MB at {:.1} MB/s",
+            self.bytes_read as f64 / 1e6,
+            self.bytes_read as f64 / 1e6 / elapsed
+        ));
+        Ok(())
+    }
 }
 
 pub(crate) fn describe_finding(f: &kakera_client::verify::Finding) -> String {
@@ -541,17 +593,64 @@ pub(crate) fn describe_finding(f: &kakera_client::verify::Finding) -> String {
     }
 }
 
-/// `n` ids drawn at random without replacement.
-pub(crate) fn sample_of(mut ids: Vec<RecordId>, n: usize) -> Result<Vec<RecordId>, CliError> {
-    // Partial Fisher-Yates with OS randomness.
-    let n = n.min(ids.len());
-    for i in 0..n {
-        let mut r = [0u8; 8];
-        getrandom::fill(&mut r)
-            .map_err(|e| CliError::Invalid(format!("the OS random source failed: {e}")))?;
-        let j = i + (u64::from_le_bytes(r) % (ids.len() - i) as u64) as usize;
-        ids.swap(i, j);
+/// `n` record ids drawn at random without replacement from the whole catalog,
+/// walked a page at a time (reservoir sampling): memory holds `n` ids and one page.
+pub(crate) async fn sample_of_catalog(
+    c: &kakera_client::Client,
+    n: usize,
+) -> Result<Vec<RecordId>, CliError> {
+    let mut draws = Draws::default();
+    let mut chosen: Vec<RecordId> = Vec::with_capacity(n.min(1 << 20));
+    let mut seen: u64 = 0;
+    let mut after = None;
+    // Bounded by the catalog: every page moves `after` forward.
+    loop {
+        let page = c.list(ListFilter::All, after, MAX_LIST_PAGE).await?;
+        for e in &page.entries {
+            if chosen.len() < n {
+                chosen.push(e.id);
+            } else {
+                // Keep the (seen + 1)-th id with probability n / (seen + 1).
+                let j = draws.below(seen + 1)?;
+                if let Some(slot) = usize::try_from(j).ok().and_then(|j| chosen.get_mut(j)) {
+                    *slot = e.id;
+                }
+            }
+            seen += 1;
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
     }
-    ids.truncate(n);
-    Ok(ids)
+    Ok(chosen)
+}
+
+/// Uniform draws below a bound from the OS random source, 512 at a time.
+struct Draws {
+    buf: [u8; 4096],
+    at: usize,
+}
+
+impl Default for Draws {
+    fn default() -> Draws {
+        Draws {
+            buf: [0; 4096],
+            at: 4096,
+        }
+    }
+}
+
+impl Draws {
+    fn below(&mut self, bound: u64) -> Result<u64, CliError> {
+        if self.at + 8 > self.buf.len() {
+            getrandom::fill(&mut self.buf)
+                .map_err(|e| CliError::Invalid(format!("the OS random source failed: {e}")))?;
+            self.at = 0;
+        }
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&self.buf[self.at..self.at + 8]);
+        self.at += 8;
+        Ok(u64::from_le_bytes(word) % bound.max(1))
+    }
 }
