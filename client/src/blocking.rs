@@ -133,19 +133,6 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is the failure report
     use super::*;
 
-    fn config() -> ClusterConfig {
-        let mut text = String::from(
-            "cluster_id = \"t\"\nca_cert = \"ca.pem\"\nracks = [\"a\", \"b\", \"c\"]\n[policy]\nk = 3\nn = 5\n[zones.dc]\n",
-        );
-        for (id, rack) in [(1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "c")] {
-            text.push_str(&format!(
-                "[[nodes]]\nid = {id}\nname = \"node-{id}\"\nrack = \"{rack}\"\nzone = \"dc\"\naddr = \"127.0.0.1:{}\"\ndata_dir = \"d{id}\"\n",
-                7000 + id
-            ));
-        }
-        ClusterConfig::parse(&text).unwrap()
-    }
-
     /// Inside an async runtime the blocking client says what to use instead; before,
     /// tokio panicked (a runtime dropped, or blocked on, in an async context).
     #[test]
@@ -158,14 +145,15 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let refused = runtime.block_on(async { Client::connect(config(), &tls).err() });
+        let refused =
+            runtime.block_on(async { Client::connect(crate::verify::tests::config(), &tls).err() });
         match refused {
             Some(ClientError::Invalid(why)) => assert!(why.contains("async runtime"), "{why}"),
             other => panic!("expected a refusal naming the runtime, got {other:?}"),
         }
         // Outside a runtime it gets as far as the missing certificate files.
         assert!(!matches!(
-            Client::connect(config(), &tls),
+            Client::connect(crate::verify::tests::config(), &tls),
             Err(ClientError::Invalid(_))
         ));
     }

@@ -409,12 +409,13 @@ pub fn summary(reports: &[RecordReport]) -> BTreeMap<&'static str, usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use kakera_proto::catalog::Holder;
     use kakera_proto::{Date, RecordKind, RecordMeta, SubjectTag};
 
-    fn config() -> ClusterConfig {
+    /// A 3-of-5 config over six nodes in three racks (other modules' tests use it too).
+    pub(crate) fn config() -> ClusterConfig {
         let mut toml = String::from(
             "cluster_id = \"c\"\nca_cert = \"ca.pem\"\nracks = [\"a\", \"b\", \"c\"]\n[policy]\nk = 3\nn = 5\n[zones.dc]\n",
         );

@@ -528,10 +528,10 @@ impl VerifyRun {
         // What the nodes read for this round: every share of every record.
         self.bytes_read += got.iter().map(|r| r.bytes_read).sum::<u64>();
         self.records += got.len();
+        for (label, count) in kakera_client::verify::summary(&got) {
+            *self.totals.entry(label).or_default() += count;
+        }
         for r in &got {
-            for l in r.labels() {
-                *self.totals.entry(l).or_default() += 1;
-            }
             self.all_ok &= r.ok();
             if self.json {
                 let line = serde_json::json!({
