@@ -9,12 +9,12 @@ use std::time::Instant;
 use kakera_config::ClusterConfig;
 use kakera_net::TlsFiles;
 use kakera_proto::audit::{AuditEntry, AuditQuery};
-use kakera_proto::catalog::{Grant, GrantScope};
+use kakera_proto::catalog::{EraseTarget, Grant, GrantScope, RecordRefusal};
 use kakera_proto::{Date, RecordId, RecordKind, RecordMeta, SubjectTag};
 
 use crate::error::CliError;
 use kakera_client::zone;
-use kakera_client::{Client, NewRecord};
+use kakera_client::{Client, NewRecord, ReadFailure};
 
 /// Where the demo's identities live: `<dir>/<name>.crt.pem` and `.key.pem` for
 /// `demo-ingest`, `demo-reader`, `demo-intruder` (an hsz reader without a grant),
@@ -231,6 +231,35 @@ pub async fn run(
         );
     }
 
+    // 4b. A job lists, then reads; an erasure lands in between. The read opens its
+    // ticket for the records still there and names the erased one, with why.
+    if let Some(&gone) = wanted.get(1) {
+        let erased = operator
+            .erase(
+                EraseTarget::Records(vec![gone]),
+                "demo: withdrawn at source (SS-MIX2 condition flag 0)",
+            )
+            .await?;
+        let each = reader.get_batch_each(&job, &wanted).await?;
+        let named = each.failed.iter().find(|f| f.record == gone);
+        say(
+            format!(
+                "reader: record {gone} erased between listing and reading: {} of {} read, \
+                 the erased one reported by id: {}",
+                each.records.len(),
+                wanted.len(),
+                named.map_or_else(|| "NOT REPORTED".to_string(), |f| f.failure.to_string())
+            ),
+            erased == vec![gone]
+                && each.records.len() + 1 == wanted.len()
+                && each.failed.len() == 1
+                && matches!(
+                    named.map(|f| &f.failure),
+                    Some(ReadFailure::Refused(RecordRefusal::Erased { .. }))
+                ),
+        );
+    }
+
     // 5. The audit trail of this job, and the whole chain verified.
     let (entries, _) = auditor
         .audit_log(
@@ -274,8 +303,14 @@ pub fn describe(e: &AuditEntry) -> String {
         kakera_proto::audit::Outcome::Applied => "applied".to_string(),
         kakera_proto::audit::Outcome::Refused { reason } => format!("refused: {reason}"),
     };
+    let left_out = match &e.action {
+        kakera_proto::audit::AuditAction::OpenReadEach { refused, .. } if !refused.is_empty() => {
+            format!(" left-out={}", refused.len())
+        }
+        _ => String::new(),
+    };
     format!(
-        "#{} {} {} ({}) {}{} records={} {}",
+        "#{} {} {} ({}) {}{} records={}{left_out} {}",
         e.seq,
         format_ms(e.at_ms),
         e.actor.name,

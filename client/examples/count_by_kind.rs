@@ -1,8 +1,9 @@
 //! A complete job, as a job author writes one (docs/job-author.md): connect as an HSZ
-//! reader, load the zone key, learn the grant's scope from the cluster, walk the
-//! records it covers a page at a time, read each page in one batch and count the
-//! records per kind. Memory holds one page of entries and one batch of records,
-//! whatever the size of the catalog.
+//! reader, load the zone key, and read everything the job's grant covers with one
+//! call that streams batches ([`kakera_client::Client::read_scope`]), counting the
+//! records per kind. Memory holds one listing page and one batch of records,
+//! whatever the size of the catalog; a record erased meanwhile is reported by id
+//! and skipped. Everything comes from kakera-client (and tokio for the runtime).
 //!
 //! ```sh
 //! cargo run --release -p kakera-client --example count_by_kind -- \
@@ -13,13 +14,9 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use kakera_client::{Client, ClientError, zone};
-use kakera_config::ClusterConfig;
-use kakera_net::TlsFiles;
-use kakera_proto::catalog::{ListFilter, MAX_LIST_PAGE};
+use kakera_client::{Client, ClientError, ClusterConfig, IdentityFiles, ReadFailure, zone};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -51,58 +48,41 @@ async fn count(
     job: &str,
 ) -> Result<(), ClientError> {
     let config = ClusterConfig::load(config.as_ref())?;
-    let tls = TlsFiles {
-        ca: config.ca_cert.clone(),
-        cert: PathBuf::from(cert),
-        key: PathBuf::from(key),
+    let me = IdentityFiles {
+        cert: cert.into(),
+        key: key.into(),
     };
     let client =
-        Client::connect(config, &tls)?.with_zone_key(zone::load_private(zone_key.as_ref())?);
+        Client::connect_as(config, &me)?.with_zone_key(zone::load_private(zone_key.as_ref())?);
 
-    // The grant says which records the job may read; a reader sees its own grants.
-    let grant = client
-        .grants()
-        .await?
-        .into_iter()
-        .find(|g| g.job == job)
-        .ok_or_else(|| ClientError::Invalid(format!("no grant for job {job} names this reader")))?;
-    let filters: Vec<ListFilter> = if grant.scope.kinds.is_empty() {
-        vec![ListFilter::All]
-    } else {
-        grant
-            .scope
-            .kinds
-            .iter()
-            .map(|k| ListFilter::Kind(*k))
-            .collect()
-    };
-
+    // The grant names the records; the scope read lists and reads them in batches.
+    let mut scope = client.read_scope(job).await?;
+    println!(
+        "grant {} (approval {}): {} kinds, {} sources, {} subjects in scope",
+        scope.grant().job,
+        scope.grant().approval,
+        scope.grant().scope.kinds.len(),
+        scope.grant().scope.sources.len(),
+        scope.grant().scope.subjects.len()
+    );
     let mut per_kind: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
-    let mut unreadable = 0u64;
-    let page_size = MAX_LIST_PAGE.min(client.batch_records() as u32);
-    for filter in filters {
-        let mut after = None;
-        // Bounded by the catalog: every page moves `after` forward.
-        loop {
-            let page = client.list(filter.clone(), after, page_size).await?;
-            let ids: Vec<_> = page
-                .entries
-                .iter()
-                .filter(|e| grant.scope.covers(&e.meta))
-                .map(|e| e.id)
-                .collect();
-            if !ids.is_empty() {
-                let batch = client.get_batch(job, &ids).await?;
-                for r in &batch.records {
-                    let slot = per_kind.entry(r.meta.kind.as_str()).or_default();
-                    slot.0 += 1;
-                    slot.1 += r.data.len() as u64;
+    let (mut erased, mut unreadable) = (0u64, 0u64);
+    while let Some(batch) = scope.next().await? {
+        for r in &batch.records {
+            let slot = per_kind.entry(r.meta.kind.as_str()).or_default();
+            slot.0 += 1;
+            slot.1 += r.data.len() as u64;
+        }
+        for f in &batch.failed {
+            match &f.failure {
+                ReadFailure::Refused(why) => {
+                    erased += 1;
+                    eprintln!("skipped {}: {why}", f.record);
                 }
-                unreadable += batch.failed.len() as u64;
-            }
-            match page.next {
-                Some(next) => after = Some(next),
-                None => break,
+                other => {
+                    unreadable += 1;
+                    eprintln!("unreadable {}: {other}", f.record);
+                }
             }
         }
     }
@@ -111,6 +91,7 @@ async fn count(
     for (kind, (records, bytes)) in &per_kind {
         println!("{kind:<16} {records:>8} records {bytes:>12} bytes");
     }
+    println!("left out (erased meanwhile): {erased}");
     println!("unreadable: {unreadable}");
     Ok(())
 }

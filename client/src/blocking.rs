@@ -3,7 +3,9 @@
 //!
 //! It cannot block inside an async runtime (tokio would panic): there every call,
 //! `connect` included, returns [`ClientError::Invalid`] saying so; use the async
-//! [`crate::Client`] from async code. Call [`Client::close`] when done.
+//! [`crate::Client`] from async code, or create and call this wrapper on a thread of
+//! its own (`std::thread::spawn`; tokio's `spawn_blocking` threads still carry the
+//! runtime and are refused too). Call [`Client::close`] when done.
 
 use std::future::Future;
 
@@ -12,7 +14,7 @@ use kakera_net::TlsFiles;
 use kakera_proto::catalog::{Grant, ListFilter, RecordEntry, RecordState};
 use kakera_proto::{RecordId, SubjectTag};
 
-use crate::client::{self, NewRecord, Page, ReadBatch, Record};
+use crate::client::{self, IdentityFiles, NewRecord, Page, ReadBatch, Record};
 use crate::error::ClientError;
 use crate::seal::ZonePrivateKey;
 
@@ -21,7 +23,8 @@ fn outside_runtime() -> Result<(), ClientError> {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(ClientError::Invalid(
             "the blocking client was called from inside an async runtime, where it cannot \
-             block: use kakera_client::Client (async) there"
+             block: use kakera_client::Client (async) there, or call the blocking client \
+             from a thread of its own (std::thread::spawn)"
                 .into(),
         ));
     }
@@ -48,6 +51,16 @@ impl Client {
             client::Client::connect(config, tls)?
         };
         Ok(Client { runtime, inner })
+    }
+
+    /// Connects as `identity`, trusting the config's CA (see
+    /// [`crate::Client::connect_as`]).
+    pub fn connect_as(
+        config: ClusterConfig,
+        identity: &IdentityFiles,
+    ) -> Result<Client, ClientError> {
+        let tls = identity.tls(&config);
+        Client::connect(config, &tls)
     }
 
     /// Adds the zone private key (inside the high-security zone only).
@@ -89,6 +102,22 @@ impl Client {
         self.run(self.inner.get_batch(job, ids))
     }
 
+    /// See [`crate::Client::get_batch_each`].
+    pub fn get_batch_each(&self, job: &str, ids: &[RecordId]) -> Result<ReadBatch, ClientError> {
+        self.run(self.inner.get_batch_each(job, ids))
+    }
+
+    /// Starts reading everything `job`'s grant covers (see
+    /// [`crate::Client::read_scope`]): an iterator of batches.
+    pub fn read_scope(&self, job: &str) -> Result<ScopeRead<'_>, ClientError> {
+        let inner = self.run(self.inner.read_scope(job))?;
+        Ok(ScopeRead {
+            client: self,
+            inner,
+            ended: false,
+        })
+    }
+
     /// One page of the listing (see [`crate::Client::list`]): at most
     /// `kakera_proto::catalog::MAX_LIST_PAGE` entries; pass `next` back as `after`.
     pub fn list_page(
@@ -125,6 +154,44 @@ impl Client {
         outside_runtime()?;
         self.runtime.block_on(self.inner.close());
         Ok(())
+    }
+}
+
+/// A blocking [`crate::ScopeRead`]: an iterator of batches, each a
+/// `Result<ReadBatch, ClientError>`; it ends after the scope is walked or after the
+/// first error (a revoked grant, the cluster unavailable).
+pub struct ScopeRead<'c> {
+    client: &'c Client,
+    inner: crate::scope::ScopeRead<'c>,
+    ended: bool,
+}
+
+impl ScopeRead<'_> {
+    /// The grant being read.
+    pub fn grant(&self) -> &Grant {
+        self.inner.grant()
+    }
+}
+
+impl Iterator for ScopeRead<'_> {
+    type Item = Result<ReadBatch, ClientError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.ended {
+            return None;
+        }
+        let next = outside_runtime().and_then(|()| self.client.runtime.block_on(self.inner.next()));
+        match next {
+            Ok(Some(batch)) => Some(Ok(batch)),
+            Ok(None) => {
+                self.ended = true;
+                None
+            }
+            Err(e) => {
+                self.ended = true;
+                Some(Err(e))
+            }
+        }
     }
 }
 

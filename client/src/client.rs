@@ -21,7 +21,7 @@ use kakera_proto::audit::{AuditEntry, AuditQuery, ChainBreak, MAX_AUDIT_PAGE, ve
 use kakera_proto::backup::PartState;
 use kakera_proto::catalog::{
     EraseTarget, Grant, Holder, ListFilter, MAX_BATCH_RECORDS, MAX_LIST_PAGE, MAX_RECORD_BYTES,
-    RecordEntry, RecordState, Ticket, Tombstone,
+    RecordEntry, RecordRefusal, RecordState, Ticket, Tombstone,
 };
 use kakera_proto::{
     Digest, ErrorKind, FetchedShare, Identity, RecordId, RecordMeta, Request, Response, StageItem,
@@ -126,13 +126,70 @@ impl std::fmt::Debug for Record {
     }
 }
 
+/// Why one record of a read was not returned: a value a job can match on, with
+/// the record's id beside it in [`FailedRead`]. Never holds record or share bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadFailure {
+    /// The cluster left it out of the ticket: erased (P6), not in the catalog, or
+    /// outside the grant's scope ([`Client::get_batch_each`] and scope reads only;
+    /// [`Client::get_batch`] refuses the whole ticket instead).
+    Refused(RecordRefusal),
+    /// Fewer good shares than the threshold could be fetched (nodes down, shares
+    /// bad: see [`ReadBatch::bad_shares`]).
+    TooFewShares {
+        /// Good shares fetched.
+        good: usize,
+        /// Shares needed (the record's k).
+        needed: usize,
+    },
+    /// The shares combined (or the replica read) to bytes that do not match the
+    /// catalog digest.
+    DigestMismatch,
+    /// The sealed record could not be opened (wrong zone key, damaged envelope).
+    Open(String),
+}
+
+impl std::fmt::Display for ReadFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadFailure::Refused(why) => write!(f, "{why}"),
+            ReadFailure::TooFewShares { good, needed } => write!(
+                f,
+                "only {good} good shares of the {needed} needed could be fetched"
+            ),
+            ReadFailure::DigestMismatch => {
+                f.write_str("the combined record does not match its catalog digest")
+            }
+            ReadFailure::Open(why) => write!(f, "opening the sealed record failed: {why}"),
+        }
+    }
+}
+
+/// A record a read did not return, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedRead {
+    /// The record.
+    pub record: RecordId,
+    /// Why.
+    pub failure: ReadFailure,
+}
+
+impl From<FailedRead> for ClientError {
+    fn from(f: FailedRead) -> ClientError {
+        ClientError::Read {
+            record: f.record,
+            failure: f.failure,
+        }
+    }
+}
+
 /// What a batch read produced.
 #[derive(Debug, Default)]
 pub struct ReadBatch {
     /// Records read, in request order.
     pub records: Vec<Record>,
     /// Records that could not be read, and why.
-    pub failed: Vec<(RecordId, ClientError)>,
+    pub failed: Vec<FailedRead>,
     /// Shares skipped as bad (the reads still succeeded if k good ones existed).
     pub bad_shares: Vec<BadShare>,
     /// The read ticket(s) used (their audit entries).
@@ -146,6 +203,27 @@ pub struct Page {
     pub entries: Vec<RecordEntry>,
     /// Where the next page starts.
     pub next: Option<RecordId>,
+}
+
+/// A job's or a tool's identity: its certificate and private key (PEM files). The
+/// cluster's CA comes from the config.
+#[derive(Debug, Clone)]
+pub struct IdentityFiles {
+    /// The certificate (PEM).
+    pub cert: std::path::PathBuf,
+    /// Its private key (PEM).
+    pub key: std::path::PathBuf,
+}
+
+impl IdentityFiles {
+    /// The TLS files for `config`: this identity and the config's CA.
+    pub fn tls(&self, config: &ClusterConfig) -> TlsFiles {
+        TlsFiles {
+            ca: config.ca_cert.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
 }
 
 /// A connection to a cluster with one identity.
@@ -234,6 +312,16 @@ impl Client {
             zone_private: None,
             leader_hint: AtomicU64::new(first),
         })
+    }
+
+    /// Connects as the certificate and key in `identity`, trusting the CA the config
+    /// names (`ca_cert`): what a job needs. Must run inside a tokio runtime.
+    pub fn connect_as(
+        config: ClusterConfig,
+        identity: &IdentityFiles,
+    ) -> Result<Client, ClientError> {
+        let tls = identity.tls(&config);
+        Client::connect(config, &tls)
     }
 
     /// Adds the zone private key (inside the high-security zone only).
@@ -569,8 +657,8 @@ impl Client {
         for bad in &batch.bad_shares {
             tracing::warn!(record = %bad.record, node = bad.node, reason = %bad.reason, "bad share skipped");
         }
-        if let Some((_, e)) = batch.failed.pop() {
-            return Err(e);
+        if let Some(failed) = batch.failed.pop() {
+            return Err(failed.into());
         }
         batch
             .records
@@ -582,16 +670,7 @@ impl Client {
     /// records. A record that cannot be read is in `failed`; the ticket is refused as a
     /// whole (an error) if the grant does not cover every record.
     pub async fn get_batch(&self, job: &str, ids: &[RecordId]) -> Result<ReadBatch, ClientError> {
-        let key = self.zone_private.as_ref().ok_or_else(|| {
-            ClientError::Invalid(
-                "reading needs the zone private key: load it with `Client::with_zone_key` \
-                 (kakera zone unseal)"
-                    .into(),
-            )
-        })?;
-        // One opener for the whole read: records sealed in one put batch share one
-        // encapsulation, decapsulated once.
-        let mut opener = seal::Opener::new(key)?;
+        let mut opener = self.opener()?;
         let mut out = ReadBatch::default();
         for chunk in ids.chunks(self.batch_records()) {
             let answer = self
@@ -609,6 +688,59 @@ impl Client {
                 .await;
         }
         Ok(out)
+    }
+
+    /// Reads records under `job`'s grant like [`Client::get_batch`], but a record the
+    /// grant does not admit (erased meanwhile, not in the catalog, outside the scope)
+    /// comes back in `failed` as [`ReadFailure::Refused`] instead of refusing the
+    /// ticket; the others are read. A grant that does not admit this reader at all
+    /// (none, revoked, expired) is still an error.
+    pub async fn get_batch_each(
+        &self,
+        job: &str,
+        ids: &[RecordId],
+    ) -> Result<ReadBatch, ClientError> {
+        let mut opener = self.opener()?;
+        let mut out = ReadBatch::default();
+        for chunk in ids.chunks(self.batch_records()) {
+            let answer = self
+                .leader_call(Request::OpenReadEach {
+                    job: job.to_string(),
+                    records: chunk.to_vec(),
+                })
+                .await?;
+            let Response::ReadTicketEach(opened) = answer else {
+                return Err(unexpected(&answer));
+            };
+            let kakera_proto::TicketEach {
+                ticket,
+                entries,
+                refused,
+            } = *opened;
+            out.tickets.push(ticket.id);
+            out.failed.extend(refused.into_iter().map(|r| FailedRead {
+                record: r.record,
+                failure: ReadFailure::Refused(r.why),
+            }));
+            if !entries.is_empty() {
+                self.read_under(&mut opener, &ticket, entries, &mut out)
+                    .await;
+            }
+        }
+        Ok(out)
+    }
+
+    /// An opener for one read: records sealed in one put batch share one
+    /// encapsulation, decapsulated once.
+    fn opener(&self) -> Result<seal::Opener, ClientError> {
+        let key = self.zone_private.as_ref().ok_or_else(|| {
+            ClientError::Invalid(
+                "reading needs the zone private key: load it with `Client::with_zone_key` \
+                 (kakera zone unseal)"
+                    .into(),
+            )
+        })?;
+        seal::Opener::new(key)
     }
 
     /// Fetches, checks, combines and opens the records of one ticket.
@@ -712,7 +844,10 @@ impl Client {
                     meta: entry.meta,
                     data,
                 }),
-                Err(e) => out.failed.push((entry.id, e)),
+                Err(failure) => out.failed.push(FailedRead {
+                    record: entry.id,
+                    failure,
+                }),
             }
         }
     }
@@ -1356,7 +1491,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::Accepted => "accepted",
         Response::Staged { .. } => "staged",
         Response::Committed { .. } => "committed",
-        Response::ReadTicket { .. } => "read ticket",
+        Response::ReadTicket { .. } | Response::ReadTicketEach(_) => "read ticket",
         Response::Shares { .. } => "shares",
         Response::ShareChecks { .. } => "share checks",
         Response::Probes { .. } => "probes",
@@ -1419,7 +1554,7 @@ fn open_record(
     cluster_id: &str,
     entry: &RecordEntry,
     pieces: Vec<Piece>,
-) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+) -> Result<Zeroizing<Vec<u8>>, ReadFailure> {
     let k = usize::from(entry.k);
     let mut shares = Vec::with_capacity(pieces.len());
     for piece in pieces {
@@ -1428,35 +1563,27 @@ fn open_record(
             Piece::Plain(data) => {
                 if Digest::of(&data) != entry.sealed_digest || data.len() as u64 != entry.sealed_len
                 {
-                    return Err(ClientError::Read {
-                        record: entry.id,
-                        reason: "the replica does not match its catalog digest".into(),
-                    });
+                    return Err(ReadFailure::DigestMismatch);
                 }
                 return Ok(data);
             }
         }
     }
     if shares.len() < k {
-        return Err(ClientError::Read {
-            record: entry.id,
-            reason: format!(
-                "only {} good shares of the {k} needed could be fetched",
-                shares.len()
-            ),
+        return Err(ReadFailure::TooFewShares {
+            good: shares.len(),
+            needed: k,
         });
     }
-    let sealed = kakera_shamir::combine(&shares[..k]).map_err(|e| ClientError::Read {
-        record: entry.id,
-        reason: format!("combining the shares failed: {e}"),
-    })?;
+    // Shares that passed their catalog digests but do not combine (mixed lengths)
+    // cannot make the record: to the reader, the same as a digest mismatch.
+    let sealed = kakera_shamir::combine(&shares[..k]).map_err(|_| ReadFailure::DigestMismatch)?;
     if Digest::of(&sealed) != entry.sealed_digest || sealed.len() as u64 != entry.sealed_len {
-        return Err(ClientError::Read {
-            record: entry.id,
-            reason: "the combined record does not match its catalog digest".into(),
-        });
+        return Err(ReadFailure::DigestMismatch);
     }
-    opener.open(cluster_id, &entry.id, &entry.meta, &sealed)
+    opener
+        .open(cluster_id, &entry.id, &entry.meta, &sealed)
+        .map_err(|e| ReadFailure::Open(e.to_string()))
 }
 
 /// Ids, seal, split and placement for a batch (CPU work; runs off the async threads).

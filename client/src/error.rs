@@ -33,13 +33,14 @@ pub enum ClientError {
     /// Encoding a value failed.
     #[error(transparent)]
     Proto(#[from] kakera_proto::ProtoError),
-    /// A record could not be read back (too few good shares, a digest mismatch).
-    #[error("record {record} could not be read: {reason}")]
+    /// A record could not be read back (erased, too few good shares, a digest
+    /// mismatch).
+    #[error("record {record} could not be read: {failure}")]
     Read {
         /// The record.
         record: kakera_proto::RecordId,
-        /// Why, as a sentence (never record or share bytes).
-        reason: String,
+        /// Why (never record or share bytes).
+        failure: crate::client::ReadFailure,
     },
     /// The cluster could not serve the request now (no leader); retry later.
     #[error("{0}; check `kakera status` and retry")]

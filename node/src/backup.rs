@@ -84,10 +84,6 @@ struct Job {
     at_ms: u64,
 }
 
-fn now_ms() -> u64 {
-    crate::transport::server::unix_ms()
-}
-
 /// Writes `bytes` to `path` through a temporary file, fsyncing the file and then the
 /// directory, so `path` is either absent or complete.
 fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -112,7 +108,7 @@ pub fn checkpoint_at_apply(
     log_index: u64,
     at_ms: u64,
 ) {
-    let age_ms = now_ms().saturating_sub(at_ms);
+    let age_ms = crate::clock::unix_ms().saturating_sub(at_ms);
     if age_ms > BACKUP_WINDOW_MS {
         tracing::info!(%backup, log_index, age_ms, "old backup entry replayed: no part written");
         return;
@@ -510,7 +506,7 @@ pub async fn restore(
     let raft_id = *members
         .get(&node_id)
         .ok_or_else(|| bad("this node has no member id".into()))?;
-    let db = crate::store::open(&db_dir)?;
+    let db = crate::raft::open_db(&db_dir)?;
     crate::store::set_self_raft_id(&db, raft_id)?;
     let snapshot_dir = node.data_dir.join("snapshots");
     let mut sm = StateMachine::new(

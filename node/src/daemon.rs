@@ -130,7 +130,7 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
     };
 
     let data_dir: PathBuf = node.data_dir.clone();
-    let db = crate::store::open(&data_dir.join("db"))?;
+    let db = crate::raft::open_db(&data_dir.join("db"))?;
     let raft_id = member_id(&db, node.id)?;
     let shares = crate::shares::ShareStore::new(db.clone());
     // One peer (one QUIC connection) per other node, shared by Raft and the duties.
@@ -147,6 +147,14 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
                 .append_budget_bytes
                 .min(config.limits.max_frame_bytes / 2),
         );
+    let purge = crate::erasure::PurgeSignal::default();
+    let backup_signal = Arc::new(tokio::sync::Notify::new());
+    let effects = Arc::new(crate::effects::NodeEffects::new(
+        db.clone(),
+        data_dir.clone(),
+        purge.clone(),
+        backup_signal.clone(),
+    ));
     let parts = start_raft(
         raft_id,
         &config.cluster_id,
@@ -154,6 +162,7 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         &shares,
         &data_dir,
         network,
+        effects,
     )
     .await?;
     let raft = parts.raft.clone();
@@ -182,7 +191,7 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         shutdown_rx.clone(),
     ))];
     if let Some(listener) = metrics_listener {
-        tasks.push(tokio::spawn(crate::metrics::serve_http(
+        tasks.push(tokio::spawn(crate::ops_port::serve_http(
             listener,
             ctx.clone(),
             shutdown_rx.clone(),
@@ -192,7 +201,7 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         crate::backup::Exporter {
             config: config.clone(),
             node: node.clone(),
-            signal: parts.state.backup_signal(),
+            signal: backup_signal,
             board: backups,
         }
         .run(shutdown_rx.clone()),
@@ -212,7 +221,7 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
     };
     tasks.push(tokio::spawn(duties.run(shutdown_rx.clone())));
     tasks.push(tokio::spawn(
-        crate::erasure::Purger::new(db, parts.state.purge_signal()).run(shutdown_rx.clone()),
+        crate::erasure::Purger::new(db, purge).run(shutdown_rx.clone()),
     ));
     tasks.push(tokio::spawn(collect_staged(
         raft.clone(),
@@ -311,7 +320,7 @@ async fn collect_staged(
         }
         let store = shares.clone();
         let state = state.clone();
-        let now = crate::transport::server::unix_ms();
+        let now = crate::clock::unix_ms();
         let claim = move |id: &kakera_proto::RecordId| {
             use crate::shares::Claim;
             if let Some(d) = state
@@ -754,7 +763,7 @@ impl Repairer {
         }
         tracing::info!(moves = fresh.len(), "assigning share moves");
         let cmd = Command::Repair {
-            at_ms: crate::transport::server::unix_ms(),
+            at_ms: crate::clock::unix_ms(),
             step: RepairStep::Assign { tasks: fresh },
         };
         self.ctx
@@ -896,7 +905,7 @@ async fn commit_moves(ctx: &ServerContext, done: Vec<RepairTask>) -> Result<u64,
     let moved = done.len() as u64;
     kakera_net::crash::point("repair.before_commit");
     let cmd = Command::Repair {
-        at_ms: crate::transport::server::unix_ms(),
+        at_ms: crate::clock::unix_ms(),
         step: RepairStep::Commit { tasks: done },
     };
     ctx.raft

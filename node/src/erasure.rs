@@ -32,29 +32,15 @@ use rocksdb::{BottommostLevelCompaction, CompactOptions, DB, IteratorMode, Write
 use tokio::sync::{Notify, watch};
 
 use crate::raft::catalog::keys;
+use crate::shares::{PURGE_PREFIX as PURGE, erase_in, purge_key};
 use crate::store::{CF_SHARES, CF_SM_META, CF_STAGED, cf};
 
-/// Prefix of purge markers in `sm_meta`.
-const PURGE: &[u8] = b"purge/";
 /// Most markers one purge pass takes.
 pub const MAX_PURGE_BATCH: usize = 4096;
 /// Most share keys one sweep step deletes before it writes.
 const SWEEP_BATCH: usize = 1024;
 /// How often the purger looks without being woken (staged-share sweep).
 pub const PURGE_EVERY_MS: u64 = 5_000;
-
-fn purge_key(id: &RecordId) -> Vec<u8> {
-    [PURGE, &id.0].concat()
-}
-
-/// Adds to `batch` the deletion of this node's shares of `id` (committed and staged)
-/// and the purge marker that makes [`purge_pending`] take their bytes off the disk.
-pub fn erase_local(db: &DB, batch: &mut WriteBatch, id: &RecordId) -> io::Result<()> {
-    batch.delete_cf(cf(db, CF_SHARES)?, id.0);
-    batch.delete_cf(cf(db, CF_STAGED)?, id.0);
-    batch.put_cf(cf(db, CF_SM_META)?, purge_key(id), []);
-    Ok(())
-}
 
 /// Up to `limit` record ids with a purge marker, in id order.
 pub fn pending(db: &DB, limit: usize) -> io::Result<Vec<RecordId>> {
@@ -138,7 +124,7 @@ pub fn sweep(db: &DB, committed: bool) -> io::Result<usize> {
             if catalog.get(keys::tomb(&id))?.is_none() {
                 continue;
             }
-            erase_local(db, &mut batch, &id)?;
+            erase_in(db, &mut batch, &id)?;
             in_batch += 1;
             found += 1;
             if in_batch == SWEEP_BATCH {

@@ -2,11 +2,14 @@
 //! RocksDB for the catalog, and (with the data path) the share store.
 
 pub mod backup;
+pub mod clock;
 pub mod daemon;
+pub mod effects;
 pub mod erasure;
 pub mod error;
 pub mod membership;
 pub mod metrics;
+pub mod ops_port;
 pub mod raft;
 pub mod repair;
 pub mod shares;

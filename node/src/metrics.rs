@@ -1,53 +1,23 @@
-//! Metrics, health and readiness for operators, on a plain HTTP port of its own
-//! (`metrics_addr` in the node's config entry; hyper, HTTP/1.1, GET only, one
-//! exchange per connection, heads, connections and time bounded), apart from the QUIC path: a scraper
-//! or a load balancer never needs a cluster certificate, and a flood of scrapes never
-//! competes with requests for QUIC streams.
-//!
-//! - `GET /metrics` — Prometheus text format (prometheus-client): requests by name
-//!   and outcome, latency histograms, Raft term and indexes, shares and bytes stored
-//!   (RocksDB's estimates), staged bytes, the repair queue, audit entries.
-//! - `GET /healthz` — 200 while the process serves and its database answers.
-//! - `GET /readyz` — 200 once the node is a member of the group, knows a leader and
-//!   has applied its log to within [`READY_MAX_LAG_ENTRIES`]; otherwise 503 with the
-//!   reasons, one per line. [`readiness`] decides, without a network.
+//! The node's metrics and readiness, without IO: request counters and latency
+//! histograms (prometheus-client), gauges set from [`Readings`] and rendered as
+//! Prometheus text, and [`readiness`], which decides whether a node is ready from its
+//! Raft view. The operators' HTTP port that serves them is `crate::ops_port`.
 //!
 //! Nothing here shows record, share or key bytes: counts, sizes, indexes and states.
 
-use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
-use hyper::{Method, Request, Response as HttpResponse, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use kakera_proto::{RaftStatus, Response};
+use kakera_proto::{NodeUsage, RaftStatus, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-
-use crate::transport::server::ServerContext;
 
 /// A node that has applied its log to within this many entries of its end is ready.
 pub const READY_MAX_LAG_ENTRIES: u64 = 64;
-/// Largest HTTP request head read; a longer one is answered 431. (hyper's smallest
-/// read buffer: it refuses less.)
-pub const MAX_HTTP_HEAD_BYTES: usize = 8 * 1024;
-/// HTTP connections served at once; further ones wait in the kernel's backlog.
-pub const MAX_HTTP_CONNECTIONS: usize = 16;
-/// Time a client has to send its request head.
-pub const HTTP_READ_TIMEOUT_MS: u64 = 5_000;
-/// Time a whole exchange may take, answer included, before the connection is closed.
-pub const HTTP_EXCHANGE_TIMEOUT_MS: u64 = 10_000;
 /// Pending repairs counted for the metric; the gauge stops there.
 pub const MAX_COUNTED_REPAIRS: usize = 100_000;
 
@@ -276,38 +246,34 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Reads the gauges from the node and renders every metric.
-    pub fn render(&self, ctx: &ServerContext) -> std::io::Result<String> {
-        let status = crate::transport::server::status(ctx);
-        let raft = &status.raft;
+    /// Sets the gauges from `r` and renders every metric (Prometheus text).
+    pub fn render(&self, r: &Readings) -> std::io::Result<String> {
+        let raft = &r.raft;
         let g = &self.gauges;
         g.raft_term.set(raft.term);
         g.raft_last_log_index.set(raft.last_log_index.unwrap_or(0));
         g.raft_committed_index.set(raft.committed.unwrap_or(0));
         g.raft_applied_index.set(raft.applied.unwrap_or(0));
         g.raft_snapshot_index.set(raft.snapshot.unwrap_or(0));
-        g.raft_leader.set(u64::from(raft.state == "Leader"));
+        let leading = raft.state == "Leader";
+        g.raft_leader.set(u64::from(leading));
         g.raft_voters.set(raft.voters.len() as u64);
         g.ready
-            .set(u64::from(readiness(raft, ctx.raft_id).is_empty()));
-        let est = ctx.shares.estimates()?;
+            .set(u64::from(readiness(raft, r.raft_id).is_empty()));
+        let est = &r.shares;
         g.shares.set(est.shares);
         g.share_bytes.set(est.share_bytes);
         g.staged_shares.set(est.staged);
         g.staged_bytes.set(est.staged_bytes);
-        g.staged_reserved_bytes
-            .set(ctx.shares.ledger().total_bytes());
-        g.repair_pending
-            .set(ctx.state.pending_repair_count(MAX_COUNTED_REPAIRS)?);
-        let progress = crate::transport::repair::lock(&ctx.view.progress).clone();
-        let leading = raft.state == "Leader";
-        g.repair_needed
-            .set(if leading { progress.needed } else { 0 });
-        g.repair_waiting
-            .set(if leading { progress.waiting } else { 0 });
-        g.repair_done.set(if leading { progress.done } else { 0 });
-        g.audit_entries.set(ctx.state.audit_head()?.seq);
-        let u = &status.usage;
+        g.staged_reserved_bytes.set(r.staged_reserved_bytes);
+        g.repair_pending.set(r.repair_pending);
+        // Only the leader plans repairs; a follower's counters are stale.
+        let (needed, waiting, done) = if leading { r.repair } else { (0, 0, 0) };
+        g.repair_needed.set(needed);
+        g.repair_waiting.set(waiting);
+        g.repair_done.set(done);
+        g.audit_entries.set(r.audit_entries);
+        let u = &r.usage;
         g.resident_bytes.set(u.rss_bytes);
         g.heap_allocated_bytes.set(u.heap_allocated_bytes);
         g.heap_resident_bytes.set(u.heap_resident_bytes);
@@ -322,6 +288,27 @@ impl Metrics {
             .map_err(|_| std::io::Error::other("the metrics could not be encoded"))?;
         Ok(out)
     }
+}
+
+/// What the gauges show, read from the node by the operators' port
+/// (`crate::ops_port`): plain values, so this module needs no part of the node.
+pub struct Readings {
+    /// This node's Raft member id.
+    pub raft_id: u64,
+    /// Its Raft view.
+    pub raft: RaftStatus,
+    /// Its share store's estimates.
+    pub shares: crate::shares::ShareEstimates,
+    /// Bytes reserved by staging requests in flight.
+    pub staged_reserved_bytes: u64,
+    /// Pending repair moves (counted up to [`MAX_COUNTED_REPAIRS`]).
+    pub repair_pending: u64,
+    /// The repair planner's (needed, waiting, done) counts.
+    pub repair: (u64, u64, u64),
+    /// Audit entries (the head's sequence number).
+    pub audit_entries: u64,
+    /// Memory and storage-engine figures.
+    pub usage: NodeUsage,
 }
 
 /// The outcome label of an answer: `ok`, or the error's kind.
@@ -363,120 +350,6 @@ pub fn readiness(raft: &RaftStatus, raft_id: u64) -> Vec<String> {
         ));
     }
     reasons
-}
-
-/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown` turns true.
-pub async fn serve_http(
-    listener: TcpListener,
-    ctx: Arc<ServerContext>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
-    loop {
-        // Waiting for a slot before accepting keeps at most MAX_HTTP_CONNECTIONS
-        // connections served; the rest queue in the listen backlog.
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = shutdown.changed() => break,
-        };
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let ctx = ctx.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = answer(stream, ctx).await {
-                            tracing::debug!(error = %e, "metrics connection failed");
-                        }
-                        drop(permit);
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            _ = shutdown.changed() => break,
-        }
-    }
-}
-
-/// One HTTP/1.1 exchange on hyper: the head must arrive within
-/// [`HTTP_READ_TIMEOUT_MS`] and fit [`MAX_HTTP_HEAD_BYTES`] (hyper answers 431
-/// otherwise), the body of a request is never read, the whole exchange ends within
-/// [`HTTP_EXCHANGE_TIMEOUT_MS`], and the connection closes after the answer.
-async fn answer(stream: TcpStream, ctx: Arc<ServerContext>) -> Result<(), hyper::Error> {
-    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let ctx = ctx.clone();
-        async move {
-            let (status, content_type, body) = route(request.method(), request.uri().path(), &ctx);
-            let mut out = HttpResponse::new(Full::new(Bytes::from(body)));
-            *out.status_mut() =
-                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let headers = out.headers_mut();
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            Ok::<_, std::convert::Infallible>(out)
-        }
-    });
-    let exchange = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(HTTP_READ_TIMEOUT_MS))
-        .max_buf_size(MAX_HTTP_HEAD_BYTES)
-        .keep_alive(false)
-        .serve_connection(TokioIo::new(stream), service);
-    match tokio::time::timeout(Duration::from_millis(HTTP_EXCHANGE_TIMEOUT_MS), exchange).await {
-        Ok(done) => done,
-        // Too slow: dropping the connection closes it.
-        Err(_) => Ok(()),
-    }
-}
-
-const TEXT: &str = "text/plain; charset=utf-8";
-const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// Picks the answer for a request: (status, content type, body).
-fn route(method: &Method, path: &str, ctx: &ServerContext) -> (u16, &'static str, String) {
-    if method != Method::GET {
-        return (405, TEXT, "only GET is served\n".into());
-    }
-    match path {
-        "/metrics" => match ctx.metrics.render(ctx) {
-            Ok(body) => (200, PROMETHEUS, body),
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics could not be read");
-                (500, TEXT, format!("metrics could not be read: {e}\n"))
-            }
-        },
-        "/healthz" => match ctx.state.audit_head() {
-            Ok(_) => (200, TEXT, "ok\n".into()),
-            Err(e) => (
-                503,
-                TEXT,
-                format!("the node's database does not answer: {e}\n"),
-            ),
-        },
-        "/readyz" => {
-            let raft = crate::transport::server::raft_status(ctx);
-            let reasons = readiness(&raft, ctx.raft_id);
-            if reasons.is_empty() {
-                (200, TEXT, "ready\n".into())
-            } else {
-                let mut body = String::from("not ready:\n");
-                for r in reasons {
-                    let _ = writeln!(body, "- {r}");
-                }
-                (503, TEXT, body)
-            }
-        }
-        _ => (
-            404,
-            TEXT,
-            "not found: this port serves /metrics, /healthz and /readyz\n".into(),
-        ),
-    }
 }
 
 #[cfg(test)]

@@ -22,10 +22,28 @@ use std::sync::Arc;
 use kakera_proto::{Digest, RecordId};
 use rocksdb::{DB, IteratorMode, WriteBatch, WriteOptions};
 
-use crate::store::{CF_SHARES, CF_STAGED, cf};
+use crate::store::{CF_SHARES, CF_SM_META, CF_STAGED, cf};
 
 /// Format version of share values in `shares` (and of whole staged shares in version
 /// 1 of the store).
+/// Prefix of purge markers in `sm_meta` (node-local, never replicated): a record
+/// whose shares were deleted but whose bytes may still be on disk.
+pub const PURGE_PREFIX: &[u8] = b"purge/";
+
+/// Adds to `batch` the deletion of the shares of `record` in `db` and its purge
+/// marker ([`ShareStore::erase`]).
+pub fn erase_in(db: &DB, batch: &mut WriteBatch, record: &RecordId) -> io::Result<()> {
+    batch.delete_cf(cf(db, CF_SHARES)?, record.0);
+    batch.delete_cf(cf(db, CF_STAGED)?, record.0);
+    batch.put_cf(cf(db, CF_SM_META)?, purge_key(record), []);
+    Ok(())
+}
+
+/// The purge marker key of `record`.
+pub fn purge_key(record: &RecordId) -> Vec<u8> {
+    [PURGE_PREFIX, &record.0].concat()
+}
+
 const VALUE_VERSION: u8 = 1;
 /// Format version of staged markers.
 const MARKER_VERSION: u8 = 2;
@@ -471,6 +489,13 @@ impl ShareStore {
         Ok(())
     }
 
+    /// Adds to `batch` the deletion of this node's shares of `record` (committed and
+    /// staged) and the purge marker that makes the purger (`crate::erasure`) take
+    /// their bytes off the disk: applying an erasure, in the entry's own batch.
+    pub fn erase(&self, batch: &mut WriteBatch, record: &RecordId) -> io::Result<()> {
+        erase_in(&self.db, batch, record)
+    }
+
     /// Stores a regenerated share as staged (synced), for the repair commit to promote.
     /// Returns its digest. Never replaces a committed share: a different one here is
     /// an error (repair moves a share only to a node that holds none of the record).
@@ -690,7 +715,7 @@ mod tests {
     }
 
     /// Nodes upgraded in place keep their staged shares: version-1 whole values in the
-    /// staged family move into the current layout when the database opens, and a
+    /// staged family move into the current layout (`raft::open_db` runs this), and a
     /// stale copy of a committed share is dropped.
     #[test]
     fn version_one_staged_shares_are_upgraded_on_open() -> io::Result<()> {
@@ -709,7 +734,8 @@ mod tests {
                 .map_err(io::Error::other)?;
         }
         let db = crate::store::open(dir.path())?;
-        assert_eq!(upgrade(&db)?, 0, "done once, when the database opened");
+        assert!(upgrade(&db)? > 0, "the old layout is moved");
+        assert_eq!(upgrade(&db)?, 0, "and only once");
         let s = ShareStore::new(db);
         let a = s.staged(&rid(1))?.unwrap_or_else(|| panic!("kept"));
         assert_eq!((a.at_ms, a.bytes.as_slice()), (5, &b"staged a"[..]));

@@ -88,6 +88,8 @@ pub fn walk_options() -> rocksdb::ReadOptions {
 
 /// Opens (or creates) the node database under `dir`. Its memory is bounded by
 /// [`BLOCK_CACHE_BYTES`] and [`MEMTABLE_BUDGET_BYTES`] whatever the catalog's size.
+/// A node start opens it through `crate::raft::open_db`, which also upgrades an
+/// older version's layout.
 pub fn open(dir: &Path) -> io::Result<Arc<DB>> {
     std::fs::create_dir_all(dir)?;
     let mut opts = Options::default();
@@ -106,20 +108,6 @@ pub fn open(dir: &Path) -> io::Result<Arc<DB>> {
     opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
     let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
     let db = DB::open_cf_descriptors(&opts, dir, descriptors(&cache)).map_err(io::Error::other)?;
-    let moved = crate::shares::upgrade(&db)?;
-    if moved > 0 {
-        tracing::info!(
-            shares = moved,
-            "staged shares moved to the current share layout"
-        );
-    }
-    let moved = crate::raft::catalog::split_families(&db)?;
-    if moved > 0 {
-        tracing::info!(
-            keys = moved,
-            "catalog keys moved to the record, audit and index families"
-        );
-    }
     Ok(Arc::new(db))
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{clients, start, wait_all_applied};
 use kakera_client::seal::ZonePrivateKey;
-use kakera_client::{Client, ClientError, NewRecord};
+use kakera_client::{Client, ClientError, FailedRead, NewRecord, ReadFailure, RecordRefusal};
 use kakera_net::NetError;
 use kakera_node::raft::state_machine::StateMachine;
 use kakera_node::shares::ShareStore;
@@ -181,6 +181,66 @@ async fn records_round_trip_only_for_granted_hsz_readers_and_everything_is_audit
         forbidden(&e) && e.to_string().contains("outside the grant"),
         "{e}"
     );
+    // P5, job by job: a read that names the out-of-scope record among others reads
+    // the others and reports that one by id, with a typed reason.
+    let mut asked = ids.clone();
+    asked.push(death);
+    let each = reader.get_batch_each("study-1", &asked).await.unwrap();
+    assert_eq!(each.records.len(), ids.len(), "{:?}", each.failed);
+    assert_eq!(
+        each.failed,
+        vec![FailedRead {
+            record: death,
+            failure: ReadFailure::Refused(RecordRefusal::OutOfScope {
+                kind: RecordKind::Death,
+                facility: "2710000002".into(),
+            }),
+        }]
+    );
+    // The grant's whole scope in one call, in batches bounded by bytes (the 64 MiB
+    // record goes alone): every claim and checkup, not the death record.
+    let mut scope = reader.read_scope("study-1").await.unwrap();
+    let (mut seen, mut batches) = (Vec::new(), 0);
+    while let Some(batch) = scope.next().await.unwrap() {
+        assert!(batch.failed.is_empty(), "{:?}", batch.failed);
+        batches += 1;
+        for r in batch.records {
+            let at = ids.iter().position(|id| *id == r.id).unwrap();
+            assert_eq!(r.data.as_slice(), originals[at].as_slice());
+            seen.push(r.id);
+        }
+    }
+    seen.sort_unstable();
+    let mut want = ids.clone();
+    want.sort_unstable();
+    assert_eq!(seen, want);
+    assert!(batches >= 2, "{batches} batches for 82 MiB of records");
+    // The blocking wrapper walks the same scope as an iterator, from a thread of its
+    // own (inside the test's runtime it would refuse).
+    let (blocking_config, identity) = (
+        config.clone(),
+        cluster.identity("anon-job", Role::Reader, Some("hsz")),
+    );
+    let key = cluster.zone_key;
+    let walked = std::thread::spawn(move || -> Result<usize, ClientError> {
+        let me = kakera_client::IdentityFiles {
+            cert: identity.cert,
+            key: identity.key,
+        };
+        let client = kakera_client::blocking::Client::connect_as(blocking_config, &me)?
+            .with_zone_key(ZonePrivateKey::from_bytes(&key)?);
+        let mut n = 0;
+        for batch in client.read_scope("study-1")? {
+            n += batch?.records.len();
+        }
+        client.close()?;
+        Ok(n)
+    });
+    let walked = tokio::task::spawn_blocking(move || walked.join())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(walked.unwrap(), ids.len());
     // Another reader of the hsz zone without a grant of its own.
     let other = Client::connect(
         config.clone(),
@@ -193,6 +253,14 @@ async fn records_round_trip_only_for_granted_hsz_readers_and_everything_is_audit
         forbidden(&e) && e.to_string().contains("names reader"),
         "{e}"
     );
+    // A grant that does not admit the reader refuses the whole request, per record
+    // or not; the scope read does not even start.
+    let e = other.get_batch_each("study-1", &ids).await.unwrap_err();
+    assert!(
+        forbidden(&e) && e.to_string().contains("names reader"),
+        "{e}"
+    );
+    assert!(other.read_scope("study-1").await.is_err());
     // A reader certificate outside the zone.
     let outside = Client::connect(
         config.clone(),
@@ -211,6 +279,10 @@ async fn records_round_trip_only_for_granted_hsz_readers_and_everything_is_audit
     for c in [&ingest, &auditor, &operator] {
         for body in [
             Request::OpenRead {
+                job: "study-1".into(),
+                records: vec![ids[0]],
+            },
+            Request::OpenReadEach {
                 job: "study-1".into(),
                 records: vec![ids[0]],
             },
@@ -257,6 +329,11 @@ async fn records_round_trip_only_for_granted_hsz_readers_and_everything_is_audit
         .await
         .unwrap();
     let e = reader.get("study-2", death).await.unwrap_err();
+    assert!(forbidden(&e) && e.to_string().contains("revoked"), "{e}");
+    let e = reader
+        .get_batch_each("study-2", &[death])
+        .await
+        .unwrap_err();
     assert!(forbidden(&e) && e.to_string().contains("revoked"), "{e}");
     // An expired grant stops reads.
     operator
@@ -346,7 +423,20 @@ async fn records_round_trip_only_for_granted_hsz_readers_and_everything_is_audit
             .iter()
             .map(|e| e.action.as_str())
             .collect::<Vec<_>>(),
-        vec!["grant-create", "open-read", "grant-revoke", "open-read"]
+        vec![
+            "grant-create",
+            "open-read",
+            "grant-revoke",
+            "open-read",
+            "open-read"
+        ],
+        "the read, the revocation, and both refused reads after it (whole and per record)"
+    );
+    assert!(
+        matches!(for_job[4].action, AuditAction::OpenReadEach { .. })
+            && matches!(for_job[4].outcome, Outcome::Refused { .. }),
+        "{:?}",
+        for_job[4]
     );
     // Readers do not read the audit log; ingest does not either.
     assert!(forbidden(

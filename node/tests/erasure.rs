@@ -21,7 +21,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{LocalCluster, auditor, clients, open_grant, start_with, wait_all_applied};
-use kakera_client::NewRecord;
+use kakera_client::{NewRecord, ReadFailure, RecordRefusal};
+use kakera_proto::audit::{AuditAction, AuditQuery};
 use kakera_proto::catalog::{EraseTarget, ListFilter, RecordState};
 use kakera_proto::{Date, RecordId, RecordKind, RecordMeta, SubjectTag};
 
@@ -235,6 +236,65 @@ async fn erasure_removes_every_byte_from_every_node() {
             "other records still read"
         );
     }
+    // P5/P6 for a job that listed before the erasure and reads after it: the
+    // erased records come back by id with when, who and why, the rest are read, and
+    // the audit entry names the ticket's records and the ones left out.
+    let listed_before: Vec<RecordId> = a_ids.iter().chain(&b_ids).copied().collect();
+    let unknown = RecordId([9; 16]);
+    let mut asked = listed_before.clone();
+    asked.push(unknown);
+    let each = reader.get_batch_each(JOB, &asked).await.unwrap();
+    assert_eq!(
+        each.records.iter().map(|r| r.id).collect::<Vec<_>>(),
+        b_ids[1..].to_vec()
+    );
+    let mut refused: Vec<RecordId> = Vec::new();
+    for f in &each.failed {
+        match &f.failure {
+            ReadFailure::Refused(RecordRefusal::Erased { by, reason, .. }) => {
+                assert_eq!(by, "op");
+                assert!(erased.contains(&f.record), "{}", f.record);
+                if a_ids.contains(&f.record) {
+                    assert!(reason.contains("OPT-2026-0042"), "{reason}");
+                }
+            }
+            ReadFailure::Refused(RecordRefusal::NotInCatalog) => {
+                assert_eq!(f.record, unknown);
+            }
+            other => panic!("{}: {other:?}", f.record),
+        }
+        refused.push(f.record);
+    }
+    assert_eq!(refused.len(), erased.len() + 1);
+    let (trail, _) = audit
+        .audit_log(
+            AuditQuery {
+                record: None,
+                job: Some(JOB.into()),
+                since_ms: None,
+                after_seq: 0,
+                limit: 0,
+            },
+            10_000,
+        )
+        .await
+        .unwrap();
+    let opened = trail
+        .iter()
+        .find(|e| matches!(&e.action, AuditAction::OpenReadEach { ticket, .. } if *ticket == each.tickets[0]))
+        .expect("the per-record read is audited");
+    assert_eq!(opened.records, {
+        let mut r = b_ids[1..].to_vec();
+        r.sort_unstable();
+        r
+    });
+    let AuditAction::OpenReadEach {
+        refused: logged, ..
+    } = &opened.action
+    else {
+        unreachable!("matched above")
+    };
+    assert_eq!(logged, &refused);
 
     // The node that was down returns, applies the erasure and purges; repair has had
     // its chance to move shares meanwhile.

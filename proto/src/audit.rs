@@ -113,6 +113,15 @@ pub enum AuditAction {
         /// The backup's id (hex).
         backup: String,
     },
+    /// A read ticket was opened for a job, admitting the entry's records and leaving
+    /// out others the job asked for ([`crate::Request::OpenReadEach`]).
+    OpenReadEach {
+        /// The ticket id (the entry's log index).
+        ticket: u64,
+        /// The records asked for and left out (erased, not in the catalog, outside
+        /// the scope).
+        refused: Vec<crate::record::RecordId>,
+    },
 }
 
 impl AuditAction {
@@ -126,7 +135,7 @@ impl AuditAction {
             AuditAction::Membership { .. } => "membership",
             AuditAction::SetMeta { .. } => "set-meta",
             AuditAction::CommitRecords => "commit",
-            AuditAction::OpenRead { .. } => "open-read",
+            AuditAction::OpenRead { .. } | AuditAction::OpenReadEach { .. } => "open-read",
             AuditAction::AuditRun { .. } => "audit-run",
             AuditAction::ErasureCheck { .. } => "erasure-check",
             AuditAction::NodeMode { .. } => "node-mode",

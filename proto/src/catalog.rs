@@ -163,6 +163,37 @@ impl GrantScope {
             && (self.sources.is_empty() || self.sources.contains(&meta.source))
             && (self.subjects.is_empty() || self.subjects.contains(&meta.subject))
     }
+
+    /// Listing filters whose union holds every record the scope covers, each record
+    /// under one filter only (subjects, sources and kinds each partition the
+    /// catalog): the narrowest listed dimension, or [`ListFilter::All`] for an
+    /// unrestricted scope. A listing still passes each entry through [`Self::covers`].
+    pub fn list_filters(&self) -> Vec<ListFilter> {
+        let by_subject = || {
+            self.subjects
+                .iter()
+                .map(|s| ListFilter::Subject(*s))
+                .collect()
+        };
+        let by_source = || {
+            self.sources
+                .iter()
+                .map(|s| ListFilter::Source(s.clone()))
+                .collect()
+        };
+        let by_kind = || self.kinds.iter().map(|k| ListFilter::Kind(*k)).collect();
+        if !self.subjects.is_empty() {
+            by_subject()
+        } else if !self.sources.is_empty()
+            && (self.kinds.is_empty() || self.sources.len() <= self.kinds.len())
+        {
+            by_source()
+        } else if !self.kinds.is_empty() {
+            by_kind()
+        } else {
+            vec![ListFilter::All]
+        }
+    }
 }
 
 /// A review committee's approval for a job to read records.
@@ -195,6 +226,55 @@ pub struct Revocation {
     pub by: String,
     /// Why.
     pub reason: String,
+}
+
+/// Why one record was left out of a read ticket that admitted the others
+/// ([`crate::Request::OpenReadEach`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecordRefusal {
+    /// The record was erased (P6): nothing of it can be read.
+    Erased {
+        /// When (leader time, Unix ms).
+        at_ms: u64,
+        /// Who erased it (certificate name).
+        by: String,
+        /// Why.
+        reason: String,
+    },
+    /// The catalog holds no such record and never erased one by that id.
+    NotInCatalog,
+    /// The grant's scope does not cover the record.
+    OutOfScope {
+        /// Its kind.
+        kind: RecordKind,
+        /// Its source facility.
+        facility: String,
+    },
+}
+
+impl std::fmt::Display for RecordRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordRefusal::Erased { by, reason, .. } => {
+                write!(f, "erased by {by} ({reason}); nothing of it can be read")
+            }
+            RecordRefusal::NotInCatalog => f.write_str("not in the catalog"),
+            RecordRefusal::OutOfScope { kind, facility } => write!(
+                f,
+                "outside the grant's scope (kind {}, facility {facility})",
+                kind.as_str()
+            ),
+        }
+    }
+}
+
+/// A record left out of a read ticket, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedRecord {
+    /// The record.
+    pub record: RecordId,
+    /// Why.
+    pub why: RecordRefusal,
 }
 
 /// Why a read is refused under a grant.
@@ -666,5 +746,42 @@ mod tests {
         let mut g = grant();
         g.approval = " ".into();
         assert!(g.validate(0).is_err());
+    }
+
+    /// The narrowest listed dimension is walked, one filter per value, so no record
+    /// is listed twice and an unrestricted scope lists everything once.
+    #[test]
+    fn a_scope_is_listed_through_disjoint_filters() {
+        let all = GrantScope::default();
+        assert_eq!(all.list_filters(), vec![ListFilter::All]);
+        let kinds = GrantScope {
+            kinds: vec![RecordKind::Claim, RecordKind::Death],
+            ..GrantScope::default()
+        };
+        assert_eq!(
+            kinds.list_filters(),
+            vec![
+                ListFilter::Kind(RecordKind::Claim),
+                ListFilter::Kind(RecordKind::Death)
+            ]
+        );
+        let one_source = GrantScope {
+            kinds: vec![RecordKind::Claim, RecordKind::Death],
+            sources: vec!["hospital-a".into()],
+            ..GrantScope::default()
+        };
+        assert_eq!(
+            one_source.list_filters(),
+            vec![ListFilter::Source("hospital-a".into())]
+        );
+        let subject = GrantScope {
+            subjects: vec![SubjectTag([3; 32])],
+            sources: vec!["hospital-a".into()],
+            ..GrantScope::default()
+        };
+        assert_eq!(
+            subject.list_filters(),
+            vec![ListFilter::Subject(SubjectTag([3; 32]))]
+        );
     }
 }

@@ -275,6 +275,17 @@ pub enum Request {
         /// Codec-encoded openraft request.
         payload: Vec<u8>,
     },
+    /// Like [`Request::OpenRead`], but a record the grant does not admit (erased, not
+    /// in the catalog, outside the scope) is left out of the ticket and reported by
+    /// id instead of refusing the whole request; a grant that does not admit the
+    /// reader at all (none, revoked, expired, another reader) still refuses it. For
+    /// jobs that list a scope and then read it while erasures land.
+    OpenReadEach {
+        /// The job whose grant covers the read.
+        job: String,
+        /// The records to read.
+        records: Vec<RecordId>,
+    },
 }
 
 /// A masked-repair session, as the new holder runs it.
@@ -473,6 +484,7 @@ impl Request {
             Request::StageShares { .. } => "stage_shares",
             Request::CommitRecords { .. } => "commit_records",
             Request::OpenRead { .. } => "open_read",
+            Request::OpenReadEach { .. } => "open_read_each",
             Request::FetchShares { .. } => "fetch_shares",
             Request::OpenAudit { .. } => "open_audit",
             Request::VerifyShares { .. } => "verify_shares",
@@ -510,7 +522,7 @@ impl Request {
             | Request::RaftJoin { .. } => Operation::Raft,
             Request::StageShares { .. } => Operation::Stage,
             Request::CommitRecords { .. } => Operation::Commit,
-            Request::OpenRead { .. } => Operation::OpenRead,
+            Request::OpenRead { .. } | Request::OpenReadEach { .. } => Operation::OpenRead,
             Request::FetchShares { .. } => Operation::Fetch,
             Request::OpenAudit { .. }
             | Request::VerifyShares { .. }
@@ -662,6 +674,20 @@ pub enum Response {
     },
     /// Answer to [`Request::BackupStatus`].
     BackupPart(Box<crate::backup::PartState>),
+    /// Answer to [`Request::OpenReadEach`] (boxed: the largest answer).
+    ReadTicketEach(Box<TicketEach>),
+}
+
+/// Answer to [`Request::OpenReadEach`]: the ticket, the admitted records' catalog
+/// entries (in request order) and the records left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketEach {
+    /// The ticket (its records are the admitted ones).
+    pub ticket: Ticket,
+    /// The admitted records.
+    pub entries: Vec<RecordEntry>,
+    /// The records left out, and why.
+    pub refused: Vec<crate::catalog::RefusedRecord>,
 }
 
 /// Why a request was refused or failed, in words the caller can act on.

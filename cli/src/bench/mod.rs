@@ -493,9 +493,10 @@ async fn get_phase(
             let expected = expected.clone();
             async move {
                 let batch = client.get_batch(JOB, &ids).await?;
-                if let Some((id, e)) = batch.failed.first() {
+                if let Some(f) = batch.failed.first() {
                     return Err(CliError::Bench(format!(
-                        "record {id} did not read back: {e}"
+                        "record {} did not read back: {}",
+                        f.record, f.failure
                     )));
                 }
                 if batch.records.len() != ids.len() {

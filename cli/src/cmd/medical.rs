@@ -391,13 +391,19 @@ pub(crate) fn job_anonymize(
         let mut records = Vec::with_capacity(ids.len());
         let mut failed = Vec::new();
         for chunk in ids.chunks(JOB_READ_BATCH) {
-            let batch = c.get_batch(&a.job, chunk).await?;
+            // Records erased since the listing are reported, not fatal.
+            let batch = c.get_batch_each(&a.job, chunk).await?;
             for r in batch.records {
                 if let Some(m) = metas.get(&r.id) {
                     records.push((r.id, m.clone(), r.data));
                 }
             }
-            failed.extend(batch.failed.into_iter().map(|(id, e)| (id, e.to_string())));
+            failed.extend(
+                batch
+                    .failed
+                    .into_iter()
+                    .map(|f| (f.record, f.failure.to_string())),
+            );
         }
         c.close().await;
         Ok::<_, CliError>((records, failed))

@@ -130,6 +130,16 @@ pub enum ClientAction {
         /// Its directory under the config's `[backup] root`.
         dir: String,
     },
+    /// Open a read ticket for the records the job's grant admits, leaving the
+    /// others out by id (erased, not in the catalog, outside the scope).
+    OpenReadEach {
+        /// The job.
+        job: String,
+        /// The records asked for.
+        records: Vec<RecordId>,
+        /// How long the ticket lasts (capped by the grant's expiry).
+        ttl_ms: u64,
+    },
 }
 
 /// Longest actor (certificate) name a command carries.
@@ -169,6 +179,9 @@ impl ClientAction {
         match self {
             ClientAction::CommitRecords { records: r } => records(r.len()),
             ClientAction::OpenRead {
+                job: j, records: r, ..
+            }
+            | ClientAction::OpenReadEach {
                 job: j, records: r, ..
             } => job(j).or_else(|| records(r.len())),
             ClientAction::OpenAudit { records: r, .. }
@@ -245,6 +258,9 @@ impl fmt::Display for Command {
                     ClientAction::OpenRead { job, records, .. } => {
                         format!("OpenRead({job}, {} records)", records.len())
                     }
+                    ClientAction::OpenReadEach { job, records, .. } => {
+                        format!("OpenReadEach({job}, {} records)", records.len())
+                    }
                     ClientAction::OpenAudit { records, deep, .. } => {
                         format!("OpenAudit({} records, deep {deep})", records.len())
                     }
@@ -311,6 +327,11 @@ pub enum CommandResponse {
         erased: Vec<RecordId>,
         /// Whether the subject still has records (the caller proposes again).
         remaining: bool,
+    },
+    /// A read ticket was opened for the admitted records; these were left out.
+    ReadOpened {
+        /// The records left out, and why.
+        refused: Vec<kakera_proto::catalog::RefusedRecord>,
     },
 }
 

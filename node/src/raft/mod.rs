@@ -4,6 +4,7 @@
 
 pub mod catalog;
 pub mod commands;
+pub mod effects;
 pub mod fault;
 pub mod log_store;
 pub mod network;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use kakera_config::RaftTuning;
 
 pub use commands::{ClientAction, Command, CommandResponse};
+pub use effects::{Effect, EffectRunner, NoEffects};
 
 openraft::declare_raft_types!(
     /// kakera's Raft type configuration: u64 node ids, the address as node info.
@@ -99,6 +101,29 @@ pub fn matched_indexes<C: FromIterator<(u64, Option<u64>)>>(
         .collect()
 }
 
+/// Opens the node database under `dir` ([`crate::store::open`]) and brings an older
+/// version's layout up to date: staged shares ([`crate::shares::upgrade`]) and the
+/// catalog over its four families ([`catalog::split_families`]). Every node start and
+/// restore opens its database here.
+pub fn open_db(dir: &std::path::Path) -> std::io::Result<Arc<rocksdb::DB>> {
+    let db = crate::store::open(dir)?;
+    let moved = crate::shares::upgrade(&db)?;
+    if moved > 0 {
+        tracing::info!(
+            shares = moved,
+            "staged shares moved to the current share layout"
+        );
+    }
+    let moved = catalog::split_families(&db)?;
+    if moved > 0 {
+        tracing::info!(
+            keys = moved,
+            "catalog keys moved to the record, audit and index families"
+        );
+    }
+    Ok(db)
+}
+
 /// A node's Raft instance with the handles the rest of the node reads through.
 pub struct RaftParts {
     /// The Raft instance.
@@ -107,8 +132,9 @@ pub struct RaftParts {
     pub state: state_machine::StateMachine,
 }
 
-/// Opens the node database under `data_dir` and starts Raft on it with `network`.
-/// Restarting on the same directory resumes from the persisted log, vote and state.
+/// Opens the node database under `data_dir` and starts Raft on it with `network`,
+/// with no effect runner (tests of the consensus alone). Restarting on the same
+/// directory resumes from the persisted log, vote and state.
 pub async fn open_raft<N>(
     id: u64,
     cluster_id: &str,
@@ -120,14 +146,16 @@ where
     N: openraft::network::RaftNetworkFactory<TypeConfig>,
     N::Network: openraft::network::NetSnapshot<TypeConfig, SnapshotData = SnapshotData>,
 {
-    let db = crate::store::open(&data_dir.join("db"))?;
+    let db = open_db(&data_dir.join("db"))?;
     let shares = crate::shares::ShareStore::new(db);
-    start_raft(id, cluster_id, tuning, &shares, data_dir, network).await
+    let effects: Arc<dyn EffectRunner> = Arc::new(NoEffects);
+    start_raft(id, cluster_id, tuning, &shares, data_dir, network, effects).await
 }
 
 /// Starts Raft as member `id` on the opened node database `shares` stores in (see
 /// [`crate::store::open`]). The state machine promotes and releases shares through
-/// `shares` itself, so its staging ledger is the one the node's server counts in.
+/// `shares` itself, so its staging ledger is the one the node's server counts in;
+/// `effects` performs what applied entries ask for (checkpoints, purges).
 pub async fn start_raft<N>(
     id: u64,
     cluster_id: &str,
@@ -135,6 +163,7 @@ pub async fn start_raft<N>(
     shares: &crate::shares::ShareStore,
     data_dir: &std::path::Path,
     network: N,
+    effects: Arc<dyn EffectRunner>,
 ) -> std::io::Result<RaftParts>
 where
     N: openraft::network::RaftNetworkFactory<TypeConfig>,
@@ -145,7 +174,8 @@ where
     let node_id = kakera_proto::ids::node_of(id);
     let state =
         state_machine::StateMachine::new(shares.clone(), data_dir.join("snapshots"), node_id)?
-            .with_snapshot_chunk_bytes(tuning.snapshot_chunk_bytes as usize);
+            .with_snapshot_chunk_bytes(tuning.snapshot_chunk_bytes as usize)
+            .with_effects(effects);
     let raft = Raft::new(id, config, network, log, state.clone())
         .await
         .map_err(std::io::Error::other)?;

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use kakera_proto::audit::{AuditAction, AuditEntry, Outcome};
 use kakera_proto::catalog::{
-    Actor, EraseTarget, MAX_BATCH_RECORDS, NodeMode, NodeRecord, OptOut, RecordEntry, Revocation,
-    Ticket, TicketPurpose, Tombstone,
+    Actor, EraseTarget, MAX_BATCH_RECORDS, NodeMode, NodeRecord, OptOut, RecordEntry,
+    RecordRefusal, RefusedRecord, Revocation, Ticket, TicketPurpose, Tombstone,
 };
 use kakera_proto::{RecordId, RequestId, ids};
 
@@ -28,6 +28,7 @@ use super::catalog::{AuditHead, Families, keys};
 use super::commands::{
     ClientAction, Command, CommandResponse, MAX_META_KEY_BYTES, MAX_META_VALUE_BYTES, RepairStep,
 };
+use super::effects::{Effect, EffectRunner, NoEffects};
 use super::log_store::{decode, encode};
 use super::{SnapshotData, TypeConfig};
 use crate::shares::{Promotion, ShareStore};
@@ -58,10 +59,8 @@ pub struct StateMachine {
     /// This node's config id: applying a commit promotes the shares it holds.
     node_id: u64,
     shares: ShareStore,
-    /// Wakes this node's purger after an erase entry or a snapshot install.
-    purge: crate::erasure::PurgeSignal,
-    /// Wakes this node's backup exporter after a backup entry.
-    backups: Arc<tokio::sync::Notify>,
+    /// Performs what applied entries ask for (see [`super::effects`]).
+    effects: Arc<dyn EffectRunner>,
     /// Bytes per snapshot chunk (`[raft] snapshot_chunk_bytes`).
     snapshot_chunk_bytes: usize,
 }
@@ -107,8 +106,7 @@ impl StateMachine {
             snapshot_dir,
             node_id,
             shares,
-            purge: crate::erasure::PurgeSignal::default(),
-            backups: Arc::default(),
+            effects: Arc::new(NoEffects),
             snapshot_chunk_bytes: super::snapshot::DEFAULT_CHUNK_BYTES,
         })
     }
@@ -116,6 +114,12 @@ impl StateMachine {
     /// The same state machine building snapshots in chunks of `bytes`.
     pub fn with_snapshot_chunk_bytes(mut self, bytes: usize) -> StateMachine {
         self.snapshot_chunk_bytes = bytes.max(1);
+        self
+    }
+
+    /// The same state machine with `effects` performing what applied entries ask for.
+    pub fn with_effects(mut self, effects: Arc<dyn EffectRunner>) -> StateMachine {
+        self.effects = effects;
         self
     }
 
@@ -135,21 +139,11 @@ impl StateMachine {
         super::snapshot::catalog_digest(&self.db)
     }
 
-    /// The signal this state machine gives the node's backup exporter.
-    pub fn backup_signal(&self) -> Arc<tokio::sync::Notify> {
-        self.backups.clone()
-    }
-
     /// The node's data directory (the snapshot directory's parent).
     pub fn data_dir(&self) -> PathBuf {
         self.snapshot_dir
             .parent()
             .map_or_else(|| self.snapshot_dir.clone(), std::path::Path::to_path_buf)
-    }
-
-    /// The signal this state machine gives the node's purger.
-    pub fn purge_signal(&self) -> crate::erasure::PurgeSignal {
-        self.purge.clone()
     }
 
     /// Reads the cluster record, if the group has been initialised.
@@ -494,6 +488,29 @@ impl StateMachine {
                     records.clone(),
                 )
             }
+            ClientAction::OpenReadEach {
+                job,
+                records,
+                ttl_ms,
+            } => {
+                let (r, admitted) =
+                    self.open_read_each(batch, log_index, actor, now, job, records, *ttl_ms)?;
+                let refused = match &r {
+                    CommandResponse::ReadOpened { refused } => {
+                        refused.iter().map(|f| f.record).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                (
+                    r,
+                    AuditAction::OpenReadEach {
+                        ticket: log_index,
+                        refused,
+                    },
+                    Some(job.clone()),
+                    admitted,
+                )
+            }
             ClientAction::OpenAudit {
                 records,
                 deep,
@@ -734,7 +751,7 @@ impl StateMachine {
                     [],
                 );
             }
-            crate::erasure::erase_local(&self.db, batch, id)?;
+            self.shares.erase(batch, id)?;
             self.shares.ledger().release(id);
             erased.push(*id);
         }
@@ -868,6 +885,79 @@ impl StateMachine {
         };
         put_ticket(batch, catalog, &ticket)?;
         Ok(CommandResponse::Applied)
+    }
+
+    /// Opens a read ticket for the records of `records` that the job's grant admits
+    /// and reports the others by id (erased, not in the catalog, outside the scope).
+    /// A grant that does not admit the actor at all refuses the whole request, as
+    /// [`Self::open_read`] does. Returns the response and the admitted records.
+    #[allow(clippy::too_many_arguments)] // the parts of one command, named
+    fn open_read_each(
+        &self,
+        batch: &mut rocksdb::WriteBatch,
+        log_index: u64,
+        actor: &Actor,
+        now: u64,
+        job: &str,
+        records: &[RecordId],
+        ttl_ms: u64,
+    ) -> io::Result<(CommandResponse, Vec<RecordId>)> {
+        let catalog = Families::of(&self.db)?;
+        self.collect_tickets(batch, now)?;
+        let Some(grant) = self.grant(job)? else {
+            return Ok((
+                CommandResponse::Forbidden {
+                    reason: format!("there is no grant for job '{job}'"),
+                },
+                Vec::new(),
+            ));
+        };
+        // The grant itself first (reader, zone, revocation, expiry): no record.
+        if let Err(refusal) = grant.permits(actor, kakera_config::HSZ_ZONE, now, std::iter::empty())
+        {
+            return Ok((
+                CommandResponse::Forbidden {
+                    reason: refusal.to_string(),
+                },
+                Vec::new(),
+            ));
+        }
+        let mut admitted = Vec::with_capacity(records.len());
+        let mut refused = Vec::new();
+        for id in records {
+            let why = match self.record(id)? {
+                Some(e) if grant.scope.covers(&e.meta) => {
+                    admitted.push(*id);
+                    continue;
+                }
+                Some(e) => RecordRefusal::OutOfScope {
+                    kind: e.meta.kind,
+                    facility: e.meta.source,
+                },
+                None => match self.tombstone(id)? {
+                    Some(t) => RecordRefusal::Erased {
+                        at_ms: t.at_ms,
+                        by: t.by,
+                        reason: t.reason,
+                    },
+                    None => RecordRefusal::NotInCatalog,
+                },
+            };
+            refused.push(RefusedRecord { record: *id, why });
+        }
+        admitted.sort_unstable();
+        admitted.dedup();
+        let ticket = Ticket {
+            id: log_index,
+            purpose: TicketPurpose::Read {
+                job: job.to_string(),
+            },
+            holder: actor.fingerprint,
+            records: admitted.clone(),
+            expires_at_ms: now.saturating_add(ttl_ms).min(grant.expires_at_ms),
+        };
+        put_ticket(batch, catalog, &ticket)?;
+        Ok((CommandResponse::ReadOpened { refused }, admitted))
     }
 
     /// Opens an auditor's ticket. Audit runs need the records in the catalog; an
@@ -1019,10 +1109,41 @@ fn format_ms(ms: u64) -> String {
     }
 }
 
+/// What the node must do after applying `payload` (a normal entry's command, at log
+/// index `log_index`), which answered `response`: decided here, performed by the
+/// [`EffectRunner`].
+fn effects_of(
+    payload: Option<&Command>,
+    log_index: u64,
+    response: &CommandResponse,
+) -> Vec<Effect> {
+    let Some(Command::Client { action, at_ms, .. }) = payload else {
+        return Vec::new();
+    };
+    match (action, response) {
+        (_, CommandResponse::Erased { erased, .. }) if !erased.is_empty() => {
+            vec![Effect::PurgeErased]
+        }
+        // The state right after this entry, on every node: a checkpoint taken before
+        // the next entry applies holds exactly the catalog and shares at it.
+        (ClientAction::Backup { backup, dir }, CommandResponse::Applied) => {
+            vec![Effect::Checkpoint {
+                backup: *backup,
+                dir: dir.clone(),
+                log_index,
+                at_ms: *at_ms,
+            }]
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// The audit outcome of a command response.
 fn outcome_of(r: &CommandResponse) -> Outcome {
     match r {
-        CommandResponse::Applied | CommandResponse::Erased { .. } => Outcome::Applied,
+        CommandResponse::Applied
+        | CommandResponse::Erased { .. }
+        | CommandResponse::ReadOpened { .. } => Outcome::Applied,
         CommandResponse::Refused { reason }
         | CommandResponse::Forbidden { reason }
         | CommandResponse::NotFound { reason } => Outcome::Refused {
@@ -1223,7 +1344,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             batch.put_cf(meta_cf, KEY_LAST_APPLIED, encode(&log_id)?);
             let normal = matches!(entry.payload, EntryPayload::Normal(_));
-            let erasing = matches!(response, CommandResponse::Erased { ref erased, .. } if !erased.is_empty());
+            let command = match &entry.payload {
+                EntryPayload::Normal(cmd) => Some(cmd),
+                _ => None,
+            };
+            let effects = effects_of(command, log_id.index(), &response);
             if normal {
                 kakera_net::crash::point("apply.before_write");
             }
@@ -1231,28 +1356,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             if normal {
                 kakera_net::crash::point("apply.after_write");
             }
-            if erasing {
-                kakera_net::crash::point("erase.applied");
-                self.purge.erased();
-            }
-            if let EntryPayload::Normal(Command::Client {
-                action: ClientAction::Backup { backup, dir },
-                at_ms,
-                ..
-            }) = &entry.payload
-                && response == CommandResponse::Applied
-            {
-                // The state right after this entry, on every node: a checkpoint now
-                // holds exactly what the catalog and this node's shares were at it.
-                crate::backup::checkpoint_at_apply(
-                    &self.db,
-                    &self.data_dir(),
-                    *backup,
-                    dir,
-                    log_id.index(),
-                    *at_ms,
-                );
-                self.backups.notify_one();
+            for effect in effects {
+                if effect == Effect::PurgeErased {
+                    kakera_net::crash::point("erase.applied");
+                }
+                self.effects.run(effect);
             }
             if let Some(r) = responder {
                 r.send(response);
@@ -1314,7 +1422,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         );
         // Records erased in the entries this snapshot replaces were never applied
         // here: the purger sweeps committed shares against the new tombstones.
-        self.purge.catalog_replaced();
+        self.effects.run(Effect::SweepAfterInstall);
         Ok(())
     }
 

@@ -20,7 +20,8 @@ use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{ForwardToLeader, RaftError};
 use openraft::{ReadPolicy, TryAsRef};
 
-use super::server::{ServerContext, error, unix_ms};
+use super::server::{ServerContext, error};
+use crate::clock::unix_ms;
 use crate::raft::state_machine::{AUDIT_TICKET_TTL_MS, READ_TICKET_TTL_MS};
 use crate::raft::{ClientAction, Command, CommandResponse, TypeConfig};
 use crate::shares::{MAX_STAGE_ITEMS, StageRefusal};
@@ -51,7 +52,9 @@ pub const TICKET_APPLY_WAIT_MS: u64 = 5_000;
 /// The answer to a Raft proposal made for a client.
 fn proposal_refusal(r: &CommandResponse) -> Option<Response> {
     match r {
-        CommandResponse::Applied | CommandResponse::Erased { .. } => None,
+        CommandResponse::Applied
+        | CommandResponse::Erased { .. }
+        | CommandResponse::ReadOpened { .. } => None,
         CommandResponse::Refused { reason } => Some(error(ErrorKind::BadRequest, reason.clone())),
         CommandResponse::Forbidden { reason } => Some(error(ErrorKind::Forbidden, reason.clone())),
         CommandResponse::NotFound { reason } => Some(error(ErrorKind::NotFound, reason.clone())),
@@ -551,6 +554,59 @@ pub async fn open_read(
     kakera_net::crash::point("ticket.applied");
     tracing::info!(peer = %identity.name, ticket = log_index, records = records.len(), "read opened");
     ticket_answer(ctx, log_index, &records)
+}
+
+/// Opens a read ticket for the records the grant admits, reporting the others by id:
+/// zone and network checked here, the grant when the entry is applied.
+pub async fn open_read_each(
+    ctx: &ServerContext,
+    identity: &Identity,
+    remote: IpAddr,
+    request_id: RequestId,
+    job: String,
+    records: Vec<RecordId>,
+) -> Response {
+    if let Err(reason) = auth::check_reader_origin(identity, remote, &ctx.config) {
+        return error(ErrorKind::Forbidden, reason);
+    }
+    if let Err(r) = check_ids(ctx, &records) {
+        return r;
+    }
+    let action = ClientAction::OpenReadEach {
+        job,
+        records: records.clone(),
+        ttl_ms: READ_TICKET_TTL_MS,
+    };
+    let (log_index, applied) = match propose_for(ctx, identity, request_id, action).await {
+        Ok(done) => done,
+        Err(r) => return r,
+    };
+    let CommandResponse::ReadOpened { refused } = applied else {
+        return internal("a read ticket opened without its list of refusals");
+    };
+    kakera_net::crash::point("ticket.applied");
+    tracing::info!(
+        peer = %identity.name,
+        ticket = log_index,
+        records = records.len(),
+        refused = refused.len(),
+        "read opened"
+    );
+    let left_out: std::collections::BTreeSet<RecordId> = refused.iter().map(|r| r.record).collect();
+    let admitted: Vec<RecordId> = records
+        .into_iter()
+        .filter(|r| !left_out.contains(r))
+        .collect();
+    match ticket_answer(ctx, log_index, &admitted) {
+        Response::ReadTicket { ticket, entries } => {
+            Response::ReadTicketEach(Box::new(kakera_proto::TicketEach {
+                ticket,
+                entries,
+                refused,
+            }))
+        }
+        other => other,
+    }
 }
 
 /// The ticket `ticket_id` if `identity` may use it for `records` now: waits until this

@@ -25,7 +25,8 @@ use kakera_shamir::repair::{PadSeed, assemble, masked_term};
 use openraft::async_runtime::watch::WatchReceiver;
 
 use super::records::{internal, not_leader, propose};
-use super::server::{ServerContext, error, unix_ms};
+use super::server::{ServerContext, error};
+use crate::clock::unix_ms;
 use crate::raft::commands::ClientAction;
 use crate::repair::{
     HealthState, HealthTracker, HelperSession, NodeFacts, Sessions, choose_helpers,

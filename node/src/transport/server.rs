@@ -391,7 +391,7 @@ async fn dispatch(
             if let Some(refusal) = wrong_member(ctx, to) {
                 return Ok(refusal);
             }
-            let rpc = codec::decode(&payload)?;
+            let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> = codec::decode(&payload)?;
             let answer = ctx.raft.append_entries(rpc).await;
             if matches!(&answer, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_)))
             {
@@ -403,21 +403,22 @@ async fn dispatch(
             if let Some(refusal) = wrong_member(ctx, to) {
                 return Ok(refusal);
             }
-            let rpc = codec::decode(&payload)?;
+            let rpc: openraft::raft::VoteRequest<TypeConfig> = codec::decode(&payload)?;
             Response::Raft(codec::encode(&ctx.raft.vote(rpc).await)?)
         }
         Request::RaftPreVote { to, payload } => {
             if let Some(refusal) = wrong_member(ctx, to) {
                 return Ok(refusal);
             }
-            let rpc = codec::decode(&payload)?;
+            let rpc: openraft::raft::VoteRequest<TypeConfig> = codec::decode(&payload)?;
             Response::Raft(codec::encode(&ctx.raft.pre_vote(rpc).await)?)
         }
         Request::RaftTransferLeader { to, payload } => {
             if let Some(refusal) = wrong_member(ctx, to) {
                 return Ok(refusal);
             }
-            let rpc = codec::decode(&payload)?;
+            let rpc: openraft::raft::TransferLeaderRequest<TypeConfig> = codec::decode(&payload)?;
+
             let res = ctx
                 .raft
                 .handle_transfer_leader(rpc)
@@ -432,6 +433,9 @@ async fn dispatch(
         }
         Request::OpenRead { job, records } => {
             records::open_read(ctx, identity, incoming.remote, request_id, job, records).await
+        }
+        Request::OpenReadEach { job, records } => {
+            records::open_read_each(ctx, identity, incoming.remote, request_id, job, records).await
         }
         // Answered in handle_request (its answer carries share bytes).
         Request::FetchShares { .. } => error(ErrorKind::Internal, "misrouted fetch"),
@@ -488,8 +492,11 @@ async fn dispatch(
             if let Some(refusal) = wrong_member(ctx, to) {
                 return Ok(refusal);
             }
-            let (vote, meta): (_, openraft::alias::SnapshotMetaOf<TypeConfig>) =
-                codec::decode(&header)?;
+            let (vote, meta): (
+                openraft::alias::VoteOf<TypeConfig>,
+                openraft::alias::SnapshotMetaOf<TypeConfig>,
+            ) = codec::decode(&header)?;
+
             let received = match receive_snapshot(ctx, recv, identity).await {
                 Ok(r) if r.meta == meta => r,
                 Ok(r) => {
@@ -621,7 +628,9 @@ async fn join(ctx: &ServerContext, identity: &Identity, raft_id: u64) -> Respons
     let cmd = Command::RegisterIncarnation { node_id, raft_id };
     match ctx.raft.client_write(cmd).await {
         Ok(r) => match r.response() {
-            CommandResponse::Applied | CommandResponse::Erased { .. } => {
+            CommandResponse::Applied
+            | CommandResponse::Erased { .. }
+            | CommandResponse::ReadOpened { .. } => {
                 tracing::info!(member = %ids::describe(raft_id), node = %node.name, "join accepted");
                 Response::Accepted
             }
@@ -634,13 +643,6 @@ async fn join(ctx: &ServerContext, identity: &Identity, raft_id: u64) -> Respons
             format!("could not record the join: {e}"),
         ),
     }
-}
-
-/// Wall-clock Unix milliseconds (0 if the clock is before 1970).
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The leader this node reports: openraft's, except that a follower or learner that
