@@ -10,8 +10,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Client, LocalCluster};
+use kakera_node::raft::TypeConfig;
 use kakera_proto::ids::node_of;
-use kakera_proto::{ErrorKind, NodeStatus, Request, Response, Role};
+use kakera_proto::{ErrorKind, NodeStatus, Request, Response, Role, codec};
 use rustls_pki_types::pem::PemObject;
 
 async fn statuses(cluster: &LocalCluster, client: &Client) -> Vec<NodeStatus> {
@@ -203,16 +204,87 @@ async fn peers_without_a_cluster_certificate_or_role_are_refused_and_the_node_ke
         }
         other => panic!("raft traffic from an operator was not refused: {other:?}"),
     }
-    // A node certificate with garbage Raft bytes gets a clear error, not a crash.
+    // Issue 22 (P7 for Raft): a valid node certificate whose name is no configured
+    // node is refused before its payload is read.
     let node_client = cluster.client("node-impostor", Role::Node);
     match node_client
         .ask(addr, &name, vote(leader.raft.id))
         .await
         .unwrap()
     {
+        Response::Error(e) => {
+            assert_eq!(e.kind, ErrorKind::Forbidden);
+            assert!(e.message.contains("names no node"), "{}", e.message);
+        }
+        other => panic!("raft traffic from a non-member was not refused: {other:?}"),
+    }
+    // A member's certificate with garbage Raft bytes gets a clear error, not a crash.
+    let other = if leader.node_id == 1 { 2 } else { 1 };
+    let member = cluster.client(&format!("node-{other}"), Role::Node);
+    match member.ask(addr, &name, vote(leader.raft.id)).await.unwrap() {
         Response::Error(e) => assert_eq!(e.kind, ErrorKind::BadRequest),
         other => panic!("garbage was accepted: {other:?}"),
     }
+    // Issue 22: a member may speak only for itself. Well-formed RPCs under a much
+    // higher vote that name another member (a vote, an append, a snapshot that would
+    // replace the catalog) and the same vote from a non-member are all refused, and
+    // the leader's term and leadership do not move.
+    let before = wait_group(&cluster, &operator, 0, &[1, 2, 3, 4, 5]).await;
+    let third = *cluster
+        .ids
+        .iter()
+        .find(|&&id| id != leader.node_id && id != other)
+        .unwrap();
+    let third_member = before
+        .raft
+        .voters
+        .iter()
+        .copied()
+        .find(|m| kakera_proto::ids::node_of(*m) == third)
+        .unwrap();
+    let forged: openraft::alias::VoteOf<TypeConfig> =
+        openraft::vote::Vote::new(before.raft.term + 100, third_member);
+    let forged_vote = Request::RaftVote {
+        to: leader.raft.id,
+        payload: codec::encode(&openraft::raft::VoteRequest::<TypeConfig>::new(
+            forged, None,
+        ))
+        .unwrap(),
+    };
+    let forged_append = Request::RaftAppend {
+        to: leader.raft.id,
+        payload: codec::encode(&openraft::raft::AppendEntriesRequest::<TypeConfig> {
+            vote: openraft::vote::Vote::new_committed(before.raft.term + 100, third_member),
+            prev_log_id: None,
+            entries: Vec::new(),
+            leader_commit: None,
+        })
+        .unwrap(),
+    };
+    let forged_snapshot = Request::RaftSnapshot {
+        to: leader.raft.id,
+        header: codec::encode(&(
+            forged,
+            openraft::alias::SnapshotMetaOf::<TypeConfig>::default(),
+        ))
+        .unwrap(),
+    };
+    for (who, client) in [("a member", &member), ("a non-member", &node_client)] {
+        for body in [&forged_vote, &forged_append, &forged_snapshot] {
+            match client.ask(addr, &name, body.clone()).await.unwrap() {
+                Response::Error(e) => {
+                    assert_eq!(e.kind, ErrorKind::Forbidden, "{who}: {}", e.message);
+                }
+                other => panic!("{who} spoke for member {third}: {other:?}"),
+            }
+        }
+    }
+    let after = wait_group(&cluster, &operator, 0, &[1, 2, 3, 4, 5]).await;
+    assert_eq!(
+        (after.raft.term, after.node_id),
+        (before.raft.term, before.node_id),
+        "a forged vote moved the term or the leadership"
+    );
     // Raft traffic for another incarnation at this address is refused.
     match node_client
         .ask(addr, &name, vote(leader.raft.id ^ (1 << 40)))

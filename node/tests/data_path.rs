@@ -323,11 +323,44 @@ async fn records_round_trip_only_for_granted_hsz_readers_and_everything_is_audit
         .create_grant(grant("study-2", "anon-job", vec![], 3_600_000))
         .await
         .unwrap();
-    reader.get("study-2", death).await.unwrap();
+    let open = reader.get_batch("study-2", &[death]).await.unwrap();
+    assert_eq!(open.records.len(), 1);
     operator
         .revoke_grant("study-2", "consent withdrawn")
         .await
         .unwrap();
+    // Issue 22: the revocation stops the grant's open tickets at once: once a node
+    // has applied it, a fetch under a ticket opened before is refused there.
+    wait_all_applied(&operator).await;
+    let holders: Vec<u64> = operator
+        .list_all(ListFilter::Source("2710000002".into()), 10)
+        .await
+        .unwrap()[0]
+        .holders
+        .iter()
+        .map(|h| h.node)
+        .collect();
+    for node in holders {
+        let answer = reader
+            .connection()
+            .call(
+                node,
+                Request::FetchShares {
+                    ticket: open.tickets[0],
+                    records: vec![death],
+                },
+                Duration::from_secs(10),
+            )
+            .await;
+        match answer {
+            Err(NetError::Refused {
+                kind: ErrorKind::Forbidden,
+                message,
+                ..
+            }) => assert!(message.contains("revoked"), "{message}"),
+            other => panic!("node {node} released a share under a revoked grant: {other:?}"),
+        }
+    }
     let e = reader.get("study-2", death).await.unwrap_err();
     assert!(forbidden(&e) && e.to_string().contains("revoked"), "{e}");
     let e = reader

@@ -60,6 +60,24 @@ async fn ingest_stages_shares_durably_and_everyone_else_is_refused() {
     corrupt.1[20] ^= 0xff;
     let mut short = stage_request(&items[..1]);
     short.1.pop();
+    // Issue 22 (P1): shares split under another threshold (a faulty gateway's 2 of
+    // 5) or with an x beyond n are refused, naming the policy.
+    let two_of_five = kakera_shamir::split(b"sealed record bytes, not plaintext", 2, 5).unwrap();
+    let three_of_seven = kakera_shamir::split(b"sealed record bytes, not plaintext", 3, 7).unwrap();
+    for share in [&two_of_five[0], &three_of_seven[6]] {
+        let (request, data) = stage_request(&[(RecordId([0xee; 16]), share.encode())]);
+        match ingest
+            .ask_with(addr, "node-1", request, &data)
+            .await
+            .unwrap()
+        {
+            Response::Error(e) => {
+                assert_eq!(e.kind, ErrorKind::BadRequest);
+                assert!(e.message.contains("policy is 3 of 5"), "{}", e.message);
+            }
+            other => panic!("a share outside the policy was staged: {other:?}"),
+        }
+    }
     let bad = [
         stage_request(&[corrupt]),
         stage_request(&[items[1].clone(), items[1].clone()]),

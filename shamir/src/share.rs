@@ -174,6 +174,13 @@ impl Share {
         Share::parse(bytes).map(|(.., digest)| digest)
     }
 
+    /// [`Share::check_with_digest`], also returning the share's threshold k and x
+    /// from its header: for a holder that checks a share against the cluster's
+    /// policy before it stores it.
+    pub fn check_with_params(bytes: &[u8]) -> Result<(u8, u8, [u8; 32])> {
+        Share::parse(bytes).map(|(_, k, x, _, digest)| (k, x, digest))
+    }
+
     /// Validates an encoding; returns its set id, k, x, the end of its data and the
     /// BLAKE3 hash of all of it.
     fn parse(bytes: &[u8]) -> Result<(SetId, u8, u8, usize, [u8; 32])> {
@@ -256,6 +263,19 @@ mod tests {
 
     fn sample() -> Share {
         Share::from_parts(SetId([7; 16]), 3, 2, vec![1, 2, 3, 4, 5]).unwrap()
+    }
+
+    /// A holder reads k and x from the header the same way decoding does, and a
+    /// damaged share gives no parameters at all.
+    #[test]
+    fn parameters_come_from_a_checked_header() {
+        let bytes = sample().encode();
+        let (k, x, digest) = Share::check_with_params(&bytes).unwrap();
+        assert_eq!((k, x), (3, 2));
+        assert_eq!(digest, Share::check_with_digest(&bytes).unwrap());
+        let mut bad = bytes.clone();
+        bad[SHARE_HEADER_LEN] ^= 1;
+        assert!(Share::check_with_params(&bad).is_err());
     }
 
     #[test]

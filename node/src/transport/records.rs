@@ -300,9 +300,21 @@ pub async fn stage(
         let share = &data[offset..end];
         let range = offset..end;
         offset = end;
-        let checked = kakera_shamir::Share::check_with_digest(share)
-            .map(Digest)
-            .map_err(|e| e.to_string());
+        // P1: a share split under another threshold, or with an x outside the
+        // policy's 1..=n, is refused here, so a faulty gateway's 2-of-n split never
+        // lands on a node of a k-of-n cluster.
+        let policy = ctx.config.policy;
+        let checked = match kakera_shamir::Share::check_with_params(share) {
+            Ok((k, x, digest)) if k == policy.k && (1..=policy.n).contains(&x) => {
+                Ok(Digest(digest))
+            }
+            Ok((k, x, _)) => Err(format!(
+                "it was split {k} of n with x = {x}; this cluster's policy is {} of {} \
+                 (x from 1 to {})",
+                policy.k, policy.n, policy.n
+            )),
+            Err(e) => Err(e.to_string()),
+        };
         // A benchmark cluster also takes plain replicas (`[baseline]`), in benchmark
         // builds only.
         #[cfg(feature = "bench-baseline")]
@@ -710,6 +722,28 @@ pub async fn fetch(
             ErrorKind::Forbidden,
             format!("ticket {ticket_id} releases no shares (a light audit sees digests only)"),
         ));
+    }
+    // A read ticket lives no longer than its grant: once this node has applied the
+    // revocation (or the grant expired), no fetch under the grant's open tickets.
+    if let TicketPurpose::Read { job } = &ticket.purpose {
+        match ctx.state.grant(job) {
+            Ok(Some(g)) if g.revoked.is_none() && unix_ms() < g.expires_at_ms => {}
+            Ok(Some(g)) if g.revoked.is_some() => {
+                return refuse(error(
+                    ErrorKind::Forbidden,
+                    format!("the grant of job '{job}' was revoked; its tickets release nothing"),
+                ));
+            }
+            Ok(_) => {
+                return refuse(error(
+                    ErrorKind::Forbidden,
+                    format!(
+                        "the grant of job '{job}' has expired or is gone; open a new ticket under a valid grant"
+                    ),
+                ));
+            }
+            Err(e) => return refuse(internal(e)),
+        }
     }
     let state = ctx.state.clone();
     let shares = ctx.shares.clone();

@@ -16,6 +16,7 @@ use kakera_proto::{
     RequestId, Response, auth, codec, ids,
 };
 use openraft::async_runtime::watch::WatchReceiver;
+use openraft::vote::RaftLeaderId as _;
 use openraft::{ServerState, Snapshot};
 use rustls_pki_types::CertificateDer;
 use tokio::sync::watch;
@@ -388,10 +389,14 @@ async fn dispatch(
         },
         Request::Status => Response::Status(Box::new(status(ctx))),
         Request::RaftAppend { to, payload } => {
-            if let Some(refusal) = wrong_member(ctx, to) {
+            if let Some(refusal) = wrong_member(ctx, to).or_else(|| not_a_member(ctx, identity)) {
                 return Ok(refusal);
             }
             let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> = codec::decode(&payload)?;
+            if let Some(refusal) = speaks_for_another(ctx, identity, rpc.vote.leader_id().node_id())
+            {
+                return Ok(refusal);
+            }
             let answer = ctx.raft.append_entries(rpc).await;
             if matches!(&answer, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_)))
             {
@@ -400,25 +405,36 @@ async fn dispatch(
             Response::Raft(codec::encode(&answer)?)
         }
         Request::RaftVote { to, payload } => {
-            if let Some(refusal) = wrong_member(ctx, to) {
+            if let Some(refusal) = wrong_member(ctx, to).or_else(|| not_a_member(ctx, identity)) {
                 return Ok(refusal);
             }
             let rpc: openraft::raft::VoteRequest<TypeConfig> = codec::decode(&payload)?;
+            if let Some(refusal) = speaks_for_another(ctx, identity, rpc.vote.leader_id().node_id())
+            {
+                return Ok(refusal);
+            }
             Response::Raft(codec::encode(&ctx.raft.vote(rpc).await)?)
         }
         Request::RaftPreVote { to, payload } => {
-            if let Some(refusal) = wrong_member(ctx, to) {
+            if let Some(refusal) = wrong_member(ctx, to).or_else(|| not_a_member(ctx, identity)) {
                 return Ok(refusal);
             }
             let rpc: openraft::raft::VoteRequest<TypeConfig> = codec::decode(&payload)?;
+            if let Some(refusal) = speaks_for_another(ctx, identity, rpc.vote.leader_id().node_id())
+            {
+                return Ok(refusal);
+            }
             Response::Raft(codec::encode(&ctx.raft.pre_vote(rpc).await)?)
         }
         Request::RaftTransferLeader { to, payload } => {
-            if let Some(refusal) = wrong_member(ctx, to) {
+            if let Some(refusal) = wrong_member(ctx, to).or_else(|| not_a_member(ctx, identity)) {
                 return Ok(refusal);
             }
             let rpc: openraft::raft::TransferLeaderRequest<TypeConfig> = codec::decode(&payload)?;
-
+            let from = rpc.from_leader().leader_id().node_id();
+            if let Some(refusal) = speaks_for_another(ctx, identity, from) {
+                return Ok(refusal);
+            }
             let res = ctx
                 .raft
                 .handle_transfer_leader(rpc)
@@ -489,14 +505,18 @@ async fn dispatch(
             Response::BackupPart(Box::new(ctx.backups.state(&ctx.node.data_dir, backup)))
         }
         Request::RaftSnapshot { to, header } => {
-            if let Some(refusal) = wrong_member(ctx, to) {
+            if let Some(refusal) = wrong_member(ctx, to).or_else(|| not_a_member(ctx, identity)) {
                 return Ok(refusal);
             }
             let (vote, meta): (
                 openraft::alias::VoteOf<TypeConfig>,
                 openraft::alias::SnapshotMetaOf<TypeConfig>,
             ) = codec::decode(&header)?;
-
+            // Before a byte of the stream is read: only the leader the vote names
+            // may replace this node's catalog.
+            if let Some(refusal) = speaks_for_another(ctx, identity, vote.leader_id().node_id()) {
+                return Ok(refusal);
+            }
             let received = match receive_snapshot(ctx, recv, identity).await {
                 Ok(r) if r.meta == meta => r,
                 Ok(r) => {
@@ -591,6 +611,44 @@ fn wrong_member(ctx: &ServerContext, to: u64) -> Option<Response> {
             ),
         )
     })
+}
+
+/// P7 for Raft traffic: a node certificate speaks for the cluster only if its name
+/// is a node of the config. Any other certificate with role `node` (a retired node's,
+/// one issued by mistake) is refused before its payload is decoded.
+fn not_a_member(ctx: &ServerContext, identity: &Identity) -> Option<Response> {
+    if ctx.config.nodes.iter().any(|n| n.name == identity.name) {
+        return None;
+    }
+    tracing::warn!(peer = %identity, "raft traffic from a certificate that names no configured node");
+    Some(error(
+        ErrorKind::Forbidden,
+        format!(
+            "certificate '{}' names no node of this cluster's config; Raft traffic is taken \
+             only from configured nodes",
+            identity.name
+        ),
+    ))
+}
+
+/// P7 for Raft traffic: the member an RPC speaks for (the vote's leader or
+/// candidate) must be the config node whose certificate sent it, so one node's
+/// certificate cannot vote, lead or send a snapshot as another.
+fn speaks_for_another(ctx: &ServerContext, identity: &Identity, member: &u64) -> Option<Response> {
+    let claimed = ids::node_of(*member);
+    let sender = ctx.config.nodes.iter().find(|n| n.name == identity.name);
+    if sender.is_some_and(|n| n.id == claimed) {
+        return None;
+    }
+    tracing::warn!(peer = %identity, claimed = %ids::describe(*member), "raft traffic speaking for another member");
+    Some(error(
+        ErrorKind::Forbidden,
+        format!(
+            "certificate '{}' may speak only for its own node, not for member {}",
+            identity.name,
+            ids::describe(*member)
+        ),
+    ))
 }
 
 /// A node asks to be taken into the group under a new Raft member id. Only that
