@@ -31,6 +31,7 @@
 //! [limits]                               # optional, each field too
 //! max_record_bytes = 67108864
 //! max_staged_bytes_per_identity = 4294967296
+//! max_request_bytes_per_identity = 201326592
 //! ```
 //!
 //! A benchmark cluster (`kakera bench`) may also carry `[baseline] plain_replicas = 3`:
@@ -211,6 +212,10 @@ pub struct LimitsConfig {
     pub max_batch_records: u32,
     /// Share bytes one identity may have staged and not yet committed on a node.
     pub max_staged_bytes_per_identity: u64,
+    /// Request bytes (envelopes and share bytes) one identity may have in flight on a
+    /// node at once: received or announced and not yet handled. A request past it
+    /// is answered "busy" before its bytes are read.
+    pub max_request_bytes_per_identity: u64,
 }
 
 /// Ceiling of `max_frame_bytes` (the codec's own limit).
@@ -234,6 +239,7 @@ impl Default for LimitsConfig {
             max_record_bytes: CEILING_RECORD_BYTES,
             max_batch_records: CEILING_BATCH_RECORDS,
             max_staged_bytes_per_identity: 4 * 1024 * 1024 * 1024,
+            max_request_bytes_per_identity: 192 * 1024 * 1024,
         }
     }
 }
@@ -274,6 +280,14 @@ impl LimitsConfig {
         }
         if self.max_staged_bytes_per_identity < self.max_record_bytes {
             out.push("max_staged_bytes_per_identity must be at least max_record_bytes".to_string());
+        }
+        // One envelope and one largest share must fit at once.
+        let one_request = u64::from(self.max_frame_bytes).saturating_add(self.max_record_bytes);
+        if self.max_request_bytes_per_identity < one_request {
+            out.push(format!(
+                "max_request_bytes_per_identity must be at least max_frame_bytes + \
+                 max_record_bytes ({one_request})"
+            ));
         }
         out
     }
@@ -519,6 +533,7 @@ struct RawLimits {
     max_record_bytes: Option<u64>,
     max_batch_records: Option<u32>,
     max_staged_bytes_per_identity: Option<u64>,
+    max_request_bytes_per_identity: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -929,6 +944,9 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
             max_staged_bytes_per_identity: r
                 .max_staged_bytes_per_identity
                 .unwrap_or(d.max_staged_bytes_per_identity),
+            max_request_bytes_per_identity: r
+                .max_request_bytes_per_identity
+                .unwrap_or(d.max_request_bytes_per_identity),
         };
         for problem in limits.problems() {
             issues.at(l.span(), "limits", problem);

@@ -181,6 +181,7 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         peers: peers.clone(),
         view: Arc::new(crate::transport::repair::ClusterView::default()),
         connections: Default::default(),
+        request_bytes: Default::default(),
         metrics: crate::metrics::Metrics::new(),
         backups: backups.clone(),
         leader_contact: Default::default(),

@@ -295,3 +295,180 @@ async fn streams_connections_and_staged_bytes_are_bounded() {
     let log = cluster.log(1);
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// Issue 22 (P7, memory): request bytes one identity has in flight are bounded by
+/// `max_request_bytes_per_identity`. A stream that announces a large envelope and
+/// stalls holds its reservation; a second one past the limit is answered busy at
+/// once, naming the limit, while another identity is served; once the stalled stream
+/// goes, the bytes are given back. Share bytes announced and never sent are dropped
+/// after their deadline, and an error never echoes an unbounded caller string.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bytes_in_flight_are_bounded_per_identity() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let (cluster, gateway, addr) = one_node(
+        dir.path(),
+        "max_frame_bytes = 1048576\nmax_record_bytes = 65536\n\
+         max_request_bytes_per_identity = 1114112\n",
+    )
+    .await;
+    let conn = connect(&gateway, addr, "node-1").await;
+
+    // 1 MiB announced, ten bytes sent, then nothing: the node holds 1 MiB for it.
+    let (mut stalled, _stalled_recv) = conn.open_bi().await.unwrap();
+    stalled
+        .write_all(&(1_048_576u32).to_be_bytes())
+        .await
+        .unwrap();
+    stalled.write_all(&[0; 10]).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // The same identity on a second connection: another 1 MiB does not fit.
+        let second = connect(&gateway, addr, "node-1").await;
+        let mut frame = (1_048_576u32).to_be_bytes().to_vec();
+        frame.extend(std::iter::repeat_n(0u8, 1_048_576));
+        match common::raw::send_bytes(&second, &frame).await {
+            Ok(Response::Error(e)) if e.kind == ErrorKind::Busy => {
+                assert!(
+                    e.message.contains("max_request_bytes_per_identity"),
+                    "{}",
+                    e.message
+                );
+                break;
+            }
+            // The stalled stream's header may not have reached the node yet.
+            other => assert!(
+                Instant::now() < deadline,
+                "a second megabyte in flight was taken: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Another identity is served meanwhile.
+    let operator = connect(
+        &cluster.identity("op", Role::Operator, None),
+        addr,
+        "node-1",
+    )
+    .await;
+    pong(&operator).await;
+    // The stalled stream goes: its megabyte comes back, and the same frame is read
+    // (and refused for what it is, not for the bytes in flight).
+    stalled.reset(0u32.into()).unwrap();
+    drop(stalled);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut frame = (1_048_576u32).to_be_bytes().to_vec();
+        frame.extend(std::iter::repeat_n(0u8, 1_048_576));
+        match common::raw::send_bytes(&conn, &frame).await {
+            Ok(Response::Error(e)) if e.kind == ErrorKind::BadRequest => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "the reservation was never given back: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Share bytes announced and never sent: refused after their deadline (10 s plus a
+    // second per MiB), and the bytes are free again.
+    let items = shares(1, 60_000);
+    let (request, _data) = stage_request(&items);
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    kakera_proto::frame::write_frame(
+        &mut send,
+        &common::raw::envelope(request),
+        kakera_proto::frame::DEFAULT_MAX_FRAME_BYTES,
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let answer: Response = tokio::time::timeout(
+        Duration::from_secs(30),
+        kakera_proto::frame::read_frame(&mut recv, kakera_proto::frame::DEFAULT_MAX_FRAME_BYTES),
+    )
+    .await
+    .expect("the node gave up waiting for the share bytes")
+    .unwrap()
+    .unwrap();
+    refused(
+        &Ok(answer),
+        &[ErrorKind::BadRequest],
+        "did not arrive within",
+    );
+    assert!(started.elapsed() >= Duration::from_secs(10));
+    drop((send, recv));
+
+    // A wrong cluster id of 100 KiB is not echoed back whole.
+    let mut env = common::raw::envelope(Request::Ping);
+    env.cluster_id = "c".repeat(100 * 1024);
+    let bytes = kakera_proto::codec::encode(&env).unwrap();
+    let mut frame = (bytes.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&bytes);
+    match common::raw::send_bytes(&operator, &frame).await {
+        Ok(Response::Error(e)) => {
+            assert_eq!(e.kind, ErrorKind::WrongCluster);
+            assert!(e.message.len() < 512, "{} bytes echoed", e.message.len());
+        }
+        other => panic!("a wrong cluster id was not refused: {other:?}"),
+    }
+    let log = cluster.log(1);
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// The node's resident memory, as it reports it.
+async fn node_rss(conn: &quinn::Connection) -> u64 {
+    match ask_on(conn, Request::Status, &[]).await {
+        Ok(Response::Status(s)) => s.usage.rss_bytes,
+        other => panic!("no status: {other:?}"),
+    }
+}
+
+/// Issue 22 (P7, memory): the attack that took a node from 75 MiB to 2.1 GiB, 32
+/// connections of one identity with 128 streams each announcing a 16 MiB envelope
+/// and sending the first 256 KiB of it, now grows the node's resident memory by
+/// less than 256 MiB (the default `max_request_bytes_per_identity` is 192 MiB;
+/// frame bodies grow with the bytes received). Before, each stream's announced
+/// length was allocated and filled as it came: 1 GiB here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_frames_from_one_identity_hold_bounded_memory() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let (cluster, gateway, addr) = one_node(dir.path(), "").await;
+    let operator = connect(
+        &cluster.identity("op", Role::Operator, None),
+        addr,
+        "node-1",
+    )
+    .await;
+    let before = node_rss(&operator).await;
+    let chunk = vec![7u8; 256 * 1024];
+    let mut held = Vec::new();
+    let mut conns = Vec::new();
+    for _ in 0..32 {
+        let conn = connect(&gateway, addr, "node-1").await;
+        for _ in 0..128 {
+            let (mut send, recv) = conn.open_bi().await.unwrap();
+            send.write_all(&(16u32 << 20).to_be_bytes()).await.unwrap();
+            // A stream refused for the bytes in flight is stopped by the node; the
+            // write then fails, which is the point.
+            let _ = tokio::time::timeout(Duration::from_millis(200), send.write_all(&chunk)).await;
+            held.push((send, recv));
+        }
+        conns.push(conn);
+    }
+    // Everything sent has arrived or been refused; the streams are still open.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = node_rss(&operator).await;
+    let grown = during.saturating_sub(before);
+    assert!(
+        grown < 256 << 20,
+        "the node grew by {} MiB ({} -> {} MiB)",
+        grown >> 20,
+        before >> 20,
+        during >> 20
+    );
+    pong(&operator).await;
+    drop(held);
+    drop(conns);
+    let log = cluster.log(1);
+    assert!(!log.contains("panicked"), "{log}");
+}

@@ -46,6 +46,19 @@ pub async fn read_raw_frame<R>(r: &mut R, max_frame_bytes: u32) -> Result<Option
 where
     R: AsyncRead + Unpin,
 {
+    match read_frame_len(r, max_frame_bytes).await? {
+        Some(len) => read_frame_body(r, len).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Reads a frame's 4-byte length prefix and checks it against `max_frame_bytes`:
+/// `Ok(None)` on a clean end of stream before it. A reader that accounts for memory
+/// reserves the length before it reads the body ([`read_frame_body`]).
+pub async fn read_frame_len<R>(r: &mut R, max_frame_bytes: u32) -> Result<Option<u32>>
+where
+    R: AsyncRead + Unpin,
+{
     let mut len_bytes = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -66,12 +79,26 @@ where
             limit_bytes: max_frame_bytes.into(),
         });
     }
-    let mut body = vec![0u8; len as usize];
-    r.read_exact(&mut body).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => ProtoError::Truncated,
-        _ => ProtoError::Io(e),
-    })?;
-    Ok(Some(body))
+    Ok(Some(len))
+}
+
+/// Memory a frame body starts with; it grows with the bytes that arrive.
+const FIRST_BODY_BYTES: usize = 64 * 1024;
+
+/// Reads a frame body of `len` bytes (checked by [`read_frame_len`]). The buffer
+/// grows with the bytes that arrive, never to an announced length up front: a peer
+/// that announces 16 MiB and sends nothing holds 64 KiB.
+pub async fn read_frame_body<R>(r: &mut R, len: u32) -> Result<Vec<u8>>
+where
+    R: AsyncRead + Unpin,
+{
+    let len = u64::from(len);
+    let mut body = Vec::with_capacity((len as usize).min(FIRST_BODY_BYTES));
+    r.take(len).read_to_end(&mut body).await?;
+    if body.len() as u64 != len {
+        return Err(ProtoError::Truncated);
+    }
+    Ok(body)
 }
 
 /// Reads and decodes one frame; `Ok(None)` on a clean end of stream.
@@ -110,8 +137,8 @@ pub async fn read_trailer<R>(r: &mut R, size_bytes: u64, max_frame_bytes: u32) -
 where
     R: AsyncRead + Unpin,
 {
-    // The caller bounds `size_bytes`; reserve at most 64 MiB up front.
-    let mut data = Vec::with_capacity(size_bytes.min(64 << 20) as usize);
+    // Grows with the frames that arrive (the caller bounds `size_bytes`).
+    let mut data = Vec::with_capacity(size_bytes.min(TRAILER_CHUNK_BYTES as u64) as usize);
     // Bounded: each frame adds at least one byte or ends the loop.
     while (data.len() as u64) < size_bytes {
         match read_raw_frame(r, max_frame_bytes).await? {

@@ -217,6 +217,20 @@ pub(crate) fn check_ids(ctx: &ServerContext, records: &[RecordId]) -> Result<(),
     Ok(())
 }
 
+/// Time share bytes have to arrive after their request: [`TRAILER_BASE_MS`] plus
+/// one second per [`TRAILER_MIN_BYTES_PER_S`], so a peer that announces bytes and
+/// stalls gives its reservations back.
+pub fn trailer_deadline(size_bytes: u64) -> Duration {
+    Duration::from_millis(
+        TRAILER_BASE_MS.saturating_add(size_bytes.saturating_mul(1000) / TRAILER_MIN_BYTES_PER_S),
+    )
+}
+
+/// The fixed part of [`trailer_deadline`].
+pub const TRAILER_BASE_MS: u64 = 10_000;
+/// The slowest transfer of share bytes a node waits for.
+pub const TRAILER_MIN_BYTES_PER_S: u64 = 1024 * 1024;
+
 /// Stores shares as staged, synced before the answer. The shares follow the request
 /// on `recv`; every share must decode (its checksum holds) and name a distinct
 /// record; otherwise nothing is stored.
@@ -280,9 +294,41 @@ pub async fn stage(
             );
         }
     };
-    let data = match read_trailer(recv, total_bytes, TRAILER_FRAME_BYTES).await {
-        Ok(d) => d,
-        Err(e) => return error(ErrorKind::BadRequest, format!("share bytes: {e}")),
+    // The share bytes count against the identity's bytes in flight from here until
+    // they are written, and must arrive within a deadline that grows with their size.
+    let _in_flight = match ctx.request_bytes.reserve(
+        &identity.name,
+        total_bytes,
+        limits.max_request_bytes_per_identity,
+    ) {
+        Ok(h) => h,
+        Err(held) => {
+            return super::server::over_request_bytes(
+                &identity.name,
+                total_bytes,
+                held,
+                limits.max_request_bytes_per_identity,
+            );
+        }
+    };
+    let deadline = trailer_deadline(total_bytes);
+    let data = match tokio::time::timeout(
+        deadline,
+        read_trailer(recv, total_bytes, TRAILER_FRAME_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => return error(ErrorKind::BadRequest, format!("share bytes: {e}")),
+        Err(_) => {
+            return error(
+                ErrorKind::BadRequest,
+                format!(
+                    "the {total_bytes} share bytes did not arrive within {} ms",
+                    deadline.as_millis()
+                ),
+            );
+        }
     };
     let sizes: Vec<(RecordId, u64)> = items.iter().map(|i| (i.record, i.size_bytes)).collect();
     let mut seen = std::collections::BTreeSet::new();

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use kakera_config::{ClusterConfig, NodeConfig};
 use kakera_proto::frame::{
-    DEFAULT_MAX_FRAME_BYTES, TRAILER_FRAME_BYTES, read_frame, read_raw_frame, write_frame,
-    write_trailer,
+    DEFAULT_MAX_FRAME_BYTES, TRAILER_FRAME_BYTES, read_frame_body, read_frame_len, read_raw_frame,
+    write_frame, write_trailer,
 };
 use kakera_proto::{
     ErrorKind, ErrorReply, Identity, NodeStatus, ProtoError, RaftStatus, Request, RequestEnvelope,
@@ -50,6 +50,8 @@ pub struct ServerContext {
     pub view: std::sync::Arc<super::repair::ClusterView>,
     /// Live connections per peer identity (`max_connections_per_peer`).
     pub connections: ConnectionCounts,
+    /// Request bytes in flight per peer identity (`max_request_bytes_per_identity`).
+    pub request_bytes: RequestBytes,
     /// Request counts and latencies, read by the metrics port.
     pub metrics: crate::metrics::Metrics,
     /// This node's backup parts.
@@ -138,6 +140,85 @@ impl Drop for ConnectionSlot<'_> {
             }
         }
     }
+}
+
+/// Request bytes in flight per identity: envelopes from the moment their length is
+/// read, share bytes from the moment their request announces them, until the request
+/// is answered. A reservation that would pass `max_request_bytes_per_identity` is
+/// refused before a byte of the body is read (issue 22: hostile input holds no
+/// memory it did not earn).
+#[derive(Default)]
+pub struct RequestBytes {
+    by_name: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+}
+
+/// Bytes reserved for one request; dropping it gives them back.
+pub struct HeldBytes<'a> {
+    ledger: &'a RequestBytes,
+    name: String,
+    bytes: u64,
+}
+
+impl RequestBytes {
+    /// Reserves `bytes` for `name` if its total stays within `limit`; else returns
+    /// the bytes it already has in flight.
+    pub fn reserve(&self, name: &str, bytes: u64, limit: u64) -> Result<HeldBytes<'_>, u64> {
+        // A poisoned lock only means another request task panicked mid-update; the
+        // counts themselves are plain integers and stay usable.
+        let mut map = self.by_name.lock().unwrap_or_else(|p| p.into_inner());
+        let live = map.entry(name.to_string()).or_insert(0);
+        if live.saturating_add(bytes) > limit {
+            let held = *live;
+            if held == 0 {
+                map.remove(name);
+            }
+            return Err(held);
+        }
+        *live += bytes;
+        Ok(HeldBytes {
+            ledger: self,
+            name: name.to_string(),
+            bytes,
+        })
+    }
+
+    /// Bytes `name` has in flight now.
+    pub fn in_flight(&self, name: &str) -> u64 {
+        let map = self.by_name.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(name).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for HeldBytes<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .ledger
+            .by_name
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(live) = map.get_mut(&self.name) {
+            assert!(
+                *live >= self.bytes,
+                "these bytes were reserved under this name"
+            );
+            *live -= self.bytes;
+            if *live == 0 {
+                map.remove(&self.name);
+            }
+        }
+    }
+}
+
+/// The refusal of a request whose bytes would pass the identity's in-flight limit.
+pub(crate) fn over_request_bytes(name: &str, bytes: u64, held: u64, limit: u64) -> Response {
+    error(
+        ErrorKind::Busy,
+        format!(
+            "'{name}' already has {held} request bytes in flight on this node; {bytes} more \
+             would pass the limit of {limit} (max_request_bytes_per_identity): retry when \
+             a request finishes"
+        ),
+    )
 }
 
 /// A refusal with a sentence for the caller.
@@ -266,9 +347,26 @@ async fn handle_stream(
     mut recv: quinn::RecvStream,
 ) {
     let arrived = std::time::Instant::now();
+    let limit = ctx.config.limits.max_request_bytes_per_identity;
+    // The envelope's length first; its bytes are reserved before the body is read,
+    // and stay reserved until the request is answered.
     let read = tokio::time::timeout(
         std::time::Duration::from_millis(REQUEST_READ_TIMEOUT_MS),
-        read_frame::<_, RequestEnvelope>(&mut recv, ctx.max_frame_bytes),
+        async {
+            let Some(len) = read_frame_len(&mut recv, ctx.max_frame_bytes).await? else {
+                return Ok(None);
+            };
+            let held = match ctx
+                .request_bytes
+                .reserve(&identity.name, u64::from(len), limit)
+            {
+                Ok(h) => h,
+                Err(in_flight) => return Ok(Some(Err((len, in_flight)))),
+            };
+            let body = read_frame_body(&mut recv, len).await?;
+            let env: RequestEnvelope = codec::decode(&body)?;
+            Ok::<_, ProtoError>(Some(Ok((env, held))))
+        },
     );
     let Ok(read) = read.await else {
         // A peer that opens a stream and never finishes its request would hold a
@@ -281,9 +379,16 @@ async fn handle_stream(
     };
     let mut name = "unreadable";
     let (response, trailer) = match read {
-        Ok(Some(env)) => {
+        Ok(Some(Ok((env, _held)))) => {
             name = env.body.name();
             handle_request(&ctx, &identity, remote, env, &mut recv).await
+        }
+        Ok(Some(Err((len, in_flight)))) => {
+            let _ = recv.stop(0u32.into());
+            (
+                over_request_bytes(&identity.name, u64::from(len), in_flight, limit),
+                Vec::new(),
+            )
         }
         Ok(None) => return,
         Err(ProtoError::TooLarge {
@@ -336,7 +441,8 @@ async fn handle_request(
             ErrorKind::WrongCluster,
             format!(
                 "this node belongs to cluster '{}', the request names '{}'",
-                ctx.cluster_id, env.cluster_id
+                ctx.cluster_id,
+                bounded(&env.cluster_id)
             ),
         );
         return (r, Vec::new());
@@ -364,6 +470,19 @@ async fn handle_request(
         }
     }
 }
+
+/// At most [`ECHO_CHARS`] characters of a caller's string, for an error message that
+/// must not echo unbounded input back.
+fn bounded(text: &str) -> String {
+    let mut out: String = text.chars().take(ECHO_CHARS).collect();
+    if out.len() < text.len() {
+        out.push_str("...");
+    }
+    out
+}
+
+/// Most characters of a caller's string an error message repeats.
+pub const ECHO_CHARS: usize = 64;
 
 /// Who sent a request, from where, under which id.
 struct Incoming<'a> {
