@@ -11,6 +11,7 @@ pub mod error;
 pub mod peer;
 pub mod ports;
 pub mod tls;
+pub mod verify;
 
 pub use error::NetError;
 pub use peer::{Peer, StreamPacing, client_endpoint, fresh_request_id};

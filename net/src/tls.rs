@@ -100,11 +100,13 @@ impl TlsMaterial {
         &self.chain[0]
     }
 
-    /// A QUIC server config that requires a client certificate from the cluster CA.
+    /// A QUIC server config that requires a client certificate the cluster CA issued
+    /// directly (see [`crate::verify`]).
     pub fn server_config(&self, limits: QuicLimits) -> Result<quinn::ServerConfig, NetError> {
-        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
+        let webpki = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
             .build()
             .map_err(|e| NetError::Setup(format!("client verifier: {e}")))?;
+        let verifier = Arc::new(crate::verify::DirectClientVerifier(webpki));
         let mut tls = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| NetError::Setup(e.to_string()))?
@@ -158,13 +160,20 @@ impl TlsMaterial {
         Ok(endpoint)
     }
 
-    /// A QUIC client config that presents this holder's certificate and trusts only the
-    /// cluster CA.
+    /// A QUIC client config that presents this holder's certificate and trusts only
+    /// certificates the cluster CA issued directly (see [`crate::verify`]).
     pub fn client_config(&self, limits: QuicLimits) -> Result<quinn::ClientConfig, NetError> {
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            self.roots.clone(),
+            provider(),
+        )
+        .build()
+        .map_err(|e| NetError::Setup(format!("server verifier: {e}")))?;
         let mut tls = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| NetError::Setup(e.to_string()))?
-            .with_root_certificates(self.roots.clone())
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(crate::verify::DirectServerVerifier(webpki)))
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| NetError::Setup(format!("client certificate: {e}")))?;
         tls.alpn_protocols = vec![ALPN.to_vec()];

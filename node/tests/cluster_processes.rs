@@ -173,6 +173,28 @@ async fn peers_without_a_cluster_certificate_or_role_are_refused_and_the_node_ke
         .to_string();
     assert!(err.contains(&name), "{err}");
 
+    // Issue 22: a certificate issued under an intermediate that the cluster CA
+    // signed, presented with that intermediate, is refused: only what the CA issued
+    // itself is trusted (the CA's path length of 0, enforced).
+    let intermediate = cluster.ca.intermediate("an intermediate the CA signed");
+    let sub_dir = dir.path().join("intermediate");
+    let (cert, key) = intermediate.issue(&sub_dir, "sub-op", "sub-op", Role::Operator, None);
+    let chain = format!(
+        "{}{}",
+        std::fs::read_to_string(&cert).unwrap(),
+        intermediate.cert_pem
+    );
+    std::fs::write(&cert, chain).unwrap();
+    let sub = Client::new(&kakera_net::TlsFiles {
+        ca: dir.path().join("ca.pem"),
+        cert,
+        key,
+    });
+    assert!(
+        sub.ask(addr, &name, Request::Ping).await.is_err(),
+        "a leaf under an intermediate was served"
+    );
+
     // No client certificate at all.
     let mut roots = rustls::RootCertStore::empty();
     let ca_der =

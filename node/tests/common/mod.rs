@@ -43,6 +43,21 @@ impl Ca {
         }
     }
 
+    /// An intermediate CA this CA signs (for tests that a cluster trusts only what
+    /// its CA issued directly).
+    pub fn intermediate(&self, name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Ca {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
     /// Writes `<dir>/<stem>.crt.pem` and `<dir>/<stem>.key.pem` for a holder.
     pub fn issue(
         &self,
