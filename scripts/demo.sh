@@ -32,7 +32,8 @@ scripts/dev-cluster.sh up
 echo
 echo "== kakera demo =="
 "$CARGO_TARGET_DIR/debug/kakera" demo --config "$DIR/cluster.toml" \
-  --identities "$DIR/clients" --zone-key "$DIR/zone/zone.key" --records "$RECORDS"
+  --identities "$DIR/clients" --zone-key "$DIR/zone/zone.key" --records "$RECORDS" \
+  --committee-key "$DIR/committee/sato.key.json" --committee-key "$DIR/committee/ito.key.json"
 
 # A job as a job author writes one (client/examples/count_by_kind.rs): the reader
 # finds its newest demo grant itself, then counts what the grant covers.
@@ -104,7 +105,18 @@ echo "subject tag $TAG"
 echo
 echo "== kakera job anonymize (lab results, birth decades, 3-anonymous, inside the HSZ) =="
 STAMP="$(date +%Y%m%dT%H%M%S)-$$"
-"$KAKERA" grant create "${OPS[@]}" --job "demo-ssmix2-$STAMP" --reader demo-reader \
+# A grant as the review committee approves it: two members sign the terms offline
+# (kakera grant sign, with their own keys), the operator submits the signatures.
+signed_grant() {
+  local sigs=() m
+  for m in sato ito; do
+    sigs+=(--signature "$("$KAKERA" grant sign --config "$DIR/cluster.toml" \
+      --key "$DIR/committee/$m.key.json" "$@")")
+  done
+  "$KAKERA" grant create "${OPS[@]}" "$@" "${sigs[@]}"
+}
+echo "review committee: sato and ito sign; the operator alone would be refused"
+signed_grant --job "demo-ssmix2-$STAMP" --reader demo-reader \
   --kinds ssmix2 --sources "$FACILITY" --expires "$(date -u -d '+2 days' +%F)" \
   --approval DEMO-IRB-SSMIX2
 "$KAKERA" job anonymize "${RDR[@]}" --job "demo-ssmix2-$STAMP" --kinds OML-11 --k 3 \
@@ -116,7 +128,7 @@ LOG5="$DIR/logs/node-5.log"
 BEFORE="$(grep -c 'snapshot installed' "$LOG5" || true)"
 scripts/dev-cluster.sh stop 5
 for i in $(seq 1 20); do
-  "$KAKERA" grant create "${OPS[@]}" --job "demo-catch-up-$STAMP-$i" --reader demo-reader \
+  signed_grant --job "demo-catch-up-$STAMP-$i" --reader demo-reader \
     --kinds ssmix2 --sources "$FACILITY" --expires "$(date -u -d "+1 day" +%F)" \
     --approval DEMO-IRB-CATCH-UP >/dev/null
 done

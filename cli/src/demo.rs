@@ -24,6 +24,10 @@ pub struct DemoFiles {
     pub dir: PathBuf,
     /// The zone private key (for the reader).
     pub zone_key: PathBuf,
+    /// Review committee members' key files: with them the demo's grant is signed
+    /// by each (the config must name the committee); without, an operator creates
+    /// it alone.
+    pub committee_keys: Vec<PathBuf>,
 }
 
 impl DemoFiles {
@@ -102,22 +106,48 @@ pub async fn run(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let job = format!("demo-study-{now_ms}");
-    operator
-        .create_grant(Grant {
-            job: job.clone(),
-            reader: "demo-reader".into(),
-            scope: GrantScope {
-                kinds: vec![RecordKind::Claim, RecordKind::Checkup],
-                sources: Vec::new(),
-                subjects: Vec::new(),
-            },
-            expires_at_ms: now_ms + 3_600_000,
-            approval: "DEMO-IRB-2026-001".into(),
-            created_at_ms: 0,
-            created_by: String::new(),
-            revoked: None,
-        })
-        .await?;
+    let grant = Grant {
+        job: job.clone(),
+        reader: "demo-reader".into(),
+        scope: GrantScope {
+            kinds: vec![RecordKind::Claim, RecordKind::Checkup],
+            sources: Vec::new(),
+            subjects: Vec::new(),
+        },
+        expires_at_ms: now_ms + 3_600_000,
+        approval: "DEMO-IRB-2026-001".into(),
+        created_at_ms: 0,
+        created_by: String::new(),
+        revoked: None,
+    };
+    if files.committee_keys.is_empty() {
+        operator.create_grant(grant).await?;
+    } else {
+        // The operator alone cannot: the committee's members sign the terms.
+        let alone = operator.create_grant(grant.clone()).await;
+        say(
+            refusal("operator creates a grant without the committee", &alone),
+            alone.is_err(),
+        );
+        let mut signatures = Vec::new();
+        for key in &files.committee_keys {
+            signatures.push(crate::committee::sign_grant(
+                key,
+                &config.cluster_id,
+                &grant,
+            )?);
+        }
+        let names: Vec<String> = signatures.iter().map(|s| s.member.clone()).collect();
+        operator.create_signed_grant(grant, signatures).await?;
+        say(
+            format!(
+                "review committee: {} signed the grant's terms offline; the cluster checked \
+                 the signatures and created it",
+                names.join(" and ")
+            ),
+            true,
+        );
+    }
     say(
         format!(
             "operator: grant for job {job}: reader demo-reader, kinds claim and checkup, 1 hour"
@@ -306,6 +336,11 @@ pub fn describe(e: &AuditEntry) -> String {
     let left_out = match &e.action {
         kakera_proto::audit::AuditAction::OpenReadEach { refused, .. } if !refused.is_empty() => {
             format!(" left-out={}", refused.len())
+        }
+        kakera_proto::audit::AuditAction::CreateSignedGrant { signers, .. }
+            if !signers.is_empty() =>
+        {
+            format!(" signed-by={}", signers.join(","))
         }
         _ => String::new(),
     };

@@ -1240,6 +1240,24 @@ impl Client {
         }
     }
 
+    /// Creates a grant with the review committee's signatures over its terms
+    /// (operator; see `kakera_proto::committee`). Needed when the config names a
+    /// committee; the cluster refuses it with fewer than the threshold of valid,
+    /// distinct member signatures.
+    pub async fn create_signed_grant(
+        &self,
+        grant: Grant,
+        signatures: Vec<kakera_proto::committee::CommitteeSignature>,
+    ) -> Result<(), ClientError> {
+        match self
+            .leader_call(Request::CreateSignedGrant { grant, signatures })
+            .await?
+        {
+            Response::Committed { .. } => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Erases records or every record of a subject (operator; P6). A subject
     /// erasure also records the opt-out, so its records are refused from then on.
     /// Repeats the request until nothing of the target remains; returns every record

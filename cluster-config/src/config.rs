@@ -370,7 +370,32 @@ pub struct ClusterConfig {
     /// nodes accept records stored as this many plain copies, one per rack, with
     /// threshold 1. `None` everywhere else.
     pub plain_replicas: Option<u8>,
+    /// The data provision review committee (`[committee]`): who signs grants and how
+    /// many signatures a grant needs. Without it, an operator creates grants alone.
+    pub committee: Option<CommitteeConfig>,
 }
+
+/// The data provision review committee: a grant takes effect only with `threshold`
+/// valid signatures of distinct members over its terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitteeConfig {
+    /// Signatures a grant needs (t of m).
+    pub threshold: u8,
+    /// The members, each with its Ed25519 public key.
+    pub members: Vec<CommitteeMember>,
+}
+
+/// One member of the review committee.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitteeMember {
+    /// The member's name, as signatures and the audit log name it.
+    pub name: String,
+    /// Its Ed25519 public key (from `kakera committee keygen`).
+    pub public_key: [u8; 32],
+}
+
+/// Most members a committee lists.
+pub const MAX_COMMITTEE_MEMBERS: usize = 32;
 
 impl ClusterConfig {
     /// The placement rules for a record entry with threshold `k`: the cluster's policy
@@ -509,6 +534,22 @@ struct RawConfig {
     backup: Option<Spanned<RawBackup>>,
     #[serde(default)]
     baseline: Option<Spanned<RawBaseline>>,
+    #[serde(default)]
+    committee: Option<Spanned<RawCommittee>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommittee {
+    threshold: Spanned<u8>,
+    members: Vec<Spanned<RawMember>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMember {
+    name: String,
+    public_key: String,
 }
 
 #[derive(Deserialize)]
@@ -1023,6 +1064,60 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
         }
     };
 
+    // The review committee.
+    let committee = raw.committee.as_ref().map(|c| {
+        let raw_c = c.get_ref();
+        let mut members: Vec<CommitteeMember> = Vec::new();
+        for (i, m) in raw_c.members.iter().enumerate() {
+            let at = format!("committee.members[{i}]");
+            let member = m.get_ref();
+            if !is_name(&member.name) {
+                issues.at(m.span(), &at, "name: not a valid member name");
+            }
+            if members.iter().any(|o| o.name == member.name) {
+                issues.at(
+                    m.span(),
+                    &at,
+                    format!("member {} is listed twice", member.name),
+                );
+            }
+            match parse_hex32(&member.public_key) {
+                Some(key) if members.iter().any(|o| o.public_key == key) => {
+                    issues.at(m.span(), &at, "two members have the same public key");
+                }
+                Some(key) => members.push(CommitteeMember {
+                    name: member.name.clone(),
+                    public_key: key,
+                }),
+                None => issues.at(
+                    m.span(),
+                    &at,
+                    "public_key: must be 64 hex digits (an Ed25519 public key from \
+                     `kakera committee keygen`)",
+                ),
+            }
+        }
+        let threshold = *raw_c.threshold.get_ref();
+        if raw_c.members.is_empty() || raw_c.members.len() > MAX_COMMITTEE_MEMBERS {
+            issues.at(
+                c.span(),
+                "committee.members",
+                format!("list 1 to {MAX_COMMITTEE_MEMBERS} members"),
+            );
+        }
+        if threshold == 0 || usize::from(threshold) > raw_c.members.len() {
+            issues.at(
+                raw_c.threshold.span(),
+                "committee.threshold",
+                format!(
+                    "must be between 1 and the number of members ({})",
+                    raw_c.members.len()
+                ),
+            );
+        }
+        CommitteeConfig { threshold, members }
+    });
+
     // The policy against the topology (only meaningful once the parts are valid).
     if issues.list.is_empty() {
         for problem in crate::placement::policy_problems(&policy, &nodes) {
@@ -1050,6 +1145,7 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
         limits,
         backup_root,
         plain_replicas,
+        committee,
     })
 }
 

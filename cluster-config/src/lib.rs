@@ -10,8 +10,9 @@ pub mod error;
 pub mod placement;
 
 pub use config::{
-    BASELINE_BUILT, BENCH_CLUSTER_PREFIX, ClusterConfig, HSZ_ZONE, HealthConfig, LimitsConfig,
-    MAX_NODE_ID, MAX_VOTERS, NodeConfig, NodeId, Policy, RaftTuning, StagingConfig, ZoneConfig,
+    BASELINE_BUILT, BENCH_CLUSTER_PREFIX, ClusterConfig, CommitteeConfig, CommitteeMember,
+    HSZ_ZONE, HealthConfig, LimitsConfig, MAX_COMMITTEE_MEMBERS, MAX_NODE_ID, MAX_VOTERS,
+    NodeConfig, NodeId, Policy, RaftTuning, StagingConfig, ZoneConfig,
 };
 pub use error::{ConfigError, Issue, PlacementError};
 pub use placement::{

@@ -441,3 +441,51 @@ fn plain_replicas_only_in_bench_clusters() {
         assert_eq!(i.field, "baseline.plain_replicas");
     }
 }
+
+/// Issue 22: the review committee is read with its threshold and keys; a threshold
+/// above the member count, a member listed twice, a key given twice or a key that is
+/// not 64 hex digits are each refused, and without the section there is none.
+#[test]
+fn the_review_committee_is_read_and_checked() {
+    assert!(ClusterConfig::parse(GOOD).unwrap().committee.is_none());
+    let key = |b: u8| format!("{b:02x}").repeat(32);
+    let with = |threshold: u8, members: &[(&str, String)]| {
+        let mut text = format!("{GOOD}\n[committee]\nthreshold = {threshold}\n");
+        for (name, k) in members {
+            text.push_str(&format!(
+                "[[committee.members]]\nname = \"{name}\"\npublic_key = \"{k}\"\n"
+            ));
+        }
+        text
+    };
+    let good = ClusterConfig::parse(&with(
+        2,
+        &[("sato", key(1)), ("tanaka", key(2)), ("ito", key(3))],
+    ))
+    .unwrap()
+    .committee
+    .unwrap();
+    assert_eq!(good.threshold, 2);
+    assert_eq!(good.members.len(), 3);
+    assert_eq!(good.members[1].name, "tanaka");
+    assert_eq!(good.members[1].public_key, [2; 32]);
+    for (text, field) in [
+        (
+            with(3, &[("sato", key(1)), ("tanaka", key(2))]),
+            "committee.threshold",
+        ),
+        (with(0, &[("sato", key(1))]), "committee.threshold"),
+        (
+            with(1, &[("sato", key(1)), ("sato", key(2))]),
+            "committee.members[1]",
+        ),
+        (
+            with(1, &[("sato", key(1)), ("ito", key(1))]),
+            "committee.members[1]",
+        ),
+        (with(1, &[("sato", "xyz".into())]), "committee.members[0]"),
+    ] {
+        let issue = single_issue(&text);
+        assert_eq!(issue.field, field, "{issue:?}");
+    }
+}

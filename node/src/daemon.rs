@@ -510,6 +510,37 @@ impl Duties {
                 return;
             }
         }
+        // The review committee from the config, recorded once (the state machine
+        // refuses a different one).
+        if let Some(c) = &self.config.committee {
+            let committee = kakera_proto::committee::Committee {
+                threshold: c.threshold,
+                members: c
+                    .members
+                    .iter()
+                    .map(|m| (m.name.clone(), m.public_key))
+                    .collect(),
+            };
+            match self.state.committee() {
+                Ok(None) => {
+                    if let Err(e) = self
+                        .raft
+                        .client_write(Command::SetCommittee { committee })
+                        .await
+                    {
+                        tracing::debug!(error = %e, "recording the review committee failed; will retry");
+                        return;
+                    }
+                }
+                Ok(Some(recorded)) if recorded != committee => {
+                    tracing::debug!(
+                        "the config's review committee differs from the one recorded; the recorded one stays in force"
+                    );
+                }
+                Ok(Some(_)) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot read the recorded review committee"),
+            }
+        }
         let view = match self.group_view() {
             Ok(v) => v,
             Err(e) => {

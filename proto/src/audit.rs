@@ -122,6 +122,22 @@ pub enum AuditAction {
         /// the scope).
         refused: Vec<crate::record::RecordId>,
     },
+    /// A grant was created with the review committee's signatures.
+    CreateSignedGrant {
+        /// Its expiry (Unix ms).
+        expires_at_ms: u64,
+        /// The committee's approval reference.
+        approval: String,
+        /// The members whose signatures approved it.
+        signers: Vec<String>,
+    },
+    /// The review committee was recorded from the config.
+    Committee {
+        /// Signatures a grant needs.
+        threshold: u8,
+        /// The members.
+        members: Vec<String>,
+    },
 }
 
 impl AuditAction {
@@ -141,7 +157,10 @@ impl AuditAction {
             AuditAction::NodeMode { .. } => "node-mode",
             AuditAction::RepairAssign { .. } => "repair-assign",
             AuditAction::RepairCommit { .. } => "repair-commit",
-            AuditAction::CreateGrant { .. } => "grant-create",
+            AuditAction::CreateGrant { .. } | AuditAction::CreateSignedGrant { .. } => {
+                "grant-create"
+            }
+            AuditAction::Committee { .. } => "committee",
             AuditAction::RevokeGrant { .. } => "grant-revoke",
             AuditAction::Erase { .. } => "erase",
         }

@@ -19,6 +19,7 @@ pub mod auth;
 pub mod backup;
 pub mod catalog;
 pub mod codec;
+pub mod committee;
 pub mod error;
 pub mod frame;
 pub mod identity;

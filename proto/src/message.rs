@@ -286,6 +286,15 @@ pub enum Request {
         /// The records to read.
         records: Vec<RecordId>,
     },
+    /// Create a grant the data provision review committee signed (operator; at the
+    /// leader): takes effect only with the committee's threshold of valid, distinct
+    /// member signatures over [`crate::committee::approval_message`].
+    CreateSignedGrant {
+        /// The grant's terms.
+        grant: Grant,
+        /// Members' signatures over them.
+        signatures: Vec<crate::committee::CommitteeSignature>,
+    },
 }
 
 /// A masked-repair session, as the new holder runs it.
@@ -498,6 +507,7 @@ impl Request {
             Request::RepairContribute { .. } => "repair_contribute",
             Request::List { .. } => "list",
             Request::CreateGrant { .. } => "create_grant",
+            Request::CreateSignedGrant { .. } => "create_signed_grant",
             Request::RevokeGrant { .. } => "revoke_grant",
             Request::ListGrants => "list_grants",
             Request::Erase { .. } => "erase",
@@ -529,7 +539,9 @@ impl Request {
             | Request::OpenErasureCheck { .. }
             | Request::ProbeShares { .. } => Operation::Audit,
             Request::List { .. } => Operation::List,
-            Request::CreateGrant { .. } | Request::RevokeGrant { .. } => Operation::GrantChange,
+            Request::CreateGrant { .. }
+            | Request::CreateSignedGrant { .. }
+            | Request::RevokeGrant { .. } => Operation::GrantChange,
             Request::ListGrants => Operation::GrantList,
             Request::AuditLog { .. } | Request::ListErased { .. } => Operation::AuditLog,
             Request::Erase { .. } => Operation::Erase,

@@ -36,20 +36,40 @@ pub(crate) fn run(cmd: ConfigCmd, json: bool) -> Result<Outcome, CliError> {
                     "max_shares_per_rack": c.policy.max_shares_per_rack,
                     "voters": c.initial_voters(),
                     "backup_root": c.backup_root,
+                    "committee": c.committee.as_ref().map(|m| serde_json::json!({
+                        "threshold": m.threshold,
+                        "members": m.members.iter().map(|x| x.name.clone()).collect::<Vec<_>>(),
+                    })),
                     "metrics": c.nodes.iter().filter_map(|n| n.metrics_addr.map(|a| (n.name.clone(), a.to_string()))).collect::<std::collections::BTreeMap<_, _>>(),
                 }),
                 || {
-                    vec![format!(
-                        "ok: cluster '{}', {} nodes in {} racks, {}-of-{} with at most {} shares \
-                         per rack, voters {:?}",
-                        c.cluster_id,
-                        c.nodes.len(),
-                        racks_used.len(),
-                        c.policy.k,
-                        c.policy.n,
-                        c.policy.max_shares_per_rack,
-                        c.initial_voters()
-                    )]
+                    vec![
+                        format!(
+                            "ok: cluster '{}', {} nodes in {} racks, {}-of-{} with at most {} \
+                             shares per rack, voters {:?}",
+                            c.cluster_id,
+                            c.nodes.len(),
+                            racks_used.len(),
+                            c.policy.k,
+                            c.policy.n,
+                            c.policy.max_shares_per_rack,
+                            c.initial_voters()
+                        ),
+                        match &c.committee {
+                            Some(m) => format!(
+                                "grants: {} of {} review committee signatures ({})",
+                                m.threshold,
+                                m.members.len(),
+                                m.members
+                                    .iter()
+                                    .map(|x| x.name.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                            None => "grants: an operator creates them alone (no [committee])"
+                                .to_string(),
+                        },
+                    ]
                 },
             );
         }

@@ -20,6 +20,10 @@ pub(crate) struct DemoArgs {
     /// The zone private key file (from `kakera zone keygen`).
     #[arg(long)]
     zone_key: PathBuf,
+    /// A review committee member's key file (repeat for each signer); needed when
+    /// the config names a committee.
+    #[arg(long = "committee-key")]
+    committee_keys: Vec<PathBuf>,
     /// How many synthetic records to store.
     #[arg(long, default_value_t = 300)]
     records: usize,
@@ -30,12 +34,14 @@ pub(crate) fn run(args: DemoArgs, json: bool) -> Result<Outcome, CliError> {
         config,
         identities,
         zone_key,
+        committee_keys,
         records,
     } = args;
     let config = ClusterConfig::load(&config)?;
     let files = demo::DemoFiles {
         dir: identities,
         zone_key,
+        committee_keys,
     };
     let steps = runtime()?.block_on(demo::run(config, &files, records))?;
     let all_ok = steps.iter().all(|s| s.ok);

@@ -58,6 +58,13 @@ pub enum Command {
         /// What they asked for.
         action: ClientAction,
     },
+    /// Records the review committee from the config (leader duty): once, or again
+    /// unchanged. A different committee is refused: changing who approves grants is
+    /// not one operator's config edit.
+    SetCommittee {
+        /// The committee.
+        committee: kakera_proto::committee::Committee,
+    },
 }
 
 /// What a client asked the cluster to do.
@@ -140,6 +147,13 @@ pub enum ClientAction {
         /// How long the ticket lasts (capped by the grant's expiry).
         ttl_ms: u64,
     },
+    /// Create a grant with the review committee's signatures (operator).
+    CreateSignedGrant {
+        /// The grant.
+        grant: Grant,
+        /// The members' signatures over its terms.
+        signatures: Vec<kakera_proto::committee::CommitteeSignature>,
+    },
 }
 
 /// Longest actor (certificate) name a command carries.
@@ -187,6 +201,26 @@ impl ClientAction {
             ClientAction::OpenAudit { records: r, .. }
             | ClientAction::OpenErasureCheck { records: r, .. } => records(r.len()),
             ClientAction::SetNodeMode { reason: r, .. } => reason(r),
+            ClientAction::CreateSignedGrant { grant, signatures } => {
+                use kakera_proto::committee::{
+                    MAX_MEMBER_NAME_BYTES, MAX_SIGNATURES, SIGNATURE_BYTES,
+                };
+                let bad = signatures.len() > MAX_SIGNATURES
+                    || signatures.iter().any(|s| {
+                        s.member.len() > MAX_MEMBER_NAME_BYTES
+                            || s.signature.len() != SIGNATURE_BYTES
+                    });
+                if bad {
+                    return Some(format!(
+                        "at most {MAX_SIGNATURES} signatures of {SIGNATURE_BYTES} bytes, member \
+                         names at most {MAX_MEMBER_NAME_BYTES} bytes"
+                    ));
+                }
+                ClientAction::CreateGrant {
+                    grant: grant.clone(),
+                }
+                .bound_problem()
+            }
             ClientAction::CreateGrant { grant } => {
                 let s = &grant.scope;
                 job(&grant.job)
@@ -246,6 +280,12 @@ impl fmt::Display for Command {
                 kakera_proto::ids::describe(*raft_id)
             ),
             Command::SetMeta { key, .. } => write!(f, "SetMeta({key})"),
+            Command::SetCommittee { committee } => write!(
+                f,
+                "SetCommittee({} of {})",
+                committee.threshold,
+                committee.members.len()
+            ),
             Command::Repair { step, .. } => match step {
                 RepairStep::Assign { tasks } => write!(f, "RepairAssign({} moves)", tasks.len()),
                 RepairStep::Commit { tasks } => write!(f, "RepairCommit({} moves)", tasks.len()),
@@ -271,6 +311,11 @@ impl fmt::Display for Command {
                         format!("SetNodeMode({node}, {})", mode.as_str())
                     }
                     ClientAction::CreateGrant { grant } => format!("CreateGrant({})", grant.job),
+                    ClientAction::CreateSignedGrant { grant, signatures } => format!(
+                        "CreateSignedGrant({}, {} signatures)",
+                        grant.job,
+                        signatures.len()
+                    ),
                     ClientAction::RevokeGrant { job, .. } => format!("RevokeGrant({job})"),
                     ClientAction::Erase { target, .. } => match target {
                         EraseTarget::Records(ids) => format!("Erase({} records)", ids.len()),

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use kakera_proto::audit::{AuditAction, AuditEntry, Outcome};
 use kakera_proto::catalog::{
-    Actor, EraseTarget, MAX_BATCH_RECORDS, NodeMode, NodeRecord, OptOut, RecordEntry,
+    Actor, EraseTarget, Grant, MAX_BATCH_RECORDS, NodeMode, NodeRecord, OptOut, RecordEntry,
     RecordRefusal, RefusedRecord, Revocation, Ticket, TicketPurpose, Tombstone,
 };
 use kakera_proto::{RecordId, RequestId, ids};
@@ -39,6 +39,8 @@ use super::snapshot::{KEY_LAST_APPLIED, KEY_LAST_MEMBERSHIP, SnapshotHandle};
 pub const KEY_CLUSTER: &[u8] = b"cluster";
 /// Prefix of incarnation keys (`incarnation/<node id, big-endian>` -> Raft member id).
 pub const INCARNATION_PREFIX: &[u8] = b"incarnation/";
+/// Catalog key of the review committee written by [`Command::SetCommittee`].
+pub const KEY_COMMITTEE: &[u8] = b"committee";
 /// Prefix of operator metadata keys.
 pub const META_PREFIX: &[u8] = b"meta/";
 
@@ -284,6 +286,29 @@ impl StateMachine {
                     AuditAction::RegisterIncarnation {
                         node: *node_id,
                         member: ids::describe(*raft_id),
+                    },
+                    &r,
+                );
+                (r, a)
+            }
+            Command::SetCommittee { committee } => {
+                let r = match self.committee()? {
+                    None => {
+                        catalog.put(batch, KEY_COMMITTEE, encode(committee)?);
+                        CommandResponse::Applied
+                    }
+                    Some(c) if c == *committee => CommandResponse::Applied,
+                    Some(_) => CommandResponse::Refused {
+                        reason: "the review committee recorded in the catalog differs from \
+                                 the config's; a recorded committee is not changed by a \
+                                 config edit"
+                            .into(),
+                    },
+                };
+                let a = system(
+                    AuditAction::Committee {
+                        threshold: committee.threshold,
+                        members: committee.members.iter().map(|(n, _)| n.clone()).collect(),
                     },
                     &r,
                 );
@@ -570,35 +595,26 @@ impl StateMachine {
                     expires_at_ms: grant.expires_at_ms,
                     approval: grant.approval.clone(),
                 };
-                let r = if actor.role != kakera_proto::Role::Operator {
-                    CommandResponse::Forbidden {
-                        reason: format!("role '{}' may not create grants", actor.role),
-                    }
-                } else if let Err(e) = grant.validate(now) {
-                    CommandResponse::Refused {
-                        reason: e.to_string(),
-                    }
-                } else {
-                    let mut g = grant.clone();
-                    g.created_at_ms = now;
-                    g.created_by = actor.name.clone();
-                    g.revoked = None;
-                    match self.grant(&grant.job)? {
-                        Some(old) if same_grant(&old, &g) && old.revoked.is_none() => {
-                            CommandResponse::Applied
-                        }
-                        Some(_) => CommandResponse::Refused {
+                let r = match self.committee()? {
+                    Some(c) if actor.role == kakera_proto::Role::Operator => {
+                        CommandResponse::Forbidden {
                             reason: format!(
-                                "a grant for job '{}' already exists; a new approval needs a \
-                                 new job name",
-                                grant.job
+                                "grants on this cluster need {} signatures of the data provision \
+                                 review committee (kakera grant sign), not one operator",
+                                c.threshold
                             ),
-                        },
-                        None => {
-                            catalog.put(batch, keys::grant(&g.job), encode(&g)?);
-                            CommandResponse::Applied
                         }
                     }
+                    _ => self.put_grant(batch, actor, now, grant)?,
+                };
+                (r, action, Some(grant.job.clone()), Vec::new())
+            }
+            ClientAction::CreateSignedGrant { grant, signatures } => {
+                let (r, signers) = self.signed_grant(batch, actor, now, grant, signatures)?;
+                let action = AuditAction::CreateSignedGrant {
+                    expires_at_ms: grant.expires_at_ms,
+                    approval: grant.approval.clone(),
+                    signers,
                 };
                 (r, action, Some(grant.job.clone()), Vec::new())
             }
@@ -834,6 +850,95 @@ impl StateMachine {
             }
         }
         Ok(CommandResponse::Applied)
+    }
+
+    /// Stores `grant` for an operator (validated at leader time `now`): a repeat of the
+    /// same grant is harmless, another grant under the same job is refused.
+    fn put_grant(
+        &self,
+        batch: &mut rocksdb::WriteBatch,
+        actor: &Actor,
+        now: u64,
+        grant: &Grant,
+    ) -> io::Result<CommandResponse> {
+        let catalog = Families::of(&self.db)?;
+        if actor.role != kakera_proto::Role::Operator {
+            return Ok(CommandResponse::Forbidden {
+                reason: format!("role '{}' may not create grants", actor.role),
+            });
+        }
+        if let Err(e) = grant.validate(now) {
+            return Ok(CommandResponse::Refused {
+                reason: e.to_string(),
+            });
+        }
+        let mut g = grant.clone();
+        g.created_at_ms = now;
+        g.created_by = actor.name.clone();
+        g.revoked = None;
+        Ok(match self.grant(&grant.job)? {
+            Some(old) if same_grant(&old, &g) && old.revoked.is_none() => CommandResponse::Applied,
+            Some(_) => CommandResponse::Refused {
+                reason: format!(
+                    "a grant for job '{}' already exists; a new approval needs a new job name",
+                    grant.job
+                ),
+            },
+            None => {
+                catalog.put(batch, keys::grant(&g.job), encode(&g)?);
+                CommandResponse::Applied
+            }
+        })
+    }
+
+    /// Stores `grant` if the recorded review committee approved it: at least its
+    /// threshold of valid, distinct member signatures over the grant's terms on this
+    /// cluster. Returns the response and the signers (empty when refused).
+    fn signed_grant(
+        &self,
+        batch: &mut rocksdb::WriteBatch,
+        actor: &Actor,
+        now: u64,
+        grant: &Grant,
+        signatures: &[kakera_proto::committee::CommitteeSignature],
+    ) -> io::Result<(CommandResponse, Vec<String>)> {
+        if actor.role != kakera_proto::Role::Operator {
+            return Ok((
+                CommandResponse::Forbidden {
+                    reason: format!("role '{}' may not create grants", actor.role),
+                },
+                Vec::new(),
+            ));
+        }
+        let (Some(committee), Some(cluster)) = (self.committee()?, self.cluster_record()?) else {
+            return Ok((
+                CommandResponse::Refused {
+                    reason: "no review committee is recorded on this cluster (the config has \
+                             no [committee], or the leader has not recorded it yet)"
+                        .into(),
+                },
+                Vec::new(),
+            ));
+        };
+        let message = kakera_proto::committee::approval_message(&cluster.cluster_id, grant)
+            .map_err(io::Error::other)?;
+        match committee.verify(&message, signatures) {
+            Ok(signers) => Ok((self.put_grant(batch, actor, now, grant)?, signers)),
+            Err(refusal) => Ok((
+                CommandResponse::Forbidden {
+                    reason: format!("the grant is not approved: {refusal}"),
+                },
+                Vec::new(),
+            )),
+        }
+    }
+
+    /// The review committee recorded in the catalog, if any.
+    pub fn committee(&self) -> io::Result<Option<kakera_proto::committee::Committee>> {
+        Families::of(&self.db)?
+            .get(KEY_COMMITTEE)?
+            .map(|b| decode(&b))
+            .transpose()
     }
 
     /// Opens a read ticket if the job's grant admits the actor and every record.

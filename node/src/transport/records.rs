@@ -1028,25 +1028,35 @@ pub async fn list(
     }
 }
 
-/// Creates a grant (operator).
+/// Creates a grant (operator), with the review committee's signatures when the
+/// config names a committee (an unsigned grant is then refused here, before the
+/// committee is even recorded in the catalog).
 pub async fn create_grant(
     ctx: &ServerContext,
     identity: &Identity,
     request_id: RequestId,
     grant: Grant,
+    signatures: Option<Vec<kakera_proto::committee::CommitteeSignature>>,
 ) -> Response {
     if let Err(e) = grant.validate(unix_ms()) {
         return error(ErrorKind::BadRequest, e.to_string());
     }
     let job = grant.job.clone();
-    match propose(
-        ctx,
-        identity,
-        request_id,
-        ClientAction::CreateGrant { grant },
-    )
-    .await
-    {
+    let action = match (signatures, &ctx.config.committee) {
+        (None, Some(c)) => {
+            return error(
+                ErrorKind::Forbidden,
+                format!(
+                    "grants on this cluster need {} signatures of the data provision review \
+                     committee (kakera grant sign), not one operator",
+                    c.threshold
+                ),
+            );
+        }
+        (None, None) => ClientAction::CreateGrant { grant },
+        (Some(signatures), _) => ClientAction::CreateSignedGrant { grant, signatures },
+    };
+    match propose(ctx, identity, request_id, action).await {
         Ok(log_index) => {
             tracing::info!(peer = %identity.name, %job, "grant created");
             Response::Committed { log_index }

@@ -603,7 +603,10 @@ async fn dispatch(
             limit,
         } => records::list(ctx, filter, after, limit).await,
         Request::CreateGrant { grant } => {
-            records::create_grant(ctx, identity, request_id, grant).await
+            records::create_grant(ctx, identity, request_id, grant, None).await
+        }
+        Request::CreateSignedGrant { grant, signatures } => {
+            records::create_grant(ctx, identity, request_id, grant, Some(signatures)).await
         }
         Request::RevokeGrant { job, reason } => {
             records::revoke_grant(ctx, identity, request_id, job, reason).await
