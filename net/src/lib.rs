@@ -14,5 +14,5 @@ pub mod tls;
 pub mod verify;
 
 pub use error::NetError;
-pub use peer::{Peer, StreamPacing, client_endpoint, fresh_request_id};
+pub use peer::{Peer, SharedClientConfig, StreamPacing, client_endpoint, fresh_request_id};
 pub use tls::{ALPN, QuicLimits, TlsFiles, TlsMaterial, provider};

@@ -1,6 +1,7 @@
 //! Outbound requests to one peer over a cached QUIC connection.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kakera_proto::frame::{
@@ -62,6 +63,10 @@ pub struct StreamPacing {
     pub answer_bytes_per_ms: u64,
 }
 
+/// A client config that a holder can replace while peers use it (a node's renewed
+/// certificate): each new connection reads the current one.
+pub type SharedClientConfig = Arc<std::sync::RwLock<quinn::ClientConfig>>;
+
 /// A peer reached over QUIC. The connection is opened on first use and reopened after
 /// it breaks.
 pub struct Peer {
@@ -69,6 +74,8 @@ pub struct Peer {
     addr: SocketAddr,
     server_name: String,
     conn: Mutex<Option<quinn::Connection>>,
+    /// The client config for new connections, if not the endpoint's default.
+    config: Option<SharedClientConfig>,
 }
 
 impl Peer {
@@ -79,7 +86,14 @@ impl Peer {
             addr,
             server_name: server_name.to_string(),
             conn: Mutex::new(None),
+            config: None,
         }
+    }
+
+    /// The same peer, connecting with whatever `config` holds when it connects.
+    pub fn with_client_config(mut self, config: SharedClientConfig) -> Peer {
+        self.config = Some(config);
+        self
     }
 
     /// The peer's name.
@@ -127,10 +141,17 @@ impl Peer {
         {
             return Ok((c.clone(), false));
         }
-        let connecting = self
-            .endpoint
-            .connect(self.addr, &self.server_name)
-            .map_err(|e| self.err(e))?;
+        let connecting = match &self.config {
+            Some(shared) => {
+                // A poisoned lock only means a writer panicked between two whole
+                // configs; the value is one of them either way.
+                let config = shared.read().unwrap_or_else(|p| p.into_inner()).clone();
+                self.endpoint
+                    .connect_with(config, self.addr, &self.server_name)
+            }
+            None => self.endpoint.connect(self.addr, &self.server_name),
+        }
+        .map_err(|e| self.err(e))?;
         // A node that is down never answers the handshake (UDP has no refusal):
         // give up after a short, fixed time rather than the request's whole timeout.
         let conn = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), connecting)

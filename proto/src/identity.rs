@@ -126,6 +126,14 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// When the certificate `der` stops being valid (its notAfter, Unix ms), or `None`
+    /// if it does not parse.
+    pub fn not_after_ms(der: &[u8]) -> Option<u64> {
+        let (_, cert) = X509Certificate::from_der(der).ok()?;
+        let secs = cert.validity().not_after.timestamp();
+        Some(u64::try_from(secs).unwrap_or(0).saturating_mul(1000))
+    }
+
     /// Reads the identity from a DER certificate (already verified against the
     /// cluster CA by TLS).
     pub fn from_cert_der(der: &[u8]) -> Result<Identity> {

@@ -247,14 +247,19 @@ pub async fn serve(
     }
 }
 
-fn peer_identity(conn: &quinn::Connection) -> Result<Identity, String> {
+/// The peer's identity and when its certificate expires (Unix ms).
+fn peer_identity(conn: &quinn::Connection) -> Result<(Identity, Option<u64>), String> {
     let certs = conn
         .peer_identity()
         .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
         .ok_or("the peer presented no certificate")?;
     let leaf = certs.first().ok_or("the peer presented no certificate")?;
-    Identity::from_cert_der(leaf).map_err(|e| e.to_string())
+    let identity = Identity::from_cert_der(leaf).map_err(|e| e.to_string())?;
+    Ok((identity, Identity::not_after_ms(leaf)))
 }
+
+/// QUIC application close code: the peer's certificate expired while connected.
+pub const CLOSE_CERTIFICATE_EXPIRED: u32 = 3;
 
 async fn handle_connection(incoming: quinn::Incoming, ctx: Arc<ServerContext>) {
     let remote = incoming.remote_address();
@@ -265,8 +270,8 @@ async fn handle_connection(incoming: quinn::Incoming, ctx: Arc<ServerContext>) {
             return;
         }
     };
-    let identity = match peer_identity(&conn) {
-        Ok(id) => Arc::new(id),
+    let (identity, not_after_ms) = match peer_identity(&conn) {
+        Ok((id, not_after)) => (Arc::new(id), not_after),
         Err(reason) => {
             tracing::warn!(%remote, %reason, "closing connection: no usable identity");
             conn.close(1u32.into(), b"certificate carries no kakera identity");
@@ -291,8 +296,24 @@ async fn handle_connection(incoming: quinn::Incoming, ctx: Arc<ServerContext>) {
     let in_flight = Arc::new(tokio::sync::Semaphore::new(
         limits.max_requests_per_connection as usize,
     ));
+    // The handshake checked the certificate once; a connection lives no longer than
+    // it (keep-alives would otherwise hold it open past its expiry).
+    let left_ms = not_after_ms.map_or(0, |t| t.saturating_sub(crate::clock::unix_ms()));
+    let expires = tokio::time::sleep(std::time::Duration::from_millis(left_ms));
+    tokio::pin!(expires);
     loop {
-        match conn.accept_bi().await {
+        let accepted = tokio::select! {
+            a = conn.accept_bi() => a,
+            () = &mut expires => {
+                tracing::info!(%remote, peer = %identity, "closing connection: the peer's certificate expired");
+                conn.close(
+                    CLOSE_CERTIFICATE_EXPIRED.into(),
+                    b"your certificate expired; renew it and reconnect",
+                );
+                return;
+            }
+        };
+        match accepted {
             Ok((send, recv)) => {
                 let ctx = ctx.clone();
                 let identity = identity.clone();

@@ -58,6 +58,18 @@ impl Ca {
         }
     }
 
+    /// [`Ca::issue`] with a certificate that expires at `not_after`.
+    pub fn issue_until(
+        &self,
+        dir: &Path,
+        stem: &str,
+        name: &str,
+        role: Role,
+        not_after: time::OffsetDateTime,
+    ) -> (PathBuf, PathBuf) {
+        self.issue_with(dir, stem, name, role, None, Some(not_after))
+    }
+
     /// Writes `<dir>/<stem>.crt.pem` and `<dir>/<stem>.key.pem` for a holder.
     pub fn issue(
         &self,
@@ -67,7 +79,23 @@ impl Ca {
         role: Role,
         zone: Option<&str>,
     ) -> (PathBuf, PathBuf) {
+        self.issue_with(dir, stem, name, role, zone, None)
+    }
+
+    fn issue_with(
+        &self,
+        dir: &Path,
+        stem: &str,
+        name: &str,
+        role: Role,
+        zone: Option<&str>,
+        not_after: Option<time::OffsetDateTime>,
+    ) -> (PathBuf, PathBuf) {
         let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
+        if let Some(t) = not_after {
+            params.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+            params.not_after = t;
+        }
         params.distinguished_name.push(DnType::CommonName, name);
         let mut uris = vec![role.uri(), name_uri(name)];
         if let Some(z) = zone {
@@ -88,8 +116,13 @@ impl Ca {
         std::fs::create_dir_all(dir).unwrap();
         let crt = dir.join(format!("{stem}.crt.pem"));
         let k = dir.join(format!("{stem}.key.pem"));
-        std::fs::write(&crt, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
+        // Written whole and renamed into place: a node that watches the files never
+        // reads half of one.
+        for (path, text) in [(&crt, cert.pem()), (&k, key.serialize_pem())] {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, path).unwrap();
+        }
         (crt, k)
     }
 }
