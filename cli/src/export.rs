@@ -37,16 +37,7 @@ pub const EXPORT_VERSION: u32 = 1;
 /// memory: about four million entries.
 pub const MAX_EXPORT_BYTES: usize = 4 << 30;
 
-/// Hex of any even length, or `None`.
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.is_ascii() {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
-}
+use crate::committee::unhex;
 
 /// The readable JSON of an audit entry (what `kakera audit log --json` prints).
 pub fn entry_json(e: &AuditEntry) -> serde_json::Value {

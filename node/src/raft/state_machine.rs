@@ -141,13 +141,6 @@ impl StateMachine {
         super::snapshot::catalog_digest(&self.db)
     }
 
-    /// The node's data directory (the snapshot directory's parent).
-    pub fn data_dir(&self) -> PathBuf {
-        self.snapshot_dir
-            .parent()
-            .map_or_else(|| self.snapshot_dir.clone(), std::path::Path::to_path_buf)
-    }
-
     /// Reads the cluster record, if the group has been initialised.
     pub fn cluster_record(&self) -> io::Result<Option<ClusterRecord>> {
         Families::of(&self.db)?
@@ -976,18 +969,8 @@ impl StateMachine {
                 reason: refusal.to_string(),
             });
         }
-        let mut sorted = records.to_vec();
-        sorted.sort_unstable();
-        sorted.dedup();
-        let ticket = Ticket {
-            id: log_index,
-            purpose: TicketPurpose::Read {
-                job: job.to_string(),
-            },
-            holder: actor.fingerprint,
-            records: sorted,
-            expires_at_ms: now.saturating_add(ttl_ms).min(grant.expires_at_ms),
-        };
+        let expires_at_ms = now.saturating_add(ttl_ms).min(grant.expires_at_ms);
+        let ticket = read_ticket(log_index, actor, job, records.to_vec(), expires_at_ms);
         put_ticket(batch, catalog, &ticket)?;
         Ok(CommandResponse::Applied)
     }
@@ -1050,19 +1033,10 @@ impl StateMachine {
             };
             refused.push(RefusedRecord { record: *id, why });
         }
-        admitted.sort_unstable();
-        admitted.dedup();
-        let ticket = Ticket {
-            id: log_index,
-            purpose: TicketPurpose::Read {
-                job: job.to_string(),
-            },
-            holder: actor.fingerprint,
-            records: admitted.clone(),
-            expires_at_ms: now.saturating_add(ttl_ms).min(grant.expires_at_ms),
-        };
+        let expires_at_ms = now.saturating_add(ttl_ms).min(grant.expires_at_ms);
+        let ticket = read_ticket(log_index, actor, job, admitted, expires_at_ms);
         put_ticket(batch, catalog, &ticket)?;
-        Ok((CommandResponse::ReadOpened { refused }, admitted))
+        Ok((CommandResponse::ReadOpened { refused }, ticket.records))
     }
 
     /// Opens an auditor's ticket. Audit runs need the records in the catalog; an
@@ -1240,6 +1214,28 @@ fn effects_of(
             }]
         }
         _ => Vec::new(),
+    }
+}
+
+/// A read ticket for `job` held by `actor`, opened by entry `log_index`, over
+/// `records` (sorted, each once).
+fn read_ticket(
+    log_index: u64,
+    actor: &Actor,
+    job: &str,
+    mut records: Vec<RecordId>,
+    expires_at_ms: u64,
+) -> Ticket {
+    records.sort_unstable();
+    records.dedup();
+    Ticket {
+        id: log_index,
+        purpose: TicketPurpose::Read {
+            job: job.to_string(),
+        },
+        holder: actor.fingerprint,
+        records,
+        expires_at_ms,
     }
 }
 

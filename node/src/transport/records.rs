@@ -585,7 +585,9 @@ pub async fn commit(
 }
 
 /// Opens a read ticket: zone and network checked here, the grant when the entry is
-/// applied. Answers with the ticket and the records' catalog entries.
+/// applied. Answers with the ticket and the records' catalog entries. With `each`
+/// ([`Request::OpenReadEach`]), the ticket covers the records the grant admits and
+/// the answer reports each other one by id instead of refusing the request.
 pub async fn open_read(
     ctx: &ServerContext,
     identity: &Identity,
@@ -593,6 +595,7 @@ pub async fn open_read(
     request_id: RequestId,
     job: String,
     records: Vec<RecordId>,
+    each: bool,
 ) -> Response {
     if let Err(reason) = auth::check_reader_origin(identity, remote, &ctx.config) {
         return error(ErrorKind::Forbidden, reason);
@@ -600,49 +603,30 @@ pub async fn open_read(
     if let Err(r) = check_ids(ctx, &records) {
         return r;
     }
-    let action = ClientAction::OpenRead {
-        job,
-        records: records.clone(),
-        ttl_ms: READ_TICKET_TTL_MS,
-    };
-    let log_index = match propose(ctx, identity, request_id, action).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
-    kakera_net::crash::point("ticket.applied");
-    tracing::info!(peer = %identity.name, ticket = log_index, records = records.len(), "read opened");
-    ticket_answer(ctx, log_index, &records)
-}
-
-/// Opens a read ticket for the records the grant admits, reporting the others by id:
-/// zone and network checked here, the grant when the entry is applied.
-pub async fn open_read_each(
-    ctx: &ServerContext,
-    identity: &Identity,
-    remote: IpAddr,
-    request_id: RequestId,
-    job: String,
-    records: Vec<RecordId>,
-) -> Response {
-    if let Err(reason) = auth::check_reader_origin(identity, remote, &ctx.config) {
-        return error(ErrorKind::Forbidden, reason);
-    }
-    if let Err(r) = check_ids(ctx, &records) {
-        return r;
-    }
-    let action = ClientAction::OpenReadEach {
-        job,
-        records: records.clone(),
-        ttl_ms: READ_TICKET_TTL_MS,
+    let ttl_ms = READ_TICKET_TTL_MS;
+    let action = if each {
+        ClientAction::OpenReadEach {
+            job,
+            records: records.clone(),
+            ttl_ms,
+        }
+    } else {
+        ClientAction::OpenRead {
+            job,
+            records: records.clone(),
+            ttl_ms,
+        }
     };
     let (log_index, applied) = match propose_for(ctx, identity, request_id, action).await {
         Ok(done) => done,
         Err(r) => return r,
     };
-    let CommandResponse::ReadOpened { refused } = applied else {
-        return internal("a read ticket opened without its list of refusals");
-    };
     kakera_net::crash::point("ticket.applied");
+    let refused = match applied {
+        CommandResponse::ReadOpened { refused } => refused,
+        _ if each => return internal("a read ticket opened without its list of refusals"),
+        _ => Vec::new(),
+    };
     tracing::info!(
         peer = %identity.name,
         ticket = log_index,
@@ -650,6 +634,9 @@ pub async fn open_read_each(
         refused = refused.len(),
         "read opened"
     );
+    if !each {
+        return ticket_answer(ctx, log_index, &records);
+    }
     let left_out: std::collections::BTreeSet<RecordId> = refused.iter().map(|r| r.record).collect();
     let admitted: Vec<RecordId> = records
         .into_iter()

@@ -95,101 +95,59 @@ impl LeaderContact {
     }
 }
 
-/// Live connections per identity name; a slot is given back when its guard drops.
+/// Amounts held per peer identity (certificate name) against a limit: live
+/// connections (`max_connections_per_peer`) and request bytes in flight
+/// (`max_request_bytes_per_identity`: envelopes from the moment their length is read,
+/// share bytes from the moment their request announces them, until the request is
+/// answered). A reservation that would pass the limit is refused before the work it
+/// stands for starts (issue 22: hostile input holds no memory it did not earn).
 #[derive(Default)]
-pub struct ConnectionCounts {
-    by_name: std::sync::Mutex<std::collections::HashMap<String, u32>>,
-}
-
-/// One admitted connection; dropping it frees the slot.
-pub struct ConnectionSlot<'a> {
-    counts: &'a ConnectionCounts,
-    name: String,
-}
-
-impl ConnectionCounts {
-    /// A slot for `name` if it holds fewer than `limit` connections, else `None`.
-    pub fn admit(&self, name: &str, limit: u32) -> Option<ConnectionSlot<'_>> {
-        // A poisoned lock only means another connection task panicked mid-update;
-        // the counts themselves are plain integers and stay usable.
-        let mut map = self.by_name.lock().unwrap_or_else(|p| p.into_inner());
-        let live = map.entry(name.to_string()).or_insert(0);
-        if *live >= limit {
-            return None;
-        }
-        *live += 1;
-        Some(ConnectionSlot {
-            counts: self,
-            name: name.to_string(),
-        })
-    }
-}
-
-impl Drop for ConnectionSlot<'_> {
-    fn drop(&mut self) {
-        let mut map = self
-            .counts
-            .by_name
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(live) = map.get_mut(&self.name) {
-            assert!(*live > 0, "a slot was admitted for this name");
-            *live -= 1;
-            if *live == 0 {
-                map.remove(&self.name);
-            }
-        }
-    }
-}
-
-/// Request bytes in flight per identity: envelopes from the moment their length is
-/// read, share bytes from the moment their request announces them, until the request
-/// is answered. A reservation that would pass `max_request_bytes_per_identity` is
-/// refused before a byte of the body is read (issue 22: hostile input holds no
-/// memory it did not earn).
-#[derive(Default)]
-pub struct RequestBytes {
+pub struct PerIdentity {
     by_name: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
-/// Bytes reserved for one request; dropping it gives them back.
-pub struct HeldBytes<'a> {
-    ledger: &'a RequestBytes,
+/// Live connections per identity.
+pub type ConnectionCounts = PerIdentity;
+/// Request bytes in flight per identity.
+pub type RequestBytes = PerIdentity;
+
+/// An amount held for one identity; dropping it gives it back.
+pub struct Held<'a> {
+    ledger: &'a PerIdentity,
     name: String,
-    bytes: u64,
+    amount: u64,
 }
 
-impl RequestBytes {
-    /// Reserves `bytes` for `name` if its total stays within `limit`; else returns
-    /// the bytes it already has in flight.
-    pub fn reserve(&self, name: &str, bytes: u64, limit: u64) -> Result<HeldBytes<'_>, u64> {
-        // A poisoned lock only means another request task panicked mid-update; the
-        // counts themselves are plain integers and stay usable.
+impl PerIdentity {
+    /// Holds `amount` more for `name` if its total stays within `limit`; else returns
+    /// what it already holds.
+    pub fn reserve(&self, name: &str, amount: u64, limit: u64) -> Result<Held<'_>, u64> {
+        // A poisoned lock only means another task panicked mid-update; the counts
+        // themselves are plain integers and stay usable.
         let mut map = self.by_name.lock().unwrap_or_else(|p| p.into_inner());
         let live = map.entry(name.to_string()).or_insert(0);
-        if live.saturating_add(bytes) > limit {
+        if live.saturating_add(amount) > limit {
             let held = *live;
             if held == 0 {
                 map.remove(name);
             }
             return Err(held);
         }
-        *live += bytes;
-        Ok(HeldBytes {
+        *live += amount;
+        Ok(Held {
             ledger: self,
             name: name.to_string(),
-            bytes,
+            amount,
         })
     }
 
-    /// Bytes `name` has in flight now.
-    pub fn in_flight(&self, name: &str) -> u64 {
-        let map = self.by_name.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(name).copied().unwrap_or(0)
+    /// A connection slot for `name` if it holds fewer than `limit`, else `None`.
+    pub fn admit(&self, name: &str, limit: u32) -> Option<Held<'_>> {
+        self.reserve(name, 1, u64::from(limit)).ok()
     }
 }
 
-impl Drop for HeldBytes<'_> {
+impl Drop for Held<'_> {
     fn drop(&mut self) {
         let mut map = self
             .ledger
@@ -197,11 +155,8 @@ impl Drop for HeldBytes<'_> {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if let Some(live) = map.get_mut(&self.name) {
-            assert!(
-                *live >= self.bytes,
-                "these bytes were reserved under this name"
-            );
-            *live -= self.bytes;
+            assert!(*live >= self.amount, "this amount was held under this name");
+            *live -= self.amount;
             if *live == 0 {
                 map.remove(&self.name);
             }
@@ -588,10 +543,12 @@ async fn dispatch(
             records::commit(ctx, identity, request_id, records).await
         }
         Request::OpenRead { job, records } => {
-            records::open_read(ctx, identity, incoming.remote, request_id, job, records).await
+            let remote = incoming.remote;
+            records::open_read(ctx, identity, remote, request_id, job, records, false).await
         }
         Request::OpenReadEach { job, records } => {
-            records::open_read_each(ctx, identity, incoming.remote, request_id, job, records).await
+            let remote = incoming.remote;
+            records::open_read(ctx, identity, remote, request_id, job, records, true).await
         }
         // Answered in handle_request (its answer carries share bytes).
         Request::FetchShares { .. } => error(ErrorKind::Internal, "misrouted fetch"),
