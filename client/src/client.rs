@@ -20,8 +20,8 @@ use kakera_net::{NetError, TlsFiles};
 use kakera_proto::audit::{AuditEntry, AuditQuery, ChainBreak, MAX_AUDIT_PAGE, verify_chain};
 use kakera_proto::backup::PartState;
 use kakera_proto::catalog::{
-    EraseTarget, Grant, Holder, ListFilter, MAX_BATCH_RECORDS, MAX_LIST_PAGE, MAX_RECORD_BYTES,
-    RecordEntry, RecordRefusal, RecordState, Ticket, Tombstone,
+    EraseTarget, Grant, Holder, ListFilter, MAX_BATCH_RECORDS, MAX_GRANT_PAGE, MAX_LIST_PAGE,
+    MAX_RECORD_BYTES, RecordEntry, RecordRefusal, RecordState, Ticket, Tombstone,
 };
 use kakera_proto::{
     Digest, ErrorKind, FetchedShare, Identity, RecordId, RecordMeta, Request, Response, StageItem,
@@ -1353,10 +1353,34 @@ impl Client {
         }
     }
 
-    /// Every grant (operator, auditor); a reader gets the grants naming it.
+    /// Every grant (operator, auditor); a reader gets the grants naming it. Fetched
+    /// a page at a time ([`Client::grants_page`]).
     pub async fn grants(&self) -> Result<Vec<Grant>, ClientError> {
-        match self.leader_call(Request::ListGrants).await? {
-            Response::Grants { grants } => Ok(grants),
+        let mut out = Vec::new();
+        let mut after = None;
+        // Bounded by the number of grants: every page moves `after` forward.
+        loop {
+            let (page, next) = self.grants_page(after, MAX_GRANT_PAGE).await?;
+            out.extend(page);
+            match next {
+                Some(n) => after = Some(n),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// A page of grants in job order after `after` (at most `limit`, itself at most
+    /// [`MAX_GRANT_PAGE`]), and the job to pass as `after` for the next page.
+    pub async fn grants_page(
+        &self,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<(Vec<Grant>, Option<String>), ClientError> {
+        match self
+            .leader_call(Request::ListGrantsPage { after, limit })
+            .await?
+        {
+            Response::GrantsPage { grants, next } => Ok((grants, next)),
             other => Err(unexpected(&other)),
         }
     }
@@ -1517,7 +1541,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::RepairTerm { .. } => "repair term",
         Response::Repaired { .. } => "repaired",
         Response::Listing { .. } => "listing",
-        Response::Grants { .. } => "grants",
+        Response::Grants { .. } | Response::GrantsPage { .. } => "grants",
         Response::Audit { .. } => "audit",
         Response::Erased { .. } => "erased",
         Response::Tombstones { .. } => "tombstones",

@@ -612,6 +612,8 @@ pub enum ListFilter {
 
 /// Most records one list answer carries.
 pub const MAX_LIST_PAGE: u32 = 1000;
+/// Most grants one grant-list answer carries.
+pub const MAX_GRANT_PAGE: u32 = 500;
 
 #[cfg(test)]
 mod tests {

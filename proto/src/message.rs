@@ -295,6 +295,15 @@ pub enum Request {
         /// Members' signatures over them.
         signatures: Vec<crate::committee::CommitteeSignature>,
     },
+    /// A page of grants in job order after `after` (at most `limit`, itself at most
+    /// [`crate::catalog::MAX_GRANT_PAGE`]): every grant for an operator or auditor,
+    /// the reader's own for a reader. Linearizable, at the leader.
+    ListGrantsPage {
+        /// Start after this job (`None`: from the first).
+        after: Option<String>,
+        /// Most grants in the answer.
+        limit: u32,
+    },
 }
 
 /// A masked-repair session, as the new holder runs it.
@@ -510,6 +519,7 @@ impl Request {
             Request::CreateSignedGrant { .. } => "create_signed_grant",
             Request::RevokeGrant { .. } => "revoke_grant",
             Request::ListGrants => "list_grants",
+            Request::ListGrantsPage { .. } => "list_grants_page",
             Request::Erase { .. } => "erase",
             Request::ListErased { .. } => "list_erased",
             Request::Lookup { .. } => "lookup",
@@ -542,7 +552,7 @@ impl Request {
             Request::CreateGrant { .. }
             | Request::CreateSignedGrant { .. }
             | Request::RevokeGrant { .. } => Operation::GrantChange,
-            Request::ListGrants => Operation::GrantList,
+            Request::ListGrants | Request::ListGrantsPage { .. } => Operation::GrantList,
             Request::AuditLog { .. } | Request::ListErased { .. } => Operation::AuditLog,
             Request::Erase { .. } => Operation::Erase,
             Request::Lookup { .. } => Operation::Lookup,
@@ -688,6 +698,13 @@ pub enum Response {
     BackupPart(Box<crate::backup::PartState>),
     /// Answer to [`Request::OpenReadEach`] (boxed: the largest answer).
     ReadTicketEach(Box<TicketEach>),
+    /// Answer to [`Request::ListGrantsPage`].
+    GrantsPage {
+        /// The grants.
+        grants: Vec<Grant>,
+        /// Where the next page starts (`after`), if more may follow.
+        next: Option<String>,
+    },
 }
 
 /// Answer to [`Request::OpenReadEach`]: the ticket, the admitted records' catalog

@@ -43,6 +43,8 @@ use crate::store::{CATALOG_CFS, CF_CATALOG, CF_SM_META, cf};
 
 /// Most index or audit keys one query looks at before it answers with a cursor.
 pub const MAX_SCAN_KEYS: usize = 100_000;
+/// Most grants one grant-list page looks at (a reader's page may hold fewer).
+pub const MAX_GRANT_SCAN: usize = 5_000;
 
 /// The newest audit entry's position, hash and time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -570,6 +572,37 @@ impl StateMachine {
             Ok(true)
         })?;
         Ok(out)
+    }
+
+    /// A page of grants in job order after `after`: at most `limit`, only `reader`'s
+    /// when given, looking at most [`MAX_GRANT_SCAN`] grants; and the job to start the
+    /// next page after, when more may follow.
+    pub fn grants_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        reader: Option<&str>,
+    ) -> io::Result<(Vec<Grant>, Option<String>)> {
+        let from = match after {
+            // Job names hold no NUL byte: the first key after `after`'s own.
+            Some(job) => [keys::grant(job).as_slice(), &[0]].concat(),
+            None => keys::GRANT.to_vec(),
+        };
+        let (mut out, mut last, mut seen, mut more) = (Vec::new(), None, 0usize, false);
+        self.scan_prefix(keys::GRANT, &from, |_, v| {
+            if out.len() >= limit || seen >= MAX_GRANT_SCAN {
+                more = true;
+                return Ok(false);
+            }
+            seen += 1;
+            let g: Grant = decode(v)?;
+            last = Some(g.job.clone());
+            if reader.is_none_or(|r| g.reader == r) {
+                out.push(g);
+            }
+            Ok(true)
+        })?;
+        Ok((out, if more { last } else { None }))
     }
 
     /// Every node mode the operators set (nodes not listed are active).

@@ -1567,6 +1567,57 @@ mod tests {
         }
     }
 
+    /// Grants are listed a page at a time in job order, each exactly once, a
+    /// reader's pages holding only its own; the node never answers every grant in
+    /// one message.
+    #[test]
+    fn grants_are_listed_a_page_at_a_time() -> io::Result<()> {
+        let (_dir, sm) = machine();
+        let operator = Actor {
+            name: "op".into(),
+            role: Role::Operator,
+            zone: None,
+            fingerprint: Fingerprint([1; 32]),
+        };
+        let mut batch = rocksdb::WriteBatch::default();
+        for i in 0..7 {
+            let g = Grant {
+                job: format!("job-{i}"),
+                reader: if i % 2 == 0 { "even" } else { "odd" }.into(),
+                scope: kakera_proto::catalog::GrantScope::default(),
+                expires_at_ms: 2_000_000_000_000,
+                approval: "IRB-1".into(),
+                created_at_ms: 0,
+                created_by: String::new(),
+                revoked: None,
+            };
+            assert_eq!(
+                sm.put_grant(&mut batch, &operator, 1_000, &g)?,
+                CommandResponse::Applied
+            );
+        }
+        sm.db.write(batch).map_err(io::Error::other)?;
+        let walk = |reader: Option<&str>| -> io::Result<(Vec<String>, usize)> {
+            let (mut jobs, mut pages, mut after) = (Vec::new(), 0, None::<String>);
+            loop {
+                let (page, next) = sm.grants_page(after.as_deref(), 2, reader)?;
+                assert!(page.len() <= 2);
+                pages += 1;
+                jobs.extend(page.into_iter().map(|g| g.job));
+                match next {
+                    Some(n) => after = Some(n),
+                    None => return Ok((jobs, pages)),
+                }
+            }
+        };
+        let (all, pages) = walk(None)?;
+        assert_eq!(all, (0..7).map(|i| format!("job-{i}")).collect::<Vec<_>>());
+        assert_eq!(pages, 4);
+        let (odd, _) = walk(Some("odd"))?;
+        assert_eq!(odd, ["job-1", "job-3", "job-5"]);
+        Ok(())
+    }
+
     /// Opens an erasure-check ticket at log index `id`, time `now`, lasting `ttl_ms`.
     fn open(sm: &StateMachine, id: u64, now: u64, ttl_ms: u64) -> io::Result<()> {
         let mut batch = rocksdb::WriteBatch::default();

@@ -1081,16 +1081,44 @@ pub async fn revoke_grant(
 
 /// Every grant (linearizable); a reader gets only the grants naming it.
 pub async fn list_grants(ctx: &ServerContext, identity: &Identity) -> Response {
+    // The whole list in one answer, for clients before paging: bounded, and refused
+    // past the bound rather than cut short.
+    match list_grants_page(ctx, identity, None, OLD_GRANT_LIST_MAX).await {
+        Response::GrantsPage { next: Some(_), .. } => error(
+            ErrorKind::TooLarge,
+            format!(
+                "more than {OLD_GRANT_LIST_MAX} grants: list them a page at a time (a newer \
+                 kakera client does)"
+            ),
+        ),
+        Response::GrantsPage { grants, next: None } => Response::Grants { grants },
+        other => other,
+    }
+}
+
+/// Most grants an unpaged grant list answers.
+const OLD_GRANT_LIST_MAX: u32 = 10_000;
+
+/// A page of grants (linearizable): every grant for an operator or auditor; a reader
+/// learns its own scope and nothing of other jobs' grants.
+pub async fn list_grants_page(
+    ctx: &ServerContext,
+    identity: &Identity,
+    after: Option<String>,
+    limit: u32,
+) -> Response {
     if let Err(r) = linearizable(ctx).await {
         return r;
     }
-    match ctx.state.grants() {
-        // A reader learns its own scope and nothing of other jobs' grants.
-        Ok(mut grants) if identity.role == Role::Reader => {
-            grants.retain(|g| g.reader == identity.name);
-            Response::Grants { grants }
-        }
-        Ok(grants) => Response::Grants { grants },
+    let reader = (identity.role == Role::Reader).then(|| identity.name.clone());
+    let state = ctx.state.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        state.grants_page(after.as_deref(), limit as usize, reader.as_deref())
+    })
+    .await;
+    match read {
+        Ok(Ok((grants, next))) => Response::GrantsPage { grants, next },
+        Ok(Err(e)) => internal(e),
         Err(e) => internal(e),
     }
 }

@@ -590,6 +590,10 @@ async fn dispatch(
             records::revoke_grant(ctx, identity, request_id, job, reason).await
         }
         Request::ListGrants => records::list_grants(ctx, identity).await,
+        Request::ListGrantsPage { after, limit } => {
+            let limit = limit.clamp(1, kakera_proto::catalog::MAX_GRANT_PAGE);
+            records::list_grants_page(ctx, identity, after, limit).await
+        }
         Request::AuditLog { query } => records::audit_log(ctx, query).await,
         Request::Erase { target, reason } => {
             super::erase::erase(ctx, identity, request_id, target, reason).await
