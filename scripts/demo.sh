@@ -7,8 +7,9 @@
 # share verification, a signed export of the log checked offline, an erasure check;
 # then SS-MIX2: a synthetic standard storage tree ingested (twice: nothing is stored
 # again), a patient's opt-out erased and checked on every node, and an anonymization
-# job writing a 3-anonymous CSV of lab results; last, a node stops while entries are
-# committed without it, and catches up from a streamed snapshot when it restarts.
+# job writing a 3-anonymous CSV of lab results; a gateway's certificate revoked and
+# refused by every node; last, a node stops while entries are committed without it,
+# and catches up from a streamed snapshot when it restarts.
 #
 #   scripts/demo.sh [--records N]     (default 300)
 #
@@ -23,7 +24,7 @@ RECORDS=300
 while [ $# -gt 0 ]; do
   case "$1" in
     --records) RECORDS="$2"; shift 2 ;;
-    *) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2 ;;
   esac
 done
 
@@ -122,6 +123,26 @@ signed_grant --job "demo-ssmix2-$STAMP" --reader demo-reader \
 "$KAKERA" job anonymize "${RDR[@]}" --job "demo-ssmix2-$STAMP" --kinds OML-11 --k 3 \
   --birth-band 10 --suppress --out "$DIR/anonymized-$STAMP.csv" --zone-key "$DIR/zone/zone.key"
 head -4 "$DIR/anonymized-$STAMP.csv"
+echo
+echo "== revocation: a gateway's key leaks; the CA revokes its certificate =="
+LEAK="demo-leaked-$STAMP"
+"$KAKERA" ca issue --ca-dir "$DIR/pki" --role ingest --zone dc --name "$LEAK" \
+  --out "$DIR/clients" >/dev/null
+LK=(--config "$DIR/cluster.toml" --cert "$DIR/clients/$LEAK.crt.pem"
+  --key "$DIR/clients/$LEAK.key.pem")
+if "$KAKERA" status "${LK[@]}" >/dev/null 2>&1; then
+  echo "before: $LEAK reaches every node"
+else
+  echo "before: $LEAK did not reach every node (see kakera status)"
+fi
+SINCE="$(date -u -d '-1 minute' +%Y-%m-%dT%H:%M:%SZ)"
+"$KAKERA" ca revoke --ca-dir "$DIR/pki" --name "$LEAK" --reason key-compromise "${OPS[@]}"
+if "$KAKERA" status "${LK[@]}" >/dev/null 2>&1; then
+  echo "a revoked certificate was still accepted" >&2
+  exit 1
+fi
+echo "after: every node refuses $LEAK at the handshake; the audit log names it:"
+"$KAKERA" audit log "${AUD[@]}" --since "$SINCE" | grep " revoke .*$LEAK" | tail -n 1
 echo
 echo "== node-5 stops; 20 grants are committed without it; it restarts and catches up =="
 LOG5="$DIR/logs/node-5.log"

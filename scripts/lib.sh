@@ -29,3 +29,30 @@ ensure_rust_components() {
     rustup component list --installed 2>/dev/null | grep "^$c" >/dev/null || rustup component add "$c"
   done
 }
+
+# The shared target dir grows with every incremental build (it once filled the disk
+# and every test cluster failed to open RocksDB). Below `min_gb` free on its
+# filesystem, drop incremental caches and test binaries older than the newest of each
+# name: the next build is slower, never wrong.
+ensure_target_space() {
+  local min_gb="${1:-20}" free_gb
+  mkdir -p "$CARGO_TARGET_DIR"
+  free_gb=$(df -Pk "$CARGO_TARGET_DIR" | awk 'NR==2 {print int($4 / 1048576)}')
+  [ "$free_gb" -ge "$min_gb" ] && return 0
+  echo "only ${free_gb} GB free under $CARGO_TARGET_DIR: removing incremental caches and stale test binaries" >&2
+  rm -rf "$CARGO_TARGET_DIR"/debug/incremental "$CARGO_TARGET_DIR"/release/incremental
+  local deps seen name f
+  for deps in "$CARGO_TARGET_DIR"/debug/deps "$CARGO_TARGET_DIR"/release/deps; do
+    [ -d "$deps" ] || continue
+    declare -A seen=()
+    # Newest first; an executable is named `<crate>-<16 hex>` with no extension.
+    while IFS= read -r f; do
+      [[ "$f" =~ ^(.+)-[0-9a-f]{16}$ ]] || continue
+      name="${BASH_REMATCH[1]}"
+      if [ -n "${seen[$name]:-}" ]; then rm -f "$deps/$f"; else seen[$name]=1; fi
+    done < <(ls -t "$deps")
+    unset seen
+  done
+  free_gb=$(df -Pk "$CARGO_TARGET_DIR" | awk 'NR==2 {print int($4 / 1048576)}')
+  echo "now ${free_gb} GB free" >&2
+}

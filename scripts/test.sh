@@ -8,6 +8,7 @@ cd "$(kakera_root)"
 ensure_rust_components
 # RocksDB (librocksdb-sys) runs bindgen, which needs libclang; its C++ needs g++.
 ensure_debs libclang-dev g++
+ensure_target_space 20
 cargo test --workspace --locked "$@"
 # The benchmark's replication baseline (plain copies, no secrecy) is compiled only
 # with the bench-baseline feature, which no default build has: its test runs once

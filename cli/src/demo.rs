@@ -342,6 +342,14 @@ pub fn describe(e: &AuditEntry) -> String {
         {
             format!(" signed-by={}", signers.join(","))
         }
+        kakera_proto::audit::AuditAction::Revoke {
+            crl_number,
+            holders,
+            ..
+        } => {
+            let names: Vec<String> = holders.iter().map(|(n, s)| format!("{n}:{s}")).collect();
+            format!(" crl={crl_number} holders={}", names.join(","))
+        }
         _ => String::new(),
     };
     format!(

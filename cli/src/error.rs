@@ -82,7 +82,7 @@ impl CliError {
             | ClientError::Invalid(_)
             | ClientError::Proto(ProtoError::Invalid { .. })
             | ClientError::Read { .. }
-            | ClientError::Net(NetError::Refused { .. }) => 1,
+            | ClientError::Net(NetError::Refused { .. } | NetError::CertificateRefused { .. }) => 1,
             _ => 3,
         };
         match self {

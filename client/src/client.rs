@@ -1353,6 +1353,25 @@ impl Client {
         }
     }
 
+    /// Records a certificate revocation list the cluster CA signed (operator):
+    /// every node refuses the certificates it lists at the handshake and closes
+    /// their connections, and the cluster refuses every command of the
+    /// `certificates` given (DER, each listed in the CRL) from this entry on.
+    /// Returns the log index that recorded it.
+    pub async fn revoke_certificates(
+        &self,
+        crl: Vec<u8>,
+        certificates: Vec<Vec<u8>>,
+    ) -> Result<u64, ClientError> {
+        match self
+            .leader_call(Request::Revoke { crl, certificates })
+            .await?
+        {
+            Response::Committed { log_index } => Ok(log_index),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Every grant (operator, auditor); a reader gets the grants naming it. Fetched
     /// a page at a time ([`Client::grants_page`]).
     pub async fn grants(&self) -> Result<Vec<Grant>, ClientError> {

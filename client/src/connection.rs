@@ -26,7 +26,11 @@ impl Connection {
     /// Loads the holder's certificate and key and prepares a peer per node. Must run
     /// inside a tokio runtime. Nothing is sent until the first request.
     pub fn open(config: ClusterConfig, tls: &TlsFiles) -> Result<Connection, ClientError> {
-        let material = TlsMaterial::load(tls)?;
+        let mut material = TlsMaterial::load(tls)?;
+        // A node whose certificate the CA revoked is refused at the handshake.
+        if let Some(path) = &config.ca_crl {
+            material.set_crls(kakera_net::read_crls(path)?);
+        }
         let identity = Identity::from_cert_der(material.leaf()).map_err(|e| {
             ClientError::Invalid(format!(
                 "{} is not a kakera certificate: {e}",

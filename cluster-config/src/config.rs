@@ -4,6 +4,7 @@
 //! ```toml
 //! cluster_id = "kakera-dev"
 //! ca_cert = "pki/ca.pem"                 # relative to this file
+//! ca_crl = "pki/crl.pem"                 # optional: revocation lists clients apply
 //! zone_public_key = "<64 hex digits>"    # optional until `kakera zone keygen`
 //! racks = ["rack-a", "rack-b", "rack-c"]
 //!
@@ -343,6 +344,9 @@ pub struct ClusterConfig {
     pub cluster_id: String,
     /// The cluster CA certificate (PEM).
     pub ca_cert: PathBuf,
+    /// Revocation lists (PEM) the CA issued (`kakera ca revoke` writes them): clients
+    /// refuse a node they list; nodes apply them with the ones the catalog holds.
+    pub ca_crl: Option<PathBuf>,
     /// The HSZ's X25519 public key, which ingest clients seal records to.
     pub zone_public_key: Option<[u8; 32]>,
     /// Declared racks, in file order.
@@ -431,6 +435,9 @@ impl ClusterConfig {
         let mut config = ClusterConfig::parse(&text)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.ca_cert = base.join(&config.ca_cert);
+        if let Some(crl) = &mut config.ca_crl {
+            *crl = base.join(&*crl);
+        }
         for node in &mut config.nodes {
             node.data_dir = base.join(&node.data_dir);
         }
@@ -514,6 +521,8 @@ fn line_of(text: &str, offset: usize) -> usize {
 struct RawConfig {
     cluster_id: Spanned<String>,
     ca_cert: Spanned<String>,
+    #[serde(default)]
+    ca_crl: Option<Spanned<String>>,
     #[serde(default)]
     zone_public_key: Option<Spanned<String>>,
     racks: Spanned<Vec<Spanned<String>>>,
@@ -1134,6 +1143,7 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
     Ok(ClusterConfig {
         cluster_id: raw.cluster_id.into_inner(),
         ca_cert: PathBuf::from(raw.ca_cert.into_inner()),
+        ca_crl: raw.ca_crl.map(|c| PathBuf::from(c.into_inner())),
         zone_public_key,
         racks,
         zones,

@@ -25,6 +25,18 @@ pub enum NetError {
         /// What happened.
         reason: String,
     },
+    /// A certificate was refused: this holder's by the node (revoked, expired, not
+    /// from the cluster CA) or the node's here (revoked, not from the cluster CA).
+    /// Asking again with the same certificates cannot succeed.
+    #[error(
+        "peer {peer}: {reason}; if this holder's certificate was revoked or expired, ask the operators for a new one"
+    )]
+    CertificateRefused {
+        /// The peer's name and address.
+        peer: String,
+        /// What happened.
+        reason: String,
+    },
     /// A request timed out.
     #[error("peer {peer} did not answer within {timeout_ms} ms")]
     Timeout {

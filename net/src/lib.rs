@@ -14,5 +14,8 @@ pub mod tls;
 pub mod verify;
 
 pub use error::NetError;
-pub use peer::{Peer, SharedClientConfig, StreamPacing, client_endpoint, fresh_request_id};
-pub use tls::{ALPN, QuicLimits, TlsFiles, TlsMaterial, provider};
+pub use peer::{
+    CLOSE_CERTIFICATE_EXPIRED, CLOSE_CERTIFICATE_REVOKED, Peer, SharedClientConfig, StreamPacing,
+    client_endpoint, fresh_request_id,
+};
+pub use tls::{ALPN, QuicLimits, TlsFiles, TlsMaterial, provider, read_crls};

@@ -63,6 +63,38 @@ pub struct StreamPacing {
     pub answer_bytes_per_ms: u64,
 }
 
+/// QUIC application close code: the peer's certificate expired while connected.
+pub const CLOSE_CERTIFICATE_EXPIRED: u32 = 3;
+/// QUIC application close code: the peer's certificate was revoked.
+pub const CLOSE_CERTIFICATE_REVOKED: u32 = 4;
+
+/// Why a connection ended, when a certificate was refused: the node closed it
+/// because the holder's certificate expired or was revoked, or a TLS alert ended it
+/// (a handshake that refused a certificate: ours by the node, or the node's by us).
+/// Asking again with the same certificate cannot succeed.
+fn certificate_refusal(e: &quinn::ConnectionError) -> Option<String> {
+    // QUIC carries a TLS alert as a CRYPTO_ERROR, codes 0x100 to 0x1ff.
+    let tls_alert = |code: u64| (0x100..=0x1ff).contains(&code);
+    match e {
+        quinn::ConnectionError::ApplicationClosed(c)
+            if c.error_code == CLOSE_CERTIFICATE_REVOKED.into()
+                || c.error_code == CLOSE_CERTIFICATE_EXPIRED.into() =>
+        {
+            Some(format!(
+                "the node closed the connection: {}",
+                String::from_utf8_lossy(&c.reason)
+            ))
+        }
+        quinn::ConnectionError::ConnectionClosed(c) if tls_alert(u64::from(c.error_code)) => {
+            Some(format!("the node refused this holder's certificate ({c})"))
+        }
+        quinn::ConnectionError::TransportError(t) if tls_alert(u64::from(t.code)) => {
+            Some(format!("the node's certificate was refused here ({t})"))
+        }
+        _ => None,
+    }
+}
+
 /// A client config that a holder can replace while peers use it (a node's renewed
 /// certificate): each new connection reads the current one.
 pub type SharedClientConfig = Arc<std::sync::RwLock<quinn::ClientConfig>>;
@@ -119,10 +151,23 @@ impl Peer {
         }
     }
 
+    /// A connection error: [`NetError::CertificateRefused`] when it says a
+    /// certificate was refused, else [`NetError::Peer`].
+    fn conn_err(&self, e: &quinn::ConnectionError) -> NetError {
+        match certificate_refusal(e) {
+            Some(reason) => NetError::CertificateRefused {
+                peer: format!("{} ({})", self.server_name, self.addr),
+                reason,
+            },
+            None => self.err(e),
+        }
+    }
+
     /// A stream failure on `conn`: the node's own words if it closed the connection
     /// (a limit, a refused identity), else [`Peer::transport_err`].
     fn failure(&self, conn: &quinn::Connection, e: kakera_proto::ProtoError) -> NetError {
         match conn.close_reason() {
+            Some(closed) if certificate_refusal(&closed).is_some() => self.conn_err(&closed),
             Some(quinn::ConnectionError::ApplicationClosed(close)) if !close.reason.is_empty() => {
                 self.err(format!(
                     "the node closed the connection: {}",
@@ -157,9 +202,37 @@ impl Peer {
         let conn = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), connecting)
             .await
             .map_err(|_| self.err(format!("no handshake within {CONNECT_TIMEOUT_MS} ms")))?
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.conn_err(&e))?;
         *guard = Some(conn.clone());
         Ok((conn, true))
+    }
+
+    /// Closes the open connection, if any, when the certificate the peer presented
+    /// on it is one `revoked` names; a later request connects anew (and the
+    /// handshake refuses a revoked certificate). Returns whether it closed one.
+    pub async fn close_if(
+        &self,
+        revoked: impl Fn(&[u8]) -> bool,
+        code: u32,
+        reason: &[u8],
+    ) -> bool {
+        let mut guard = self.conn.lock().await;
+        let Some(conn) = guard.as_ref() else {
+            return false;
+        };
+        let presented = conn.peer_identity().and_then(|any| {
+            any.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
+                .ok()
+        });
+        let hit = presented
+            .as_ref()
+            .and_then(|certs| certs.first())
+            .is_some_and(|leaf| revoked(leaf));
+        if hit {
+            conn.close(code.into(), reason);
+            *guard = None;
+        }
+        hit
     }
 
     async fn forget(&self) {
@@ -214,7 +287,7 @@ impl Peer {
         trailer: &[u8],
         reply_limit_bytes: u64,
     ) -> Result<(Response, Vec<u8>), NetError> {
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| self.err(e))?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| self.conn_err(&e))?;
         // TLS 1.3: a client whose certificate the server rejects learns it on its
         // first request, while writing or while reading the answer. A peer that
         // refuses the request at once (busy) answers without reading it and stops

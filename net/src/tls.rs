@@ -9,7 +9,7 @@ use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 use crate::error::NetError;
 
@@ -51,8 +51,20 @@ pub struct TlsFiles {
 /// Loaded TLS material.
 pub struct TlsMaterial {
     roots: Arc<RootCertStore>,
+    cas: Vec<CertificateDer<'static>>,
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    /// Revocation lists both verifiers apply (none: nothing revoked).
+    crls: Vec<CertificateRevocationListDer<'static>>,
+}
+
+/// Every CRL in a PEM file (`-----BEGIN X509 CRL-----` blocks); an empty file is an
+/// empty list.
+pub fn read_crls(path: &Path) -> Result<Vec<Vec<u8>>, NetError> {
+    CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(|e| tls_err(path, e))?
+        .map(|c| c.map(|c| c.to_vec()).map_err(|e| tls_err(path, e)))
+        .collect()
 }
 
 fn tls_err(path: &Path, reason: impl std::fmt::Display) -> NetError {
@@ -83,16 +95,35 @@ impl TlsMaterial {
     /// Reads the CA, certificate chain and key.
     pub fn load(files: &TlsFiles) -> Result<TlsMaterial, NetError> {
         let mut roots = RootCertStore::empty();
-        for ca in read_certs(&files.ca)? {
-            roots.add(ca).map_err(|e| tls_err(&files.ca, e))?;
+        let cas = read_certs(&files.ca)?;
+        for ca in &cas {
+            roots.add(ca.clone()).map_err(|e| tls_err(&files.ca, e))?;
         }
         let chain = read_certs(&files.cert)?;
         let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| tls_err(&files.key, e))?;
         Ok(TlsMaterial {
             roots: Arc::new(roots),
+            cas,
             chain,
             key,
+            crls: Vec::new(),
         })
+    }
+
+    /// The trusted CA certificates (DER), in file order.
+    pub fn ca_certs(&self) -> &[CertificateDer<'static>] {
+        &self.cas
+    }
+
+    /// Makes both verifiers refuse every certificate these CRLs (DER) list, from the
+    /// next config built. A certificate of a CA no CRL covers is still accepted
+    /// (during a CA rotation one CA may have no CRL yet); a CRL past its next-update
+    /// time still counts (an old list is better than none).
+    pub fn set_crls(&mut self, crls: Vec<Vec<u8>>) {
+        self.crls = crls
+            .into_iter()
+            .map(CertificateRevocationListDer::from)
+            .collect();
     }
 
     /// The leaf certificate of this holder.
@@ -103,7 +134,15 @@ impl TlsMaterial {
     /// A QUIC server config that requires a client certificate the cluster CA issued
     /// directly (see [`crate::verify`]).
     pub fn server_config(&self, limits: QuicLimits) -> Result<quinn::ServerConfig, NetError> {
-        let webpki = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
+        let mut builder =
+            WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider());
+        if !self.crls.is_empty() {
+            builder = builder
+                .with_crls(self.crls.iter().cloned())
+                .only_check_end_entity_revocation()
+                .allow_unknown_revocation_status();
+        }
+        let webpki = builder
             .build()
             .map_err(|e| NetError::Setup(format!("client verifier: {e}")))?;
         let verifier = Arc::new(crate::verify::DirectClientVerifier(webpki));
@@ -163,12 +202,19 @@ impl TlsMaterial {
     /// A QUIC client config that presents this holder's certificate and trusts only
     /// certificates the cluster CA issued directly (see [`crate::verify`]).
     pub fn client_config(&self, limits: QuicLimits) -> Result<quinn::ClientConfig, NetError> {
-        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        let mut builder = rustls::client::WebPkiServerVerifier::builder_with_provider(
             self.roots.clone(),
             provider(),
-        )
-        .build()
-        .map_err(|e| NetError::Setup(format!("server verifier: {e}")))?;
+        );
+        if !self.crls.is_empty() {
+            builder = builder
+                .with_crls(self.crls.iter().cloned())
+                .only_check_end_entity_revocation()
+                .allow_unknown_revocation_status();
+        }
+        let webpki = builder
+            .build()
+            .map_err(|e| NetError::Setup(format!("server verifier: {e}")))?;
         let mut tls = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| NetError::Setup(e.to_string()))?

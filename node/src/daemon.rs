@@ -160,11 +160,13 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         );
     let purge = crate::erasure::PurgeSignal::default();
     let backup_signal = Arc::new(tokio::sync::Notify::new());
+    let trust = Arc::new(crate::trust::Trust::default());
     let effects = Arc::new(crate::effects::NodeEffects::new(
         db.clone(),
         data_dir.clone(),
         purge.clone(),
         backup_signal.clone(),
+        trust.clone(),
     ));
     let parts = start_raft(
         raft_id,
@@ -177,6 +179,26 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
     )
     .await?;
     let raft = parts.raft.clone();
+    // Revoked certificates are refused from the first handshake on: the CRLs the
+    // catalog holds are applied before the node serves.
+    let mut keeper = crate::trust::Keeper {
+        trust: trust.clone(),
+        state: parts.state.clone(),
+        files: opts.tls.clone(),
+        crl_file: config.ca_crl.clone(),
+        name: node.name.clone(),
+        limits,
+        endpoint: endpoint.clone(),
+        client_config: client_config.clone(),
+        peers: peers.clone(),
+        material: tls,
+    };
+    if let Err(e) = keeper.apply().await {
+        return Err(NodeError::Listen {
+            addr: bind,
+            reason: format!("the revocation lists could not be applied: {e}"),
+        });
+    }
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let backups = Arc::new(crate::backup::BackupBoard::default());
@@ -196,6 +218,7 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         metrics: crate::metrics::Metrics::new(),
         backups: backups.clone(),
         leader_contact: Default::default(),
+        trust,
     });
     let mut tasks = vec![tokio::spawn(serve(
         endpoint.clone(),
@@ -218,14 +241,7 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         }
         .run(shutdown_rx.clone()),
     ));
-    tasks.push(tokio::spawn(reload_tls(
-        endpoint.clone(),
-        client_config.clone(),
-        opts.tls.clone(),
-        node.name.clone(),
-        limits,
-        shutdown_rx.clone(),
-    )));
+    tasks.push(tokio::spawn(keeper.run(shutdown_rx.clone())));
     tasks.push(tokio::spawn(watch_health(ctx.clone(), shutdown_rx.clone())));
     tasks.push(tokio::spawn(
         Repairer::new(ctx.clone()).run(shutdown_rx.clone()),
@@ -309,81 +325,6 @@ fn member_id(db: &rocksdb::DB, node_id: u64) -> Result<u64, NodeError> {
 
 /// Most staged shares deleted per collector step.
 const STAGED_GC_BATCH: usize = 1024;
-
-/// How often a node looks for a renewed certificate, key or CA file.
-pub const TLS_RELOAD_EVERY_MS: u64 = 1_000;
-
-/// BLAKE3 over the certificate, key and CA files as they are now (`None` if one is
-/// missing or unreadable).
-fn tls_files_digest(files: &TlsFiles) -> Option<[u8; 32]> {
-    let mut h = blake3::Hasher::new();
-    for path in [&files.cert, &files.key, &files.ca] {
-        let bytes = zeroize::Zeroizing::new(std::fs::read(path).ok()?);
-        h.update(&(bytes.len() as u64).to_be_bytes());
-        h.update(&bytes);
-    }
-    Some(*h.finalize().as_bytes())
-}
-
-/// Rotation without a restart (issue 22): when the node's certificate, key or CA file
-/// changes on disk and stays the same for one more look (a write has finished), the
-/// node loads them and serves new connections, and makes new outbound ones, with
-/// them; connections already open keep the identity they were made with (and close
-/// when a peer's certificate expires). A file set that does not load, or a
-/// certificate that is not this node's, is refused with a warning and the current
-/// one stays.
-async fn reload_tls(
-    endpoint: quinn::Endpoint,
-    client_config: kakera_net::SharedClientConfig,
-    files: TlsFiles,
-    name: String,
-    limits: QuicLimits,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut in_use = tls_files_digest(&files);
-    let mut last_seen = in_use;
-    let mut tick = tokio::time::interval(Duration::from_millis(TLS_RELOAD_EVERY_MS));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        let now = tls_files_digest(&files);
-        let settled = now.is_some() && now == last_seen && now != in_use;
-        last_seen = now;
-        if !settled {
-            continue;
-        }
-        in_use = now;
-        let loaded = TlsMaterial::load(&files)
-            .map_err(|e| e.to_string())
-            .and_then(|tls| {
-                let id = kakera_proto::Identity::from_cert_der(tls.leaf()).map_err(|e| e.to_string())?;
-                if id.role != kakera_proto::Role::Node || id.name != name {
-                    return Err(format!(
-                        "the new certificate is '{}' with role '{}', not this node ('{name}', node)",
-                        id.name, id.role
-                    ));
-                }
-                let server = tls.server_config(limits).map_err(|e| e.to_string())?;
-                let client = tls.client_config(limits).map_err(|e| e.to_string())?;
-                Ok((server, client))
-            });
-        match loaded {
-            Ok((server, client)) => {
-                endpoint.set_server_config(Some(server));
-                // A poisoned lock only means a reader panicked; replace the value.
-                *client_config.write().unwrap_or_else(|p| p.into_inner()) = client;
-                tracing::info!(
-                    "certificate, key or CA reloaded from disk; new connections use them"
-                );
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "a changed certificate, key or CA file could not be used; the current one stays")
-            }
-        }
-    }
-}
 
 /// Deletes staged shares that no commit claimed within the config's
 /// `[staging] ttl_ms`, looking every `collect_every_ms`, and only while this node

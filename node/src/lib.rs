@@ -15,6 +15,7 @@ pub mod repair;
 pub mod shares;
 pub mod store;
 pub mod transport;
+pub mod trust;
 pub mod usage;
 
 pub use error::NodeError;

@@ -64,7 +64,7 @@ fn imports(text: &str) -> BTreeSet<String> {
 
 /// module -> the modules it imports (itself left out).
 fn graph() -> BTreeMap<String, BTreeSet<String>> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let src = manifest_dir().join("src");
     let mut files = Vec::new();
     sources(&src, &mut files);
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -153,4 +153,12 @@ fn imports_are_read_from_code_only() {
         find_loop(&g, "a", &mut Vec::new(), &mut BTreeSet::new()),
         Some(vec!["a".to_string(), "b".to_string(), "a".to_string()])
     );
+}
+
+/// This package's directory: cargo's run-time variable first, so a test binary built
+/// from another clone sharing the target dir still reads this clone's files.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
 }

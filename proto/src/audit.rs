@@ -138,6 +138,17 @@ pub enum AuditAction {
         /// The members.
         members: Vec<String>,
     },
+    /// A certificate revocation list was recorded: its certificates are refused.
+    Revoke {
+        /// The issuing CA's name.
+        issuer: String,
+        /// The CRL number (hex).
+        crl_number: String,
+        /// Every serial (hex) the CRL revokes, with its reason if it gives one.
+        serials: Vec<(String, Option<String>)>,
+        /// The holders of the revoked certificates given with it (name, serial hex).
+        holders: Vec<(String, String)>,
+    },
 }
 
 impl AuditAction {
@@ -161,6 +172,7 @@ impl AuditAction {
                 "grant-create"
             }
             AuditAction::Committee { .. } => "committee",
+            AuditAction::Revoke { .. } => "revoke",
             AuditAction::RevokeGrant { .. } => "grant-revoke",
             AuditAction::Erase { .. } => "erase",
         }

@@ -42,6 +42,9 @@ pub fn is_allowed(role: Role, op: Operation) -> bool {
         Operation::Lookup => matches!(role, Role::Ingest | Role::Operator | Role::Auditor),
         // Backups are the operators' (nodes write them under the config's root).
         Operation::Backup => role == Role::Operator,
+        // Revocation lists are the CA's (the node checks the CA's signature); an
+        // operator brings them to the cluster.
+        Operation::Revoke => role == Role::Operator,
     }
 }
 
@@ -202,6 +205,8 @@ mod tests {
             (Role::Node | Role::Reader, Operation::Lookup) => false,
             (Role::Operator, Operation::Backup) => true,
             (Role::Node | Role::Ingest | Role::Reader | Role::Auditor, Operation::Backup) => false,
+            (Role::Operator, Operation::Revoke) => true,
+            (Role::Node | Role::Ingest | Role::Reader | Role::Auditor, Operation::Revoke) => false,
         };
         for role in Role::ALL {
             for op in Operation::ALL {

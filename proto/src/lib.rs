@@ -27,6 +27,7 @@ pub mod ids;
 pub mod message;
 pub mod record;
 pub mod replica;
+pub mod revocation;
 
 pub use error::{ProtoError, Result};
 pub use identity::{Fingerprint, Identity, Role};

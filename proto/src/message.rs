@@ -304,6 +304,17 @@ pub enum Request {
         /// Most grants in the answer.
         limit: u32,
     },
+    /// Record a certificate revocation list the cluster CA signed (operator; at the
+    /// leader): every node refuses the certificates it lists at the handshake and
+    /// closes their connections; commands of the `certificates` given here are
+    /// refused by the state machine from this entry on. Answered with
+    /// [`Response::Committed`] once the leader refuses them.
+    Revoke {
+        /// The CRL (DER), at most [`crate::revocation::MAX_CRL_BYTES`].
+        crl: Vec<u8>,
+        /// Revoked certificates (DER) the CRL lists, when the operator has them.
+        certificates: Vec<Vec<u8>>,
+    },
 }
 
 /// A masked-repair session, as the new holder runs it.
@@ -437,11 +448,13 @@ pub enum Operation {
     Lookup,
     /// [`Request::Backup`], [`Request::BackupStatus`].
     Backup,
+    /// [`Request::Revoke`].
+    Revoke,
 }
 
 impl Operation {
     /// Every operation, for exhaustive authorization tests.
-    pub const ALL: [Operation; 18] = [
+    pub const ALL: [Operation; 19] = [
         Operation::Ping,
         Operation::Status,
         Operation::Raft,
@@ -460,6 +473,7 @@ impl Operation {
         Operation::Erase,
         Operation::Lookup,
         Operation::Backup,
+        Operation::Revoke,
     ];
 
     /// A short name for logs and metrics.
@@ -483,6 +497,7 @@ impl Operation {
             Operation::Erase => "erase",
             Operation::Lookup => "lookup",
             Operation::Backup => "backup",
+            Operation::Revoke => "revoke",
         }
     }
 }
@@ -520,6 +535,7 @@ impl Request {
             Request::RevokeGrant { .. } => "revoke_grant",
             Request::ListGrants => "list_grants",
             Request::ListGrantsPage { .. } => "list_grants_page",
+            Request::Revoke { .. } => "revoke",
             Request::Erase { .. } => "erase",
             Request::ListErased { .. } => "list_erased",
             Request::Lookup { .. } => "lookup",
@@ -563,6 +579,7 @@ impl Request {
             | Request::RepairPrepare { .. }
             | Request::RepairPad { .. }
             | Request::RepairContribute { .. } => Operation::Repair,
+            Request::Revoke { .. } => Operation::Revoke,
         }
     }
 }

@@ -17,6 +17,8 @@
 //! | `tomb/<id 16>` | [`Tombstone`]: an erased record (nothing else of it remains) | `catalog` |
 //! | `tidx/s/<subject 32><id 16>` | empty: records erased by the subject's opt-out | `catalog_index` |
 //! | `optout/<subject 32>` | [`OptOut`]: the subject's records are refused | `catalog` |
+//! | `crl/<issuer 32>` | a CRL (DER bytes) of one CA, the newest recorded | `catalog` |
+//! | `revoked/<fingerprint 32>` | [`super::state_machine::RevokedHolder`] | `catalog` |
 //!
 //! The family is a function of the key's prefix alone ([`family_of`]), so the
 //! catalog is still one sorted key space: a walk over all of it merges the four
@@ -83,6 +85,20 @@ pub mod keys {
     pub const TOMB: &[u8] = b"tomb/";
     /// Prefix of opt-outs.
     pub const OPTOUT: &[u8] = b"optout/";
+
+    /// Prefix of certificate revocation lists, one per issuing CA.
+    pub const CRL: &[u8] = b"crl/";
+    /// Prefix of certificates revoked with their bytes.
+    pub const REVOKED: &[u8] = b"revoked/";
+
+    /// The CRL of one CA.
+    pub fn crl(issuer: &kakera_proto::revocation::IssuerKey) -> Vec<u8> {
+        cat(&[CRL, &issuer.0])
+    }
+    /// A certificate revoked with its bytes.
+    pub fn revoked(fingerprint: &kakera_proto::Fingerprint) -> Vec<u8> {
+        cat(&[REVOKED, &fingerprint.0])
+    }
 
     fn cat(parts: &[&[u8]]) -> Vec<u8> {
         parts.concat()
@@ -603,6 +619,17 @@ impl StateMachine {
             Ok(true)
         })?;
         Ok((out, if more { last } else { None }))
+    }
+
+    /// Every CRL the cluster holds (DER), one per issuing CA (at most
+    /// [`kakera_proto::revocation::MAX_CRL_ISSUERS`]).
+    pub fn revocation_lists(&self) -> io::Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        self.scan_prefix(keys::CRL, keys::CRL, |_, v| {
+            out.push(decode(v)?);
+            Ok(true)
+        })?;
+        Ok(out)
     }
 
     /// Every node mode the operators set (nodes not listed are active).

@@ -154,6 +154,16 @@ pub enum ClientAction {
         /// The members' signatures over its terms.
         signatures: Vec<kakera_proto::committee::CommitteeSignature>,
     },
+    /// Record a CRL (operator; its CA signature checked by the proposing leader):
+    /// it replaces the CRL of its issuer if it goes forward
+    /// ([`kakera_proto::revocation::check_succession`]), and the `certificates`
+    /// (each listed in it) are refused by this state machine from now on.
+    Revoke {
+        /// The CRL (DER).
+        crl: Vec<u8>,
+        /// Revoked certificates (DER) the CRL lists.
+        certificates: Vec<Vec<u8>>,
+    },
 }
 
 /// Longest actor (certificate) name a command carries.
@@ -266,6 +276,20 @@ impl ClientAction {
             ClientAction::Backup { dir, .. } => (dir.len() > MAX_BACKUP_DIR_BYTES).then(|| {
                 format!("backup directory names are at most {MAX_BACKUP_DIR_BYTES} bytes")
             }),
+            ClientAction::Revoke { crl, certificates } => {
+                use kakera_proto::revocation::{
+                    MAX_CERT_BYTES, MAX_CRL_BYTES, MAX_REVOKED_CERTS_PER_REQUEST,
+                };
+                (crl.len() > MAX_CRL_BYTES
+                    || certificates.len() > MAX_REVOKED_CERTS_PER_REQUEST
+                    || certificates.iter().any(|c| c.len() > MAX_CERT_BYTES))
+                .then(|| {
+                    format!(
+                        "a CRL of at most {MAX_CRL_BYTES} bytes and at most \
+                         {MAX_REVOKED_CERTS_PER_REQUEST} certificates of {MAX_CERT_BYTES} bytes"
+                    )
+                })
+            }
         }
     }
 }
@@ -322,6 +346,9 @@ impl fmt::Display for Command {
                         EraseTarget::Subject(_) => "Erase(subject)".to_string(),
                     },
                     ClientAction::Backup { backup, dir } => format!("Backup({backup}, {dir})"),
+                    ClientAction::Revoke { certificates, .. } => {
+                        format!("Revoke({} certificates)", certificates.len())
+                    }
                 };
                 write!(f, "{what} by {}", actor.name)
             }

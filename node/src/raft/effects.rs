@@ -27,6 +27,9 @@ pub enum Effect {
     /// The catalog was replaced by a snapshot: committed shares must be swept
     /// against the new tombstones (records erased in entries never applied here).
     SweepAfterInstall,
+    /// A certificate revocation list was recorded: refuse what it lists at the next
+    /// handshake and close the connections it names.
+    RevocationsChanged,
 }
 
 /// Performs [`Effect`]s. Called on the apply path, in entry order, after the entry's

@@ -255,7 +255,9 @@ impl QuicConnection {
 
 fn net_error(e: NetError) -> RPCError<TypeConfig> {
     match e {
-        NetError::Peer { .. } => unreachable(e),
+        // A revoked or expired certificate, ours or the peer's: back off as from a
+        // node that is down rather than retry at once.
+        NetError::Peer { .. } | NetError::CertificateRefused { .. } => unreachable(e),
         NetError::Refused { kind, message, .. } => network(format!("{kind:?}: {message}")),
         other => network(other),
     }

@@ -67,6 +67,17 @@ pub struct StateMachine {
     snapshot_chunk_bytes: usize,
 }
 
+/// A certificate revoked with its bytes: the state machine refuses its commands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedHolder {
+    /// Its serial (hex).
+    pub serial: String,
+    /// When (leader time, Unix ms).
+    pub at_ms: u64,
+    /// The log entry that revoked it.
+    pub log_index: u64,
+}
+
 /// The cluster identity the group was bootstrapped with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterRecord {
@@ -340,8 +351,26 @@ impl StateMachine {
             } => {
                 // The entry's time: never before the head's (see append_audit).
                 let now = (*at_ms).max(head.at_ms);
-                let (r, audit_action, job, records) =
-                    self.apply_client(batch, log_index, actor, now, action)?;
+                let (r, audit_action, job, records) = match self.revoked_holder(actor)? {
+                    None => self.apply_client(batch, log_index, actor, now, action)?,
+                    // A revoked certificate's commands change nothing from the entry
+                    // that revoked it on, whatever was in flight (issue 22): the
+                    // action is worked out on a batch that is thrown away, for what
+                    // its audit entry names.
+                    Some(revoked) => {
+                        let mut scratch = rocksdb::WriteBatch::default();
+                        let (_, audit_action, job, records) =
+                            self.apply_client(&mut scratch, log_index, actor, now, action)?;
+                        let r = CommandResponse::Forbidden {
+                            reason: format!(
+                                "the certificate of '{}' (serial {}) was revoked at log \
+                                 index {}; it can do nothing more",
+                                actor.name, revoked.serial, revoked.log_index
+                            ),
+                        };
+                        (r, audit_action, job, records)
+                    }
+                };
                 let a = AuditEntry {
                     seq: 0,
                     prev: [0; 32],
@@ -645,6 +674,11 @@ impl StateMachine {
                 };
                 (r, action, None, Vec::new())
             }
+            ClientAction::Revoke { crl, certificates } => {
+                let (r, action) =
+                    self.record_revocation(batch, log_index, actor, now, crl, certificates)?;
+                (r, action, None, Vec::new())
+            }
             ClientAction::RevokeGrant { job, reason } => {
                 let action = AuditAction::RevokeGrant {
                     reason: reason.clone(),
@@ -926,6 +960,124 @@ impl StateMachine {
         }
     }
 
+    /// Records a CRL (see [`ClientAction::Revoke`]): the response and the audit
+    /// action. Deterministic: the CA's signature was checked by the proposing leader;
+    /// here only what every node decides alike (parsing, succession, that each given
+    /// certificate is listed).
+    fn record_revocation(
+        &self,
+        batch: &mut rocksdb::WriteBatch,
+        log_index: u64,
+        actor: &Actor,
+        now: u64,
+        crl: &[u8],
+        certificates: &[Vec<u8>],
+    ) -> io::Result<(CommandResponse, AuditAction)> {
+        use kakera_proto::revocation::{self as rev, MAX_CRL_ISSUERS};
+        let refused =
+            |reason: String, action: AuditAction| Ok((CommandResponse::Refused { reason }, action));
+        let empty = AuditAction::Revoke {
+            issuer: String::new(),
+            crl_number: String::new(),
+            serials: Vec::new(),
+            holders: Vec::new(),
+        };
+        if actor.role != kakera_proto::Role::Operator {
+            let r = CommandResponse::Forbidden {
+                reason: format!("role '{}' may not revoke certificates", actor.role),
+            };
+            return Ok((r, empty));
+        }
+        let summary = match rev::parse_crl(crl) {
+            Ok(s) => s,
+            Err(e) => return refused(e.to_string(), empty),
+        };
+        let mut holders = Vec::new();
+        let mut problem = None;
+        for der in certificates {
+            let name = kakera_proto::Identity::from_cert_der(der)
+                .map_or_else(|_| "(no kakera identity)".to_string(), |id| id.name);
+            match rev::cert_ref(der) {
+                Ok(c) if summary.lists(&c) => holders.push((name, c.serial_hex())),
+                Ok(c) => {
+                    problem.get_or_insert(format!(
+                        "the certificate of '{name}' ({c}) is not listed in the CRL"
+                    ));
+                }
+                Err(e) => {
+                    problem.get_or_insert(e.to_string());
+                }
+            }
+        }
+        let action = AuditAction::Revoke {
+            issuer: summary.issuer_name.clone(),
+            crl_number: summary.number_hex(),
+            serials: summary
+                .revoked
+                .iter()
+                .map(|r| {
+                    (
+                        rev::CertRef {
+                            issuer: summary.issuer,
+                            serial: r.serial.clone(),
+                        }
+                        .serial_hex(),
+                        r.reason.clone(),
+                    )
+                })
+                .collect(),
+            holders,
+        };
+        if let Some(p) = problem {
+            return refused(p, action);
+        }
+        let current = self.revocation_lists()?;
+        let mut same_issuer = None;
+        for der in &current {
+            let old = rev::parse_crl(der).map_err(io::Error::other)?;
+            if old.issuer == summary.issuer {
+                same_issuer = Some(old);
+            }
+        }
+        match same_issuer {
+            Some(old) => {
+                if let Err(e) = rev::check_succession(&old, &summary) {
+                    return refused(format!("the CRL cannot replace the cluster's: {e}"), action);
+                }
+            }
+            None if current.len() >= MAX_CRL_ISSUERS => {
+                return refused(
+                    format!("the cluster keeps CRLs of at most {MAX_CRL_ISSUERS} CAs"),
+                    action,
+                );
+            }
+            None => {}
+        }
+        let catalog = Families::of(&self.db)?;
+        catalog.put(batch, keys::crl(&summary.issuer), encode(&crl.to_vec())?);
+        for der in certificates {
+            // Listed (checked above), so it parses.
+            let serial = rev::cert_ref(der).map_err(io::Error::other)?.serial_hex();
+            let holder = RevokedHolder {
+                serial,
+                at_ms: now,
+                log_index,
+            };
+            let fp = kakera_proto::Fingerprint::of(der);
+            catalog.put(batch, keys::revoked(&fp), encode(&holder)?);
+        }
+        Ok((CommandResponse::Applied, action))
+    }
+
+    /// Whether `actor`'s certificate was revoked with its bytes (a
+    /// [`ClientAction::Revoke`] that named it).
+    pub fn revoked_holder(&self, actor: &Actor) -> io::Result<Option<RevokedHolder>> {
+        Families::of(&self.db)?
+            .get(keys::revoked(&actor.fingerprint))?
+            .map(|b| decode(&b))
+            .transpose()
+    }
+
     /// The review committee recorded in the catalog, if any.
     pub fn committee(&self) -> io::Result<Option<kakera_proto::committee::Committee>> {
         Families::of(&self.db)?
@@ -1202,6 +1354,9 @@ fn effects_of(
     match (action, response) {
         (_, CommandResponse::Erased { erased, .. }) if !erased.is_empty() => {
             vec![Effect::PurgeErased]
+        }
+        (ClientAction::Revoke { .. }, CommandResponse::Applied) => {
+            vec![Effect::RevocationsChanged]
         }
         // The state right after this entry, on every node: a checkpoint taken before
         // the next entry applies holds exactly the catalog and shares at it.
@@ -1615,6 +1770,135 @@ mod tests {
         assert_eq!(pages, 4);
         let (odd, _) = walk(Some("odd"))?;
         assert_eq!(odd, ["job-1", "job-3", "job-5"]);
+        Ok(())
+    }
+
+    /// Issue 22: from the entry that revokes a certificate (given with its CRL) on,
+    /// every command of that certificate is refused by the state machine, whatever
+    /// was in flight; other holders are not affected; a CRL that does not list the
+    /// certificate given with it is refused and revokes nothing.
+    #[test]
+    fn a_revoked_certificates_commands_are_refused_from_its_entry_on() -> io::Result<()> {
+        use rcgen::{
+            CertificateParams, CertificateRevocationListParams, IsCa, Issuer, KeyIdMethod, KeyPair,
+            KeyUsagePurpose, RevokedCertParams, SerialNumber,
+        };
+        let (_dir, sm) = machine();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("{e}"));
+        ca.is_ca = IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = Issuer::new(ca, KeyPair::generate().unwrap_or_else(|e| panic!("{e}")));
+        let leaf = |serial: u8| {
+            let mut p =
+                CertificateParams::new(vec!["gw".to_string()]).unwrap_or_else(|e| panic!("{e}"));
+            p.serial_number = Some(SerialNumber::from_slice(&[serial]));
+            let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+            p.signed_by(&key, &ca)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .der()
+                .to_vec()
+        };
+        let (leaked, kept) = (leaf(7), leaf(8));
+        let crl = |number: u64, serials: &[u8]| {
+            let now = time::OffsetDateTime::now_utc();
+            CertificateRevocationListParams {
+                this_update: now,
+                next_update: now + time::Duration::days(1),
+                crl_number: SerialNumber::from(number),
+                issuing_distribution_point: None,
+                revoked_certs: serials
+                    .iter()
+                    .map(|s| RevokedCertParams {
+                        serial_number: SerialNumber::from_slice(&[*s]),
+                        revocation_time: now,
+                        reason_code: None,
+                        invalidity_date: None,
+                    })
+                    .collect(),
+                key_identifier_method: KeyIdMethod::Sha256,
+            }
+            .signed_by(&ca)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .der()
+            .to_vec()
+        };
+        let actor = |der: &[u8], role: Role| Actor {
+            name: "gw".into(),
+            role,
+            zone: None,
+            fingerprint: Fingerprint::of(der),
+        };
+        let mut head = sm.audit_head()?;
+        let mut index = 1;
+        let mut apply = |cmd: Command| -> io::Result<CommandResponse> {
+            let mut batch = rocksdb::WriteBatch::default();
+            index += 1;
+            let r = sm.apply_command(&mut batch, &mut head, index, &cmd)?;
+            sm.db.write(batch).map_err(io::Error::other)?;
+            Ok(r)
+        };
+        let client = |actor: Actor, action: ClientAction| Command::Client {
+            actor,
+            at_ms: 1_000,
+            request_id: RequestId([1; 16]),
+            action,
+        };
+        let op = Actor {
+            name: "op".into(),
+            role: Role::Operator,
+            zone: None,
+            fingerprint: Fingerprint([1; 32]),
+        };
+        let commit = || ClientAction::CommitRecords {
+            records: Vec::new(),
+        };
+        let revoked = |r: &CommandResponse| matches!(r, CommandResponse::Forbidden { reason } if reason.contains("revoked"));
+        assert!(!revoked(&apply(client(
+            actor(&leaked, Role::Ingest),
+            commit()
+        ))?));
+        // A CRL that does not list the certificate given with it: nothing changes.
+        let r = apply(client(
+            op.clone(),
+            ClientAction::Revoke {
+                crl: crl(1, &[9]),
+                certificates: vec![leaked.clone()],
+            },
+        ))?;
+        assert!(matches!(r, CommandResponse::Refused { .. }), "{r:?}");
+        assert!(!revoked(&apply(client(
+            actor(&leaked, Role::Ingest),
+            commit()
+        ))?));
+        // Only an operator records one.
+        let by_gateway = ClientAction::Revoke {
+            crl: crl(1, &[7]),
+            certificates: vec![leaked.clone()],
+        };
+        let r = apply(client(actor(&kept, Role::Ingest), by_gateway))?;
+        assert!(matches!(r, CommandResponse::Forbidden { .. }), "{r:?}");
+        let r = apply(client(
+            op.clone(),
+            ClientAction::Revoke {
+                crl: crl(1, &[7]),
+                certificates: vec![leaked.clone()],
+            },
+        ))?;
+        assert_eq!(r, CommandResponse::Applied);
+        assert_eq!(sm.revocation_lists()?.len(), 1);
+        assert!(revoked(&apply(client(
+            actor(&leaked, Role::Ingest),
+            commit()
+        ))?));
+        // The refusal is audited like any command.
+        let last = sm
+            .audit_entry(sm.audit_head()?.seq)?
+            .unwrap_or_else(|| panic!("no entry"));
+        assert!(!matches!(last.outcome, Outcome::Applied));
+        assert!(!revoked(&apply(client(
+            actor(&kept, Role::Ingest),
+            commit()
+        ))?));
         Ok(())
     }
 

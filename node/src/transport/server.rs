@@ -25,6 +25,7 @@ use super::records;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{Command, CommandResponse, RaftHandle, TypeConfig};
 use crate::shares::ShareStore;
+use kakera_proto::revocation::CertRef;
 
 /// What the server needs to answer requests.
 pub struct ServerContext {
@@ -58,6 +59,8 @@ pub struct ServerContext {
     pub backups: Arc<crate::backup::BackupBoard>,
     /// When this node last heard from a leader it follows.
     pub leader_contact: LeaderContact,
+    /// The CAs and revocation lists in force (`crate::trust`).
+    pub trust: Arc<crate::trust::Trust>,
 }
 
 /// When a node last accepted an append or a snapshot from a leader (one that was not
@@ -202,19 +205,33 @@ pub async fn serve(
     }
 }
 
-/// The peer's identity and when its certificate expires (Unix ms).
-fn peer_identity(conn: &quinn::Connection) -> Result<(Identity, Option<u64>), String> {
+/// The peer's identity, its certificate's issuer and serial, and when it expires
+/// (Unix ms).
+fn peer_identity(conn: &quinn::Connection) -> Result<(Identity, CertRef, Option<u64>), String> {
     let certs = conn
         .peer_identity()
         .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
         .ok_or("the peer presented no certificate")?;
     let leaf = certs.first().ok_or("the peer presented no certificate")?;
     let identity = Identity::from_cert_der(leaf).map_err(|e| e.to_string())?;
-    Ok((identity, Identity::not_after_ms(leaf)))
+    let cert = kakera_proto::revocation::cert_ref(leaf).map_err(|e| e.to_string())?;
+    Ok((identity, cert, Identity::not_after_ms(leaf)))
+}
+
+/// The refusal of a request on a connection whose certificate was revoked since.
+fn revoked(identity: &Identity, cert: &CertRef) -> Response {
+    error(
+        ErrorKind::Forbidden,
+        format!(
+            "the certificate of '{}' ({cert}) is revoked; ask the cluster's operators for a \
+             new one",
+            identity.name
+        ),
+    )
 }
 
 /// QUIC application close code: the peer's certificate expired while connected.
-pub const CLOSE_CERTIFICATE_EXPIRED: u32 = 3;
+pub const CLOSE_CERTIFICATE_EXPIRED: u32 = kakera_net::CLOSE_CERTIFICATE_EXPIRED;
 
 async fn handle_connection(incoming: quinn::Incoming, ctx: Arc<ServerContext>) {
     let remote = incoming.remote_address();
@@ -225,8 +242,8 @@ async fn handle_connection(incoming: quinn::Incoming, ctx: Arc<ServerContext>) {
             return;
         }
     };
-    let (identity, not_after_ms) = match peer_identity(&conn) {
-        Ok((id, not_after)) => (Arc::new(id), not_after),
+    let (identity, cert, not_after_ms) = match peer_identity(&conn) {
+        Ok((id, cert, not_after)) => (Arc::new(id), Arc::new(cert), not_after),
         Err(reason) => {
             tracing::warn!(%remote, %reason, "closing connection: no usable identity");
             conn.close(1u32.into(), b"certificate carries no kakera identity");
@@ -256,9 +273,27 @@ async fn handle_connection(incoming: quinn::Incoming, ctx: Arc<ServerContext>) {
     let left_ms = not_after_ms.map_or(0, |t| t.saturating_sub(crate::clock::unix_ms()));
     let expires = tokio::time::sleep(std::time::Duration::from_millis(left_ms));
     tokio::pin!(expires);
+    // A revocation recorded while connected closes the connection within the time
+    // the keeper takes to apply it (the handshake refuses it from then on).
+    let mut trust_changes = ctx.trust.subscribe();
+    let mut watching = true;
     loop {
+        if ctx.trust.is_revoked(&cert) {
+            tracing::warn!(%remote, peer = %identity, "closing connection: the peer's certificate is revoked");
+            conn.close(
+                crate::trust::CLOSE_CERTIFICATE_REVOKED.into(),
+                b"your certificate was revoked",
+            );
+            return;
+        }
         let accepted = tokio::select! {
             a = conn.accept_bi() => a,
+            changed = trust_changes.changed(), if watching => {
+                // The sender lives as long as the server context; if it is gone,
+                // stop watching rather than wake for ever.
+                watching = changed.is_ok();
+                continue;
+            }
             () = &mut expires => {
                 tracing::info!(%remote, peer = %identity, "closing connection: the peer's certificate expired");
                 conn.close(
@@ -272,11 +307,12 @@ async fn handle_connection(incoming: quinn::Incoming, ctx: Arc<ServerContext>) {
             Ok((send, recv)) => {
                 let ctx = ctx.clone();
                 let identity = identity.clone();
+                let cert = cert.clone();
                 let ip = remote.ip();
                 match in_flight.clone().try_acquire_owned() {
                     Ok(permit) => {
                         tokio::spawn(async move {
-                            handle_stream(ctx, identity, ip, send, recv).await;
+                            handle_stream(ctx, identity, cert, ip, send, recv).await;
                             drop(permit);
                         });
                     }
@@ -318,6 +354,7 @@ async fn busy(mut send: quinn::SendStream, mut recv: quinn::RecvStream, limit: u
 async fn handle_stream(
     ctx: Arc<ServerContext>,
     identity: Arc<Identity>,
+    cert: Arc<CertRef>,
     remote: IpAddr,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -357,7 +394,12 @@ async fn handle_stream(
     let (response, trailer) = match read {
         Ok(Some(Ok((env, _held)))) => {
             name = env.body.name();
-            handle_request(&ctx, &identity, remote, env, &mut recv).await
+            if ctx.trust.is_revoked(&cert) {
+                let _ = recv.stop(0u32.into());
+                (revoked(&identity, &cert), Vec::new())
+            } else {
+                handle_request(&ctx, &identity, remote, env, &mut recv).await
+            }
         }
         Ok(Some(Err((len, in_flight)))) => {
             let _ = recv.stop(0u32.into());
@@ -585,6 +627,9 @@ async fn dispatch(
         }
         Request::CreateSignedGrant { grant, signatures } => {
             records::create_grant(ctx, identity, request_id, grant, Some(signatures)).await
+        }
+        Request::Revoke { crl, certificates } => {
+            super::revoke::revoke(ctx, identity, request_id, crl, certificates).await
         }
         Request::RevokeGrant { job, reason } => {
             records::revoke_grant(ctx, identity, request_id, job, reason).await

@@ -58,6 +58,47 @@ impl Ca {
         }
     }
 
+    /// A CRL numbered `number` that revokes the certificates in the PEM files
+    /// `revoked`, signed by this CA (DER).
+    #[allow(dead_code)] // only the revocation tests revoke
+    pub fn crl(&self, number: u64, revoked: &[&Path]) -> Vec<u8> {
+        self.signed_crl(number, revoked).der().to_vec()
+    }
+
+    /// [`Ca::crl`] as PEM, as a CRL file holds it.
+    #[allow(dead_code)] // only the revocation tests revoke
+    pub fn crl_pem(&self, number: u64, revoked: &[&Path]) -> String {
+        self.signed_crl(number, revoked).pem().unwrap()
+    }
+
+    #[allow(dead_code)] // only the revocation tests revoke
+    fn signed_crl(&self, number: u64, revoked: &[&Path]) -> rcgen::CertificateRevocationList {
+        let now = time::OffsetDateTime::now_utc();
+        rcgen::CertificateRevocationListParams {
+            this_update: now - time::Duration::minutes(1),
+            next_update: now + time::Duration::days(1),
+            crl_number: rcgen::SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|p| {
+                    let serial = kakera_proto::revocation::cert_ref(&cert_der(p))
+                        .unwrap()
+                        .serial;
+                    rcgen::RevokedCertParams {
+                        serial_number: rcgen::SerialNumber::from_slice(&serial),
+                        revocation_time: now,
+                        reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                        invalidity_date: None,
+                    }
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.issuer)
+        .unwrap()
+    }
+
     /// [`Ca::issue`] with a certificate that expires at `not_after`.
     pub fn issue_until(
         &self,
@@ -125,6 +166,15 @@ impl Ca {
         }
         (crt, k)
     }
+}
+
+/// The first certificate of a PEM file (DER).
+#[allow(dead_code)] // only some tests read certificates
+pub fn cert_der(path: &Path) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::from_pem_file(path)
+        .unwrap()
+        .to_vec()
 }
 
 /// `GET path` from a node's metrics port: (status, body).
