@@ -53,6 +53,8 @@ pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// How long a put keeps asking a holder that does not answer (a node restarting)
 /// before it fails; capped at a quarter of the staging lifetime.
 pub const STAGE_RETRY_MS: u64 = 30_000;
+/// How long a read spends reporting the bad shares it found to the leader.
+pub const REPORT_DEADLINE_MS: u64 = 2_000;
 
 /// How often [`Client::backup`] asks the nodes how their parts stand.
 pub const BACKUP_POLL_MS: u64 = 500;
@@ -771,6 +773,8 @@ impl Client {
         let hedge = tokio::time::sleep_until(hedge_at(None));
         tokio::pin!(hedge);
         let mut hedged = false;
+        // Shares the holders sent that are bad, for the leader (issue 23).
+        let mut reports = Vec::new();
         for (node, records) in plan.start() {
             for f in self.fetch_asks(ticket.id, node, records, &by_id) {
                 inflight.push(f);
@@ -822,7 +826,19 @@ impl Client {
                                 good.entry(record).or_default().push(s);
                                 plan.good(&record);
                             }
-                            Err(reason) => merge(&mut more, plan.failed(&record, node, reason)),
+                            Err(reason) => {
+                                // The holder answered: its share itself is bad.
+                                reports.push(kakera_proto::catalog::ShareReport {
+                                    record,
+                                    node,
+                                    problem: if share.is_none() {
+                                        kakera_proto::catalog::ShareProblem::Missing
+                                    } else {
+                                        kakera_proto::catalog::ShareProblem::Corrupt
+                                    },
+                                });
+                                merge(&mut more, plan.failed(&record, node, reason));
+                            }
                         }
                     }
                 }
@@ -834,6 +850,7 @@ impl Client {
             }
         }
         out.bad_shares.extend_from_slice(plan.bad_shares());
+        self.report_bad_shares(reports).await;
         let cluster_id = self.config().cluster_id.clone();
         for entry in entries {
             let shares = good.remove(&entry.id).unwrap_or_default();
@@ -1128,10 +1145,12 @@ impl Client {
             }
         }
         if !deep {
-            return Ok(entries
+            let reports: Vec<_> = entries
                 .iter()
                 .map(|e| judge(e, self.config(), &seen.remove(&e.id).unwrap_or_default()))
-                .collect());
+                .collect();
+            self.report_findings(&reports).await;
+            return Ok(reports);
         }
         // Deep: every holder's share, fetched under the deep audit ticket.
         let by_id: BTreeMap<RecordId, &RecordEntry> = entries.iter().map(|e| (e.id, e)).collect();
@@ -1170,7 +1189,7 @@ impl Client {
             }
         }
         drop(fetches);
-        Ok(entries
+        let reports: Vec<_> = entries
             .iter()
             .map(|e| {
                 judge_deep(
@@ -1180,7 +1199,34 @@ impl Client {
                     &seen.remove(&e.id).unwrap_or_default(),
                 )
             })
-            .collect())
+            .collect();
+        self.report_findings(&reports).await;
+        Ok(reports)
+    }
+
+    /// Reports the missing and corrupt shares an audit found to the leader
+    /// ([`Client::report_bad_shares`]).
+    async fn report_findings(&self, reports: &[crate::verify::RecordReport]) {
+        use crate::verify::Finding;
+        use kakera_proto::catalog::{ShareProblem, ShareReport};
+        let bad = reports
+            .iter()
+            .flat_map(|r| {
+                r.findings
+                    .iter()
+                    .filter_map(|f| match f {
+                        Finding::Missing { node, .. } => Some((*node, ShareProblem::Missing)),
+                        Finding::Corrupt { node, .. } => Some((*node, ShareProblem::Corrupt)),
+                        _ => None,
+                    })
+                    .map(|(node, problem)| ShareReport {
+                        record: r.record,
+                        node,
+                        problem,
+                    })
+            })
+            .collect();
+        self.report_bad_shares(bad).await;
     }
 
     /// A page of catalog entries: at most `limit`, which may not exceed
@@ -1350,6 +1396,27 @@ impl Client {
         {
             Response::Committed { .. } => Ok(()),
             other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Tells the leader about shares a read found bad (P3: detected, skipped,
+    /// reported and repaired): it audits the report, confirms each with its holder
+    /// and repairs the confirmed ones in place. Best effort within
+    /// [`REPORT_DEADLINE_MS`]: the read's result does not depend on it, and a share
+    /// not reported now is found by the holder's scrubber.
+    async fn report_bad_shares(&self, mut reports: Vec<kakera_proto::catalog::ShareReport>) {
+        if reports.is_empty() {
+            return;
+        }
+        reports.truncate(kakera_proto::catalog::MAX_SHARE_REPORTS);
+        let deadline = Instant::now() + Duration::from_millis(REPORT_DEADLINE_MS);
+        match self
+            .leader_call_until(Request::ReportShares { reports }, deadline)
+            .await
+        {
+            Ok(Response::Committed { .. }) => {}
+            Ok(other) => tracing::info!(answer = ?other, "bad shares not reported"),
+            Err(e) => tracing::info!(error = %e, "bad shares not reported"),
         }
     }
 
@@ -1567,6 +1634,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::Lookup { .. } => "lookup",
         Response::BackupStarted { .. } => "backup started",
         Response::BackupPart(_) => "backup part",
+        Response::Scrub(_) => "scrub status",
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kakera_config::{ClusterConfig, NodeConfig};
 use kakera_net::{NetError, Peer, QuicLimits, TlsFiles, TlsMaterial, client_endpoint};
-use kakera_proto::{Identity, NodeStatus, Request, Response};
+use kakera_proto::{Identity, NodeStatus, Request, Response, ScrubStatus};
 
 use crate::error::ClientError;
 
@@ -107,6 +107,21 @@ impl Connection {
         let asks = self.config.nodes.iter().map(|n| async move {
             let answer = match self.call(n.id, Request::Status, timeout).await {
                 Ok(Response::Status(s)) => Ok(*s),
+                Ok(other) => Err(format!("unexpected answer {other:?}")),
+                Err(e) => Err(e.to_string()),
+            };
+            (n.clone(), answer)
+        });
+        futures::future::join_all(asks).await
+    }
+
+    /// Asks every node for its scrubber's progress, concurrently (a node from
+    /// before scrubbing answers with an error).
+    pub async fn scrub_all(&self) -> Vec<(NodeConfig, Result<ScrubStatus, String>)> {
+        let timeout = Duration::from_millis(STATUS_TIMEOUT_MS);
+        let asks = self.config.nodes.iter().map(|n| async move {
+            let answer = match self.call(n.id, Request::ScrubStatus, timeout).await {
+                Ok(Response::Scrub(s)) => Ok(s),
                 Ok(other) => Err(format!("unexpected answer {other:?}")),
                 Err(e) => Err(e.to_string()),
             };

@@ -98,6 +98,10 @@ pub struct HealthConfig {
     pub repair_parallel: u32,
     /// Most share bytes per second that repair makes helpers read (MB/s, 10^6 bytes).
     pub repair_rate_mb_s: u32,
+    /// Share bytes per second each node re-reads to find rotten or missing shares
+    /// (MB/s, 10^6 bytes; 0 turns scrubbing off). A whole pass over a node's shares
+    /// takes its stored bytes divided by this.
+    pub scrub_mb_s: u32,
 }
 
 impl Default for HealthConfig {
@@ -107,6 +111,7 @@ impl Default for HealthConfig {
             dead_after_ms: 60_000,
             repair_parallel: 4,
             repair_rate_mb_s: 50,
+            scrub_mb_s: 10,
         }
     }
 }
@@ -610,6 +615,7 @@ struct RawHealth {
     dead_after_ms: Option<u64>,
     repair_parallel: Option<u32>,
     repair_rate_mb_s: Option<u32>,
+    scrub_mb_s: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -939,6 +945,7 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
         health.dead_after_ms = r.dead_after_ms.unwrap_or(health.dead_after_ms);
         health.repair_parallel = r.repair_parallel.unwrap_or(health.repair_parallel);
         health.repair_rate_mb_s = r.repair_rate_mb_s.unwrap_or(health.repair_rate_mb_s);
+        health.scrub_mb_s = r.scrub_mb_s.unwrap_or(health.scrub_mb_s);
         if health.suspect_after_ms < 500 || health.dead_after_ms <= health.suspect_after_ms {
             issues.at(
                 h.span(),

@@ -243,6 +243,11 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
     ));
     tasks.push(tokio::spawn(keeper.run(shutdown_rx.clone())));
     tasks.push(tokio::spawn(watch_health(ctx.clone(), shutdown_rx.clone())));
+    tasks.push(tokio::spawn(crate::scrub::run(
+        ctx.clone(),
+        identity.clone(),
+        shutdown_rx.clone(),
+    )));
     tasks.push(tokio::spawn(
         Repairer::new(ctx.clone()).run(shutdown_rx.clone()),
     ));
@@ -760,8 +765,79 @@ impl Repairer {
     /// One scan step and one execution slice; returns the moves committed.
     async fn step(&mut self, shutdown: &watch::Receiver<bool>) -> Result<u64, String> {
         let facts = crate::transport::repair::node_facts(&self.ctx).map_err(|e| e.to_string())?;
+        self.assign_in_place(&facts).await?;
         self.scan(&facts).await?;
         self.execute(&facts, shutdown).await
+    }
+
+    /// Assigns the in-place repair of the bad shares their holders confirmed
+    /// (`transport::report`), fewest good shares first, at most
+    /// [`MAX_ASSIGN_PER_PASS`] per step, without waiting for a scan pass. A report
+    /// whose share moves anyway (its holder dead or draining) or is gone is dropped;
+    /// one whose holder is only suspect waits.
+    async fn assign_in_place(&mut self, facts: &BTreeMap<u64, NodeFacts>) -> Result<(), String> {
+        let reports: Vec<_> = lock(&self.ctx.view.bad_shares)
+            .values()
+            .take(MAX_ASSIGN_PER_PASS)
+            .copied()
+            .collect();
+        if reports.is_empty() {
+            return Ok(());
+        }
+        let mut bad_on: BTreeMap<kakera_proto::RecordId, usize> = BTreeMap::new();
+        for r in &reports {
+            *bad_on.entry(r.record).or_default() += 1;
+        }
+        let mut needs = Vec::new();
+        let mut done = Vec::new();
+        for r in &reports {
+            let entry = self
+                .ctx
+                .state
+                .record(&r.record)
+                .map_err(|e| e.to_string())?;
+            let pending = self
+                .ctx
+                .state
+                .pending_repair(&r.record)
+                .map_err(|e| e.to_string())?;
+            let waits = facts
+                .get(&r.node)
+                .is_some_and(|f| f.evicts().is_none() && !f.accepts());
+            match entry.as_ref().and_then(|e| {
+                crate::repair::plan_in_place(e, r, facts, pending.as_ref(), bad_on[&r.record])
+            }) {
+                Some(n) => {
+                    needs.push(n);
+                    done.push((r.record, r.node));
+                }
+                // Another move of the record is pending: ask again after it.
+                None if pending.is_some() || waits => {}
+                None => done.push((r.record, r.node)),
+            }
+        }
+        prioritize(&mut needs);
+        let tasks: Vec<RepairTask> = needs.into_iter().map(|n| n.task).collect();
+        if !tasks.is_empty() {
+            tracing::info!(
+                shares = tasks.len(),
+                "assigning in-place repairs of bad shares"
+            );
+            let cmd = Command::Repair {
+                at_ms: crate::clock::unix_ms(),
+                step: RepairStep::Assign { tasks },
+            };
+            self.ctx
+                .raft
+                .client_write(cmd)
+                .await
+                .map_err(|e| format!("assigning in-place repairs: {e}"))?;
+        }
+        let mut bad = lock(&self.ctx.view.bad_shares);
+        for key in done {
+            bad.remove(&key);
+        }
+        Ok(())
     }
 
     /// Scans a few pages; at the end of a pass, publishes counts and assigns moves.

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod ops_port;
 pub mod raft;
 pub mod repair;
+pub mod scrub;
 pub mod shares;
 pub mod store;
 pub mod transport;

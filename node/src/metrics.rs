@@ -75,6 +75,10 @@ struct Gauges {
     rocksdb_table_reader_bytes: U64Gauge,
     rocksdb_block_cache_bytes: U64Gauge,
     rocksdb_pending_compaction_bytes: U64Gauge,
+    scrub_checked_shares: U64Gauge,
+    scrub_bad_shares: U64Gauge,
+    scrub_passes: U64Gauge,
+    scrub_position: U64Gauge,
 }
 
 impl Default for Metrics {
@@ -102,7 +106,7 @@ impl Metrics {
         );
         let gauges = Gauges::default();
         let g = &gauges;
-        let list: [(&str, &str, &U64Gauge); 25] = [
+        let list: [(&str, &str, &U64Gauge); 29] = [
             ("raft_term", "This node's current Raft term", &g.raft_term),
             (
                 "raft_last_log_index",
@@ -224,6 +228,26 @@ impl Metrics {
                 "Bytes RocksDB estimates its compactions must still rewrite",
                 &g.rocksdb_pending_compaction_bytes,
             ),
+            (
+                "scrub_checked_shares",
+                "Shares this node's scrubber re-read since it started",
+                &g.scrub_checked_shares,
+            ),
+            (
+                "scrub_bad_shares",
+                "Missing or corrupt shares this node's scrubber found since it started",
+                &g.scrub_bad_shares,
+            ),
+            (
+                "scrub_passes",
+                "Whole passes over this node's shares since it started",
+                &g.scrub_passes,
+            ),
+            (
+                "scrub_position_permille",
+                "How far the scrubber's current pass is, in thousandths of the record ids",
+                &g.scrub_position,
+            ),
         ];
         for (name, help, gauge) in list {
             registry.register(name, help, gauge.clone());
@@ -283,6 +307,11 @@ impl Metrics {
         g.rocksdb_block_cache_bytes.set(u.rocksdb_block_cache_bytes);
         g.rocksdb_pending_compaction_bytes
             .set(u.rocksdb_pending_compaction_bytes);
+        let sc = &r.scrub;
+        g.scrub_checked_shares.set(sc.checked);
+        g.scrub_bad_shares.set(sc.bad);
+        g.scrub_passes.set(sc.passes);
+        g.scrub_position.set(sc.position_permille);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .map_err(|_| std::io::Error::other("the metrics could not be encoded"))?;
@@ -309,6 +338,8 @@ pub struct Readings {
     pub audit_entries: u64,
     /// Memory and storage-engine figures.
     pub usage: NodeUsage,
+    /// The scrubber's progress.
+    pub scrub: kakera_proto::ScrubStatus,
 }
 
 /// The outcome label of an answer: `ok`, or the error's kind.

@@ -51,6 +51,7 @@ fn readings(ctx: &ServerContext) -> std::io::Result<Readings> {
         repair: (progress.needed, progress.waiting, progress.done),
         audit_entries: ctx.state.audit_head()?.seq,
         usage: status.usage,
+        scrub: *crate::transport::repair::lock(&ctx.view.scrub),
     })
 }
 

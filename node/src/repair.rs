@@ -203,6 +203,50 @@ pub fn plan_record(
     })
 }
 
+/// The in-place repair of a bad share its holder confirmed (`report`), if it is
+/// still due: the holder still holds that share in the catalog, is healthy and
+/// active (a share on a dead or draining node moves by [`plan_record`] instead), and
+/// no other move of the record is pending. `bad_on` counts the record's holders with
+/// a confirmed bad share: fewer good shares means more urgent.
+pub fn plan_in_place(
+    entry: &RecordEntry,
+    report: &kakera_proto::catalog::ShareReport,
+    nodes: &BTreeMap<u64, NodeFacts>,
+    pending: Option<&RepairTask>,
+    bad_on: usize,
+) -> Option<Need> {
+    if entry.is_plain_replica() || pending.is_some() {
+        return None;
+    }
+    let holder = entry.holder_on(report.node)?;
+    if !nodes.get(&report.node).is_some_and(NodeFacts::accepts) {
+        return None;
+    }
+    let live_holders = entry
+        .holders
+        .iter()
+        .filter(|h| {
+            nodes
+                .get(&h.node)
+                .is_some_and(|n| n.health != HealthState::Dead)
+        })
+        .count()
+        .saturating_sub(bad_on);
+    Some(Need {
+        live_holders,
+        task: RepairTask {
+            record: entry.id,
+            x: holder.x,
+            from: report.node,
+            to: report.node,
+            cause: RepairCause::Corrupt,
+            assigned_at_ms: 0,
+            assigned_index: 0,
+        },
+        placed: true,
+    })
+}
+
 /// Orders needs most urgent first: fewest live holders, dead before drain, then record.
 pub fn prioritize(needs: &mut [Need]) {
     needs.sort_by_key(|n| (n.live_holders, n.task.cause, n.task.record));
@@ -336,6 +380,55 @@ mod tests {
     use kakera_proto::{Date, Digest, RecordId, RecordKind, RecordMeta, SubjectTag};
 
     use super::*;
+
+    /// P3 (a bad share is repaired): a confirmed bad share is regenerated in place on
+    /// its healthy holder at its x; a share whose holder is draining or dead moves by
+    /// the usual plan instead; a non-holder, a record with a move pending, or a
+    /// suspect holder gets nothing; records with fewer good shares come first.
+    #[test]
+    fn a_bad_share_is_regenerated_in_place_on_its_healthy_holder() {
+        use kakera_proto::catalog::{ShareProblem, ShareReport};
+        let c = config();
+        let e = entry(1, [1, 3, 5, 2, 4]);
+        let report = |node| ShareReport {
+            record: e.id,
+            node,
+            problem: ShareProblem::Corrupt,
+        };
+        let healthy = facts(&c, |_| (NodeMode::Active, HealthState::Alive));
+        let need = plan_in_place(&e, &report(3), &healthy, None, 1).unwrap();
+        assert_eq!(
+            (need.task.from, need.task.to, need.task.x, need.task.cause),
+            (3, 3, 2, RepairCause::Corrupt)
+        );
+        assert_eq!(need.live_holders, 4);
+        // Two bad shares of one record: more urgent than one.
+        let worse = plan_in_place(&e, &report(5), &healthy, None, 2).unwrap();
+        let mut needs = vec![need.clone(), worse.clone()];
+        prioritize(&mut needs);
+        assert_eq!(needs[0], worse);
+        // Not a holder; a move already pending.
+        assert!(plan_in_place(&e, &report(6), &healthy, None, 1).is_none());
+        assert!(plan_in_place(&e, &report(3), &healthy, Some(&need.task), 1).is_none());
+        // Its holder draining, suspect or dead: no in-place repair.
+        for state in [
+            (NodeMode::Draining, HealthState::Alive),
+            (NodeMode::Active, HealthState::Suspect),
+            (NodeMode::Active, HealthState::Dead),
+        ] {
+            let f = facts(&c, |n| {
+                if n == 3 {
+                    state
+                } else {
+                    (NodeMode::Active, HealthState::Alive)
+                }
+            });
+            assert!(
+                plan_in_place(&e, &report(3), &f, None, 1).is_none(),
+                "{state:?}"
+            );
+        }
+    }
 
     /// P4 (repair runs at the configured rate and no faster): the pacing of moves.
     #[test]

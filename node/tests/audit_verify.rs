@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{auditor, clients, start, wait_all_applied};
+use common::{auditor, clients, start, start_with, wait_all_applied};
 use kakera_cli::export::{ExportQuery, ExportSigner, verify_export, write_export};
 use kakera_client::verify::Finding;
 use kakera_client::{Client, NewRecord};
@@ -29,7 +29,8 @@ fn shares_cf(db: &DB) -> &rocksdb::ColumnFamily {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_injected_fault_is_named_with_its_node_and_rack() {
     let dir = tempfile::TempDir::new().unwrap();
-    let mut cluster = start(dir.path(), 6).await;
+    // No scrubbing: the faults must still be there when the auditor looks.
+    let mut cluster = start_with(dir.path(), 6, "scrub_mb_s = 0").await;
     let config = cluster.config();
     let (operator, ingest, _reader) = clients(&cluster);
     let auditor = auditor(&cluster);

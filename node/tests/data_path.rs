@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{clients, start, wait_all_applied};
+use common::{clients, start, start_with, wait_all_applied};
 use kakera_client::seal::ZonePrivateKey;
 use kakera_client::{Client, ClientError, FailedRead, NewRecord, ReadFailure, RecordRefusal};
 use kakera_net::NetError;
@@ -556,7 +556,8 @@ async fn records_round_trip_only_for_granted_hsz_readers_and_everything_is_audit
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_and_missing_shares_are_skipped_and_reported() {
     let dir = tempfile::TempDir::new().unwrap();
-    let mut cluster = start(dir.path(), 5).await;
+    // No scrubbing: the reader must meet the corrupt share before anything heals it.
+    let mut cluster = start_with(dir.path(), 5, "scrub_mb_s = 0").await;
     let config = cluster.config();
     let (operator, ingest, reader) = clients(&cluster);
     operator

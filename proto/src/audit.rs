@@ -149,6 +149,12 @@ pub enum AuditAction {
         /// The holders of the revoked certificates given with it (name, serial hex).
         holders: Vec<(String, String)>,
     },
+    /// Bad shares were reported (the entry's records, in order, with these nodes
+    /// and problems).
+    ShareReport {
+        /// (node, problem) per reported record.
+        shares: Vec<(u64, crate::catalog::ShareProblem)>,
+    },
 }
 
 impl AuditAction {
@@ -173,6 +179,7 @@ impl AuditAction {
             }
             AuditAction::Committee { .. } => "committee",
             AuditAction::Revoke { .. } => "revoke",
+            AuditAction::ShareReport { .. } => "share-report",
             AuditAction::RevokeGrant { .. } => "grant-revoke",
             AuditAction::Erase { .. } => "erase",
         }

@@ -45,6 +45,9 @@ pub fn is_allowed(role: Role, op: Operation) -> bool {
         // Revocation lists are the CA's (the node checks the CA's signature); an
         // operator brings them to the cluster.
         Operation::Revoke => role == Role::Operator,
+        // Bad shares are reported by whoever reads them: nodes scrubbing, readers,
+        // auditors (the leader confirms each with the holder before acting).
+        Operation::Report => matches!(role, Role::Node | Role::Reader | Role::Auditor),
     }
 }
 
@@ -207,6 +210,8 @@ mod tests {
             (Role::Node | Role::Ingest | Role::Reader | Role::Auditor, Operation::Backup) => false,
             (Role::Operator, Operation::Revoke) => true,
             (Role::Node | Role::Ingest | Role::Reader | Role::Auditor, Operation::Revoke) => false,
+            (Role::Node | Role::Reader | Role::Auditor, Operation::Report) => true,
+            (Role::Ingest | Role::Operator, Operation::Report) => false,
         };
         for role in Role::ALL {
             for op in Operation::ALL {

@@ -487,7 +487,44 @@ pub enum RepairCause {
     Dead,
     /// Its holder is draining.
     Drain,
+    /// Its holder is healthy but its share is bad (rotten, lost, or not the one the
+    /// catalog names): regenerated in place, at the same x on the same node.
+    Corrupt,
 }
+
+/// What is wrong with a share a node is recorded to hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ShareProblem {
+    /// The node holds no committed share of the record.
+    Missing,
+    /// Its bytes no longer hash to the digest stored with them or the catalog's.
+    Corrupt,
+}
+
+impl ShareProblem {
+    /// The lowercase name in logs and the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShareProblem::Missing => "missing",
+            ShareProblem::Corrupt => "corrupt",
+        }
+    }
+}
+
+/// A bad share someone found: a node's scrubber, a reader or an auditor. The leader
+/// confirms it with the holder before it repairs anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ShareReport {
+    /// The record.
+    pub record: RecordId,
+    /// The node holding the bad share.
+    pub node: u64,
+    /// What is wrong.
+    pub problem: ShareProblem,
+}
+
+/// Most bad shares one report names.
+pub const MAX_SHARE_REPORTS: usize = 1024;
 
 /// One share moving from one node to another: the new holder regenerates share `x`
 /// (byte for byte, so the catalog digest stays) by masked repair from k helpers.

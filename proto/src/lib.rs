@@ -34,6 +34,6 @@ pub use identity::{Fingerprint, Identity, Role};
 pub use message::{
     ErrorKind, ErrorReply, FetchedShare, HeldShare, NodeHealth, NodeStatus, NodeUsage, Operation,
     RaftStatus, RepairProgress, RepairSession, Request, RequestEnvelope, RequestId, Response,
-    ShareCheck, ShareProbe, StageItem, TicketEach,
+    ScrubStatus, ShareCheck, ShareProbe, StageItem, TicketEach,
 };
 pub use record::{Date, Digest, RecordId, RecordKind, RecordMeta, SubjectTag};

@@ -315,6 +315,25 @@ pub enum Request {
         /// Revoked certificates (DER) the CRL lists, when the operator has them.
         certificates: Vec<Vec<u8>>,
     },
+    /// Bad shares found by a node's scrubber, a reader or an auditor (at the
+    /// leader; at most [`crate::catalog::MAX_SHARE_REPORTS`]). The report is
+    /// audited; the leader then asks each holder to re-read its share
+    /// ([`Request::ScrubCheck`]) and repairs only what the holder confirms.
+    /// Answered with [`Response::Committed`] (the audit entry's log index).
+    ReportShares {
+        /// What was found.
+        reports: Vec<crate::catalog::ShareReport>,
+    },
+    /// Re-read this node's committed shares of these records and say what they hash
+    /// to (nodes only: the leader confirming a report). Digests only, never bytes;
+    /// answered with [`Response::ShareChecks`].
+    ScrubCheck {
+        /// The records (at most [`crate::catalog::MAX_SHARE_REPORTS`]).
+        records: Vec<RecordId>,
+    },
+    /// This node's scrubber's progress (anyone, like [`Request::Status`]); answered
+    /// with [`Response::Scrub`]. A node from before scrubbing answers with an error.
+    ScrubStatus,
 }
 
 /// A masked-repair session, as the new holder runs it.
@@ -450,11 +469,13 @@ pub enum Operation {
     Backup,
     /// [`Request::Revoke`].
     Revoke,
+    /// [`Request::ReportShares`].
+    Report,
 }
 
 impl Operation {
     /// Every operation, for exhaustive authorization tests.
-    pub const ALL: [Operation; 19] = [
+    pub const ALL: [Operation; 20] = [
         Operation::Ping,
         Operation::Status,
         Operation::Raft,
@@ -474,6 +495,7 @@ impl Operation {
         Operation::Lookup,
         Operation::Backup,
         Operation::Revoke,
+        Operation::Report,
     ];
 
     /// A short name for logs and metrics.
@@ -498,6 +520,7 @@ impl Operation {
             Operation::Lookup => "lookup",
             Operation::Backup => "backup",
             Operation::Revoke => "revoke",
+            Operation::Report => "report",
         }
     }
 }
@@ -536,6 +559,9 @@ impl Request {
             Request::ListGrants => "list_grants",
             Request::ListGrantsPage { .. } => "list_grants_page",
             Request::Revoke { .. } => "revoke",
+            Request::ReportShares { .. } => "report_shares",
+            Request::ScrubCheck { .. } => "scrub_check",
+            Request::ScrubStatus => "scrub_status",
             Request::Erase { .. } => "erase",
             Request::ListErased { .. } => "list_erased",
             Request::Lookup { .. } => "lookup",
@@ -549,7 +575,7 @@ impl Request {
     pub fn operation(&self) -> Operation {
         match self {
             Request::Ping => Operation::Ping,
-            Request::Status => Operation::Status,
+            Request::Status | Request::ScrubStatus => Operation::Status,
             Request::RaftAppend { .. }
             | Request::RaftVote { .. }
             | Request::RaftPreVote { .. }
@@ -578,8 +604,10 @@ impl Request {
             Request::RepairRun { .. }
             | Request::RepairPrepare { .. }
             | Request::RepairPad { .. }
-            | Request::RepairContribute { .. } => Operation::Repair,
+            | Request::RepairContribute { .. }
+            | Request::ScrubCheck { .. } => Operation::Repair,
             Request::Revoke { .. } => Operation::Revoke,
+            Request::ReportShares { .. } => Operation::Report,
         }
     }
 }
@@ -722,6 +750,8 @@ pub enum Response {
         /// Where the next page starts (`after`), if more may follow.
         next: Option<String>,
     },
+    /// Answer to [`Request::ScrubStatus`].
+    Scrub(ScrubStatus),
 }
 
 /// Answer to [`Request::OpenReadEach`]: the ticket, the admitted records' catalog
@@ -804,6 +834,21 @@ pub struct NodeStatus {
     pub raft: RaftStatus,
     /// Where its memory goes, and its storage engine's backlog.
     pub usage: NodeUsage,
+}
+
+/// What a node's scrubber has done since the node started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubStatus {
+    /// The configured rate (MB/s; 0: scrubbing is off).
+    pub rate_mb_s: u32,
+    /// Shares re-read.
+    pub checked: u64,
+    /// Missing or corrupt shares found.
+    pub bad: u64,
+    /// Whole passes over the node's shares finished.
+    pub passes: u64,
+    /// How far the current pass is, in thousandths of the record-id space.
+    pub position_permille: u64,
 }
 
 /// A node's memory by holder, and the work its storage engine has queued. Zero

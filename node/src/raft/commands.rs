@@ -164,6 +164,13 @@ pub enum ClientAction {
         /// Revoked certificates (DER) the CRL lists.
         certificates: Vec<Vec<u8>>,
     },
+    /// Bad shares someone found (a node's scrubber, a reader, an auditor): recorded
+    /// in the audit log only; the leader confirms each with its holder before it
+    /// repairs anything.
+    ReportShares {
+        /// What was found.
+        reports: Vec<kakera_proto::catalog::ShareReport>,
+    },
 }
 
 /// Longest actor (certificate) name a command carries.
@@ -276,6 +283,11 @@ impl ClientAction {
             ClientAction::Backup { dir, .. } => (dir.len() > MAX_BACKUP_DIR_BYTES).then(|| {
                 format!("backup directory names are at most {MAX_BACKUP_DIR_BYTES} bytes")
             }),
+            ClientAction::ReportShares { reports } => {
+                use kakera_proto::catalog::MAX_SHARE_REPORTS;
+                (reports.len() > MAX_SHARE_REPORTS)
+                    .then(|| format!("at most {MAX_SHARE_REPORTS} bad shares in one report"))
+            }
             ClientAction::Revoke { crl, certificates } => {
                 use kakera_proto::revocation::{
                     MAX_CERT_BYTES, MAX_CRL_BYTES, MAX_REVOKED_CERTS_PER_REQUEST,
@@ -348,6 +360,9 @@ impl fmt::Display for Command {
                     ClientAction::Backup { backup, dir } => format!("Backup({backup}, {dir})"),
                     ClientAction::Revoke { certificates, .. } => {
                         format!("Revoke({} certificates)", certificates.len())
+                    }
+                    ClientAction::ReportShares { reports } => {
+                        format!("ReportShares({} shares)", reports.len())
                     }
                 };
                 write!(f, "{what} by {}", actor.name)

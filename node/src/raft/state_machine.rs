@@ -409,9 +409,15 @@ impl StateMachine {
                     let Some(entry) = self.record(&t.record)? else {
                         continue;
                     };
-                    let fits = entry.holder_on(t.from).is_some_and(|h| h.x == t.x)
-                        && entry.holder_on(t.to).is_none()
-                        && t.from != t.to;
+                    let holds = entry.holder_on(t.from).is_some_and(|h| h.x == t.x);
+                    // A move goes to a node holding nothing of the record; a bad
+                    // share is regenerated in place, on its own holder.
+                    let fits = holds
+                        && if t.cause == kakera_proto::catalog::RepairCause::Corrupt {
+                            t.from == t.to
+                        } else {
+                            entry.holder_on(t.to).is_none() && t.from != t.to
+                        };
                     if !fits {
                         continue;
                     }
@@ -463,7 +469,8 @@ impl StateMachine {
                             ),
                         }
                     }
-                    if self.node_id == p.from {
+                    // In place (a bad share regenerated on its holder): nothing leaves.
+                    if self.node_id == p.from && p.from != p.to {
                         self.shares.remove(batch, &p.record)?;
                     }
                     moves.push((p.x, p.from, p.to));
@@ -673,6 +680,24 @@ impl StateMachine {
                     CommandResponse::Applied
                 };
                 (r, action, None, Vec::new())
+            }
+            ClientAction::ReportShares { reports } => {
+                let action = AuditAction::ShareReport {
+                    shares: reports.iter().map(|r| (r.node, r.problem)).collect(),
+                };
+                let r = if matches!(
+                    actor.role,
+                    kakera_proto::Role::Node
+                        | kakera_proto::Role::Reader
+                        | kakera_proto::Role::Auditor
+                ) {
+                    CommandResponse::Applied
+                } else {
+                    CommandResponse::Forbidden {
+                        reason: format!("role '{}' may not report shares", actor.role),
+                    }
+                };
+                (r, action, None, reports.iter().map(|r| r.record).collect())
             }
             ClientAction::Revoke { crl, certificates } => {
                 let (r, action) =

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod erase;
 pub mod records;
 pub mod repair;
+pub mod report;
 pub mod revoke;
 pub mod server;
 

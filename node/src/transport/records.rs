@@ -973,6 +973,12 @@ pub async fn verify_shares(
     if let Err(r) = ticket_for(ctx, identity, ticket_id, &records, purpose_ok, "audit").await {
         return r;
     }
+    share_checks(ctx, records).await
+}
+
+/// This node's shares of `records` re-read: the digest stored with each and the one
+/// its bytes hash to now (digests only, never bytes).
+pub(crate) async fn share_checks(ctx: &ServerContext, records: Vec<RecordId>) -> Response {
     let state = ctx.state.clone();
     let shares = ctx.shares.clone();
     let node_id = ctx.node.id;

@@ -39,6 +39,9 @@ const HELPER_TIMEOUT_MS: u64 = 60_000;
 /// Attempts with different helpers before a repair run gives up.
 const MAX_HELPER_ATTEMPTS: usize = 3;
 
+/// Confirmed bad shares by (record, holder).
+pub type BadShares = BTreeMap<(kakera_proto::RecordId, u64), kakera_proto::catalog::ShareReport>;
+
 /// What the leader knows of the cluster beyond the replicated state: health, repair
 /// progress, share counts; and every node's helper sessions. Shared by the server and
 /// the daemon's loops.
@@ -54,6 +57,11 @@ pub struct ClusterView {
     pub shares: Mutex<std::collections::BTreeMap<u64, u64>>,
     /// This node's helper sessions and received pads.
     pub sessions: Mutex<Sessions>,
+    /// Bad shares their holders confirmed, waiting for in-place repair (on the
+    /// leader; at most `report::MAX_CONFIRMED`), by record and holder.
+    pub bad_shares: Mutex<BadShares>,
+    /// This node's scrubber's progress (`crate::scrub`).
+    pub scrub: Mutex<kakera_proto::ScrubStatus>,
 }
 
 impl Default for ClusterView {
@@ -64,6 +72,8 @@ impl Default for ClusterView {
             progress: Mutex::new(RepairProgress::default()),
             shares: Mutex::new(Default::default()),
             sessions: Mutex::new(Sessions::default()),
+            bad_shares: Mutex::new(BTreeMap::new()),
+            scrub: Mutex::new(Default::default()),
         }
     }
 }
@@ -449,9 +459,19 @@ pub async fn run_assigned(ctx: &ServerContext, task: RepairTask, avoid: &[u64]) 
     else {
         return error(ErrorKind::BadRequest, "the catalog does not match the move");
     };
+    // In place: this node's own share is bad and is regenerated over it.
+    let in_place = task.cause == kakera_proto::catalog::RepairCause::Corrupt;
     // Already staged by an earlier run whose answer was lost.
     if let Ok(Some(s)) = ctx.shares.staged(&task.record)
         && s.digest == expected
+    {
+        return Response::Repaired { digest: expected };
+    }
+    // Already restored in place (or the report was wrong after all): the bytes
+    // themselves hash to the catalog's digest.
+    if in_place
+        && let Ok(Some(s)) = ctx.shares.committed(&task.record)
+        && kakera_proto::Digest::of(&s.bytes) == expected
     {
         return Response::Repaired { digest: expected };
     }
@@ -474,7 +494,11 @@ pub async fn run_assigned(ctx: &ServerContext, task: RepairTask, avoid: &[u64]) 
                 let record = task.record;
                 let now = unix_ms();
                 let staged = tokio::task::spawn_blocking(move || {
-                    shares.stage_repaired(&record, &bytes, now)
+                    if in_place {
+                        shares.restore(&record, &bytes, now)
+                    } else {
+                        shares.stage_repaired(&record, &bytes, now)
+                    }
                 })
                 .await;
                 return match staged {

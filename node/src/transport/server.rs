@@ -525,6 +525,7 @@ async fn dispatch(
             peer_role: identity.role,
         },
         Request::Status => Response::Status(Box::new(status(ctx))),
+        Request::ScrubStatus => Response::Scrub(*super::repair::lock(&ctx.view.scrub)),
         Request::RaftAppend { to, payload } => {
             if let Some(refusal) = wrong_member(ctx, to).or_else(|| not_a_member(ctx, identity)) {
                 return Ok(refusal);
@@ -628,6 +629,10 @@ async fn dispatch(
         Request::CreateSignedGrant { grant, signatures } => {
             records::create_grant(ctx, identity, request_id, grant, Some(signatures)).await
         }
+        Request::ReportShares { reports } => {
+            super::report::report(ctx, identity, request_id, reports).await
+        }
+        Request::ScrubCheck { records } => super::report::scrub_check(ctx, records).await,
         Request::Revoke { crl, certificates } => {
             super::revoke::revoke(ctx, identity, request_id, crl, certificates).await
         }
