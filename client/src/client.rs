@@ -1635,6 +1635,8 @@ fn response_name(r: &Response) -> &'static str {
         Response::BackupStarted { .. } => "backup started",
         Response::BackupPart(_) => "backup part",
         Response::Scrub(_) => "scrub status",
+        Response::RepairedBatch { .. } => "repaired batch",
+        Response::RepairTerms { .. } => "repair terms",
     }
 }
 

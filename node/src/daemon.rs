@@ -659,7 +659,7 @@ const REPAIR_SCAN_PAGES_PER_TICK: usize = 8;
 /// Most needs one scan pass keeps (the most urgent are assigned first).
 const MAX_PLANNED: usize = 10_000;
 /// Most moves assigned per pass.
-const MAX_ASSIGN_PER_PASS: usize = 1_024;
+const MAX_ASSIGN_PER_PASS: usize = 4_096;
 /// How long a new holder may take to run one move.
 const REPAIR_RUN_TIMEOUT_MS: u64 = 120_000;
 
@@ -727,8 +727,8 @@ impl Repairer {
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(REPAIR_TICK_MS));
         let mut busy = false;
-        // Bounded by shutdown; a step that moved shares is followed at once by the
-        // next (no idle tick while moves are pending).
+        // Bounded by shutdown; a step that moved shares, or one in the middle of a
+        // pass while shares need moving, is followed at once by the next.
         loop {
             if busy {
                 if *shutdown.borrow() {
@@ -753,7 +753,12 @@ impl Repairer {
                 continue;
             }
             match self.step(&shutdown).await {
-                Ok(moved) => busy = moved > 0,
+                // While the last pass found shares to move, the scan goes on without
+                // an idle tick too: assignments come at the end of a pass.
+                Ok(moved) => {
+                    busy = moved > 0
+                        || (self.cursor.is_some() && lock(&self.ctx.view.progress).needed > 0);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "repair step failed; will retry");
                     lock(&self.ctx.view.progress).last_error = Some(e);
@@ -961,13 +966,28 @@ impl Repairer {
                 && started.elapsed() < Duration::from_millis(REPAIR_SLICE_MS)
                 && !*shutdown.borrow()
             {
-                let Some(t) = queue.pop_front() else {
+                // The next batch: up to MAX_REPAIR_BATCH moves to one new holder.
+                let Some(first) = queue.pop_front() else {
                     break;
                 };
-                let cost_bytes = match ctx.state.record(&t.record) {
-                    Ok(Some(e)) => e.sealed_len.saturating_mul(u64::from(e.k)),
-                    _ => 0,
-                };
+                let mut batch = vec![first];
+                let mut rest = std::collections::VecDeque::with_capacity(queue.len());
+                while let Some(t) = queue.pop_front() {
+                    if t.to == batch[0].to && batch.len() < kakera_proto::message::MAX_REPAIR_BATCH
+                    {
+                        batch.push(t);
+                    } else {
+                        rest.push_back(t);
+                    }
+                }
+                queue = rest;
+                let cost_bytes: u64 = batch
+                    .iter()
+                    .map(|t| match ctx.state.record(&t.record) {
+                        Ok(Some(e)) => e.sealed_len.saturating_mul(u64::from(e.k)),
+                        _ => 0,
+                    })
+                    .sum();
                 let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                 let wait_ms =
                     crate::repair::pace_wait_ms(spent_bytes, cost_bytes, elapsed_ms, rate_mb_s);
@@ -975,21 +995,36 @@ impl Repairer {
                     tokio::time::sleep(Duration::from_millis(wait_ms)).await;
                 }
                 spent_bytes = spent_bytes.saturating_add(cost_bytes);
-                running.spawn(run_move(ctx.clone(), t, avoid.clone()));
+                running.spawn(run_moves(ctx.clone(), batch, avoid.clone()));
             }
             let Some(joined) = running.join_next().await else {
                 break;
             };
             match joined {
-                Ok((t, Ok(Response::Repaired { .. }))) => done.push(t),
-                Ok((t, Ok(other))) => {
+                Ok((tasks, Ok(Response::RepairedBatch { done: ok, failed }))) => {
+                    let ok: std::collections::BTreeSet<_> =
+                        ok.into_iter().map(|(r, _)| r).collect();
+                    done.extend(tasks.into_iter().filter(|t| ok.contains(&t.record)));
+                    if let Some((record, reason)) = failed.first() {
+                        last_error = Some(format!(
+                            "{} of the moves to one node failed; record {record}: {reason}",
+                            failed.len()
+                        ));
+                    }
+                }
+                Ok((tasks, Ok(other))) => {
                     last_error = Some(format!(
-                        "moving record {} to node {}: {other:?}",
-                        t.record, t.to
+                        "moving {} shares to node {}: {other:?}",
+                        tasks.len(),
+                        tasks.first().map_or(0, |t| t.to)
                     ));
                 }
-                Ok((t, Err(e))) => {
-                    last_error = Some(format!("moving record {} to node {}: {e}", t.record, t.to));
+                Ok((tasks, Err(e))) => {
+                    last_error = Some(format!(
+                        "moving {} shares to node {}: {e}",
+                        tasks.len(),
+                        tasks.first().map_or(0, |t| t.to)
+                    ));
                 }
                 Err(e) => last_error = Some(format!("a share move's task failed: {e}")),
             }
@@ -1009,35 +1044,37 @@ impl Repairer {
 }
 
 /// Moves committed through Raft in one entry, at most.
-const REPAIR_COMMIT_GROUP: usize = 64;
+const REPAIR_COMMIT_GROUP: usize = 1024;
 /// How long one repair slice starts new moves before the loop scans again.
 const REPAIR_SLICE_MS: u64 = 10_000;
 
-/// Has move `t`'s new holder run it: this node itself, or a peer.
-async fn run_move(
+/// Has the new holder of `tasks` (one node) run them as a batch: this node itself,
+/// or a peer.
+async fn run_moves(
     ctx: Arc<ServerContext>,
-    t: RepairTask,
+    tasks: Vec<RepairTask>,
     avoid: Vec<u64>,
-) -> (RepairTask, Result<Response, String>) {
-    let answer = if t.to == ctx.node.id {
-        Ok(crate::transport::repair::run_assigned(&ctx, t.clone(), &avoid).await)
+) -> (Vec<RepairTask>, Result<Response, String>) {
+    let to = tasks.first().map_or(0, |t| t.to);
+    let answer = if to == ctx.node.id {
+        Ok(crate::transport::repair::run_assigned_batch(&ctx, tasks.clone(), &avoid).await)
     } else {
-        match ctx.peers.get(&t.to) {
+        match ctx.peers.get(&to) {
             Some(p) => p
                 .call(
                     &ctx.cluster_id,
-                    Request::RepairRun {
-                        task: t.clone(),
+                    Request::RepairRunBatch {
+                        tasks: tasks.clone(),
                         avoid,
                     },
                     Duration::from_millis(REPAIR_RUN_TIMEOUT_MS),
                 )
                 .await
                 .map_err(|e| e.to_string()),
-            None => Err(format!("node {} is not a peer", t.to)),
+            None => Err(format!("node {to} is not a peer")),
         }
     };
-    (t, answer)
+    (tasks, answer)
 }
 
 /// Commits finished moves through Raft (one entry) and counts them as done.

@@ -307,16 +307,30 @@ pub struct HelperSession {
     pub at_ms: u64,
 }
 
+/// A helper's memory of one batched session.
+#[derive(Debug)]
+pub struct HelperBatch {
+    /// The session.
+    pub session: kakera_proto::RepairBatchSession,
+    /// Seeds this helper drew for the helpers after it.
+    pub drawn: Vec<PadSeed>,
+    /// When it was prepared (monotonic ms).
+    pub at_ms: u64,
+}
+
 /// Sessions and pads on a helper, bounded in count and age.
 #[derive(Debug, Default)]
 pub struct Sessions {
     sessions: HashMap<[u8; 16], HelperSession>,
+    batches: HashMap<[u8; 16], HelperBatch>,
     pads: HashMap<([u8; 16], u64), (PadSeed, u64)>,
 }
 
 impl Sessions {
     fn expire(&mut self, now_ms: u64) {
         self.sessions
+            .retain(|_, s| now_ms.saturating_sub(s.at_ms) < SESSION_TTL_MS);
+        self.batches
             .retain(|_, s| now_ms.saturating_sub(s.at_ms) < SESSION_TTL_MS);
         self.pads
             .retain(|_, (_, at)| now_ms.saturating_sub(*at) < SESSION_TTL_MS);
@@ -330,6 +344,49 @@ impl Sessions {
         }
         self.sessions.insert(s.session.id, s);
         true
+    }
+
+    /// Keeps a prepared batched session. False if the node holds too many already.
+    pub fn insert_batch(&mut self, s: HelperBatch, now_ms: u64) -> bool {
+        self.expire(now_ms);
+        if self.sessions.len() + self.batches.len() >= MAX_SESSIONS {
+            return false;
+        }
+        self.batches.insert(s.session.id, s);
+        true
+    }
+
+    /// Takes a batched session and every pad it needs, as [`Sessions::take`].
+    pub fn take_batch(
+        &mut self,
+        id: [u8; 16],
+        me: u64,
+    ) -> Result<(kakera_proto::RepairBatchSession, Vec<PadSeed>), String> {
+        let s = self
+            .batches
+            .get(&id)
+            .ok_or("no such repair session here (expired or never prepared)")?;
+        let pos = s
+            .session
+            .helpers
+            .iter()
+            .position(|n| *n == me)
+            .ok_or("this node is not a helper of the session")?;
+        let before: Vec<u64> = s.session.helpers[..pos].to_vec();
+        if let Some(missing) = before.iter().find(|n| !self.pads.contains_key(&(id, **n))) {
+            return Err(format!("the pad from node {missing} has not arrived"));
+        }
+        let s = self
+            .batches
+            .remove(&id)
+            .ok_or("no such repair session here")?;
+        let mut seeds = s.drawn;
+        for n in before {
+            if let Some((seed, _)) = self.pads.remove(&(id, n)) {
+                seeds.push(seed);
+            }
+        }
+        Ok((s.session, seeds))
     }
 
     /// Keeps a pad received from helper `from`. False if too many are held.

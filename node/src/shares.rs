@@ -550,6 +550,43 @@ impl ShareStore {
         Ok(digest)
     }
 
+    /// Stores regenerated shares, all in one synced write: staged for the repair
+    /// commit to promote, or (`in_place`) written over this node's bad share, as
+    /// [`ShareStore::stage_repaired`] and [`ShareStore::restore`] do one at a time.
+    /// A move whose record already has a different committed share here is left
+    /// out, with its reason.
+    pub fn store_repaired(
+        &self,
+        shares: &[(RecordId, Vec<u8>, bool)],
+        now_ms: u64,
+    ) -> io::Result<Vec<Result<Digest, String>>> {
+        let (shares_cf, staged_cf) = (cf(&self.db, CF_SHARES)?, cf(&self.db, CF_STAGED)?);
+        let mut batch = WriteBatch::default();
+        let mut out = Vec::with_capacity(shares.len());
+        for (record, bytes, in_place) in shares {
+            let digest = Digest::of(bytes);
+            if !in_place && let Some(v) = self.committed_value(record)? {
+                out.push(if decode_header(&v, VALUE_VERSION)?.1 == digest {
+                    Ok(digest)
+                } else {
+                    Err("a different share is already committed on this node".into())
+                });
+                continue;
+            }
+            batch.put_cf(shares_cf, record.0, encode_value(now_ms, &digest, bytes));
+            if *in_place {
+                batch.delete_cf(staged_cf, record.0);
+            } else {
+                batch.put_cf(staged_cf, record.0, encode_marker(now_ms, &digest));
+            }
+            out.push(Ok(digest));
+        }
+        self.db
+            .write_opt(batch, &synced())
+            .map_err(io::Error::other)?;
+        Ok(out)
+    }
+
     /// The committed share of `record`, if this node holds one.
     pub fn committed(&self, record: &RecordId) -> io::Result<Option<StoredShare>> {
         self.committed_value(record)?

@@ -33,7 +33,8 @@ pub use error::{ProtoError, Result};
 pub use identity::{Fingerprint, Identity, Role};
 pub use message::{
     ErrorKind, ErrorReply, FetchedShare, HeldShare, NodeHealth, NodeStatus, NodeUsage, Operation,
-    RaftStatus, RepairProgress, RepairSession, Request, RequestEnvelope, RequestId, Response,
-    ScrubStatus, ShareCheck, ShareProbe, StageItem, TicketEach,
+    RaftStatus, RepairBatchSession, RepairProgress, RepairSession, RepairTermItem, Request,
+    RequestEnvelope, RequestId, Response, ScrubStatus, ShareCheck, ShareProbe, StageItem,
+    TicketEach,
 };
 pub use record::{Date, Digest, RecordId, RecordKind, RecordMeta, SubjectTag};

@@ -334,6 +334,57 @@ pub enum Request {
     /// This node's scrubber's progress (anyone, like [`Request::Status`]); answered
     /// with [`Response::Scrub`]. A node from before scrubbing answers with an error.
     ScrubStatus,
+    /// Leader to a new holder: run these assigned moves, all to this node (node
+    /// role; at most [`MAX_REPAIR_BATCH`]). Answered with [`Response::RepairedBatch`].
+    RepairRunBatch {
+        /// The tasks as assigned.
+        tasks: Vec<crate::catalog::RepairTask>,
+        /// Nodes the leader has not heard from lately: asked to help last.
+        avoid: Vec<u64>,
+    },
+    /// New holder to a helper: join a batched masked-repair session (node role).
+    /// Pads flow between helpers as for [`Request::RepairPrepare`], one seed per
+    /// pair for the whole batch.
+    RepairPrepareBatch {
+        /// The session.
+        session: RepairBatchSession,
+    },
+    /// New holder to a helper: the masked terms of a batched session, in task order
+    /// (node role), answered with [`Response::RepairTerms`] and the terms as raw
+    /// frames.
+    RepairContributeBatch {
+        /// The session id.
+        session: [u8; 16],
+    },
+}
+
+/// Most moves one batched repair session runs.
+pub const MAX_REPAIR_BATCH: usize = 256;
+
+/// A batched masked-repair session: every task moves a share to `to`, and the same
+/// helper nodes (each at the x the catalog names for it, record by record) help with
+/// every one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairBatchSession {
+    /// Random id chosen by the new holder.
+    pub id: [u8; 16],
+    /// The tasks, each assigned to the new holder.
+    pub tasks: Vec<crate::catalog::RepairTask>,
+    /// The k helper nodes, in session order.
+    pub helpers: Vec<u64>,
+}
+
+/// One masked term of a batched session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairTermItem {
+    /// The record.
+    pub record: RecordId,
+    /// The sharing's set id.
+    pub set_id: [u8; 16],
+    /// The threshold.
+    pub k: u8,
+    /// The term's length (its bytes follow the answer, in item order).
+    pub size_bytes: u64,
 }
 
 /// A masked-repair session, as the new holder runs it.
@@ -562,6 +613,9 @@ impl Request {
             Request::ReportShares { .. } => "report_shares",
             Request::ScrubCheck { .. } => "scrub_check",
             Request::ScrubStatus => "scrub_status",
+            Request::RepairRunBatch { .. } => "repair_run_batch",
+            Request::RepairPrepareBatch { .. } => "repair_prepare_batch",
+            Request::RepairContributeBatch { .. } => "repair_contribute_batch",
             Request::Erase { .. } => "erase",
             Request::ListErased { .. } => "list_erased",
             Request::Lookup { .. } => "lookup",
@@ -605,6 +659,9 @@ impl Request {
             | Request::RepairPrepare { .. }
             | Request::RepairPad { .. }
             | Request::RepairContribute { .. }
+            | Request::RepairRunBatch { .. }
+            | Request::RepairPrepareBatch { .. }
+            | Request::RepairContributeBatch { .. }
             | Request::ScrubCheck { .. } => Operation::Repair,
             Request::Revoke { .. } => Operation::Revoke,
             Request::ReportShares { .. } => Operation::Report,
@@ -752,6 +809,20 @@ pub enum Response {
     },
     /// Answer to [`Request::ScrubStatus`].
     Scrub(ScrubStatus),
+    /// Answer to [`Request::RepairRunBatch`]: the moves whose share is now stored
+    /// here (staged, or restored in place), and the ones that failed and why.
+    RepairedBatch {
+        /// Records done, with the stored share's digest.
+        done: Vec<(RecordId, crate::record::Digest)>,
+        /// Records not done, each with a sentence.
+        failed: Vec<(RecordId, String)>,
+    },
+    /// Answer to [`Request::RepairContributeBatch`]: one item per task, in order;
+    /// the terms follow as raw frames.
+    RepairTerms {
+        /// The terms' facts.
+        items: Vec<RepairTermItem>,
+    },
 }
 
 /// Answer to [`Request::OpenReadEach`]: the ticket, the admitted records' catalog

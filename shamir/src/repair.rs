@@ -60,6 +60,19 @@ impl PadSeed {
         &self.0
     }
 
+    /// The seed for one share of a batched session: keyed BLAKE3 of `label` (the
+    /// record id) under this seed. Two helpers holding the same session seed derive
+    /// the same per-record seed, so one pad exchange masks every share of a batch,
+    /// each with its own keystream.
+    pub fn derive(&self, label: &[u8]) -> PadSeed {
+        let mut hash = blake3::Hasher::new_keyed(&self.0);
+        hash.update(b"kakera 2026-12 batched repair pad");
+        hash.update(label);
+        let mut out = Zeroizing::new([0u8; SEED_BYTES]);
+        hash.finalize_xof().fill(out.as_mut());
+        PadSeed(out)
+    }
+
     /// XORs this seed's pad (AES-256-CTR keystream under the seed) into `buf`.
     fn xor_pad_into(&self, buf: &mut [u8]) {
         use rand_core::Rng;
@@ -185,6 +198,45 @@ mod tests {
         let k = shares[0].threshold();
         let share = assemble(&refs, shares[0].set_id(), k, x).unwrap();
         (terms, share)
+    }
+
+    /// P4 (batched repair): one pad exchange serves every record of a batch; each
+    /// record's pads are derived from the session seeds with its id, so every
+    /// record's terms still sum to its exact share, and two records never share a
+    /// pad (a term of one does not unmask a term of another).
+    #[test]
+    fn derived_pads_regenerate_every_share_of_a_batch() {
+        let k = 3usize;
+        let seeds = session_seeds(k);
+        let records: Vec<(Vec<Share>, [u8; 16])> = (0..4u8)
+            .map(|r| {
+                let secret: Vec<u8> = (0..777u32).map(|i| (i as u8) ^ r).collect();
+                (crate::split(&secret, 3, 5).unwrap(), [r; 16])
+            })
+            .collect();
+        for (shares, id) in &records {
+            let helpers = [0usize, 2, 3];
+            let xs: Vec<u8> = helpers.iter().map(|&h| shares[h].x()).collect();
+            let terms: Vec<Vec<u8>> = helpers
+                .iter()
+                .zip(&seeds)
+                .map(|(&h, s)| {
+                    let derived: Vec<PadSeed> = s.iter().map(|p| p.derive(id)).collect();
+                    masked_term(&shares[h], &xs, shares[4].x(), &derived)
+                        .unwrap()
+                        .to_vec()
+                })
+                .collect();
+            let refs: Vec<&[u8]> = terms.iter().map(Vec::as_slice).collect();
+            let got = assemble(&refs, shares[0].set_id(), 3, shares[4].x()).unwrap();
+            assert_eq!(got.encode(), shares[4].encode());
+        }
+        let seed = &seeds[0][0];
+        assert_ne!(
+            seed.derive(&[0; 16]).as_bytes(),
+            seed.derive(&[1; 16]).as_bytes()
+        );
+        assert_ne!(seed.derive(&[0; 16]).as_bytes(), seed.as_bytes());
     }
 
     /// P4: the share regenerated through masked terms is byte for byte the dealer's

@@ -17,8 +17,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kakera_proto::catalog::{NodeMode, RepairTask};
+use kakera_proto::message::MAX_REPAIR_BATCH;
 use kakera_proto::{
-    ErrorKind, Identity, NodeHealth, RepairProgress, RepairSession, Request, RequestId, Response,
+    ErrorKind, Identity, NodeHealth, RepairBatchSession, RepairProgress, RepairSession,
+    RepairTermItem, Request, RequestId, Response,
 };
 use kakera_shamir::Share;
 use kakera_shamir::repair::{PadSeed, assemble, masked_term};
@@ -29,7 +31,7 @@ use super::server::{ServerContext, error};
 use crate::clock::unix_ms;
 use crate::raft::commands::ClientAction;
 use crate::repair::{
-    HealthState, HealthTracker, HelperSession, NodeFacts, Sessions, choose_helpers,
+    HealthState, HealthTracker, HelperBatch, HelperSession, NodeFacts, Sessions, choose_helpers,
 };
 
 /// How long a helper waits to apply a move's assignment.
@@ -407,6 +409,486 @@ pub async fn contribute(
         Ok(Err(reason)) => refuse(error(ErrorKind::Unavailable, reason)),
         Err(e) => refuse(internal(e)),
     }
+}
+
+/// Waits until this node has applied every task's assignment and checks that each
+/// is assigned, as given, in its applied state.
+async fn all_assigned(ctx: &ServerContext, tasks: &[RepairTask]) -> Result<(), Response> {
+    let Some(last) = tasks.iter().map(|t| t.assigned_index).max() else {
+        return Ok(());
+    };
+    let wait = ctx
+        .raft
+        .wait(Some(Duration::from_millis(ASSIGN_WAIT_MS)))
+        .applied_index_at_least(Some(last), "repair assignment")
+        .await;
+    if wait.is_err() {
+        return Err(error(
+            ErrorKind::Unavailable,
+            "this node has not applied the repair assignment yet; retry",
+        ));
+    }
+    for t in tasks {
+        match ctx.state.pending_repair(&t.record) {
+            Ok(Some(p)) if p == *t => {}
+            Ok(_) => {
+                return Err(error(
+                    ErrorKind::Forbidden,
+                    format!("no such repair of record {} is assigned", t.record),
+                ));
+            }
+            Err(e) => return Err(internal(e)),
+        }
+    }
+    Ok(())
+}
+
+/// The batch's tasks if they are sound for one session: 1 to [`MAX_REPAIR_BATCH`]
+/// tasks, one new holder, each record's k helpers among `helpers` exactly (distinct
+/// holders, none at the target x).
+fn check_batch(ctx: &ServerContext, session: &RepairBatchSession) -> Result<u64, Response> {
+    let bad = |m: String| error(ErrorKind::BadRequest, m);
+    let to = session
+        .tasks
+        .first()
+        .map(|t| t.to)
+        .ok_or_else(|| bad("an empty repair batch".into()))?;
+    if session.tasks.len() > MAX_REPAIR_BATCH || session.tasks.iter().any(|t| t.to != to) {
+        return Err(bad(format!(
+            "a repair batch holds 1 to {MAX_REPAIR_BATCH} moves to one node"
+        )));
+    }
+    let distinct: std::collections::BTreeSet<u64> = session.helpers.iter().copied().collect();
+    if distinct.len() != session.helpers.len() || distinct.contains(&to) {
+        return Err(bad(
+            "the helpers must be distinct nodes other than the new holder".into(),
+        ));
+    }
+    for t in &session.tasks {
+        let entry = match ctx.state.record(&t.record) {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                return Err(error(
+                    ErrorKind::NotFound,
+                    format!("record {} is not in the catalog", t.record),
+                ));
+            }
+            Err(e) => return Err(internal(e)),
+        };
+        let sound = session.helpers.len() == usize::from(entry.k)
+            && session
+                .helpers
+                .iter()
+                .all(|n| entry.holder_on(*n).is_some_and(|h| h.x != t.x));
+        if !sound {
+            return Err(bad(format!(
+                "the helpers do not match the catalog for record {} (k distinct holders other than the target)",
+                t.record
+            )));
+        }
+    }
+    Ok(to)
+}
+
+/// Helper side of a batched session, step 2: checks every task against the
+/// catalog, sends one pad seed to each helper after this one (each share of the
+/// batch is masked with its own pad derived from it), and keeps the session.
+pub async fn prepare_batch(
+    ctx: &ServerContext,
+    identity: &Identity,
+    session: RepairBatchSession,
+) -> Response {
+    let to = match check_batch(ctx, &session) {
+        Ok(to) => to,
+        Err(r) => return r,
+    };
+    if node_id_of(ctx, identity) != Some(to) {
+        return error(
+            ErrorKind::Forbidden,
+            "only the assigned new holder may run this repair",
+        );
+    }
+    if let Err(r) = all_assigned(ctx, &session.tasks).await {
+        return r;
+    }
+    let Some(pos) = session.helpers.iter().position(|n| *n == ctx.node.id) else {
+        return error(ErrorKind::BadRequest, "this node is not among the helpers");
+    };
+    let mut drawn = Vec::new();
+    for node in &session.helpers[pos + 1..] {
+        let seed = match PadSeed::random() {
+            Ok(s) => s,
+            Err(e) => return internal(e),
+        };
+        let Some(peer) = ctx.peers.get(node) else {
+            return error(ErrorKind::BadRequest, format!("node {node} is not a peer"));
+        };
+        let body = Request::RepairPad {
+            session: session.id,
+            seed: *seed.as_bytes(),
+        };
+        let timeout = Duration::from_millis(HELPER_TIMEOUT_MS);
+        match peer.call(&ctx.cluster_id, body, timeout).await {
+            Ok(Response::Accepted) => drawn.push(seed),
+            other => {
+                return error(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "helper node {node} did not take its pad: {}",
+                        describe(&other)
+                    ),
+                );
+            }
+        }
+    }
+    let now = ctx.view.now_ms();
+    let kept = lock(&ctx.view.sessions).insert_batch(
+        HelperBatch {
+            session,
+            drawn,
+            at_ms: now,
+        },
+        now,
+    );
+    if kept {
+        Response::Accepted
+    } else {
+        error(
+            ErrorKind::Unavailable,
+            "too many repair sessions here; retry",
+        )
+    }
+}
+
+/// Helper side of a batched session, step 3: every task's masked term, in task
+/// order (as trailer bytes).
+pub async fn contribute_batch(
+    ctx: &ServerContext,
+    identity: &Identity,
+    session_id: [u8; 16],
+) -> (Response, Vec<u8>) {
+    let refuse = |r: Response| (r, Vec::new());
+    let taken = lock(&ctx.view.sessions).take_batch(session_id, ctx.node.id);
+    let (session, seeds) = match taken {
+        Ok(t) => t,
+        Err(reason) => return refuse(error(ErrorKind::BadRequest, reason)),
+    };
+    if session.tasks.first().map(|t| t.to) != node_id_of(ctx, identity) {
+        return refuse(error(
+            ErrorKind::Forbidden,
+            "only the assigned new holder may collect the terms",
+        ));
+    }
+    let (shares, state) = (ctx.shares.clone(), ctx.state.clone());
+    let work = tokio::task::spawn_blocking(move || -> Result<(Response, Vec<u8>), String> {
+        let mut items = Vec::with_capacity(session.tasks.len());
+        let mut out = Vec::new();
+        for t in &session.tasks {
+            let entry = state
+                .record(&t.record)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("record {} is not in the catalog", t.record))?;
+            let xs: Vec<u8> = session
+                .helpers
+                .iter()
+                .map(|n| entry.holder_on(*n).map(|h| h.x))
+                .collect::<Option<_>>()
+                .ok_or("a helper is no longer a holder of the record")?;
+            let stored = shares
+                .committed(&t.record)
+                .map_err(|e| e.to_string())?
+                .ok_or("this helper holds no committed share of the record")?;
+            let share = Share::decode(&stored.bytes).map_err(|e| e.to_string())?;
+            let record_seeds: Vec<PadSeed> = seeds.iter().map(|s| s.derive(&t.record.0)).collect();
+            let term = masked_term(&share, &xs, t.x, &record_seeds).map_err(|e| e.to_string())?;
+            items.push(RepairTermItem {
+                record: t.record,
+                set_id: share.set_id().0,
+                k: share.threshold(),
+                size_bytes: term.len() as u64,
+            });
+            out.extend_from_slice(&term);
+        }
+        Ok((Response::RepairTerms { items }, out))
+    })
+    .await;
+    match work {
+        Ok(Ok(answer)) => {
+            kakera_net::crash::point("repair.contributed");
+            answer
+        }
+        Ok(Err(reason)) => refuse(error(ErrorKind::Unavailable, reason)),
+        Err(e) => refuse(internal(e)),
+    }
+}
+
+/// New-holder side of [`Request::RepairRunBatch`]: checks the caller is the leader.
+pub async fn run_batch(
+    ctx: &ServerContext,
+    identity: &Identity,
+    tasks: Vec<RepairTask>,
+    avoid: &[u64],
+) -> Response {
+    let leader_node = ctx
+        .raft
+        .metrics()
+        .borrow_watched()
+        .current_leader
+        .map(kakera_proto::ids::node_of);
+    if node_id_of(ctx, identity).is_none() || node_id_of(ctx, identity) != leader_node {
+        return error(ErrorKind::Forbidden, "only the leader runs repairs");
+    }
+    run_assigned_batch(ctx, tasks, avoid).await
+}
+
+/// Most share bytes one batched session moves (its terms travel in one answer per
+/// helper).
+const BATCH_SESSION_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Runs assigned moves whose new holder is this node, batched: the moves that share
+/// a helper set run as one session (one pad exchange, one request per helper), and
+/// every regenerated share is stored in one synced write. A batch whose session
+/// fails runs move by move ([`run_assigned`], which tries other helpers).
+pub async fn run_assigned_batch(
+    ctx: &ServerContext,
+    tasks: Vec<RepairTask>,
+    avoid: &[u64],
+) -> Response {
+    if tasks.len() > MAX_REPAIR_BATCH || tasks.iter().any(|t| t.to != ctx.node.id) {
+        return error(
+            ErrorKind::BadRequest,
+            format!("a repair batch holds at most {MAX_REPAIR_BATCH} moves to this node"),
+        );
+    }
+    if let Err(r) = all_assigned(ctx, &tasks).await {
+        return r;
+    }
+    let mut done = Vec::new();
+    let mut failed = Vec::new();
+    // (helpers) -> [(task, entry, expected digest)]
+    type Group = Vec<(
+        RepairTask,
+        kakera_proto::catalog::RecordEntry,
+        kakera_proto::Digest,
+    )>;
+    let mut groups: BTreeMap<Vec<u64>, Vec<Group>> = BTreeMap::new();
+    for t in tasks {
+        let entry = match ctx.state.record(&t.record) {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                failed.push((t.record, "the record is not in the catalog".to_string()));
+                continue;
+            }
+            Err(e) => {
+                failed.push((t.record, e.to_string()));
+                continue;
+            }
+        };
+        let Some(expected) = entry
+            .holder_on(t.from)
+            .filter(|h| h.x == t.x)
+            .map(|h| h.digest)
+        else {
+            failed.push((t.record, "the catalog does not match the move".to_string()));
+            continue;
+        };
+        let in_place = t.cause == kakera_proto::catalog::RepairCause::Corrupt;
+        let staged = ctx
+            .shares
+            .staged(&t.record)
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.digest == expected);
+        let restored = in_place
+            && ctx
+                .shares
+                .committed(&t.record)
+                .ok()
+                .flatten()
+                .is_some_and(|s| kakera_proto::Digest::of(&s.bytes) == expected);
+        if staged || restored {
+            done.push((t.record, expected));
+            continue;
+        }
+        let Some(helpers) = choose_helpers(&entry, &t, &[], avoid) else {
+            failed.push((t.record, "fewer than k holders can help".to_string()));
+            continue;
+        };
+        let key: Vec<u64> = helpers.iter().map(|(n, _)| *n).collect();
+        let chunks = groups.entry(key).or_default();
+        let size = entry.sealed_len / u64::from(entry.k.max(1));
+        let fits = chunks.last().is_some_and(|c| {
+            c.len() < MAX_REPAIR_BATCH
+                && c.iter()
+                    .map(|(_, e, _)| e.sealed_len / u64::from(e.k.max(1)))
+                    .sum::<u64>()
+                    + size
+                    <= BATCH_SESSION_BYTES
+        });
+        if !fits {
+            chunks.push(Vec::new());
+        }
+        if let Some(c) = chunks.last_mut() {
+            c.push((t, entry, expected));
+        }
+    }
+    for (helpers, chunks) in groups {
+        for chunk in chunks {
+            let session_tasks: Vec<RepairTask> = chunk.iter().map(|(t, _, _)| t.clone()).collect();
+            match session_batch(ctx, &session_tasks, &helpers).await {
+                Ok(shares) => {
+                    let mut store = Vec::with_capacity(shares.len());
+                    for ((t, _, expected), bytes) in chunk.iter().zip(shares) {
+                        if kakera_proto::Digest::of(&bytes) == *expected {
+                            let in_place = t.cause == kakera_proto::catalog::RepairCause::Corrupt;
+                            store.push((t.record, bytes, in_place));
+                        } else {
+                            failed.push((
+                                t.record,
+                                "the regenerated share does not match the catalog digest (a helper's share is bad)"
+                                    .to_string(),
+                            ));
+                        }
+                    }
+                    let records: Vec<kakera_proto::RecordId> =
+                        store.iter().map(|(r, _, _)| *r).collect();
+                    let shares_store = ctx.shares.clone();
+                    let now = unix_ms();
+                    let stored = tokio::task::spawn_blocking(move || {
+                        shares_store.store_repaired(&store, now)
+                    })
+                    .await;
+                    match stored {
+                        Ok(Ok(results)) => {
+                            kakera_net::crash::point("repair.staged");
+                            for (record, r) in records.into_iter().zip(results) {
+                                match r {
+                                    Ok(d) => done.push((record, d)),
+                                    Err(reason) => failed.push((record, reason)),
+                                }
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            failed.extend(records.into_iter().map(|r| (r, e.to_string())))
+                        }
+                        Err(e) => failed.extend(records.into_iter().map(|r| (r, e.to_string()))),
+                    }
+                }
+                Err(reason) => {
+                    tracing::info!(%reason, moves = session_tasks.len(), "a batched repair session failed; running its moves one by one");
+                    for t in session_tasks {
+                        let record = t.record;
+                        match Box::pin(run_assigned(ctx, t, avoid)).await {
+                            Response::Repaired { digest } => done.push((record, digest)),
+                            other => failed.push((record, format!("{other:?}"))),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Response::RepairedBatch { done, failed }
+}
+
+/// One batched masked-repair session: prepares every helper, collects each one's
+/// terms, and assembles every task's share (encoded), in task order.
+async fn session_batch(
+    ctx: &ServerContext,
+    tasks: &[RepairTask],
+    helpers: &[u64],
+) -> Result<Vec<Vec<u8>>, String> {
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).map_err(|e| e.to_string())?;
+    let session = RepairBatchSession {
+        id,
+        tasks: tasks.to_vec(),
+        helpers: helpers.to_vec(),
+    };
+    let timeout = Duration::from_millis(HELPER_TIMEOUT_MS);
+    let peer = |n: u64| {
+        ctx.peers
+            .get(&n)
+            .cloned()
+            .ok_or_else(|| format!("node {n} is not a peer"))
+    };
+    let prepares = helpers.iter().map(|n| {
+        let body = Request::RepairPrepareBatch {
+            session: session.clone(),
+        };
+        let p = peer(*n);
+        async move {
+            match p {
+                Ok(p) => match p.call(&ctx.cluster_id, body, timeout).await {
+                    Ok(Response::Accepted) => Ok(()),
+                    other => Err(format!("helper node {n}: {}", describe(&other))),
+                },
+                Err(e) => Err(e),
+            }
+        }
+    });
+    for r in futures::future::join_all(prepares).await {
+        r?;
+    }
+    let limit = BATCH_SESSION_BYTES + 2 * kakera_proto::catalog::MAX_RECORD_BYTES;
+    let contributions = helpers.iter().map(|n| {
+        let p = peer(*n);
+        async move {
+            let body = Request::RepairContributeBatch { session: id };
+            match p {
+                Ok(p) => p
+                    .call_full(&ctx.cluster_id, body, &[], limit, timeout)
+                    .await
+                    .map_err(|e| format!("helper node {n}: {e}")),
+                Err(e) => Err(e),
+            }
+        }
+    });
+    // Per helper: the terms of every task, in task order.
+    let mut per_helper: Vec<Vec<(RepairTermItem, Vec<u8>)>> = Vec::with_capacity(helpers.len());
+    for (n, r) in helpers
+        .iter()
+        .zip(futures::future::join_all(contributions).await)
+    {
+        let (answer, bytes) = r?;
+        let Response::RepairTerms { items } = answer else {
+            return Err(format!("helper node {n}: unexpected answer {answer:?}"));
+        };
+        let total: u64 = items.iter().map(|i| i.size_bytes).sum();
+        if items.len() != tasks.len() || total != bytes.len() as u64 {
+            return Err(format!(
+                "helper node {n} sent terms that do not match the session"
+            ));
+        }
+        let mut at = 0usize;
+        let mut terms = Vec::with_capacity(items.len());
+        for (item, t) in items.into_iter().zip(tasks) {
+            if item.record != t.record {
+                return Err(format!("helper node {n} sent terms out of order"));
+            }
+            let len = usize::try_from(item.size_bytes).map_err(|e| e.to_string())?;
+            terms.push((item, bytes[at..at + len].to_vec()));
+            at += len;
+        }
+        per_helper.push(terms);
+    }
+    let mut out = Vec::with_capacity(tasks.len());
+    for (i, t) in tasks.iter().enumerate() {
+        let first = &per_helper[0][i].0;
+        if per_helper
+            .iter()
+            .any(|h| (h[i].0.set_id, h[i].0.k) != (first.set_id, first.k))
+        {
+            return Err(format!(
+                "record {}: the helpers hold shares of different sharings",
+                t.record
+            ));
+        }
+        let refs: Vec<&[u8]> = per_helper.iter().map(|h| h[i].1.as_slice()).collect();
+        let share = assemble(&refs, kakera_shamir::SetId(first.set_id), first.k, t.x)
+            .map_err(|e| e.to_string())?;
+        out.push(share.encode());
+    }
+    Ok(out)
 }
 
 fn describe<T: std::fmt::Debug>(r: &Result<T, kakera_net::NetError>) -> String {

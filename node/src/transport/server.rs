@@ -475,6 +475,9 @@ async fn handle_request(
     if let Request::RepairContribute { session } = env.body {
         return super::repair::contribute(ctx, identity, session).await;
     }
+    if let Request::RepairContributeBatch { session } = env.body {
+        return super::repair::contribute_batch(ctx, identity, session).await;
+    }
     let request = Incoming {
         identity,
         remote,
@@ -598,7 +601,16 @@ async fn dispatch(
         Request::OpenAudit { records, deep } => {
             records::open_audit(ctx, identity, request_id, records, deep).await
         }
-        Request::RepairContribute { .. } => error(ErrorKind::Internal, "misrouted repair term"),
+        Request::RepairContribute { .. } | Request::RepairContributeBatch { .. } => {
+            error(ErrorKind::Internal, "misrouted repair term")
+        }
+        Request::RepairRunBatch { tasks, mut avoid } => {
+            avoid.truncate(kakera_proto::message::MAX_REPAIR_AVOID);
+            super::repair::run_batch(ctx, identity, tasks, &avoid).await
+        }
+        Request::RepairPrepareBatch { session } => {
+            super::repair::prepare_batch(ctx, identity, session).await
+        }
         Request::SetNodeMode { node, mode, reason } => {
             super::repair::set_node_mode(ctx, identity, request_id, node, mode, reason).await
         }
