@@ -102,7 +102,13 @@ pub struct HealthConfig {
     /// (MB/s, 10^6 bytes; 0 turns scrubbing off). A whole pass over a node's shares
     /// takes its stored bytes divided by this.
     pub scrub_mb_s: u32,
+    /// Most moves to one new holder that run as one masked-repair session (1 to
+    /// [`MAX_REPAIR_BATCH_MOVES`]; 1 runs a session per move).
+    pub repair_batch_moves: u32,
 }
+
+/// The most moves one batched repair session may run.
+pub const MAX_REPAIR_BATCH_MOVES: u32 = 256;
 
 impl Default for HealthConfig {
     fn default() -> HealthConfig {
@@ -112,6 +118,7 @@ impl Default for HealthConfig {
             repair_parallel: 4,
             repair_rate_mb_s: 50,
             scrub_mb_s: 10,
+            repair_batch_moves: MAX_REPAIR_BATCH_MOVES,
         }
     }
 }
@@ -616,6 +623,7 @@ struct RawHealth {
     repair_parallel: Option<u32>,
     repair_rate_mb_s: Option<u32>,
     scrub_mb_s: Option<u32>,
+    repair_batch_moves: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -946,6 +954,14 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
         health.repair_parallel = r.repair_parallel.unwrap_or(health.repair_parallel);
         health.repair_rate_mb_s = r.repair_rate_mb_s.unwrap_or(health.repair_rate_mb_s);
         health.scrub_mb_s = r.scrub_mb_s.unwrap_or(health.scrub_mb_s);
+        health.repair_batch_moves = r.repair_batch_moves.unwrap_or(health.repair_batch_moves);
+        if !(1..=MAX_REPAIR_BATCH_MOVES).contains(&health.repair_batch_moves) {
+            issues.at(
+                h.span(),
+                "health",
+                format!("repair_batch_moves must be 1-{MAX_REPAIR_BATCH_MOVES}"),
+            );
+        }
         if health.suspect_after_ms < 500 || health.dead_after_ms <= health.suspect_after_ms {
             issues.at(
                 h.span(),

@@ -939,10 +939,17 @@ impl Repairer {
             .pending_repairs(MAX_ASSIGN_PER_PASS)
             .map_err(|e| e.to_string())?;
         lock(&ctx.view.progress).pending = pending.len() as u64;
-        let mut queue: std::collections::VecDeque<RepairTask> = pending
-            .into_iter()
-            .filter(|t| facts.get(&t.to).is_some_and(NodeFacts::accepts))
-            .collect();
+        // What a move makes its helpers read: k shares of the record.
+        let mut queue = crate::repair::BatchQueue::default();
+        for t in pending {
+            if facts.get(&t.to).is_some_and(NodeFacts::accepts) {
+                let cost = match ctx.state.record(&t.record) {
+                    Ok(Some(e)) => e.sealed_len.saturating_mul(u64::from(e.k)),
+                    _ => 0,
+                };
+                queue.push(t, cost);
+            }
+        }
         if queue.is_empty() {
             return Ok(0);
         }
@@ -952,6 +959,9 @@ impl Repairer {
             .map(|f| f.id)
             .collect();
         let parallel = ctx.config.health.repair_parallel.max(1) as usize;
+        let batch_moves = (ctx.config.health.repair_batch_moves as usize)
+            .clamp(1, kakera_proto::message::MAX_REPAIR_BATCH);
+        let budget_bytes = u64::from(ctx.config.health.repair_rate_mb_s.max(1)) * 1_000_000;
         let rate_mb_s = ctx.config.health.repair_rate_mb_s;
         let started = tokio::time::Instant::now();
         let mut spent_bytes = 0u64;
@@ -966,28 +976,12 @@ impl Repairer {
                 && started.elapsed() < Duration::from_millis(REPAIR_SLICE_MS)
                 && !*shutdown.borrow()
             {
-                // The next batch: up to MAX_REPAIR_BATCH moves to one new holder.
-                let Some(first) = queue.pop_front() else {
+                // The next batch: up to `repair_batch_moves` moves to one new holder,
+                // reading at most one second of the rate (so batches are paced like
+                // single moves).
+                let Some((batch, cost_bytes)) = queue.next_batch(batch_moves, budget_bytes) else {
                     break;
                 };
-                let mut batch = vec![first];
-                let mut rest = std::collections::VecDeque::with_capacity(queue.len());
-                while let Some(t) = queue.pop_front() {
-                    if t.to == batch[0].to && batch.len() < kakera_proto::message::MAX_REPAIR_BATCH
-                    {
-                        batch.push(t);
-                    } else {
-                        rest.push_back(t);
-                    }
-                }
-                queue = rest;
-                let cost_bytes: u64 = batch
-                    .iter()
-                    .map(|t| match ctx.state.record(&t.record) {
-                        Ok(Some(e)) => e.sealed_len.saturating_mul(u64::from(e.k)),
-                        _ => 0,
-                    })
-                    .sum();
                 let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                 let wait_ms =
                     crate::repair::pace_wait_ms(spent_bytes, cost_bytes, elapsed_ms, rate_mb_s);

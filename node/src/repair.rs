@@ -291,6 +291,60 @@ pub fn pace_wait_ms(spent_bytes: u64, cost_bytes: u64, elapsed_ms: u64, rate_mb_
     u64::try_from(((need - allowed) * 1_000).div_ceil(per_s)).unwrap_or(u64::MAX)
 }
 
+/// Pending moves waiting to run, by new holder, cut into batches: at most
+/// `max_moves` moves to one node whose helpers read at most `budget_bytes` together
+/// (one second of the repair rate; a move larger than that goes alone), the new
+/// holders taken in turn.
+#[derive(Debug, Default)]
+pub struct BatchQueue {
+    by_holder: BTreeMap<u64, std::collections::VecDeque<(RepairTask, u64)>>,
+    turn: std::collections::VecDeque<u64>,
+}
+
+impl BatchQueue {
+    /// Queues `task`, whose helpers read `cost_bytes`.
+    pub fn push(&mut self, task: RepairTask, cost_bytes: u64) {
+        let q = self.by_holder.entry(task.to).or_default();
+        if q.is_empty() {
+            self.turn.push_back(task.to);
+        }
+        q.push_back((task, cost_bytes));
+    }
+
+    /// Whether no move waits.
+    pub fn is_empty(&self) -> bool {
+        self.turn.is_empty()
+    }
+
+    /// The next batch and what its helpers read, or `None` when empty.
+    pub fn next_batch(
+        &mut self,
+        max_moves: usize,
+        budget_bytes: u64,
+    ) -> Option<(Vec<RepairTask>, u64)> {
+        let to = self.turn.pop_front()?;
+        let q = self.by_holder.get_mut(&to)?;
+        let (mut batch, mut cost) = (Vec::new(), 0u64);
+        while let Some((_, c)) = q.front() {
+            if !batch.is_empty()
+                && (batch.len() >= max_moves.max(1) || cost.saturating_add(*c) > budget_bytes)
+            {
+                break;
+            }
+            cost = cost.saturating_add(*c);
+            if let Some((t, _)) = q.pop_front() {
+                batch.push(t);
+            }
+        }
+        if q.is_empty() {
+            self.by_holder.remove(&to);
+        } else {
+            self.turn.push_back(to);
+        }
+        Some((batch, cost))
+    }
+}
+
 /// Most helper sessions and received pads a node keeps at once.
 pub const MAX_SESSIONS: usize = 1024;
 /// How long a helper keeps a session or a pad that is not used.
@@ -485,6 +539,40 @@ mod tests {
                 "{state:?}"
             );
         }
+    }
+
+    /// P4 (repair at the configured rate, many moves per session): batches hold at
+    /// most `max_moves` moves to one new holder and one second of the rate's bytes
+    /// (a larger move alone), and new holders take turns.
+    #[test]
+    fn batches_are_cut_by_count_bytes_and_holder() {
+        let task = |record: u8, to: u64| RepairTask {
+            record: RecordId([record; 16]),
+            x: 1,
+            from: 9,
+            to,
+            cause: RepairCause::Dead,
+            assigned_at_ms: 0,
+            assigned_index: 1,
+        };
+        let mut q = BatchQueue::default();
+        for r in 0..5 {
+            q.push(task(r, 6), 10);
+        }
+        q.push(task(50, 7), 10);
+        q.push(task(60, 6), 1_000);
+        let ids = |b: &[RepairTask]| b.iter().map(|t| t.record.0[0]).collect::<Vec<_>>();
+        // Count: 3 moves; then node 7's turn; then bytes: 2 x 10 fit under 25.
+        let (b, cost) = q.next_batch(3, 25).unwrap();
+        assert_eq!((ids(&b), cost), (vec![0, 1], 20));
+        let (b, _) = q.next_batch(3, 1_000).unwrap();
+        assert_eq!(ids(&b), vec![50]);
+        let (b, cost) = q.next_batch(3, 1_000).unwrap();
+        assert_eq!((ids(&b), cost), (vec![2, 3, 4], 30));
+        // A move over the budget goes alone.
+        let (b, cost) = q.next_batch(3, 25).unwrap();
+        assert_eq!((ids(&b), cost), (vec![60], 1_000));
+        assert!(q.is_empty() && q.next_batch(3, 25).is_none());
     }
 
     /// P4 (repair runs at the configured rate and no faster): the pacing of moves.

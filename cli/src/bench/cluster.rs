@@ -42,6 +42,8 @@ pub struct Pacing {
     pub repair_parallel: u32,
     /// Most MB/s of helper reads.
     pub repair_rate_mb_s: u32,
+    /// Most moves per masked-repair session.
+    pub repair_batch_moves: u32,
 }
 
 /// A running benchmark cluster.
@@ -113,11 +115,13 @@ impl BenchCluster {
              [policy]\nk = 3\nn = 5\n\n\
              [zones.dc]\n[zones.hsz]\nnetworks = [\"127.0.0.1\"]\n\n\
              [health]\nsuspect_after_ms = 1000\ndead_after_ms = 3000\n\
-             repair_parallel = {parallel}\nrepair_rate_mb_s = {rate}\n",
+             repair_parallel = {parallel}\nrepair_rate_mb_s = {rate}\n\
+             repair_batch_moves = {batch}\n",
             prefix = kakera_config::BENCH_CLUSTER_PREFIX,
             zone = zone_public.trim(),
             parallel = pacing.repair_parallel,
             rate = pacing.repair_rate_mb_s,
+            batch = pacing.repair_batch_moves,
         );
         if super::BASELINE_BUILT {
             text.push_str("\n[baseline]\nplain_replicas = 3\n");

@@ -76,6 +76,8 @@ pub struct BenchOptions {
     pub repair_parallel: u32,
     /// Repair rate limit in the benchmark cluster's config (MB/s).
     pub repair_rate_mb_s: u32,
+    /// Moves per masked-repair session in the benchmark cluster's config.
+    pub repair_batch_moves: u32,
     /// Where the cluster lives.
     pub dir: PathBuf,
     /// The `kakera-node` binary.
@@ -154,6 +156,7 @@ pub async fn run(
     let pacing = Pacing {
         repair_parallel: opts.repair_parallel,
         repair_rate_mb_s: opts.repair_rate_mb_s,
+        repair_batch_moves: opts.repair_batch_moves,
     };
     let Started {
         mut cluster,
@@ -621,6 +624,7 @@ mod tests {
             repair_timeout_s: 1,
             repair_parallel: 1,
             repair_rate_mb_s: 1,
+            repair_batch_moves: 1,
             dir: PathBuf::new(),
             node_binary: PathBuf::new(),
         }

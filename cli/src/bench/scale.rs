@@ -227,6 +227,7 @@ pub async fn run(
     let pacing = Pacing {
         repair_parallel: 16,
         repair_rate_mb_s: 10_000,
+        repair_batch_moves: kakera_config::MAX_REPAIR_BATCH_MOVES,
     };
     let Started {
         mut cluster,

@@ -46,6 +46,10 @@ pub(crate) struct BenchArgs {
     /// Repair rate limit in the benchmark cluster, MB/s ([health] repair_rate_mb_s).
     #[arg(long, default_value_t = 10_000)]
     repair_rate_mb_s: u32,
+    /// Moves per masked-repair session in the benchmark cluster ([health]
+    /// repair_batch_moves; 1 runs a session per move).
+    #[arg(long, default_value_t = 256)]
+    repair_batch: u32,
     /// Where the report is written.
     #[arg(long, default_value = "kakera-bench.json")]
     out: PathBuf,
@@ -124,6 +128,7 @@ pub(crate) fn run(args: BenchArgs, json: bool) -> Result<Outcome, CliError> {
         repair_timeout_s: args.repair_timeout_s,
         repair_parallel: args.repair_parallel,
         repair_rate_mb_s: args.repair_rate_mb_s,
+        repair_batch_moves: args.repair_batch,
         dir: dir.clone(),
         node_binary: node_binary_or_beside(args.node_binary),
     };

@@ -64,6 +64,9 @@ pub struct ClusterView {
     pub bad_shares: Mutex<BadShares>,
     /// This node's scrubber's progress (`crate::scrub`).
     pub scrub: Mutex<kakera_proto::ScrubStatus>,
+    /// Batched repair sessions this node runs as a new holder at once (memory:
+    /// each holds k terms of at most `BATCH_SESSION_BYTES`).
+    pub repair_sessions: tokio::sync::Semaphore,
 }
 
 impl Default for ClusterView {
@@ -76,6 +79,7 @@ impl Default for ClusterView {
             sessions: Mutex::new(Sessions::default()),
             bad_shares: Mutex::new(BTreeMap::new()),
             scrub: Mutex::new(Default::default()),
+            repair_sessions: tokio::sync::Semaphore::new(SESSIONS_AT_ONCE),
         }
     }
 }
@@ -411,6 +415,12 @@ pub async fn contribute(
     }
 }
 
+// The config's bound on moves per session is the wire's.
+const _: () = assert!(
+    kakera_config::MAX_REPAIR_BATCH_MOVES as usize == MAX_REPAIR_BATCH,
+    "kakera_config::MAX_REPAIR_BATCH_MOVES must equal kakera_proto's MAX_REPAIR_BATCH"
+);
+
 /// Waits until this node has applied every task's assignment and checks that each
 /// is assigned, as given, in its applied state.
 async fn all_assigned(ctx: &ServerContext, tasks: &[RepairTask]) -> Result<(), Response> {
@@ -643,7 +653,7 @@ pub async fn run_batch(
 
 /// Most share bytes one batched session moves (its terms travel in one answer per
 /// helper).
-const BATCH_SESSION_BYTES: u64 = 32 * 1024 * 1024;
+const BATCH_SESSION_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Runs assigned moves whose new holder is this node, batched: the moves that share
 /// a helper set run as one session (one pad exchange, one request per helper), and
@@ -732,62 +742,98 @@ pub async fn run_assigned_batch(
             c.push((t, entry, expected));
         }
     }
-    for (helpers, chunks) in groups {
-        for chunk in chunks {
-            let session_tasks: Vec<RepairTask> = chunk.iter().map(|(t, _, _)| t.clone()).collect();
-            match session_batch(ctx, &session_tasks, &helpers).await {
-                Ok(shares) => {
-                    let mut store = Vec::with_capacity(shares.len());
-                    for ((t, _, expected), bytes) in chunk.iter().zip(shares) {
-                        if kakera_proto::Digest::of(&bytes) == *expected {
-                            let in_place = t.cause == kakera_proto::catalog::RepairCause::Corrupt;
-                            store.push((t.record, bytes, in_place));
-                        } else {
-                            failed.push((
-                                t.record,
-                                "the regenerated share does not match the catalog digest (a helper's share is bad)"
-                                    .to_string(),
-                            ));
+    // Sessions run SESSIONS_AT_ONCE at a time on this node (whatever number of
+    // batches the leader sends), each moving at most BATCH_SESSION_BYTES.
+    let jobs = groups
+        .into_iter()
+        .flat_map(|(helpers, chunks)| chunks.into_iter().map(move |c| (helpers.clone(), c)));
+    let mut results = futures::StreamExt::buffer_unordered(
+        futures::stream::iter(jobs.map(|(helpers, chunk)| run_chunk(ctx, helpers, chunk, avoid))),
+        SESSIONS_AT_ONCE,
+    );
+    while let Some((ok, bad)) = futures::StreamExt::next(&mut results).await {
+        done.extend(ok);
+        failed.extend(bad);
+    }
+    Response::RepairedBatch { done, failed }
+}
+
+/// Batched sessions one new holder runs at once.
+const SESSIONS_AT_ONCE: usize = 4;
+
+/// Runs one chunk of a batch as a session and stores its shares: the records done
+/// (with their digests) and the ones that failed. A failed session runs its moves
+/// one by one ([`run_assigned`], which tries other helpers).
+async fn run_chunk(
+    ctx: &ServerContext,
+    helpers: Vec<u64>,
+    chunk: Vec<(
+        RepairTask,
+        kakera_proto::catalog::RecordEntry,
+        kakera_proto::Digest,
+    )>,
+    avoid: &[u64],
+) -> (
+    Vec<(kakera_proto::RecordId, kakera_proto::Digest)>,
+    Vec<(kakera_proto::RecordId, String)>,
+) {
+    let (mut done, mut failed) = (Vec::new(), Vec::new());
+    // The node's bound on sessions in flight, whichever batches they belong to.
+    let Ok(_slot) = ctx.view.repair_sessions.acquire().await else {
+        failed.extend(
+            chunk
+                .iter()
+                .map(|(t, _, _)| (t.record, "the node is stopping".to_string())),
+        );
+        return (done, failed);
+    };
+    let session_tasks: Vec<RepairTask> = chunk.iter().map(|(t, _, _)| t.clone()).collect();
+    match session_batch(ctx, &session_tasks, &helpers).await {
+        Ok(shares) => {
+            let mut store = Vec::with_capacity(shares.len());
+            for ((t, _, expected), bytes) in chunk.iter().zip(shares) {
+                if kakera_proto::Digest::of(&bytes) == *expected {
+                    let in_place = t.cause == kakera_proto::catalog::RepairCause::Corrupt;
+                    store.push((t.record, bytes, in_place));
+                } else {
+                    failed.push((
+                        t.record,
+                        "the regenerated share does not match the catalog digest (a helper's share is bad)"
+                            .to_string(),
+                    ));
+                }
+            }
+            let records: Vec<kakera_proto::RecordId> = store.iter().map(|(r, _, _)| *r).collect();
+            let shares_store = ctx.shares.clone();
+            let now = unix_ms();
+            let stored =
+                tokio::task::spawn_blocking(move || shares_store.store_repaired(&store, now)).await;
+            match stored {
+                Ok(Ok(results)) => {
+                    kakera_net::crash::point("repair.staged");
+                    for (record, r) in records.into_iter().zip(results) {
+                        match r {
+                            Ok(d) => done.push((record, d)),
+                            Err(reason) => failed.push((record, reason)),
                         }
-                    }
-                    let records: Vec<kakera_proto::RecordId> =
-                        store.iter().map(|(r, _, _)| *r).collect();
-                    let shares_store = ctx.shares.clone();
-                    let now = unix_ms();
-                    let stored = tokio::task::spawn_blocking(move || {
-                        shares_store.store_repaired(&store, now)
-                    })
-                    .await;
-                    match stored {
-                        Ok(Ok(results)) => {
-                            kakera_net::crash::point("repair.staged");
-                            for (record, r) in records.into_iter().zip(results) {
-                                match r {
-                                    Ok(d) => done.push((record, d)),
-                                    Err(reason) => failed.push((record, reason)),
-                                }
-                            }
-                        }
-                        Ok(Err(e)) => {
-                            failed.extend(records.into_iter().map(|r| (r, e.to_string())))
-                        }
-                        Err(e) => failed.extend(records.into_iter().map(|r| (r, e.to_string()))),
                     }
                 }
-                Err(reason) => {
-                    tracing::info!(%reason, moves = session_tasks.len(), "a batched repair session failed; running its moves one by one");
-                    for t in session_tasks {
-                        let record = t.record;
-                        match Box::pin(run_assigned(ctx, t, avoid)).await {
-                            Response::Repaired { digest } => done.push((record, digest)),
-                            other => failed.push((record, format!("{other:?}"))),
-                        }
-                    }
+                Ok(Err(e)) => failed.extend(records.into_iter().map(|r| (r, e.to_string()))),
+                Err(e) => failed.extend(records.into_iter().map(|r| (r, e.to_string()))),
+            }
+        }
+        Err(reason) => {
+            tracing::info!(%reason, moves = session_tasks.len(), "a batched repair session failed; running its moves one by one");
+            for t in session_tasks {
+                let record = t.record;
+                match Box::pin(run_assigned(ctx, t, avoid)).await {
+                    Response::Repaired { digest } => done.push((record, digest)),
+                    other => failed.push((record, format!("{other:?}"))),
                 }
             }
         }
     }
-    Response::RepairedBatch { done, failed }
+    (done, failed)
 }
 
 /// One batched masked-repair session: prepares every helper, collects each one's
