@@ -420,27 +420,12 @@ impl Sessions {
             .batches
             .get(&id)
             .ok_or("no such repair session here (expired or never prepared)")?;
-        let pos = s
-            .session
-            .helpers
-            .iter()
-            .position(|n| *n == me)
-            .ok_or("this node is not a helper of the session")?;
-        let before: Vec<u64> = s.session.helpers[..pos].to_vec();
-        if let Some(missing) = before.iter().find(|n| !self.pads.contains_key(&(id, **n))) {
-            return Err(format!("the pad from node {missing} has not arrived"));
-        }
+        let before = self.pads_before(id, &s.session.helpers, me)?;
         let s = self
             .batches
             .remove(&id)
             .ok_or("no such repair session here")?;
-        let mut seeds = s.drawn;
-        for n in before {
-            if let Some((seed, _)) = self.pads.remove(&(id, n)) {
-                seeds.push(seed);
-            }
-        }
-        Ok((s.session, seeds))
+        Ok((s.session, self.seeds(id, s.drawn, &before)))
     }
 
     /// Keeps a pad received from helper `from`. False if too many are held.
@@ -460,27 +445,37 @@ impl Sessions {
             .sessions
             .get(&id)
             .ok_or("no such repair session here (expired or never prepared)")?;
-        let pos = s
-            .session
-            .helpers
-            .iter()
-            .position(|(n, _)| *n == me)
-            .ok_or("this node is not a helper of the session")?;
-        let before: Vec<u64> = s.session.helpers[..pos].iter().map(|(n, _)| *n).collect();
-        if let Some(missing) = before.iter().find(|n| !self.pads.contains_key(&(id, **n))) {
-            return Err(format!("the pad from node {missing} has not arrived"));
-        }
+        let helpers: Vec<u64> = s.session.helpers.iter().map(|(n, _)| *n).collect();
+        let before = self.pads_before(id, &helpers, me)?;
         let s = self
             .sessions
             .remove(&id)
             .ok_or("no such repair session here")?;
-        let mut seeds = s.drawn;
+        Ok((s.session, self.seeds(id, s.drawn, &before)))
+    }
+
+    /// The helpers before `me` in session `id`, once every one's pad is here.
+    fn pads_before(&self, id: [u8; 16], helpers: &[u64], me: u64) -> Result<Vec<u64>, String> {
+        let pos = helpers
+            .iter()
+            .position(|n| *n == me)
+            .ok_or("this node is not a helper of the session")?;
+        let before = helpers[..pos].to_vec();
+        if let Some(missing) = before.iter().find(|n| !self.pads.contains_key(&(id, **n))) {
+            return Err(format!("the pad from node {missing} has not arrived"));
+        }
+        Ok(before)
+    }
+
+    /// The seeds `drawn` here, then the pads received from `before`, taken out.
+    fn seeds(&mut self, id: [u8; 16], drawn: Vec<PadSeed>, before: &[u64]) -> Vec<PadSeed> {
+        let mut seeds = drawn;
         for n in before {
-            if let Some((seed, _)) = self.pads.remove(&(id, n)) {
+            if let Some((seed, _)) = self.pads.remove(&(id, *n)) {
                 seeds.push(seed);
             }
         }
-        Ok((s.session, seeds))
+        seeds
     }
 }
 

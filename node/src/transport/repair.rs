@@ -301,33 +301,11 @@ pub async fn prepare(ctx: &ServerContext, identity: &Identity, session: RepairSe
             "the helpers do not match the catalog (k distinct holders other than the target)",
         );
     }
-    let mut drawn = Vec::new();
-    for (node, _) in &session.helpers[pos + 1..] {
-        let seed = match PadSeed::random() {
-            Ok(s) => s,
-            Err(e) => return internal(e),
-        };
-        let Some(peer) = ctx.peers.get(node) else {
-            return error(ErrorKind::BadRequest, format!("node {node} is not a peer"));
-        };
-        let body = Request::RepairPad {
-            session: session.id,
-            seed: *seed.as_bytes(),
-        };
-        let timeout = Duration::from_millis(HELPER_TIMEOUT_MS);
-        match peer.call(&ctx.cluster_id, body, timeout).await {
-            Ok(Response::Accepted) => drawn.push(seed),
-            other => {
-                return error(
-                    ErrorKind::Unavailable,
-                    format!(
-                        "helper node {node} did not take its pad: {}",
-                        describe(&other)
-                    ),
-                );
-            }
-        }
-    }
+    let later: Vec<u64> = session.helpers[pos + 1..].iter().map(|(n, _)| *n).collect();
+    let drawn = match send_pads(ctx, session.id, &later).await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
     let now = ctx.view.now_ms();
     let kept = lock(&ctx.view.sessions).insert(
         HelperSession {
@@ -345,6 +323,41 @@ pub async fn prepare(ctx: &ServerContext, identity: &Identity, session: RepairSe
             "too many repair sessions here; retry",
         )
     }
+}
+
+/// Draws a fresh pad seed for each helper in `later` (the ones after this helper in
+/// session order) and sends it to that helper directly; the seeds drawn.
+async fn send_pads(
+    ctx: &ServerContext,
+    session: [u8; 16],
+    later: &[u64],
+) -> Result<Vec<PadSeed>, Response> {
+    let mut drawn = Vec::with_capacity(later.len());
+    for node in later {
+        let seed = PadSeed::random().map_err(internal)?;
+        let peer = ctx
+            .peers
+            .get(node)
+            .ok_or_else(|| error(ErrorKind::BadRequest, format!("node {node} is not a peer")))?;
+        let body = Request::RepairPad {
+            session,
+            seed: *seed.as_bytes(),
+        };
+        let timeout = Duration::from_millis(HELPER_TIMEOUT_MS);
+        match peer.call(&ctx.cluster_id, body, timeout).await {
+            Ok(Response::Accepted) => drawn.push(seed),
+            other => {
+                return Err(error(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "helper node {node} did not take its pad: {}",
+                        describe(&other)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(drawn)
 }
 
 /// Helper side: keeps a pad from another helper.
@@ -524,33 +537,11 @@ pub async fn prepare_batch(
     let Some(pos) = session.helpers.iter().position(|n| *n == ctx.node.id) else {
         return error(ErrorKind::BadRequest, "this node is not among the helpers");
     };
-    let mut drawn = Vec::new();
-    for node in &session.helpers[pos + 1..] {
-        let seed = match PadSeed::random() {
-            Ok(s) => s,
-            Err(e) => return internal(e),
-        };
-        let Some(peer) = ctx.peers.get(node) else {
-            return error(ErrorKind::BadRequest, format!("node {node} is not a peer"));
-        };
-        let body = Request::RepairPad {
-            session: session.id,
-            seed: *seed.as_bytes(),
-        };
-        let timeout = Duration::from_millis(HELPER_TIMEOUT_MS);
-        match peer.call(&ctx.cluster_id, body, timeout).await {
-            Ok(Response::Accepted) => drawn.push(seed),
-            other => {
-                return error(
-                    ErrorKind::Unavailable,
-                    format!(
-                        "helper node {node} did not take its pad: {}",
-                        describe(&other)
-                    ),
-                );
-            }
-        }
-    }
+    let later = session.helpers[pos + 1..].to_vec();
+    let drawn = match send_pads(ctx, session.id, &later).await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
     let now = ctx.view.now_ms();
     let kept = lock(&ctx.view.sessions).insert_batch(
         HelperBatch {
