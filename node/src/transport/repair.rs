@@ -487,6 +487,7 @@ fn check_batch(ctx: &ServerContext, session: &RepairBatchSession) -> Result<u64,
             "the helpers must be distinct nodes other than the new holder".into(),
         ));
     }
+    let mut total_bytes = 0u64;
     for t in &session.tasks {
         let entry = match ctx.state.record(&t.record) {
             Ok(Some(e)) => e,
@@ -509,6 +510,14 @@ fn check_batch(ctx: &ServerContext, session: &RepairBatchSession) -> Result<u64,
                 t.record
             )));
         }
+        total_bytes = total_bytes.saturating_add(entry.sealed_len);
+    }
+    // The terms this helper builds for one answer: bounded like the new holder's
+    // sessions (one larger record may go alone).
+    if session.tasks.len() > 1 && total_bytes > BATCH_SESSION_BYTES {
+        return Err(bad(format!(
+            "a repair session moves at most {BATCH_SESSION_BYTES} bytes of shares (one larger record alone)"
+        )));
     }
     Ok(to)
 }
@@ -717,14 +726,11 @@ pub async fn run_assigned_batch(
         };
         let key: Vec<u64> = helpers.iter().map(|(n, _)| *n).collect();
         let chunks = groups.entry(key).or_default();
-        let size = entry.sealed_len / u64::from(entry.k.max(1));
+        // A Shamir share is as long as the sealed record.
+        let size = entry.sealed_len;
         let fits = chunks.last().is_some_and(|c| {
             c.len() < MAX_REPAIR_BATCH
-                && c.iter()
-                    .map(|(_, e, _)| e.sealed_len / u64::from(e.k.max(1)))
-                    .sum::<u64>()
-                    + size
-                    <= BATCH_SESSION_BYTES
+                && c.iter().map(|(_, e, _)| e.sealed_len).sum::<u64>() + size <= BATCH_SESSION_BYTES
         });
         if !fits {
             chunks.push(Vec::new());
