@@ -129,6 +129,19 @@ pub struct Need {
     pub placed: bool,
 }
 
+/// Holders of `entry` that are not dead.
+fn live_holders(entry: &RecordEntry, nodes: &BTreeMap<u64, NodeFacts>) -> usize {
+    entry
+        .holders
+        .iter()
+        .filter(|h| {
+            nodes
+                .get(&h.node)
+                .is_some_and(|n| n.health != HealthState::Dead)
+        })
+        .count()
+}
+
 /// The first share of `entry` that must move, and where to. `pending` is the record's
 /// assigned move, if any: kept while its new holder can still take it. Plain replicas
 /// (a benchmark cluster's baseline, k = 1) are never planned: repair regenerates
@@ -142,15 +155,7 @@ pub fn plan_record(
     if entry.is_plain_replica() {
         return None;
     }
-    let live_holders = entry
-        .holders
-        .iter()
-        .filter(|h| {
-            nodes
-                .get(&h.node)
-                .is_some_and(|n| n.health != HealthState::Dead)
-        })
-        .count();
+    let live_holders = live_holders(entry, nodes);
     if let Some(p) = pending
         && nodes.get(&p.to).is_some_and(NodeFacts::accepts)
     {
@@ -222,16 +227,7 @@ pub fn plan_in_place(
     if !nodes.get(&report.node).is_some_and(NodeFacts::accepts) {
         return None;
     }
-    let live_holders = entry
-        .holders
-        .iter()
-        .filter(|h| {
-            nodes
-                .get(&h.node)
-                .is_some_and(|n| n.health != HealthState::Dead)
-        })
-        .count()
-        .saturating_sub(bad_on);
+    let live_holders = live_holders(entry, nodes).saturating_sub(bad_on);
     Some(Need {
         live_holders,
         task: RepairTask {

@@ -125,9 +125,10 @@ pub struct Keeper {
 }
 
 impl Keeper {
-    /// Every CRL to apply: the catalog's, then the config file's. One that cannot be
-    /// read is left out with a warning (the catalog's were parsed when recorded).
-    fn crls(&self) -> Vec<Vec<u8>> {
+    /// Every CRL to apply, with what it says: the catalog's, then the config
+    /// file's. One that cannot be read is left out with a warning (the catalog's were
+    /// parsed when recorded).
+    fn crls(&self) -> Vec<(Vec<u8>, revocation::CrlSummary)> {
         let mut crls = match self.state.revocation_lists() {
             Ok(c) => c,
             Err(e) => {
@@ -141,21 +142,22 @@ impl Keeper {
                 Err(e) => tracing::warn!(error = %e, "the config's ca_crl file could not be read"),
             }
         }
-        crls.retain(|c| match revocation::parse_crl(c) {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::warn!(error = %e, "a revocation list is left out");
-                false
-            }
-        });
-        crls
+        crls.into_iter()
+            .filter_map(|c| match revocation::parse_crl(&c) {
+                Ok(summary) => Some((c, summary)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a revocation list is left out");
+                    None
+                }
+            })
+            .collect()
     }
 
     /// Builds both configs from the material and the CRLs now, installs them,
     /// closes outbound connections to revoked nodes and publishes the view. An error
     /// building the configs leaves the ones in use (and is returned).
     pub async fn apply(&mut self) -> Result<(), String> {
-        let crls = self.crls();
+        let (crls, summaries): (Vec<_>, Vec<_>) = self.crls().into_iter().unzip();
         self.material.set_crls(crls.clone());
         let built = self
             .material
@@ -172,10 +174,6 @@ impl Keeper {
         }
         // Even when rustls refused to build with these CRLs, the certificates they
         // list lose their connections and every request (the view below).
-        let summaries: Vec<_> = crls
-            .iter()
-            .filter_map(|c| revocation::parse_crl(c).ok())
-            .collect();
         let revoked = RevokedSet::of(&summaries);
         let closes = |leaf: &[u8]| revocation::cert_ref(leaf).is_ok_and(|c| revoked.contains(&c));
         for peer in self.peers.values() {
