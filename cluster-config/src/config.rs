@@ -186,20 +186,30 @@ impl RaftTuning {
 /// Ceiling of `snapshot_chunk_bytes`.
 pub const CEILING_SNAPSHOT_CHUNK_BYTES: u32 = 64 * 1024 * 1024;
 
-/// How long staged (uncommitted) shares live (`[staging]`, all fields optional).
+/// How shares land on a node and how long staged (uncommitted) ones live
+/// (`[staging]`, all fields optional).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StagingConfig {
     /// A staged share that no commit claimed within this time is deleted.
     pub ttl_ms: u64,
     /// How often each node looks for expired staged shares.
     pub collect_every_ms: u64,
+    /// Shares of at least this many bytes are written once, to a file of their own
+    /// beside the node's database, instead of through RocksDB's write-ahead log and
+    /// SST files (default 1 MiB; at least [`MIN_FILE_SHARE_BYTES`]).
+    pub file_share_min_bytes: u64,
 }
+
+/// Floor of `[staging] file_share_min_bytes`: a file per share below it costs more
+/// in file-system metadata than it saves.
+pub const MIN_FILE_SHARE_BYTES: u64 = 1024;
 
 impl Default for StagingConfig {
     fn default() -> StagingConfig {
         StagingConfig {
             ttl_ms: 15 * 60 * 1000,
             collect_every_ms: 10_000,
+            file_share_min_bytes: 1024 * 1024,
         }
     }
 }
@@ -613,6 +623,7 @@ struct RawRaft {
 struct RawStaging {
     ttl_ms: Option<u64>,
     collect_every_ms: Option<u64>,
+    file_share_min_bytes: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -984,6 +995,16 @@ fn validate(text: &str, raw: RawConfig) -> Result<ClusterConfig, ConfigError> {
         let r = st.get_ref();
         staging.ttl_ms = r.ttl_ms.unwrap_or(staging.ttl_ms);
         staging.collect_every_ms = r.collect_every_ms.unwrap_or(staging.collect_every_ms);
+        staging.file_share_min_bytes = r
+            .file_share_min_bytes
+            .unwrap_or(staging.file_share_min_bytes);
+        if staging.file_share_min_bytes < MIN_FILE_SHARE_BYTES {
+            issues.at(
+                st.span(),
+                "staging",
+                format!("file_share_min_bytes must be at least {MIN_FILE_SHARE_BYTES}"),
+            );
+        }
         if staging.ttl_ms < 1_000
             || staging.collect_every_ms < 100
             || staging.collect_every_ms > staging.ttl_ms

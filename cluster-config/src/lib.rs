@@ -12,8 +12,8 @@ pub mod placement;
 pub use config::{
     BASELINE_BUILT, BENCH_CLUSTER_PREFIX, ClusterConfig, CommitteeConfig, CommitteeMember,
     HSZ_ZONE, HealthConfig, LimitsConfig, MAX_COMMITTEE_MEMBERS, MAX_NODE_ID,
-    MAX_REPAIR_BATCH_MOVES, MAX_VOTERS, NodeConfig, NodeId, Policy, RaftTuning, StagingConfig,
-    ZoneConfig,
+    MAX_REPAIR_BATCH_MOVES, MAX_VOTERS, MIN_FILE_SHARE_BYTES, NodeConfig, NodeId, Policy,
+    RaftTuning, StagingConfig, ZoneConfig,
 };
 pub use error::{ConfigError, Issue, PlacementError};
 pub use placement::{

@@ -307,6 +307,21 @@ fn health_and_staging_sections_are_optional_and_checked() {
     assert_eq!(single_issue(&short).field, "staging");
     let unknown = format!("{GOOD}\n[staging]\nttl_s = 10\n");
     assert!(ClusterConfig::parse(&unknown).is_err());
+
+    // Large shares go to files from 1 MiB by default; a threshold below 1 KiB (a
+    // file per small share) is refused with the floor named.
+    assert_eq!(c.staging.file_share_min_bytes, 1024 * 1024);
+    let files = format!("{GOOD}\n[staging]\nfile_share_min_bytes = 65536\n");
+    assert_eq!(
+        ClusterConfig::parse(&files)
+            .unwrap()
+            .staging
+            .file_share_min_bytes,
+        65536
+    );
+    let tiny = format!("{GOOD}\n[staging]\nfile_share_min_bytes = 10\n");
+    let issue = single_issue(&tiny);
+    assert!(issue.message.contains("at least 1024"), "{issue:?}");
 }
 
 /// P7: limits default to safe values, may be lowered, and are refused above their

@@ -137,6 +137,11 @@ pub fn checkpoint_at_apply(
         rocksdb::checkpoint::Checkpoint::new(db)
             .and_then(|c| c.create_checkpoint(building.join("db")))
             .map_err(io::Error::other)?;
+        // Share files (large shares live beside the database): hard links, taken
+        // after the checkpoint, so every file a checkpointed committed value names
+        // is there (committed values change only in applies, and this is one).
+        let files = crate::share_files::FILES_DIR;
+        crate::share_files::link_all(&db.path().join(files), &building.join("db").join(files))?;
         let json = serde_json::to_vec_pretty(&job).map_err(io::Error::other)?;
         write_synced(&building.join("job.json"), &json)?;
         std::fs::rename(&building, &base)?;
@@ -305,6 +310,11 @@ impl Exporter {
         for file in files {
             let file = file.map_err(|e| fail("cannot read the checkpoint for", e))?;
             let to = copy.join(file.file_name());
+            if file.path().is_dir() {
+                // The share files, one directory level of them.
+                copy_share_files(&file.path(), &to).map_err(|e| fail("cannot copy into", e))?;
+                continue;
+            }
             std::fs::copy(file.path(), &to).map_err(|e| fail("cannot copy into", e))?;
             std::fs::File::open(&to)
                 .and_then(|f| f.sync_all())
@@ -376,9 +386,28 @@ fn count_shares(db: &DB) -> io::Result<(u64, u64)> {
             continue;
         }
         n += 1;
-        bytes += v.len().saturating_sub(crate::shares::HEADER_BYTES) as u64;
+        bytes += crate::shares::decode_head(&v)?.share_len(&v);
     }
     Ok((n, bytes))
+}
+
+/// Copies one level of share-file directories from a checkpoint into a part, each
+/// file synced.
+fn copy_share_files(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for dir in std::fs::read_dir(from)? {
+        let dir = dir?;
+        let dest = to.join(dir.file_name());
+        std::fs::create_dir_all(&dest)?;
+        for file in std::fs::read_dir(dir.path())? {
+            let file = file?;
+            let target = dest.join(file.file_name());
+            std::fs::copy(file.path(), &target)?;
+            std::fs::File::open(&target)?.sync_all()?;
+        }
+        std::fs::File::open(&dest)?.sync_all()?;
+    }
+    std::fs::File::open(to)?.sync_all()
 }
 
 /// The Raft member id node `node_id` gets in the cluster restored from `backup`:
@@ -509,11 +538,11 @@ pub async fn restore(
     let db = crate::raft::open_db(&db_dir)?;
     crate::store::set_self_raft_id(&db, raft_id)?;
     let snapshot_dir = node.data_dir.join("snapshots");
-    let mut sm = StateMachine::new(
-        crate::shares::ShareStore::new(db.clone()),
-        snapshot_dir.clone(),
-        node_id,
-    )?;
+    let shares = crate::shares::ShareStore::with_file_threshold(
+        db.clone(),
+        config.staging.file_share_min_bytes,
+    );
+    let mut sm = StateMachine::new(shares.clone(), snapshot_dir.clone(), node_id)?;
     // The restored catalog is written as a snapshot file (the content digest is
     // checked as it is read) and installed like any snapshot: a chunk at a time.
     let restored = write_restored_catalog(
@@ -553,18 +582,27 @@ pub async fn restore(
         IteratorMode::Start,
     ) {
         let (k, v) = item.map_err(io::Error::other)?;
-        let stored = crate::shares::decode_value(&v)?;
+        let head = crate::shares::decode_head(&v)?;
         let id = <[u8; 16]>::try_from(&*k).ok().map(RecordId);
         let entry = match id {
             Some(id) => sm.record(&id)?,
             None => None,
         };
-        match entry.as_ref().and_then(|e| e.holder_on(node_id)) {
-            Some(h) if h.digest == stored.digest => {
+        match (id, entry.as_ref().and_then(|e| e.holder_on(node_id))) {
+            (Some(id), Some(h)) if h.digest == head.digest && head.file_len.is_some() => {
+                // A share in a file: read from the part, stored (file synced first)
+                // in this node's store as it would be on arrival.
+                let root = part.join("checkpoint").join(crate::share_files::FILES_DIR);
+                let stored = crate::shares::load_value(&root, &id, &v)?;
+                shares.restore(&id, &stored.bytes, head.at_ms)?;
+                report.shares += 1;
+                report.share_bytes += stored.bytes.len() as u64;
+            }
+            (Some(_), Some(h)) if h.digest == head.digest => {
                 batch.put_cf(shares_cf, &k, &v);
                 batch_bytes += v.len();
                 report.shares += 1;
-                report.share_bytes += stored.bytes.len() as u64;
+                report.share_bytes += head.share_len(&v);
             }
             _ => report.skipped += 1,
         }

@@ -132,7 +132,16 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
     let data_dir: PathBuf = node.data_dir.clone();
     let db = crate::raft::open_db(&data_dir.join("db"))?;
     let raft_id = member_id(&db, node.id)?;
-    let shares = crate::shares::ShareStore::new(db.clone());
+    let shares = crate::shares::ShareStore::with_file_threshold(
+        db.clone(),
+        config.staging.file_share_min_bytes,
+    );
+    // Share files a crash left without a value (between a file's write and its
+    // value's), before anything is served.
+    let orphans = shares.sweep_orphan_files()?;
+    if orphans > 0 {
+        tracing::info!(orphans, "share files no value named were removed");
+    }
     // The client side of this node's certificate, replaced when it is renewed.
     let client_config: kakera_net::SharedClientConfig = Arc::new(std::sync::RwLock::new(
         tls.client_config(limits).map_err(|e| NodeError::Listen {
@@ -262,7 +271,7 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
     };
     tasks.push(tokio::spawn(duties.run(shutdown_rx.clone())));
     tasks.push(tokio::spawn(
-        crate::erasure::Purger::new(db, purge).run(shutdown_rx.clone()),
+        crate::erasure::Purger::new(shares.clone(), purge).run(shutdown_rx.clone()),
     ));
     tasks.push(tokio::spawn(collect_staged(
         raft.clone(),

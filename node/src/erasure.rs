@@ -10,8 +10,10 @@
 //!    compacts the markers' key range with a forced bottommost-level compaction (the
 //!    SST files holding the old values are rewritten without them and deleted), then
 //!    flushes every column family so no write-ahead log file still holds a share
-//!    (RocksDB deletes a log file once every family has flushed past it), and only
-//!    then deletes the markers. A crash anywhere in between leaves the markers; the
+//!    (RocksDB deletes a log file once every family has flushed past it), removes
+//!    the share files the erased values named (their unlink markers were written in
+//!    the same batch as the purge markers; `crate::share_files`), and only then
+//!    deletes the markers. A crash anywhere in between leaves the markers; the
 //!    purger runs again at start-up.
 //! 3. Shares that arrive for a record after its erasure (a staging request or a
 //!    repair racing the erase entry), and shares of records erased while this node
@@ -32,7 +34,8 @@ use rocksdb::{BottommostLevelCompaction, CompactOptions, DB, IteratorMode, Write
 use tokio::sync::{Notify, watch};
 
 use crate::raft::catalog::keys;
-use crate::shares::{PURGE_PREFIX as PURGE, erase_in, purge_key};
+use crate::share_files::MAX_UNLINK_BATCH;
+use crate::shares::{PURGE_PREFIX as PURGE, ShareStore, erase_in, purge_key};
 use crate::store::{CF_SHARES, CF_SM_META, CF_STAGED, cf};
 
 /// Most markers one purge pass takes.
@@ -62,7 +65,8 @@ pub fn pending(db: &DB, limit: usize) -> io::Result<Vec<RecordId>> {
 
 /// Takes the bytes of erased shares off the disk for up to [`MAX_PURGE_BATCH`]
 /// markers (steps 2 of the module doc). Returns how many markers it cleared.
-pub fn purge_pending(db: &DB) -> io::Result<usize> {
+pub fn purge_pending(store: &ShareStore) -> io::Result<usize> {
+    let db: &DB = store.db();
     let ids = pending(db, MAX_PURGE_BATCH)?;
     let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
         return Ok(0);
@@ -89,6 +93,9 @@ pub fn purge_pending(db: &DB) -> io::Result<usize> {
         db.flush_cf(cf(db, name)?).map_err(io::Error::other)?;
     }
     kakera_net::crash::point("erase.compacted");
+    // The erased shares' files: their unlink markers came in the batches that
+    // wrote these purge markers. Bounded: markers only shrink here.
+    while store.unlink_marked()? == MAX_UNLINK_BATCH {}
     let meta = cf(db, CF_SM_META)?;
     let mut batch = WriteBatch::default();
     for id in &ids {
@@ -163,16 +170,17 @@ impl PurgeSignal {
 
 /// The purger task of a node.
 pub struct Purger {
-    db: Arc<DB>,
+    store: ShareStore,
     signal: PurgeSignal,
 }
 
 impl Purger {
-    /// A purger over the node's database, woken by `signal`. Its first pass sweeps
-    /// committed shares too (a snapshot may have been installed before a crash).
-    pub fn new(db: Arc<DB>, signal: PurgeSignal) -> Purger {
+    /// A purger over the node's share store, woken by `signal`. Its first pass
+    /// sweeps committed shares too (a snapshot may have been installed before a
+    /// crash).
+    pub fn new(store: ShareStore, signal: PurgeSignal) -> Purger {
         signal.sweep_committed.store(true, Ordering::SeqCst);
-        Purger { db, signal }
+        Purger { store, signal }
     }
 
     /// Runs until `shutdown` turns true.
@@ -185,19 +193,23 @@ impl Purger {
                 _ = shutdown.changed() => return,
             }
             let committed = self.signal.sweep_committed.swap(false, Ordering::SeqCst);
-            let db = self.db.clone();
+            let store = self.store.clone();
             let pass = tokio::task::spawn_blocking(move || -> io::Result<(usize, usize)> {
-                let swept = sweep(&db, committed)?;
+                let swept = sweep(store.db(), committed)?;
                 let mut purged = 0;
                 // Bounded: each pass clears up to MAX_PURGE_BATCH markers; markers
                 // only come from erase entries, so the loop ends.
                 loop {
-                    let n = purge_pending(&db)?;
+                    let n = purge_pending(&store)?;
                     purged += n;
                     if n < MAX_PURGE_BATCH {
-                        return Ok((swept, purged));
+                        break;
                     }
                 }
+                // Files of shares that moved away or expired (no compaction needed:
+                // they were never erased).
+                while store.unlink_marked()? == MAX_UNLINK_BATCH {}
+                Ok((swept, purged))
             })
             .await;
             match pass {

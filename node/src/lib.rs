@@ -13,6 +13,7 @@ pub mod ops_port;
 pub mod raft;
 pub mod repair;
 pub mod scrub;
+pub mod share_files;
 pub mod shares;
 pub mod store;
 pub mod transport;

@@ -14,14 +14,21 @@
 //! `shares`; every write that adds or removes one does both in one batch.
 //! Version 1 of the store kept whole staged shares in `staged_shares`;
 //! [`upgrade`] moves them into this layout when a node opens its database.
+//!
+//! A share of at least `[staging] file_share_min_bytes` lives in a file beside the
+//! database instead (`crate::share_files`): its value in `shares` is `[version 3]
+//! [stored at][BLAKE3-256][length, u64 BE]`, 49 bytes, written (synced) after the file
+//! was, and deleted only with an unlink marker for the purger in the same batch.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kakera_proto::{Digest, RecordId};
 use rocksdb::{DB, IteratorMode, WriteBatch, WriteOptions};
 
+use crate::share_files::{ShareFiles, unlink_key};
 use crate::store::{CF_SHARES, CF_SM_META, CF_STAGED, cf};
 
 /// Format version of share values in `shares` (and of whole staged shares in version
@@ -33,9 +40,27 @@ pub const PURGE_PREFIX: &[u8] = b"purge/";
 /// Adds to `batch` the deletion of the shares of `record` in `db` and its purge
 /// marker ([`ShareStore::erase`]).
 pub fn erase_in(db: &DB, batch: &mut WriteBatch, record: &RecordId) -> io::Result<()> {
+    forget_file(db, batch, record)?;
     batch.delete_cf(cf(db, CF_SHARES)?, record.0);
     batch.delete_cf(cf(db, CF_STAGED)?, record.0);
     batch.put_cf(cf(db, CF_SM_META)?, purge_key(record), []);
+    Ok(())
+}
+
+/// Adds to `batch` an unlink marker for the file of `record`'s stored value, if the
+/// value names a file: the batch deletes the value, the purger then the file.
+fn forget_file(db: &DB, batch: &mut WriteBatch, record: &RecordId) -> io::Result<()> {
+    let Some(v) = db
+        .get_pinned_cf(cf(db, CF_SHARES)?, record.0)
+        .map_err(io::Error::other)?
+    else {
+        return Ok(());
+    };
+    if let Ok(head) = decode_head(&v)
+        && head.file_len.is_some()
+    {
+        batch.put_cf(cf(db, CF_SM_META)?, unlink_key(record, &head.digest), []);
+    }
     Ok(())
 }
 
@@ -45,6 +70,10 @@ pub fn purge_key(record: &RecordId) -> Vec<u8> {
 }
 
 const VALUE_VERSION: u8 = 1;
+/// Format version of values whose share is in a file (`crate::share_files`).
+const FILE_VALUE_VERSION: u8 = 3;
+/// Length of a value naming a share file.
+const FILE_VALUE_BYTES: usize = HEADER_BYTES + 8;
 /// Format version of staged markers.
 const MARKER_VERSION: u8 = 2;
 /// Bytes before the share in a stored value; also the whole length of a marker.
@@ -85,6 +114,15 @@ fn encode_value(at_ms: u64, digest: &Digest, bytes: &[u8]) -> Vec<u8> {
     v
 }
 
+fn encode_file_value(at_ms: u64, digest: &Digest, len: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(FILE_VALUE_BYTES);
+    v.push(FILE_VALUE_VERSION);
+    v.extend_from_slice(&at_ms.to_be_bytes());
+    v.extend_from_slice(&digest.0);
+    v.extend_from_slice(&len.to_be_bytes());
+    v
+}
+
 fn encode_marker(at_ms: u64, digest: &Digest) -> [u8; HEADER_BYTES] {
     let mut m = [0u8; HEADER_BYTES];
     m[0] = MARKER_VERSION;
@@ -93,12 +131,64 @@ fn encode_marker(at_ms: u64, digest: &Digest) -> [u8; HEADER_BYTES] {
     m
 }
 
-pub(crate) fn decode_value(v: &[u8]) -> io::Result<StoredShare> {
+/// A stored value's header, without the share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ValueHead {
+    /// When the share was stored (Unix ms).
+    pub(crate) at_ms: u64,
+    /// BLAKE3-256 of the share.
+    pub(crate) digest: Digest,
+    /// `Some(length)` when the share is in a file, `None` when inline.
+    pub(crate) file_len: Option<u64>,
+}
+
+impl ValueHead {
+    /// The share's length in bytes, given its whole value.
+    pub(crate) fn share_len(&self, value: &[u8]) -> u64 {
+        self.file_len
+            .unwrap_or(value.len().saturating_sub(HEADER_BYTES) as u64)
+    }
+}
+
+/// The header of a value in `shares`, inline (version 1) or naming a file (3).
+pub(crate) fn decode_head(v: &[u8]) -> io::Result<ValueHead> {
+    if v.first() == Some(&FILE_VALUE_VERSION) {
+        if v.len() != FILE_VALUE_BYTES {
+            return Err(io::Error::other("a share-file value has the wrong length"));
+        }
+        let (at_ms, digest) = decode_header(v, FILE_VALUE_VERSION)?;
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&v[HEADER_BYTES..]);
+        return Ok(ValueHead {
+            at_ms,
+            digest,
+            file_len: Some(u64::from_be_bytes(len)),
+        });
+    }
     let (at_ms, digest) = decode_header(v, VALUE_VERSION)?;
-    Ok(StoredShare {
+    Ok(ValueHead {
         at_ms,
         digest,
-        bytes: v[HEADER_BYTES..].to_vec(),
+        file_len: None,
+    })
+}
+
+/// The share a value in `shares` holds or names, its file read from `files_root`
+/// (`<db dir>/share-files` of the database, or of a checkpoint, the value came from).
+pub(crate) fn load_value(
+    files_root: &Path,
+    record: &RecordId,
+    v: &[u8],
+) -> io::Result<StoredShare> {
+    let head = decode_head(v)?;
+    let bytes = match head.file_len {
+        Some(len) => crate::share_files::read_in(files_root, record, &head.digest, len)?,
+        None => v[HEADER_BYTES..].to_vec(),
+    };
+    Ok(StoredShare {
+        at_ms: head.at_ms,
+        digest: head.digest,
+        bytes,
     })
 }
 
@@ -333,6 +423,24 @@ pub struct ShareEstimates {
 pub struct ShareStore {
     db: Arc<DB>,
     ledger: Arc<StagingLedger>,
+    files: Arc<ShareFiles>,
+}
+
+/// Shares being written in one synced batch, and the files written for it.
+struct Pending<'a> {
+    batch: WriteBatch,
+    dirs: BTreeSet<PathBuf>,
+    files: Vec<(RecordId, Digest, &'a [u8])>,
+}
+
+impl Pending<'_> {
+    fn new() -> Self {
+        Pending {
+            batch: WriteBatch::default(),
+            dirs: BTreeSet::new(),
+            files: Vec::new(),
+        }
+    }
 }
 
 fn synced() -> WriteOptions {
@@ -344,10 +452,118 @@ fn synced() -> WriteOptions {
 impl ShareStore {
     /// The store over an opened node database.
     pub fn new(db: Arc<DB>) -> ShareStore {
+        ShareStore::with_file_threshold(db, crate::share_files::DEFAULT_MIN_FILE_BYTES)
+    }
+
+    /// The store over an opened node database, keeping shares of at least
+    /// `min_file_bytes` in files beside it (`[staging] file_share_min_bytes`).
+    pub fn with_file_threshold(db: Arc<DB>, min_file_bytes: u64) -> ShareStore {
+        let files = Arc::new(ShareFiles::new(db.path(), min_file_bytes));
         ShareStore {
             db,
             ledger: Arc::default(),
+            files,
         }
+    }
+
+    /// The share files beside the database.
+    pub fn files(&self) -> &ShareFiles {
+        &self.files
+    }
+
+    /// Whether a live value of `record` names the share file with `digest`.
+    fn names_file(&self, record: &RecordId, digest: &Digest) -> io::Result<bool> {
+        let Some(v) = self
+            .db
+            .get_pinned_cf(cf(&self.db, CF_SHARES)?, record.0)
+            .map_err(io::Error::other)?
+        else {
+            return Ok(false);
+        };
+        Ok(decode_head(&v).is_ok_and(|h| h.file_len.is_some() && h.digest == *digest))
+    }
+
+    /// Removes the share files whose values were deleted (the unlink markers),
+    /// a bounded step: see `ShareFiles::unlink_marked`. The purger calls it.
+    pub fn unlink_marked(&self) -> io::Result<usize> {
+        self.files
+            .unlink_marked(&self.db, |r, d| self.names_file(r, d))
+    }
+
+    /// Removes share files no value names (left by a crash between a file's write
+    /// and its value's). Call at start-up, before serving.
+    pub fn sweep_orphan_files(&self) -> io::Result<usize> {
+        self.files.sweep_orphans(|r, d| self.names_file(r, d))
+    }
+
+    /// Adds `record`'s share (`bytes`, with `digest`) to `pending`: into a file
+    /// written now when it is large, inline otherwise; `old` is the value it
+    /// replaces, whose file (if it names another) gets an unlink marker.
+    fn put_share<'a>(
+        &self,
+        pending: &mut Pending<'a>,
+        record: &RecordId,
+        bytes: &'a [u8],
+        digest: Digest,
+        now_ms: u64,
+        old: Option<ValueHead>,
+    ) -> io::Result<()> {
+        let shares = cf(&self.db, CF_SHARES)?;
+        if let Some(old) = old
+            && old.file_len.is_some()
+            && old.digest != digest
+        {
+            pending.batch.put_cf(
+                cf(&self.db, CF_SM_META)?,
+                unlink_key(record, &old.digest),
+                [],
+            );
+        }
+        if self.files.wants(bytes.len()) {
+            let dir = self.files.write(record, &digest, bytes)?;
+            pending.dirs.insert(dir);
+            pending.files.push((*record, digest, bytes));
+            pending.batch.put_cf(
+                shares,
+                record.0,
+                encode_file_value(now_ms, &digest, bytes.len() as u64),
+            );
+        } else {
+            pending
+                .batch
+                .put_cf(shares, record.0, encode_value(now_ms, &digest, bytes));
+        }
+        Ok(())
+    }
+
+    /// Writes `pending` (steps 2 and 3 of `crate::share_files`): the directories
+    /// synced, then under the file lock every file checked (written again if the
+    /// purger removed it meanwhile) and the batch written, synced.
+    fn write_pending(&self, pending: Pending<'_>) -> io::Result<()> {
+        ShareFiles::sync_dirs(&pending.dirs)?;
+        let _guard = self.files.lock();
+        for (record, digest, bytes) in &pending.files {
+            if !self.files.path(record, digest).exists() {
+                let dir = self.files.write(record, digest, bytes)?;
+                ShareFiles::sync_dirs(&BTreeSet::from([dir]))?;
+            }
+        }
+        self.db
+            .write_opt(pending.batch, &synced())
+            .map_err(io::Error::other)
+    }
+
+    /// The head of `record`'s stored value and whether it is staged.
+    fn current(&self, record: &RecordId) -> io::Result<Option<(ValueHead, bool)>> {
+        let Some(v) = self
+            .db
+            .get_pinned_cf(cf(&self.db, CF_SHARES)?, record.0)
+            .map_err(io::Error::other)?
+        else {
+            return Ok(None);
+        };
+        let head = decode_head(&v)?;
+        Ok(Some((head, self.marker(record)?.is_some())))
     }
 
     /// The node database the shares live in.
@@ -426,32 +642,45 @@ impl ShareStore {
     ) -> io::Result<Result<Vec<(Digest, bool)>, StageRefusal>> {
         assert!(items.len() <= MAX_STAGE_ITEMS, "callers bound the request");
         let staged = cf(&self.db, CF_STAGED)?;
-        let shares = cf(&self.db, CF_SHARES)?;
-        let mut batch = WriteBatch::default();
+        let mut pending = Pending::new();
         let mut out = Vec::with_capacity(items.len());
+        // Committed shares are checked for every item before any file is written:
+        // a refused request writes nothing.
+        let mut current = Vec::with_capacity(items.len());
         for (record, bytes, digest) in items {
-            let bytes = bytes.as_ref();
-            let digest = *digest;
             debug_assert_eq!(
-                digest,
-                Digest::of(bytes),
+                *digest,
+                Digest::of(bytes.as_ref()),
                 "the caller's digest is of the bytes"
             );
-            if let Some(v) = self.committed_value(record)? {
-                if decode_header(&v, VALUE_VERSION)?.1 != digest {
-                    return Ok(Err(StageRefusal::Committed { record: *record }));
-                }
-                out.push((digest, false));
+            let now = self.current(record)?;
+            if let Some((head, false)) = now
+                && head.digest != *digest
+            {
+                return Ok(Err(StageRefusal::Committed { record: *record }));
+            }
+            current.push(now);
+        }
+        for ((record, bytes, digest), now) in items.iter().zip(current) {
+            if let Some((_, false)) = now {
+                out.push((*digest, false));
                 continue;
             }
-            batch.put_cf(shares, record.0, encode_value(now_ms, &digest, bytes));
-            batch.put_cf(staged, record.0, encode_marker(now_ms, &digest));
-            out.push((digest, true));
+            self.put_share(
+                &mut pending,
+                record,
+                bytes.as_ref(),
+                *digest,
+                now_ms,
+                now.map(|(h, _)| h),
+            )?;
+            pending
+                .batch
+                .put_cf(staged, record.0, encode_marker(now_ms, digest));
+            out.push((*digest, true));
         }
-        if !batch.is_empty() {
-            self.db
-                .write_opt(batch, &synced())
-                .map_err(io::Error::other)?;
+        if !pending.batch.is_empty() {
+            self.write_pending(pending)?;
         }
         Ok(Ok(out))
     }
@@ -468,7 +697,7 @@ impl ShareStore {
         let Some((_, digest)) = self.marker(record)? else {
             let committed = self.committed_value(record)?;
             if let Some(v) = committed
-                && decode_header(&v, VALUE_VERSION)?.1 == *expected
+                && decode_head(&v)?.digest == *expected
             {
                 return Ok(Promotion::AlreadyCommitted);
             }
@@ -484,6 +713,7 @@ impl ShareStore {
 
     /// Adds to `batch` the deletion of `record`'s committed share (it moved away).
     pub fn remove(&self, batch: &mut WriteBatch, record: &RecordId) -> io::Result<()> {
+        forget_file(&self.db, batch, record)?;
         batch.delete_cf(cf(&self.db, CF_SHARES)?, record.0);
         batch.delete_cf(cf(&self.db, CF_STAGED)?, record.0);
         Ok(())
@@ -505,30 +735,12 @@ impl ShareStore {
         bytes: &[u8],
         now_ms: u64,
     ) -> io::Result<Digest> {
-        let digest = Digest::of(bytes);
-        if let Some(v) = self.committed_value(record)? {
-            if decode_header(&v, VALUE_VERSION)?.1 == digest {
-                return Ok(digest);
-            }
-            return Err(io::Error::other(format!(
-                "record {record}: a different share is already committed on this node"
-            )));
+        let shares = [(*record, bytes.to_vec(), false)];
+        match self.store_repaired(&shares, now_ms)?.pop() {
+            Some(Ok(digest)) => Ok(digest),
+            Some(Err(why)) => Err(io::Error::other(format!("record {record}: {why}"))),
+            None => Err(io::Error::other("a repaired share was not stored")),
         }
-        let mut batch = WriteBatch::default();
-        batch.put_cf(
-            cf(&self.db, CF_SHARES)?,
-            record.0,
-            encode_value(now_ms, &digest, bytes),
-        );
-        batch.put_cf(
-            cf(&self.db, CF_STAGED)?,
-            record.0,
-            encode_marker(now_ms, &digest),
-        );
-        self.db
-            .write_opt(batch, &synced())
-            .map_err(io::Error::other)?;
-        Ok(digest)
     }
 
     /// Writes a regenerated share over this node's bad one of `record` (in-place
@@ -536,18 +748,12 @@ impl ShareStore {
     /// to the digest the catalog names for this node: the store then holds exactly
     /// what the catalog already says, so no Raft entry has to promote it.
     pub fn restore(&self, record: &RecordId, bytes: &[u8], now_ms: u64) -> io::Result<Digest> {
-        let digest = Digest::of(bytes);
-        let mut batch = WriteBatch::default();
-        batch.put_cf(
-            cf(&self.db, CF_SHARES)?,
-            record.0,
-            encode_value(now_ms, &digest, bytes),
-        );
-        batch.delete_cf(cf(&self.db, CF_STAGED)?, record.0);
-        self.db
-            .write_opt(batch, &synced())
-            .map_err(io::Error::other)?;
-        Ok(digest)
+        let shares = [(*record, bytes.to_vec(), true)];
+        match self.store_repaired(&shares, now_ms)?.pop() {
+            Some(Ok(digest)) => Ok(digest),
+            Some(Err(why)) => Err(io::Error::other(format!("record {record}: {why}"))),
+            None => Err(io::Error::other("a repaired share was not stored")),
+        }
     }
 
     /// Stores regenerated shares, all in one synced write: staged for the repair
@@ -560,37 +766,47 @@ impl ShareStore {
         shares: &[(RecordId, Vec<u8>, bool)],
         now_ms: u64,
     ) -> io::Result<Vec<Result<Digest, String>>> {
-        let (shares_cf, staged_cf) = (cf(&self.db, CF_SHARES)?, cf(&self.db, CF_STAGED)?);
-        let mut batch = WriteBatch::default();
+        let staged_cf = cf(&self.db, CF_STAGED)?;
+        let mut pending = Pending::new();
         let mut out = Vec::with_capacity(shares.len());
         for (record, bytes, in_place) in shares {
             let digest = Digest::of(bytes);
-            if !in_place && let Some(v) = self.committed_value(record)? {
-                out.push(if decode_header(&v, VALUE_VERSION)?.1 == digest {
+            let now = self.current(record)?;
+            if !in_place && let Some((head, false)) = now {
+                out.push(if head.digest == digest {
                     Ok(digest)
                 } else {
                     Err("a different share is already committed on this node".into())
                 });
                 continue;
             }
-            batch.put_cf(shares_cf, record.0, encode_value(now_ms, &digest, bytes));
+            self.put_share(
+                &mut pending,
+                record,
+                bytes,
+                digest,
+                now_ms,
+                now.map(|(h, _)| h),
+            )?;
             if *in_place {
-                batch.delete_cf(staged_cf, record.0);
+                pending.batch.delete_cf(staged_cf, record.0);
             } else {
-                batch.put_cf(staged_cf, record.0, encode_marker(now_ms, &digest));
+                pending
+                    .batch
+                    .put_cf(staged_cf, record.0, encode_marker(now_ms, &digest));
             }
             out.push(Ok(digest));
         }
-        self.db
-            .write_opt(batch, &synced())
-            .map_err(io::Error::other)?;
+        if !pending.batch.is_empty() {
+            self.write_pending(pending)?;
+        }
         Ok(out)
     }
 
     /// The committed share of `record`, if this node holds one.
     pub fn committed(&self, record: &RecordId) -> io::Result<Option<StoredShare>> {
         self.committed_value(record)?
-            .map(|v| decode_value(&v))
+            .map(|v| load_value(self.files.root(), record, &v))
             .transpose()
     }
 
@@ -608,7 +824,7 @@ impl ShareStore {
                 "record {record}: a staged-share marker without its share"
             )));
         };
-        let stored = decode_value(&v)?;
+        let stored = load_value(self.files.root(), record, &v)?;
         if stored.digest != digest {
             return Err(io::Error::other(format!(
                 "record {record}: a staged-share marker names another share than is stored"
@@ -669,6 +885,7 @@ impl ShareStore {
                 Claim::Committed(d) if d == digest => done.promoted += 1,
                 Claim::RepairAssigned => continue,
                 Claim::Committed(_) | Claim::None => {
+                    forget_file(&self.db, &mut batch, &record)?;
                     batch.delete_cf(shares, &k);
                     done.deleted += 1;
                 }
@@ -754,7 +971,8 @@ mod tests {
     #[test]
     fn a_share_is_written_once_and_promotion_writes_no_share_bytes() -> io::Result<()> {
         let (dir, s) = store();
-        let share = vec![7u8; 1 << 20];
+        // Below the file threshold (1 MiB by default): inline in RocksDB.
+        let share = vec![7u8; 512 << 10];
         let before = wal_bytes(dir.path());
         let d = digests(stage(&s, &[(rid(1), share.clone())], 1)?);
         let staged = wal_bytes(dir.path()) - before;
@@ -767,6 +985,181 @@ mod tests {
         assert!(promoted < 1024, "promotion wrote {promoted} bytes");
         assert_eq!(s.committed(&rid(1))?.map(|c| c.bytes), Some(share));
         assert_eq!(s.presence(&rid(1))?, (true, false));
+        Ok(())
+    }
+
+    fn file_store(min_file_bytes: u64) -> (tempfile::TempDir, ShareStore) {
+        let dir = tempfile::TempDir::new().unwrap_or_else(|e| panic!("{e}"));
+        let db = crate::store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        (dir, ShareStore::with_file_threshold(db, min_file_bytes))
+    }
+
+    /// Files under the store's share-file directory, temporary ones included.
+    fn files_on_disk(s: &ShareStore) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        let Ok(dirs) = std::fs::read_dir(s.files().root()) else {
+            return out;
+        };
+        for d in dirs.filter_map(Result::ok) {
+            for f in std::fs::read_dir(d.path())
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+            {
+                out.push(f.path());
+            }
+        }
+        out
+    }
+
+    fn unlink_markers(s: &ShareStore) -> usize {
+        let meta = cf(&s.db, CF_SM_META).unwrap_or_else(|e| panic!("{e}"));
+        s.db.prefix_iterator_cf(meta, crate::share_files::UNLINK_PREFIX)
+            .filter_map(Result::ok)
+            .take_while(|(k, _)| k.starts_with(crate::share_files::UNLINK_PREFIX))
+            .count()
+    }
+
+    /// Issue 24.4: a share above the threshold reaches the disk once: its bytes in
+    /// its own synced file, RocksDB's log only a 49-byte value and a marker, and
+    /// promotion nothing more.
+    #[test]
+    fn a_large_share_is_written_once_to_its_own_file() -> io::Result<()> {
+        let (dir, s) = file_store(64 << 10);
+        let share: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+        let before = wal_bytes(dir.path());
+        let d = digests(stage(&s, &[(rid(1), share.clone())], 1)?);
+        let logged = wal_bytes(dir.path()) - before;
+        assert!(logged < 1024, "the log took {logged} bytes");
+        let files = files_on_disk(&s);
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(std::fs::read(&files[0])?, share);
+        let value =
+            s.db.get_cf(cf(&s.db, CF_SHARES)?, rid(1).0)
+                .map_err(io::Error::other)?
+                .unwrap_or_else(|| panic!("a value names the file"));
+        assert_eq!(value.len(), FILE_VALUE_BYTES);
+        assert_eq!(s.staged(&rid(1))?.map(|x| x.bytes), Some(share.clone()));
+        let mut batch = WriteBatch::default();
+        assert_eq!(s.promote(&mut batch, &rid(1), &d[0])?, Promotion::Promoted);
+        s.db.write(batch).map_err(io::Error::other)?;
+        assert_eq!(s.committed(&rid(1))?.map(|c| c.bytes), Some(share));
+        // Small shares stay inline beside it.
+        digests(stage(&s, &[(rid(2), vec![3u8; 100])], 1)?);
+        assert_eq!(files_on_disk(&s).len(), 1);
+        assert_eq!(s.staged(&rid(2))?.map(|x| x.bytes), Some(vec![3u8; 100]));
+        Ok(())
+    }
+
+    /// P6 for large shares: erasing a record removes its share file before the
+    /// purge marker goes, and a share that moved away or expired loses its file too.
+    #[test]
+    fn erased_moved_and_expired_large_shares_leave_no_file() -> io::Result<()> {
+        let (_dir, s) = file_store(1024);
+        let big = |n: u8| vec![n; 4096];
+        let d = digests(stage(
+            &s,
+            &[(rid(1), big(1)), (rid(2), big(2)), (rid(3), big(3))],
+            1,
+        )?);
+        let mut batch = WriteBatch::default();
+        for (i, id) in [rid(1), rid(2)].iter().enumerate() {
+            assert_eq!(s.promote(&mut batch, id, &d[i])?, Promotion::Promoted);
+        }
+        s.db.write(batch).map_err(io::Error::other)?;
+        assert_eq!(files_on_disk(&s).len(), 3);
+        // Erased (1), moved away (2), expired while staged (3).
+        let mut batch = WriteBatch::default();
+        s.erase(&mut batch, &rid(1))?;
+        s.remove(&mut batch, &rid(2))?;
+        s.db.write(batch).map_err(io::Error::other)?;
+        let collected = s.collect_expired(10_000, 1, 100, |_| Ok(Claim::None))?;
+        assert_eq!(collected.deleted, 1);
+        assert_eq!(files_on_disk(&s).len(), 3, "files go only with the purger");
+        assert_eq!(crate::erasure::purge_pending(&s)?, 1);
+        assert_eq!(s.unlink_marked()?, 0, "the purge removed every marked file");
+        assert!(files_on_disk(&s).is_empty(), "{:?}", files_on_disk(&s));
+        assert_eq!(unlink_markers(&s), 0);
+        for id in [rid(1), rid(2), rid(3)] {
+            assert_eq!(s.presence(&id)?, (false, false));
+        }
+        Ok(())
+    }
+
+    /// A re-staged record (a retried put splits again) leaves no file of the share
+    /// it replaced; a share staged again under a pending unlink marker (moved away
+    /// and back) keeps its file.
+    #[test]
+    fn replaced_files_go_and_files_named_again_stay() -> io::Result<()> {
+        let (_dir, s) = file_store(1024);
+        digests(stage(&s, &[(rid(1), vec![1u8; 2048])], 1)?);
+        digests(stage(&s, &[(rid(1), vec![2u8; 2048])], 2)?);
+        assert_eq!(unlink_markers(&s), 1);
+        assert_eq!(s.unlink_marked()?, 1);
+        assert_eq!(files_on_disk(&s).len(), 1);
+        assert_eq!(s.staged(&rid(1))?.map(|x| x.bytes), Some(vec![2u8; 2048]));
+
+        // Committed, moved away (marker pending), then the same share comes back.
+        let d = digests(stage(&s, &[(rid(5), vec![5u8; 2048])], 1)?);
+        let mut batch = WriteBatch::default();
+        s.promote(&mut batch, &rid(5), &d[0])?;
+        s.db.write(batch).map_err(io::Error::other)?;
+        let mut batch = WriteBatch::default();
+        s.remove(&mut batch, &rid(5))?;
+        s.db.write(batch).map_err(io::Error::other)?;
+        assert_eq!(s.stage_repaired(&rid(5), &[5u8; 2048], 3)?, d[0]);
+        assert_eq!(s.unlink_marked()?, 1);
+        assert_eq!(s.staged(&rid(5))?.map(|x| x.bytes), Some(vec![5u8; 2048]));
+        Ok(())
+    }
+
+    /// A crash between a file's write and its value's leaves a file no value names
+    /// (and perhaps a temporary file): the start-up sweep removes exactly those.
+    #[test]
+    fn orphan_share_files_are_swept_at_start() -> io::Result<()> {
+        let (_dir, s) = file_store(1024);
+        digests(stage(&s, &[(rid(1), vec![1u8; 2048])], 1)?);
+        let orphan = vec![9u8; 2048];
+        let dir = s.files().write(&rid(2), &Digest::of(&orphan), &orphan)?;
+        std::fs::write(dir.join("half-written.7.tmp"), b"partial")?;
+        assert_eq!(files_on_disk(&s).len(), 3);
+        assert_eq!(s.sweep_orphan_files()?, 2);
+        assert_eq!(files_on_disk(&s).len(), 1);
+        assert_eq!(s.staged(&rid(1))?.map(|x| x.bytes), Some(vec![1u8; 2048]));
+        Ok(())
+    }
+
+    /// Issue 23 on large shares: in-place repair writes the regenerated share over
+    /// a corrupt file (same name: same digest), committed at once, no marker left.
+    #[test]
+    fn in_place_repair_rewrites_a_corrupt_share_file() -> io::Result<()> {
+        let (_dir, s) = file_store(1024);
+        let good = vec![4u8; 4096];
+        let d = digests(stage(&s, &[(rid(1), good.clone())], 1)?);
+        let mut batch = WriteBatch::default();
+        s.promote(&mut batch, &rid(1), &d[0])?;
+        s.db.write(batch).map_err(io::Error::other)?;
+        let file = files_on_disk(&s).pop().unwrap_or_else(|| panic!("a file"));
+        std::fs::write(&file, vec![5u8; 4096])?;
+        let bad = s.committed(&rid(1))?.unwrap_or_else(|| panic!("held"));
+        assert_ne!(Digest::of(&bad.bytes), d[0], "the corruption is seen");
+        assert_eq!(s.restore(&rid(1), &good, 9)?, d[0]);
+        assert_eq!(s.committed(&rid(1))?.map(|c| c.bytes), Some(good));
+        assert_eq!(files_on_disk(&s).len(), 1);
+        assert_eq!(unlink_markers(&s), 0);
+        Ok(())
+    }
+
+    /// A share file that lost bytes is an error naming the record, never a short
+    /// share handed out.
+    #[test]
+    fn a_truncated_share_file_is_an_error() -> io::Result<()> {
+        let (_dir, s) = file_store(1024);
+        digests(stage(&s, &[(rid(1), vec![1u8; 2048])], 1)?);
+        let file = files_on_disk(&s).pop().unwrap_or_else(|| panic!("a file"));
+        std::fs::write(&file, [1u8; 100])?;
+        let err = s.staged(&rid(1)).err().unwrap_or_else(|| panic!("refused"));
+        assert!(err.to_string().contains("holds 100 bytes"), "{err}");
         Ok(())
     }
 

@@ -28,6 +28,22 @@ fn record(i: u32) -> NewRecord {
     }
 }
 
+/// Every file under `dir`.
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
 /// The record ids whose shares one part's checkpoint holds.
 fn part_records(part: &std::path::Path) -> Vec<RecordId> {
     let db = open_read_only(&part.join("checkpoint")).unwrap();
@@ -44,7 +60,9 @@ async fn a_backup_restores_as_a_fresh_cluster_and_no_location_holds_k_shares() {
     let mut cluster = run(LocalCluster::prepare_with(
         dir.path(),
         5,
-        "[backup]\nroot = \"backups\"\n",
+        // Shares of 100 KiB and more live in files beside the database (issue
+        // 24.4): about two thirds of these records, the rest inline.
+        "[backup]\nroot = \"backups\"\n[staging]\nfile_share_min_bytes = 102400\n",
     ))
     .await;
     let (operator, gateway, reader) = clients(&cluster);
@@ -77,6 +95,18 @@ async fn a_backup_restores_as_a_fresh_cluster_and_no_location_holds_k_shares() {
     }
     assert_eq!(digests.len(), 1, "every part holds the same catalog");
     assert_eq!(shares, 40 * 5);
+    // Positive control: the parts carry share files, not only inline values.
+    let part_files: usize = walk_files(&dir.path().join("backups"))
+        .iter()
+        .filter(|p| {
+            p.to_string_lossy()
+                .contains(kakera_node::share_files::FILES_DIR)
+        })
+        .count();
+    assert!(
+        part_files >= 40 * 5 / 2,
+        "{part_files} share files in the parts"
+    );
 
     // Written after the backup: not in it.
     let later = gateway.put(record(1000)).await.unwrap();

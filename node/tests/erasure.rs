@@ -26,14 +26,19 @@ use kakera_proto::audit::{AuditAction, AuditQuery};
 use kakera_proto::catalog::{EraseTarget, ListFilter, RecordState};
 use kakera_proto::{Date, RecordId, RecordKind, RecordMeta, SubjectTag};
 
-const STAGING: &str = "[staging]\nttl_ms = 20000\ncollect_every_ms = 500\n";
+/// Shares of at least 3,000 bytes go to files beside the database (issue 24.4):
+/// subject 0xa1's records (4,000 bytes) are stored that way, the others inline, so
+/// erasure is checked on both.
+const STAGING: &str =
+    "[staging]\nttl_ms = 20000\ncollect_every_ms = 500\nfile_share_min_bytes = 3000\n";
 const JOB: &str = "study-erasure";
 /// Bytes of each share searched for on disk (from the middle of the share).
 const WINDOW_BYTES: usize = 48;
 
 fn record(subject: u8, i: u8) -> NewRecord {
     let mut data = format!("subject {subject} record {i}: ").into_bytes();
-    data.extend((0..2000u32).map(|j| (j as u8).wrapping_mul(31) ^ i ^ subject));
+    let len = if subject == 0xa1 { 4000u32 } else { 2000 };
+    data.extend((0..len).map(|j| (j as u8).wrapping_mul(31) ^ i ^ subject));
     NewRecord {
         meta: RecordMeta {
             subject: SubjectTag([subject; 32]),
@@ -61,15 +66,37 @@ fn held_shares(cluster: &LocalCluster, id: u64) -> BTreeMap<RecordId, Vec<u8>> {
     let mut out = BTreeMap::new();
     for item in db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
         let (k, v) = item.unwrap();
-        let id: [u8; 16] = k.as_ref().try_into().unwrap();
-        out.insert(
-            RecordId(id),
-            v[kakera_node::shares::HEADER_BYTES..].to_vec(),
-        );
+        let id = RecordId(k.as_ref().try_into().unwrap());
+        let share = if v[0] == 3 {
+            // A share in a file: the value holds its digest (bytes 9..41).
+            let digest = kakera_proto::Digest(v[9..41].try_into().unwrap());
+            let root = path.join(kakera_node::share_files::FILES_DIR);
+            std::fs::read(kakera_node::share_files::ShareFiles::path_in(
+                &root, &id, &digest,
+            ))
+            .unwrap()
+        } else {
+            v[kakera_node::shares::HEADER_BYTES..].to_vec()
+        };
+        out.insert(id, share);
     }
     drop(db);
     let _ = std::fs::remove_dir_all(secondary);
     out
+}
+
+/// How many share files node `id` keeps beside its database.
+fn share_files(cluster: &LocalCluster, id: u64) -> usize {
+    let root = cluster
+        .dir
+        .join(format!("data/node-{id}/db"))
+        .join(kakera_node::share_files::FILES_DIR);
+    let Ok(dirs) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    dirs.flatten()
+        .map(|d| std::fs::read_dir(d.path()).map_or(0, |f| f.count()))
+        .sum()
 }
 
 fn rand_suffix() -> u64 {
@@ -175,6 +202,18 @@ async fn erasure_removes_every_byte_from_every_node() {
     let erased: Vec<RecordId> = a_ids.iter().copied().chain([b_ids[0]]).collect();
     let windows = share_windows(&cluster, &erased);
     let live_windows = share_windows(&cluster, &b_ids[1..]);
+    // Positive control: subject A's shares are files beside the databases.
+    let files: usize = cluster
+        .ids
+        .clone()
+        .into_iter()
+        .map(|id| share_files(&cluster, id))
+        .sum();
+    assert_eq!(
+        files,
+        5 * 5,
+        "each of A's five records has five share files"
+    );
 
     // A holder of subject A's shares is down while the erasure is applied.
     let entry = operator.list(ListFilter::Subject(SubjectTag([0xa1; 32])), None, 10);

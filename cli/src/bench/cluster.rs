@@ -44,6 +44,9 @@ pub struct Pacing {
     pub repair_rate_mb_s: u32,
     /// Most moves per masked-repair session.
     pub repair_batch_moves: u32,
+    /// Shares of at least this many bytes go to files (`[staging]
+    /// file_share_min_bytes`).
+    pub file_share_min_bytes: u64,
 }
 
 /// A running benchmark cluster.
@@ -116,12 +119,14 @@ impl BenchCluster {
              [zones.dc]\n[zones.hsz]\nnetworks = [\"127.0.0.1\"]\n\n\
              [health]\nsuspect_after_ms = 1000\ndead_after_ms = 3000\n\
              repair_parallel = {parallel}\nrepair_rate_mb_s = {rate}\n\
-             repair_batch_moves = {batch}\n",
+             repair_batch_moves = {batch}\n\n\
+             [staging]\nfile_share_min_bytes = {files}\n",
             prefix = kakera_config::BENCH_CLUSTER_PREFIX,
             zone = zone_public.trim(),
             parallel = pacing.repair_parallel,
             rate = pacing.repair_rate_mb_s,
             batch = pacing.repair_batch_moves,
+            files = pacing.file_share_min_bytes,
         );
         if super::BASELINE_BUILT {
             text.push_str("\n[baseline]\nplain_replicas = 3\n");

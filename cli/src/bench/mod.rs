@@ -78,6 +78,8 @@ pub struct BenchOptions {
     pub repair_rate_mb_s: u32,
     /// Moves per masked-repair session in the benchmark cluster's config.
     pub repair_batch_moves: u32,
+    /// Shares of at least this many bytes go to files on the nodes.
+    pub file_share_min_bytes: u64,
     /// Where the cluster lives.
     pub dir: PathBuf,
     /// The `kakera-node` binary.
@@ -157,6 +159,7 @@ pub async fn run(
         repair_parallel: opts.repair_parallel,
         repair_rate_mb_s: opts.repair_rate_mb_s,
         repair_batch_moves: opts.repair_batch_moves,
+        file_share_min_bytes: opts.file_share_min_bytes,
     };
     let Started {
         mut cluster,
@@ -625,6 +628,7 @@ mod tests {
             repair_parallel: 1,
             repair_rate_mb_s: 1,
             repair_batch_moves: 1,
+            file_share_min_bytes: 1 << 20,
             dir: PathBuf::new(),
             node_binary: PathBuf::new(),
         }

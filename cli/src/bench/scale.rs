@@ -228,6 +228,7 @@ pub async fn run(
         repair_parallel: 16,
         repair_rate_mb_s: 10_000,
         repair_batch_moves: kakera_config::MAX_REPAIR_BATCH_MOVES,
+        file_share_min_bytes: kakera_config::StagingConfig::default().file_share_min_bytes,
     };
     let Started {
         mut cluster,

@@ -50,6 +50,10 @@ pub(crate) struct BenchArgs {
     /// repair_batch_moves; 1 runs a session per move).
     #[arg(long, default_value_t = 256)]
     repair_batch: u32,
+    /// Shares of at least this many bytes are written to files of their own on the
+    /// nodes ([staging] file_share_min_bytes; a size like 1MiB).
+    #[arg(long, default_value = "1MiB")]
+    file_share_min_bytes: String,
     /// Where the report is written.
     #[arg(long, default_value = "kakera-bench.json")]
     out: PathBuf,
@@ -129,6 +133,7 @@ pub(crate) fn run(args: BenchArgs, json: bool) -> Result<Outcome, CliError> {
         repair_parallel: args.repair_parallel,
         repair_rate_mb_s: args.repair_rate_mb_s,
         repair_batch_moves: args.repair_batch,
+        file_share_min_bytes: size(&args.file_share_min_bytes)?,
         dir: dir.clone(),
         node_binary: node_binary_or_beside(args.node_binary),
     };
