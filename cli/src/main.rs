@@ -73,6 +73,20 @@ enum Cmd {
     /// record; re-runs store nothing twice.
     #[command(subcommand)]
     Ingest(cmd::medical::IngestCmd),
+    /// Store files of any kind (ingest role): DICOM studies, waveforms, documents.
+    /// Each file becomes one record, described by flags or a manifest; re-runs store
+    /// nothing twice. Files that cannot be stored are named and skipped (exit 1).
+    #[command(
+        after_help = "Examples:\n  kakera put ct-2025-04/ --kind image --data-kind CT --source 1310000001 --patient-id 0000123 --date 2025-04-01 --linkage-key linkage.key\n  kakera put --manifest scans.jsonl --source 1310000001 --linkage-key linkage.key\n\nA manifest line: {\"path\": \"ct/0001.dcm\", \"kind\": \"image\", \"patient_id\": \"0000123\", \"date\": \"2025-04-01\", \"data_kind\": \"CT\"}"
+    )]
+    Put(cmd::files::PutArgs),
+    /// Read records to files or stdout (HSZ reader under a grant): named records, or
+    /// everything the grant covers (--all). Records that cannot be read (erased,
+    /// outside the grant) are named and skipped (exit 1).
+    #[command(
+        after_help = "Examples:\n  kakera get --job study-42 --zone-key zone.key --out records/ --all\n  kakera get --job study-42 --zone-key zone.key --out - 0192f3...e1 > record.dcm"
+    )]
+    Get(cmd::files::GetArgs),
     /// Write synthetic source data for demos and tests (no real person).
     #[command(subcommand, name = "demo-data")]
     DemoData(cmd::medical::DemoDataCmd),
@@ -159,6 +173,8 @@ fn run(command: Cmd, json: bool) -> Result<Outcome, kakera_cli::CliError> {
         Cmd::Demo(a) => cmd::demo::run(a, json),
         Cmd::Ingest(c) => cmd::medical::ingest(c, json),
         Cmd::DemoData(c) => cmd::medical::demo_data(c, json),
+        Cmd::Put(a) => cmd::files::put(a, json),
+        Cmd::Get(a) => cmd::files::get(a, json),
         Cmd::SubjectTag(a) => cmd::medical::subject_tag(a, json),
         Cmd::Linkage(c) => cmd::medical::linkage(c, json),
         Cmd::Job(c) => cmd::medical::job(c, json),

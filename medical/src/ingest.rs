@@ -24,6 +24,7 @@ use kakera_proto::{RecordId, RecordKind, RecordMeta, SubjectTag};
 use crate::error::MedicalError;
 use crate::linkage::LinkageKey;
 use crate::ssmix2::{Condition, Ssmix2File, parse_relative, walk};
+use crate::store::{Tally, distinct, put_or_retry};
 
 /// Most files per batch (one lookup, one staging round, one commit).
 pub const DEFAULT_BATCH_FILES: usize = 256;
@@ -71,20 +72,13 @@ impl Progress {
 pub struct Summary {
     /// Files in the tree.
     pub files: usize,
-    /// Records stored by this run.
-    pub stored: usize,
-    /// Bytes of the records stored by this run.
-    pub stored_bytes: u64,
-    /// Current files already stored by an earlier run.
-    pub already_stored: usize,
+    /// Records stored, skipped as stored before, erased or opted out.
+    #[serde(flatten)]
+    pub tally: Tally,
     /// Files with condition flag 0 that were never stored (nothing to do).
     pub deleted_at_source: usize,
     /// Records stored earlier whose file now has flag 0: to be erased by an operator.
     pub withdrawn: Vec<RecordId>,
-    /// Files whose record was erased: never stored again.
-    pub erased: usize,
-    /// Files of opted-out subjects: never stored.
-    pub opted_out: usize,
     /// Paths that are not SS-MIX2 standard storage, with the reason.
     pub malformed: Vec<(PathBuf, String)>,
     /// Files or directories that could not be read, with the reason.
@@ -197,16 +191,18 @@ async fn store_batch(
     }
     let ids: Vec<RecordId> = items.iter().map(|i| i.id).collect();
     let subjects = distinct(items.iter().map(|i| i.subject));
+    // Looked up before the files are read: what is stored is never read again.
     let (states, opted) = client.lookup(&ids, &subjects).await?;
+    let tally = &mut summary.tally;
     let mut to_store = Vec::new();
     for (item, state) in items.into_iter().zip(states) {
         match (item.file.condition, state) {
             (Condition::Deleted, RecordState::Committed) => summary.withdrawn.push(item.id),
             (Condition::Deleted, _) => summary.deleted_at_source += 1,
-            (Condition::Current, RecordState::Committed) => summary.already_stored += 1,
-            (Condition::Current, RecordState::Erased) => summary.erased += 1,
+            (Condition::Current, RecordState::Committed) => tally.already_stored += 1,
+            (Condition::Current, RecordState::Erased) => tally.erased += 1,
             (Condition::Current, RecordState::Absent) if opted.contains(&item.subject) => {
-                summary.opted_out += 1;
+                tally.opted_out += 1;
             }
             (Condition::Current, RecordState::Absent) => {
                 let path = root.join(&item.rel);
@@ -216,9 +212,6 @@ async fn store_batch(
                 }
             }
         }
-    }
-    if to_store.is_empty() {
-        return Ok(());
     }
     let records: Vec<(RecordId, NewRecord)> = to_store
         .into_iter()
@@ -238,63 +231,7 @@ async fn store_batch(
             )
         })
         .collect();
-    let first = match put(client, records.clone(), summary).await {
-        Ok(()) => return Ok(()),
-        Err(e) => e,
-    };
-    // A commit of an interrupted earlier run may have landed meanwhile, or an erasure
-    // or opt-out: look again and store what is still absent, once.
-    let ids: Vec<RecordId> = records.iter().map(|(id, _)| *id).collect();
-    let subjects = distinct(records.iter().map(|(_, r)| r.meta.subject));
-    let (states, opted) = client.lookup(&ids, &subjects).await?;
-    let mut rest = Vec::new();
-    for ((id, r), state) in records.into_iter().zip(states) {
-        match state {
-            RecordState::Committed => summary.already_stored += 1,
-            RecordState::Erased => summary.erased += 1,
-            RecordState::Absent if opted.contains(&r.meta.subject) => summary.opted_out += 1,
-            RecordState::Absent => rest.push((id, r)),
-        }
-    }
-    if rest.len() == ids.len() {
-        return Err(again(ids.len(), &first));
-    }
-    if rest.is_empty() {
-        return Ok(());
-    }
-    let count = rest.len();
-    put(client, rest, summary)
-        .await
-        .map_err(|e| again(count, &e))
-}
-
-/// The distinct subjects, sorted (one lookup entry each).
-fn distinct(subjects: impl Iterator<Item = SubjectTag>) -> Vec<SubjectTag> {
-    let mut out: Vec<SubjectTag> = subjects.collect();
-    out.sort_unstable();
-    out.dedup();
-    out
-}
-
-/// Stores `records` and counts them.
-async fn put(
-    client: &Client,
-    records: Vec<(RecordId, NewRecord)>,
-    summary: &mut Summary,
-) -> Result<(), MedicalError> {
-    let bytes: u64 = records.iter().map(|(_, r)| r.data.len() as u64).sum();
-    let count = records.len();
-    client.put_batch_with_ids(records).await?;
-    summary.stored += count;
-    summary.stored_bytes += bytes;
-    Ok(())
-}
-
-fn again(count: usize, e: &MedicalError) -> MedicalError {
-    MedicalError::Interrupted(format!(
-        "storing a batch of {count} files failed ({e}); run the same command again: \
-         stored files are skipped"
-    ))
+    put_or_retry(client, records, &mut summary.tally).await
 }
 
 fn read_record(path: &Path) -> Result<Vec<u8>, String> {

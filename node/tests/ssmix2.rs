@@ -67,7 +67,7 @@ async fn ssmix2_ingest_opt_out_and_anonymization() {
     eprintln!("interrupted run finished: {}", partial.is_ok());
     let first = ingest(&gateway, &key, &root).await;
     assert_eq!(first.files, g.files + 2);
-    assert_eq!(first.stored + first.already_stored, g.current);
+    assert_eq!(first.tally.stored + first.tally.already_stored, g.current);
     assert_eq!(first.deleted_at_source, g.deleted);
     assert_eq!(first.malformed.len(), 2, "{:?}", first.malformed);
     assert!(first.withdrawn.is_empty());
@@ -85,8 +85,8 @@ async fn ssmix2_ingest_opt_out_and_anonymization() {
 
     // Idempotent: a second run stores nothing.
     let second = ingest(&gateway, &key, &root).await;
-    assert_eq!(second.stored, 0);
-    assert_eq!(second.already_stored, g.current);
+    assert_eq!(second.tally.stored, 0);
+    assert_eq!(second.tally.already_stored, g.current);
 
     // The source deletes a stored file (its flag renamed to 0): reported withdrawn,
     // and erased by the operator from that list.
@@ -139,11 +139,15 @@ async fn ssmix2_ingest_opt_out_and_anonymization() {
     std::fs::copy(root.join(&adt), root.join(&newer)).unwrap();
     let fourth = ingest(&gateway, &key, &root).await;
     assert_eq!(
-        fourth.stored, 0,
+        fourth.tally.stored, 0,
         "nothing of the opted-out subject is stored"
     );
-    assert_eq!(fourth.opted_out, 1);
-    assert_eq!(fourth.erased, of_subject.len(), "erased files stay out");
+    assert_eq!(fourth.tally.opted_out, 1);
+    assert_eq!(
+        fourth.tally.erased,
+        of_subject.len(),
+        "erased files stay out"
+    );
     assert!(
         operator
             .list_all(ListFilter::Subject(tag), 1000)

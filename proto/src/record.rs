@@ -84,16 +84,26 @@ pub enum RecordKind {
     LongTermCare,
     /// A death record.
     Death,
+    // Appended (issue 24): the wire form of a variant is its position.
+    /// A FHIR R4 resource (JSON); its resource type is the data kind.
+    Fhir,
+    /// A medical image or signal file (DICOM, MFER, a whole-slide image).
+    Image,
+    /// Any other file (a scanned document, a report).
+    File,
 }
 
 impl RecordKind {
     /// Every kind.
-    pub const ALL: [RecordKind; 5] = [
+    pub const ALL: [RecordKind; 8] = [
         RecordKind::Ssmix2,
         RecordKind::Claim,
         RecordKind::Checkup,
         RecordKind::LongTermCare,
         RecordKind::Death,
+        RecordKind::Fhir,
+        RecordKind::Image,
+        RecordKind::File,
     ];
 
     /// The name used on command lines and in JSON.
@@ -104,6 +114,9 @@ impl RecordKind {
             RecordKind::Checkup => "checkup",
             RecordKind::LongTermCare => "long-term-care",
             RecordKind::Death => "death",
+            RecordKind::Fhir => "fhir",
+            RecordKind::Image => "image",
+            RecordKind::File => "file",
         }
     }
 
@@ -115,7 +128,7 @@ impl RecordKind {
             .ok_or_else(|| ProtoError::Invalid {
                 reason: format!(
                     "unknown record kind '{text}' (one of ssmix2, claim, checkup, \
-                     long-term-care, death)"
+                     long-term-care, death, fhir, image, file)"
                 ),
             })
     }

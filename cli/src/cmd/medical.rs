@@ -109,10 +109,13 @@ pub(crate) fn ingest_ssmix2(
         println!("files in the tree:            {}", summary.files);
         println!(
             "stored now:                   {} ({:.1} MB)",
-            summary.stored,
-            summary.stored_bytes as f64 / 1e6
+            summary.tally.stored,
+            summary.tally.stored_bytes as f64 / 1e6
         );
-        println!("already stored (skipped):     {}", summary.already_stored);
+        println!(
+            "already stored (skipped):     {}",
+            summary.tally.already_stored
+        );
         println!(
             "deleted at the source:        {} (condition flag 0, never stored)",
             summary.deleted_at_source
@@ -130,8 +133,8 @@ pub(crate) fn ingest_ssmix2(
                 )
             }
         );
-        println!("erased before (not restored): {}", summary.erased);
-        println!("opted-out subjects (refused): {}", summary.opted_out);
+        println!("erased before (not restored): {}", summary.tally.erased);
+        println!("opted-out subjects (refused): {}", summary.tally.opted_out);
         println!("malformed paths (skipped):    {}", summary.malformed.len());
         for (p, why) in summary.malformed.iter().take(20) {
             println!("    {}: {why}", p.display());

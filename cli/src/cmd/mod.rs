@@ -16,6 +16,7 @@ pub(crate) mod bench;
 pub(crate) mod ca;
 pub(crate) mod config;
 pub(crate) mod demo;
+pub(crate) mod files;
 pub(crate) mod grant;
 pub(crate) mod medical;
 pub(crate) mod node;

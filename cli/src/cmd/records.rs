@@ -15,7 +15,8 @@ pub(crate) struct ListArgs {
     /// Only records of this subject tag (64 hex digits).
     #[arg(long, conflicts_with_all = ["kind", "source"])]
     subject: Option<String>,
-    /// Only records of this kind (ssmix2, claim, checkup, long-term-care, death).
+    /// Only records of this kind (ssmix2, claim, checkup, long-term-care, death, fhir,
+    /// image, file).
     #[arg(long, conflicts_with = "source")]
     kind: Option<String>,
     /// Only records from this source facility.

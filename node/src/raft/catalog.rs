@@ -194,6 +194,9 @@ pub mod keys {
             RecordKind::Checkup => 3,
             RecordKind::LongTermCare => 4,
             RecordKind::Death => 5,
+            RecordKind::Fhir => 6,
+            RecordKind::Image => 7,
+            RecordKind::File => 8,
         }
     }
 }

@@ -1,0 +1,326 @@
+//! `kakera put` (files of any kind, ingest role) and `kakera get` (records to files or
+//! stdout, HSZ reader under a grant).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use kakera_cli::CliError;
+use kakera_client::{Date, ReadBatch, Record, RecordId, RecordKind, SubjectTag, zone};
+use kakera_medical::files::{self, FileMeta, Input};
+use kakera_medical::linkage::LinkageKey;
+
+use crate::cmd::*;
+
+/// `kakera put`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct PutArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Files and directories to store (directories are walked); or give --manifest.
+    paths: Vec<PathBuf>,
+    /// A manifest instead of paths: JSON Lines, one object per file with "path"
+    /// (relative to the manifest) and any of "kind", "source", "subject",
+    /// "patient_id", "date", "data_kind"; the flags fill what a line leaves out.
+    #[arg(long, conflicts_with = "paths")]
+    manifest: Option<PathBuf>,
+    /// The linkage key file (record ids; patient ids to subject tags).
+    #[arg(long, env = "KAKERA_LINKAGE_KEY")]
+    linkage_key: PathBuf,
+    /// Record kind (ssmix2, claim, checkup, long-term-care, death, fhir, image, file).
+    #[arg(long)]
+    kind: Option<String>,
+    /// Source facility code.
+    #[arg(long)]
+    source: Option<String>,
+    /// The subject tag (64 hex), when known.
+    #[arg(long, conflicts_with = "patient_id")]
+    subject: Option<String>,
+    /// The facility's patient id (turned into the subject tag by the linkage key).
+    #[arg(long)]
+    patient_id: Option<String>,
+    /// The records' date (YYYY-MM-DD).
+    #[arg(long)]
+    date: Option<String>,
+    /// Data kind (A-Z, 0-9, '-'), e.g. CT, MR, ECG.
+    #[arg(long)]
+    data_kind: Option<String>,
+    /// Files per batch.
+    #[arg(long, default_value_t = kakera_medical::ingest::DEFAULT_BATCH_FILES)]
+    batch: usize,
+}
+
+/// `kakera get`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct GetArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Records to read (ids in hex); or --all.
+    records: Vec<String>,
+    /// Read everything the grant covers.
+    #[arg(long, conflicts_with = "records")]
+    all: bool,
+    /// The job the grant names.
+    #[arg(long)]
+    job: String,
+    /// The zone private key file (inside the HSZ only).
+    #[arg(long, env = "KAKERA_ZONE_KEY")]
+    zone_key: PathBuf,
+    /// Directory to write each record to (`<dir>/<id>`, with `<dir>/records.jsonl`
+    /// describing them), or `-` for stdout (one record).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn parse_meta(a: &PutArgs) -> Result<FileMeta, CliError> {
+    Ok(FileMeta {
+        kind: a.kind.as_deref().map(RecordKind::parse).transpose()?,
+        source: a.source.clone(),
+        subject: a
+            .subject
+            .as_deref()
+            .map(|s| kakera_proto::record::parse_hex::<32>(s, "subject tag").map(SubjectTag))
+            .transpose()?,
+        patient_id: a.patient_id.clone(),
+        date: a.date.as_deref().map(Date::parse).transpose()?,
+        data_kind: a.data_kind.clone(),
+    })
+}
+
+pub(crate) fn put(a: PutArgs, json: bool) -> Result<Outcome, CliError> {
+    let input = match (&a.manifest, a.paths.is_empty()) {
+        (Some(m), _) => Input::Manifest(m.clone()),
+        (None, false) => Input::Paths(a.paths.clone()),
+        (None, true) => {
+            return Err(CliError::Invalid(
+                "name the files or directories to store, or give --manifest".into(),
+            ));
+        }
+    };
+    let defaults = parse_meta(&a)?;
+    let key = LinkageKey::load(&a.linkage_key)?;
+    let bar = progress(
+        0,
+        json,
+        "[{bar:30}] {pos}/{len} files  {per_sec}  {msg}  ETA {eta}",
+    );
+    let summary = runtime()?.block_on(async {
+        let c = a.cluster.client()?;
+        let s = files::put_files(&c, &key, &input, &defaults, a.batch, |p| {
+            bar.set_length(p.files_total as u64);
+            bar.set_position(p.files_done as u64);
+            bar.set_message(format!("{:.2} MB/s", p.mb_per_s()));
+        })
+        .await;
+        c.close().await;
+        s.map_err(CliError::from)
+    });
+    bar.finish_and_clear();
+    let summary = summary?;
+    let t = &summary.tally;
+    report(
+        json,
+        serde_json::to_value(&summary)
+            .map_err(|e| CliError::Invalid(format!("encoding the summary: {e}")))?,
+        || {
+            let mut lines = vec![
+                format!("files:                        {}", summary.files),
+                format!(
+                    "stored now:                   {} ({:.1} MB)",
+                    t.stored,
+                    t.stored_bytes as f64 / 1e6
+                ),
+                format!("already stored (skipped):     {}", t.already_stored),
+                format!("erased before (not restored): {}", t.erased),
+                format!("opted-out subjects (refused): {}", t.opted_out),
+                format!("skipped with an error:        {}", summary.failed.len()),
+            ];
+            lines.extend(
+                summary
+                    .failed
+                    .iter()
+                    .map(|(f, why)| format!("  {f}: {why}")),
+            );
+            lines
+        },
+    );
+    Ok(if summary.failed.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::Problem
+    })
+}
+
+/// Where `kakera get` writes.
+enum Sink {
+    Stdout,
+    Dir { dir: PathBuf, index: std::fs::File },
+}
+
+impl Sink {
+    fn write(&mut self, r: &Record) -> Result<(), CliError> {
+        match self {
+            Sink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&r.data)
+                    .and_then(|()| out.flush())
+                    .map_err(|e| {
+                        CliError::Invalid(format!("writing record {} to stdout: {e}", r.id))
+                    })
+            }
+            Sink::Dir { dir, index } => {
+                let path = dir.join(r.id.to_string());
+                write_private(&path, &r.data)?;
+                let line = serde_json::json!({
+                    "id": r.id.to_string(),
+                    "kind": r.meta.kind.as_str(),
+                    "data_kind": r.meta.data_kind,
+                    "source": r.meta.source,
+                    "subject": hex(&r.meta.subject.0),
+                    "effective": r.meta.effective.to_string(),
+                    "bytes": r.data.len(),
+                });
+                writeln!(index, "{line}").map_err(|source| CliError::File {
+                    path: dir.join("records.jsonl"),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+/// Writes `bytes` to `path` (mode 0600) through a temporary file renamed into place:
+/// a re-run replaces a record's file whole, never leaves half of one.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    let file_err = |source| CliError::File {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("part");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&tmp).map_err(file_err)?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(file_err)?;
+    std::fs::rename(&tmp, path).map_err(file_err)
+}
+
+pub(crate) fn get(a: GetArgs, json: bool) -> Result<Outcome, CliError> {
+    let ids: Vec<RecordId> = a
+        .records
+        .iter()
+        .map(|s| kakera_proto::record::parse_hex::<16>(s, "record id").map(RecordId))
+        .collect::<Result<_, _>>()?;
+    if !a.all && ids.is_empty() {
+        return Err(CliError::Invalid(
+            "name the records to read, or give --all".into(),
+        ));
+    }
+    let mut sink = if a.out.as_os_str() == "-" {
+        if a.all || ids.len() != 1 {
+            return Err(CliError::Invalid(
+                "--out - writes one record to stdout; name exactly one record".into(),
+            ));
+        }
+        if json {
+            return Err(CliError::Invalid(
+                "--out - writes the record's bytes to stdout, so --json cannot use it too; \
+                 give a directory"
+                    .into(),
+            ));
+        }
+        Sink::Stdout
+    } else {
+        std::fs::create_dir_all(&a.out).map_err(|source| CliError::File {
+            path: a.out.clone(),
+            source,
+        })?;
+        let index_path = a.out.join("records.jsonl");
+        let index = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&index_path)
+            .map_err(|source| CliError::File {
+                path: index_path,
+                source,
+            })?;
+        Sink::Dir {
+            dir: a.out.clone(),
+            index,
+        }
+    };
+    let zone_key = zone::load_private(&a.zone_key)?;
+    let mut written = 0usize;
+    let mut bytes = 0u64;
+    let mut failed: Vec<(String, String)> = Vec::new();
+    let mut take = |batch: ReadBatch, sink: &mut Sink| -> Result<(), CliError> {
+        for r in &batch.records {
+            sink.write(r)?;
+            written += 1;
+            bytes += r.data.len() as u64;
+        }
+        failed.extend(
+            batch
+                .failed
+                .into_iter()
+                .map(|f| (f.record.to_string(), f.failure.to_string())),
+        );
+        Ok(())
+    };
+    runtime()?.block_on(async {
+        let c = a.cluster.client()?.with_zone_key(zone_key);
+        let res = async {
+            if a.all {
+                // One batch in memory at a time (bounded by count and bytes).
+                let mut scope = c.read_scope(&a.job).await?;
+                while let Some(batch) = scope.next().await? {
+                    take(batch, &mut sink)?;
+                }
+            } else {
+                // One record per ticket: a record may be 64 MiB.
+                for id in &ids {
+                    take(c.get_batch_each(&a.job, &[*id]).await?, &mut sink)?;
+                }
+            }
+            Ok::<_, CliError>(())
+        }
+        .await;
+        c.close().await;
+        res
+    })?;
+    if !matches!(sink, Sink::Stdout) {
+        report(
+            json,
+            serde_json::json!({
+                "written": written,
+                "bytes": bytes,
+                "out": a.out.display().to_string(),
+                "failed": failed.iter().map(|(r, why)| serde_json::json!({"record": r, "reason": why})).collect::<Vec<_>>(),
+            }),
+            || {
+                let mut lines = vec![format!(
+                    "{written} records ({:.1} MB) written to {}",
+                    bytes as f64 / 1e6,
+                    a.out.display()
+                )];
+                lines.extend(
+                    failed
+                        .iter()
+                        .map(|(r, why)| format!("  not read: {r}: {why}")),
+                );
+                lines
+            },
+        );
+    } else {
+        for (r, why) in &failed {
+            eprintln!("not read: {r}: {why}");
+        }
+    }
+    Ok(if failed.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::Problem
+    })
+}

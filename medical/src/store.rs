@@ -1,0 +1,115 @@
+//! Storing a batch of records with deterministic ids, as every ingest does: what
+//! the cluster holds already is skipped, what was erased or belongs to an opted-out
+//! subject is never stored again, and a put that fails part-way is looked up again
+//! (the commit of an interrupted earlier attempt may have landed) and retried once.
+//! A run that still fails asks to be run again: what was stored is then skipped.
+
+use kakera_client::{Client, NewRecord};
+use kakera_proto::catalog::RecordState;
+use kakera_proto::{RecordId, SubjectTag};
+
+use crate::error::MedicalError;
+
+/// What storing did, counted over a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Tally {
+    /// Records stored by this run.
+    pub stored: usize,
+    /// Bytes of the records stored by this run.
+    pub stored_bytes: u64,
+    /// Records already stored by an earlier run (skipped).
+    pub already_stored: usize,
+    /// Records erased before: never stored again.
+    pub erased: usize,
+    /// Records of opted-out subjects: never stored.
+    pub opted_out: usize,
+}
+
+/// Stores those of `records` the cluster does not hold, after one lookup.
+pub async fn store_absent(
+    client: &Client,
+    records: Vec<(RecordId, NewRecord)>,
+    tally: &mut Tally,
+) -> Result<(), MedicalError> {
+    let absent = absent(client, records, tally).await?;
+    put_or_retry(client, absent, tally).await
+}
+
+/// Stores `records` (looked up as absent by the caller); on a failure, looks them
+/// up again and stores what is still absent, once.
+pub async fn put_or_retry(
+    client: &Client,
+    records: Vec<(RecordId, NewRecord)>,
+    tally: &mut Tally,
+) -> Result<(), MedicalError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let first = match put(client, records.clone(), tally).await {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    let count = records.len();
+    let rest = absent(client, records, tally).await?;
+    if rest.len() == count {
+        return Err(again(count, &first));
+    }
+    if rest.is_empty() {
+        return Ok(());
+    }
+    let count = rest.len();
+    put(client, rest, tally).await.map_err(|e| again(count, &e))
+}
+
+/// The records of `records` that are absent and not opted out; the others counted.
+async fn absent(
+    client: &Client,
+    records: Vec<(RecordId, NewRecord)>,
+    tally: &mut Tally,
+) -> Result<Vec<(RecordId, NewRecord)>, MedicalError> {
+    if records.is_empty() {
+        return Ok(records);
+    }
+    let ids: Vec<RecordId> = records.iter().map(|(id, _)| *id).collect();
+    let subjects = distinct(records.iter().map(|(_, r)| r.meta.subject));
+    let (states, opted) = client.lookup(&ids, &subjects).await?;
+    let mut rest = Vec::with_capacity(records.len());
+    for ((id, r), state) in records.into_iter().zip(states) {
+        match state {
+            RecordState::Committed => tally.already_stored += 1,
+            RecordState::Erased => tally.erased += 1,
+            RecordState::Absent if opted.contains(&r.meta.subject) => tally.opted_out += 1,
+            RecordState::Absent => rest.push((id, r)),
+        }
+    }
+    Ok(rest)
+}
+
+/// The distinct subjects, sorted (one lookup entry each).
+pub(crate) fn distinct(subjects: impl Iterator<Item = SubjectTag>) -> Vec<SubjectTag> {
+    let mut out: Vec<SubjectTag> = subjects.collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Stores `records` and counts them.
+async fn put(
+    client: &Client,
+    records: Vec<(RecordId, NewRecord)>,
+    tally: &mut Tally,
+) -> Result<(), MedicalError> {
+    let bytes: u64 = records.iter().map(|(_, r)| r.data.len() as u64).sum();
+    let count = records.len();
+    client.put_batch_with_ids(records).await?;
+    tally.stored += count;
+    tally.stored_bytes += bytes;
+    Ok(())
+}
+
+fn again(count: usize, e: &MedicalError) -> MedicalError {
+    MedicalError::Interrupted(format!(
+        "storing a batch of {count} records failed ({e}); run the same command again: \
+         what was stored is skipped"
+    ))
+}

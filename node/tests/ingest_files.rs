@@ -1,0 +1,143 @@
+//! Files of any kind (issue 24.2) on real processes: a directory tree and a
+//! manifest are stored one record per file, idempotently; files that cannot be
+//! stored are named and skipped; an opted-out patient's later files stay out; a
+//! reader under a grant gets every byte back, with the metadata the put gave.
+//!
+//! Five `kakera-node` processes, k = 3 of n = 5.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is the failure report
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{clients, open_grant, start};
+use kakera_client::{Date, RecordKind};
+use kakera_medical::files::{FileMeta, Input, put_files};
+use kakera_medical::linkage::LinkageKey;
+use kakera_proto::catalog::EraseTarget;
+
+const FACILITY: &str = "1310000001";
+
+fn bytes(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2654435761).to_be_bytes()[0] ^ seed)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_are_put_once_named_when_refused_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start(dir.path(), 5).await;
+    let (operator, gateway, reader) = clients(&cluster);
+    let key = LinkageKey::from_bytes([7; 32]);
+    let study = dir.path().join("ct-2025-04");
+    std::fs::create_dir_all(study.join("series-2")).unwrap();
+    let mut originals = BTreeMap::new();
+    for (name, seed, len) in [
+        ("slice-1.dcm", 1u8, 70_000usize),
+        ("slice-2.dcm", 2, 5_000),
+        ("series-2/slice-3.dcm", 3, 300_000),
+    ] {
+        let data = bytes(seed, len);
+        std::fs::write(study.join(name), &data).unwrap();
+        originals.insert(data, name);
+    }
+    std::fs::write(study.join("empty.dcm"), b"").unwrap();
+    let defaults = FileMeta {
+        kind: Some(RecordKind::Image),
+        source: Some(FACILITY.into()),
+        patient_id: Some("0000123".into()),
+        date: Some(Date::new(2025, 4, 1).unwrap()),
+        data_kind: Some("CT".into()),
+        ..FileMeta::default()
+    };
+    let input = Input::Paths(vec![study.clone()]);
+
+    let first = put_files(&gateway, &key, &input, &defaults, 2, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(first.files, 4);
+    assert_eq!(first.tally.stored, 3);
+    assert_eq!(first.failed.len(), 1, "{:?}", first.failed);
+    assert!(first.failed[0].0.ends_with("empty.dcm") && first.failed[0].1.contains("empty"));
+    // Again: nothing is stored twice.
+    let second = put_files(&gateway, &key, &input, &defaults, 16, |_| {})
+        .await
+        .unwrap();
+    assert_eq!((second.tally.stored, second.tally.already_stored), (0, 3));
+
+    // A manifest: its fields win over the flags; a missing file and a malformed line
+    // are named with what is wrong, and the rest is stored.
+    let report = dir.path().join("report.pdf");
+    std::fs::write(&report, bytes(9, 4_000)).unwrap();
+    let manifest = dir.path().join("files.jsonl");
+    std::fs::write(
+        &manifest,
+        "{\"path\": \"report.pdf\", \"kind\": \"file\", \"data_kind\": \"REPORT\", \
+         \"patient_id\": \"0000456\"}\n\
+         {\"path\": \"missing.dcm\"}\n\
+         {\"path\": \"ct-2025-04/slice-1.dcm\", \"date\": \"2025-02-30\"}\n",
+    )
+    .unwrap();
+    let from_manifest = put_files(
+        &gateway,
+        &key,
+        &Input::Manifest(manifest.clone()),
+        &defaults,
+        16,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(from_manifest.tally.stored, 1);
+    let failed = &from_manifest.failed;
+    assert!(
+        failed.iter().any(|(f, _)| f.ends_with("missing.dcm")),
+        "{failed:?}"
+    );
+    assert!(
+        failed.iter().any(|(f, why)| f == "ct-2025-04/slice-1.dcm"
+            && why.starts_with("manifest line 3")
+            && why.contains("2025-02-30")),
+        "{failed:?}"
+    );
+
+    // The reader gets every stored file back with the metadata the put gave.
+    open_grant(&operator, "study-files", "anon-job").await;
+    let mut scope = reader.read_scope("study-files").await.unwrap();
+    let mut read = 0;
+    while let Some(batch) = scope.next().await.unwrap() {
+        assert!(batch.failed.is_empty());
+        for r in batch.records {
+            read += 1;
+            if r.meta.kind == RecordKind::File {
+                assert_eq!(*r.data, bytes(9, 4_000));
+                assert_eq!(r.meta.subject, key.subject_tag(FACILITY, "0000456"));
+                continue;
+            }
+            assert!(
+                originals.contains_key(&*r.data),
+                "a stored file is read back"
+            );
+            assert_eq!(r.meta.kind, RecordKind::Image);
+            assert_eq!(r.meta.data_kind.as_deref(), Some("CT"));
+            assert_eq!(r.meta.subject, key.subject_tag(FACILITY, "0000123"));
+        }
+    }
+    assert_eq!(read, 4);
+
+    // The patient opts out: a new file of theirs is refused, and the erased ones are
+    // not stored again on a re-run.
+    let tag = key.subject_tag(FACILITY, "0000123");
+    operator
+        .erase(EraseTarget::Subject(tag), "opt-out OPT-FILES-1")
+        .await
+        .unwrap();
+    std::fs::write(study.join("slice-4.dcm"), bytes(4, 9_000)).unwrap();
+    let after = put_files(&gateway, &key, &input, &defaults, 16, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(after.tally.stored, 0, "{:?}", after.tally);
+    assert_eq!(after.tally.erased, 3);
+    assert_eq!(after.tally.opted_out, 1);
+}
