@@ -104,6 +104,15 @@ echo "subject tag $TAG"
 "$KAKERA" erase "${OPS[@]}" --subject "$TAG" --reason "opt-out request DEMO-OPT-1"
 "$KAKERA" audit erasure "${AUD[@]}" --subject "$TAG"
 echo
+echo "== kakera demo-data fhir + ingest fhir: a FHIR R4 bulk export of the same patients =="
+FH="$DIR/fhir"
+[ -d "$FH" ] || "$KAKERA" demo-data fhir --patients 200 --out "$FH" --facility "$FACILITY" --ssmix2 "$SS"
+FHJ="$("$KAKERA" ingest fhir "${ING[@]}" "$FH" --source "$FACILITY" --linkage-key "$DIR/linkage.key" --json)"
+echo "$FHJ"
+# The opted-out patient's FHIR resources are refused: the linkage key gave the FHIR
+# Patient's identifier the same subject as their SS-MIX2 PID-3.
+case "$FHJ" in *'"opted_out":0,'*) echo "the opted-out patient's FHIR resources were not linked"; exit 1 ;; esac
+echo
 echo "== kakera job anonymize (lab results, birth decades, 3-anonymous, inside the HSZ) =="
 STAMP="$(date +%Y%m%dT%H%M%S)-$$"
 # A grant as the review committee approves it: two members sign the terms offline
@@ -118,11 +127,13 @@ signed_grant() {
 }
 echo "review committee: sato and ito sign; the operator alone would be refused"
 signed_grant --job "demo-ssmix2-$STAMP" --reader demo-reader \
-  --kinds ssmix2 --sources "$FACILITY" --expires "$(date -u -d '+2 days' +%F)" \
+  --kinds ssmix2,fhir --sources "$FACILITY" --expires "$(date -u -d '+2 days' +%F)" \
   --approval DEMO-IRB-SSMIX2
-"$KAKERA" job anonymize "${RDR[@]}" --job "demo-ssmix2-$STAMP" --kinds OML-11 --k 3 \
+# SS-MIX2 lab results (OML-11) and FHIR lab Observations, one research id per person.
+"$KAKERA" job anonymize "${RDR[@]}" --job "demo-ssmix2-$STAMP" --kinds OML-11,OBSERVATION --k 3 \
   --birth-band 10 --suppress --out "$DIR/anonymized-$STAMP.csv" --zone-key "$DIR/zone/zone.key"
 head -4 "$DIR/anonymized-$STAMP.csv"
+echo "rows from FHIR Observations: $(grep -c ",OBSERVATION," "$DIR/anonymized-$STAMP.csv" || true)"
 echo
 echo "== kakera put: files of any kind (a CT series) from a directory; again: nothing twice =="
 CT="$DIR/ct-$STAMP/ct-2025-04"

@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kakera_proto::{RecordId, RecordMeta};
+use kakera_proto::{RecordId, RecordKind, RecordMeta, SubjectTag};
 use ring::hmac;
 use zeroize::Zeroizing;
 
@@ -241,6 +241,85 @@ pub fn rows_of(
     Ok(rows)
 }
 
+/// A FHIR Patient's id and quasi-identifiers, for its Observations' rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FhirPerson {
+    /// The facility's patient id (as the linkage key and SS-MIX2's PID-3 see it).
+    pub patient_id: String,
+    /// `birthDate` as given.
+    pub birth: String,
+    /// `M`, `F`, or empty (HL7 v2's codes, as SS-MIX2 rows have them).
+    pub sex: String,
+    /// `address[0].state`, or empty.
+    pub prefecture: String,
+}
+
+/// The person a FHIR Patient record describes.
+pub fn fhir_person(meta: &RecordMeta, raw: &[u8]) -> Result<FhirPerson, String> {
+    let p: serde_json::Value =
+        serde_json::from_slice(raw).map_err(|e| format!("not FHIR JSON: {e}"))?;
+    let patient_id =
+        crate::fhir::patient_id(&p, &meta.source).ok_or("the Patient has no identifier")?;
+    let text = |ptr: &str| {
+        p.pointer(ptr)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("")
+    };
+    Ok(FhirPerson {
+        patient_id,
+        birth: text("/birthDate").to_string(),
+        sex: match text("/gender") {
+            "female" => "F",
+            "male" => "M",
+            _ => "",
+        }
+        .to_string(),
+        prefecture: text("/address/0/state").to_string(),
+    })
+}
+
+/// De-identifies one FHIR Observation of `person` into a row, as [`rows_of`] does
+/// for an SS-MIX2 result: the same person gets the same research id from both.
+pub fn fhir_rows_of(
+    meta: &RecordMeta,
+    raw: &[u8],
+    person: &FhirPerson,
+    key: &ResearchKey,
+    band_years: u16,
+) -> Result<Vec<Row>, String> {
+    let o: serde_json::Value =
+        serde_json::from_slice(raw).map_err(|e| format!("not FHIR JSON: {e}"))?;
+    let coding = o.pointer("/code/coding/0");
+    let text = |v: Option<&serde_json::Value>| {
+        v.and_then(serde_json::Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let value = match o.pointer("/valueQuantity/value") {
+        Some(v) if v.is_number() => v.to_string(),
+        _ => text(o.get("valueString")),
+    };
+    Ok(vec![Row {
+        research_id: key.research_id(&meta.source, &person.patient_id),
+        birth_year: birth_group(&person.birth, band_years),
+        sex: person.sex.clone(),
+        prefecture: person.prefecture.clone(),
+        data_kind: meta.data_kind.clone().unwrap_or_default(),
+        month: format!("{:04}-{:02}", meta.effective.year, meta.effective.month),
+        code: text(coding.and_then(|c| c.get("code"))),
+        name: {
+            let display = text(coding.and_then(|c| c.get("display")));
+            if display.is_empty() {
+                text(o.pointer("/code/text"))
+            } else {
+                display
+            }
+        },
+        value,
+        unit: text(o.pointer("/valueQuantity/unit")),
+    }])
+}
+
 /// How the job generalizes and checks.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
@@ -254,19 +333,42 @@ pub struct Policy {
 
 /// De-identifies `records` and checks k-anonymity over (birth year, sex,
 /// prefecture); with `suppress`, rows of groups smaller than `k` are dropped.
-pub fn anonymize<'a>(
-    records: impl IntoIterator<Item = (RecordId, &'a RecordMeta, &'a [u8])>,
-    key: &ResearchKey,
-    policy: Policy,
-) -> Output {
+/// SS-MIX2 records give their OBX results; FHIR Observations give a row each,
+/// with the quasi-identifiers of the FHIR Patient record of the same subject
+/// (read in a first pass over `records`); other records give none.
+pub fn anonymize<'a, I>(records: I, key: &ResearchKey, policy: Policy) -> Output
+where
+    I: IntoIterator<Item = (RecordId, &'a RecordMeta, &'a [u8])> + Clone,
+{
     let Policy {
         k,
         birth_band_years,
         suppress,
     } = policy;
     let mut out = Output::default();
+    let is_fhir =
+        |m: &RecordMeta, dk: &str| m.kind == RecordKind::Fhir && m.data_kind.as_deref() == Some(dk);
+    let mut people: BTreeMap<SubjectTag, FhirPerson> = BTreeMap::new();
+    for (id, meta, raw) in records.clone() {
+        if is_fhir(meta, "PATIENT") {
+            match fhir_person(meta, raw) {
+                Ok(p) => {
+                    people.insert(meta.subject, p);
+                }
+                Err(why) => out.skipped.push((id, why)),
+            }
+        }
+    }
     for (id, meta, raw) in records {
-        match rows_of(meta, raw, key, birth_band_years) {
+        let rows = match meta.kind {
+            RecordKind::Ssmix2 => rows_of(meta, raw, key, birth_band_years),
+            _ if is_fhir(meta, "OBSERVATION") => match people.get(&meta.subject) {
+                Some(p) => fhir_rows_of(meta, raw, p, key, birth_band_years),
+                None => Err("no FHIR Patient record of its subject was read".to_string()),
+            },
+            _ => continue,
+        };
+        match rows {
             Ok(rows) => out.rows.extend(rows),
             Err(why) => out.skipped.push((id, why)),
         }
@@ -355,9 +457,14 @@ mod tests {
     fn generated(patients: usize) -> Vec<(RecordId, RecordMeta, Vec<u8>)> {
         let dir = tempfile::tempdir().unwrap();
         crate::ssmix2_gen::generate(dir.path(), patients, "1310000001", 3).unwrap();
+        generated_from(dir.path())
+    }
+
+    /// Every current file of the tree at `root`, as (id, meta, bytes).
+    fn generated_from(root: &std::path::Path) -> Vec<(RecordId, RecordMeta, Vec<u8>)> {
         let mut out = Vec::new();
         walk(
-            dir.path(),
+            root,
             |rel, _| {
                 let f = parse_relative(&rel).unwrap();
                 if f.condition == Condition::Current {
@@ -370,13 +477,82 @@ mod tests {
                             effective: f.effective(),
                             data_kind: Some(f.kind.clone()),
                         },
-                        std::fs::read(dir.path().join(&rel)).unwrap(),
+                        std::fs::read(root.join(&rel)).unwrap(),
                     ));
                 }
             },
             |p, e| panic!("{p:?}: {e}"),
         );
         out
+    }
+
+    /// Issue 24.1: FHIR Observations give rows joined with their subject's FHIR
+    /// Patient, and a person from both sources gets one research id: the export
+    /// generated from an SS-MIX2 tree's patients yields rows whose research ids are
+    /// among the SS-MIX2 rows' ones, with the same birth year and sex.
+    #[test]
+    fn fhir_observations_join_their_patient_and_link_to_ssmix2() {
+        let dir = tempfile::tempdir().unwrap();
+        let ss = dir.path().join("ss");
+        crate::ssmix2_gen::generate(&ss, 8, "1310000001", 3).unwrap();
+        let fhir_dir = dir.path().join("fhir");
+        crate::fhir_gen::generate(&fhir_dir, 8, "1310000001", 3, Some(&ss)).unwrap();
+        let mut records = generated_from(&ss);
+        let n = records.len();
+        for file in ["Patient.ndjson", "Observation.ndjson", "Condition.ndjson"] {
+            for line in std::fs::read_to_string(fhir_dir.join(file))
+                .unwrap()
+                .lines()
+            {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                let rtype = v["resourceType"].as_str().unwrap();
+                let pid = match rtype {
+                    "Patient" => v["identifier"][0]["value"].as_str().unwrap().to_string(),
+                    _ => {
+                        v["subject"]["reference"].as_str().unwrap()["Patient/p".len()..].to_string()
+                    }
+                };
+                let mut tag = [0u8; 32];
+                tag[..pid.len().min(32)].copy_from_slice(&pid.as_bytes()[..pid.len().min(32)]);
+                records.push((
+                    RecordId([(records.len() % 251) as u8; 16]),
+                    RecordMeta {
+                        subject: SubjectTag(tag),
+                        kind: RecordKind::Fhir,
+                        source: "1310000001".into(),
+                        effective: kakera_proto::Date::new(2025, 4, 1).unwrap(),
+                        data_kind: Some(crate::fhir::data_kind(rtype)),
+                    },
+                    line.as_bytes().to_vec(),
+                ));
+            }
+        }
+        let key = ResearchKey::from_bytes([5; 32]);
+        let policy = Policy {
+            k: 1,
+            birth_band_years: 1,
+            suppress: false,
+        };
+        let out = anonymize(
+            records.iter().map(|(id, m, b)| (*id, m, b.as_slice())),
+            &key,
+            policy,
+        );
+        assert!(out.skipped.is_empty(), "{:?}", out.skipped);
+        let (fhir, ss_rows): (Vec<&Row>, Vec<&Row>) =
+            out.rows.iter().partition(|r| r.data_kind == "OBSERVATION");
+        assert!(!fhir.is_empty() && records.len() > n);
+        for r in &fhir {
+            assert!(
+                !r.code.is_empty() && !r.value.is_empty() && !r.unit.is_empty(),
+                "{r:?}"
+            );
+            let same = ss_rows.iter().find(|s| s.research_id == r.research_id);
+            let same =
+                same.unwrap_or_else(|| panic!("{} is not among the SS-MIX2 people", r.research_id));
+            assert_eq!((&same.birth_year, &same.sex), (&r.birth_year, &r.sex));
+        }
+        assert_eq!(out.people, 8, "8 people, whichever source they came from");
     }
 
     /// The output holds no name, no patient id, no full birth date and no street or

@@ -299,6 +299,19 @@ impl Iterator for Files {
     }
 }
 
+/// The files under `paths` (directories walked as they are read), or what could
+/// not be listed, as `(where, why)`.
+pub(crate) fn walk_paths(
+    paths: &[PathBuf],
+) -> impl Iterator<Item = Result<PathBuf, (String, String)>> {
+    Files {
+        args: Vec::from(paths).into_iter(),
+        dirs: Vec::new(),
+        manifest: None,
+    }
+    .map(|f| f.map(|f| f.path))
+}
+
 /// The record id of a file: see the module doc.
 pub fn file_record_id(
     key: &LinkageKey,
@@ -315,13 +328,15 @@ pub fn file_record_id(
     ))
 }
 
-/// Midnight UTC of `date`, in Unix ms.
+/// Midnight UTC of `date`, in Unix ms, for the time a record id begins with; 0 for
+/// a date before 1970 (ids cannot begin earlier: a birth date, an old document).
 pub(crate) fn date_ms(date: Date) -> Result<u64, MedicalError> {
     let bad = || MedicalError::Invalid(format!("{date} is not a date kakera can place in time"));
     let month = time::Month::try_from(date.month).map_err(|_| bad())?;
     let d =
         time::Date::from_calendar_date(i32::from(date.year), month, date.day).map_err(|_| bad())?;
-    u64::try_from(d.midnight().assume_utc().unix_timestamp_nanos() / 1_000_000).map_err(|_| bad())
+    let ms = d.midnight().assume_utc().unix_timestamp_nanos() / 1_000_000;
+    u64::try_from(ms.max(0)).map_err(|_| bad())
 }
 
 /// Counts the files of `input` and their bytes (for the progress display), without
@@ -446,8 +461,10 @@ mod tests {
         let mut other = meta.clone();
         other.source = "1310000002".into();
         assert_ne!(a, file_record_id(&k, &other, "ct/1.dcm", b"abc").unwrap());
-        // Ids begin with the record's date, as every record id begins with a time.
+        // Ids begin with the record's date, as every record id begins with a time;
+        // a document from before 1970 still gets one.
         assert_eq!(a.unix_ms(), date_ms(meta.effective).unwrap());
+        assert_eq!(date_ms(Date::new(1965, 3, 1).unwrap()).unwrap(), 0);
     }
 
     /// The same patient at the same facility links to one subject whether the

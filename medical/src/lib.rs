@@ -8,6 +8,8 @@
 
 pub mod anonymize;
 pub mod error;
+pub mod fhir;
+pub mod fhir_gen;
 pub mod files;
 pub mod ingest;
 pub mod linkage;

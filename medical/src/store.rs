@@ -70,6 +70,15 @@ async fn absent(
     if records.is_empty() {
         return Ok(records);
     }
+    // Ids are derived from content: the same id twice in a batch (a resource in an
+    // export and again in a Bundle) is the same record, stored once.
+    let mut seen = std::collections::HashSet::with_capacity(records.len());
+    let before = records.len();
+    let records: Vec<(RecordId, NewRecord)> = records
+        .into_iter()
+        .filter(|(id, _)| seen.insert(*id))
+        .collect();
+    tally.already_stored += before - records.len();
     let ids: Vec<RecordId> = records.iter().map(|(id, _)| *id).collect();
     let subjects = distinct(records.iter().map(|(_, r)| r.meta.subject));
     let (states, opted) = client.lookup(&ids, &subjects).await?;

@@ -141,3 +141,94 @@ async fn files_are_put_once_named_when_refused_and_read_back() {
     assert_eq!(after.tally.erased, 3);
     assert_eq!(after.tally.opted_out, 1);
 }
+
+/// Issue 24.1: a FHIR R4 bulk export of the patients of an SS-MIX2 tree is stored one
+/// record per resource, linked to the same subjects as their SS-MIX2 records; a
+/// re-run stores nothing; malformed resources are named by file and line and never
+/// stored; a resource whose patient is unknown is counted, not stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fhir_exports_link_to_ssmix2_subjects_and_skip_malformed_resources() {
+    use kakera_medical::fhir::ingest_fhir;
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start(dir.path(), 5).await;
+    let (operator, gateway, _) = clients(&cluster);
+    let key = LinkageKey::from_bytes([8; 32]);
+    let ss = dir.path().join("ssmix2");
+    kakera_medical::ssmix2_gen::generate(&ss, 6, FACILITY, 2).unwrap();
+    let export = dir.path().join("export");
+    let g = kakera_medical::fhir_gen::generate(&export, 6, FACILITY, 2, Some(&ss)).unwrap();
+    kakera_medical::ingest::ingest_ssmix2(&gateway, &key, &ss, FACILITY, 64, |_| {})
+        .await
+        .unwrap();
+    // Three bad lines and one orphan, appended to the Observations.
+    let obs = export.join("Observation.ndjson");
+    let good_lines = std::fs::read_to_string(&obs).unwrap().lines().count();
+    let mut text = std::fs::read_to_string(&obs).unwrap();
+    text += "{not json\n";
+    text += "{\"resourceType\": \"Observation\", \"id\": \"no-status\", \"subject\": {\"reference\": \"Patient/p0001000000\"}}\n";
+    text += "{\"resourceType\": \"Observation\", \"id\": \"bad-date\", \"status\": \"final\", \"code\": {\"text\": \"x\"}, \"subject\": {\"reference\": \"Patient/p0001000000\"}, \"effectiveDateTime\": \"soon\"}\n";
+    text += "{\"resourceType\": \"Observation\", \"id\": \"orphan\", \"status\": \"final\", \"code\": {\"text\": \"x\"}, \"subject\": {\"reference\": \"Patient/nobody\"}, \"effectiveDateTime\": \"2025-01-01\"}\n";
+    std::fs::write(&obs, text).unwrap();
+
+    let paths = [export.clone()];
+    let first = ingest_fhir(&gateway, &key, &paths, FACILITY, 32, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(first.files, 5);
+    // The Bundle repeats one Patient of the NDJSON files: the same record, once.
+    assert_eq!(first.tally.stored, g.resources - 1, "{first:?}");
+    assert_eq!(first.tally.already_stored, 1);
+    assert_eq!(first.no_patient, 1);
+    let at: Vec<&str> = first.malformed.iter().map(|(a, _)| a.as_str()).collect();
+    for line in [good_lines + 1, good_lines + 2, good_lines + 3] {
+        let want = format!("Observation.ndjson:{line}");
+        assert!(at.iter().any(|a| a.ends_with(&want)), "{want} in {at:?}");
+    }
+    assert!(
+        first
+            .malformed
+            .iter()
+            .any(|(_, why)| why.contains("clinical date"))
+    );
+    let again = ingest_fhir(&gateway, &key, &paths, FACILITY, 32, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.tally.stored, again.tally.already_stored),
+        (0, g.resources)
+    );
+
+    // Linkage: each FHIR Patient record's subject is one SS-MIX2 records have too.
+    let fhir_patients = operator
+        .list_all(
+            kakera_proto::catalog::ListFilter::Kind(RecordKind::Fhir),
+            10_000,
+        )
+        .await
+        .unwrap();
+    let ssmix2 = operator
+        .list_all(
+            kakera_proto::catalog::ListFilter::Kind(RecordKind::Ssmix2),
+            10_000,
+        )
+        .await
+        .unwrap();
+    let patients: Vec<_> = fhir_patients
+        .iter()
+        .filter(|e| e.meta.data_kind.as_deref() == Some("PATIENT"))
+        .collect();
+    assert_eq!(patients.len(), 6);
+    for p in patients {
+        assert!(
+            ssmix2.iter().any(|s| s.meta.subject == p.meta.subject),
+            "FHIR Patient {} links to an SS-MIX2 subject",
+            p.id
+        );
+    }
+    assert!(
+        fhir_patients
+            .iter()
+            .any(|e| e.meta.data_kind.as_deref() == Some("ALLERGY-INTOLERANCE")),
+        "the Bundle's allergy, resolved through its fullUrl"
+    );
+}

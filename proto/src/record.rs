@@ -199,8 +199,9 @@ impl fmt::Display for Date {
 
 /// Most bytes of a source facility code.
 pub const MAX_SOURCE_BYTES: usize = 64;
-/// Most bytes of a data kind ([`RecordMeta::data_kind`]).
-pub const MAX_DATA_KIND_BYTES: usize = 16;
+/// Most bytes of a data kind ([`RecordMeta::data_kind`]): FHIR R4's longest resource
+/// type, `MedicinalProductAuthorization`, is 32 in this form (issue 24; was 16).
+pub const MAX_DATA_KIND_BYTES: usize = 40;
 
 /// What every node may know about a record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,7 +215,8 @@ pub struct RecordMeta {
     /// The record's effective date.
     pub effective: Date,
     /// The kind within the source's own scheme, if it has one: for SS-MIX2 the data
-    /// kind (`ADT-00`, `OML-11`, ...). 1 to [`MAX_DATA_KIND_BYTES`] of A-Z, 0-9, '-'.
+    /// kind (`ADT-00`, `OML-11`, ...), for FHIR the resource type
+    /// (`MEDICATION-REQUEST`). 1 to [`MAX_DATA_KIND_BYTES`] of A-Z, 0-9, '-'.
     pub data_kind: Option<String>,
 }
 

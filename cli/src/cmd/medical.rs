@@ -40,6 +40,31 @@ pub(crate) enum IngestCmd {
         #[arg(long)]
         withdrawn_out: Option<PathBuf>,
     },
+    /// Store FHIR R4 resources: NDJSON bulk-export files (one resource per line) and
+    /// Bundles or single resources in .json files, from files or directories. Each
+    /// resource is a record of kind fhir (data kind: its resource type); its subject
+    /// comes from the Patient's identifier through the linkage key, so a person links
+    /// with their SS-MIX2 records. Malformed resources are named (file and line) and
+    /// skipped (exit 1); re-runs store nothing twice.
+    #[command(
+        after_help = "Example:\n  kakera ingest fhir export/ --source 1310000001 --linkage-key linkage.key"
+    )]
+    Fhir {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Files (.ndjson, .json) and directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The facility code (10-digit medical institution code).
+        #[arg(long)]
+        source: String,
+        /// The linkage key file.
+        #[arg(long, env = "KAKERA_LINKAGE_KEY")]
+        linkage_key: PathBuf,
+        /// Resources per batch.
+        #[arg(long, default_value_t = kakera_medical::ingest::DEFAULT_BATCH_FILES)]
+        batch: usize,
+    },
 }
 
 pub(crate) fn ingest(cmd: IngestCmd, json: bool) -> Result<Outcome, CliError> {
@@ -60,7 +85,74 @@ pub(crate) fn ingest(cmd: IngestCmd, json: bool) -> Result<Outcome, CliError> {
             withdrawn_out.as_deref(),
             json,
         ),
+        IngestCmd::Fhir {
+            cluster,
+            paths,
+            source,
+            linkage_key,
+            batch,
+        } => ingest_fhir(&cluster, &paths, &source, &linkage_key, batch, json),
     }
+}
+
+pub(crate) fn ingest_fhir(
+    args: &ClusterArgs,
+    paths: &[PathBuf],
+    source: &str,
+    linkage_key: &std::path::Path,
+    batch: usize,
+    json: bool,
+) -> Result<Outcome, CliError> {
+    let key = LinkageKey::load(linkage_key)?;
+    let bar = progress(0, json, "[{bar:30}] {pos}/{len} files  {msg}  ETA {eta}");
+    let summary = runtime()?.block_on(async {
+        let c = args.client()?;
+        let s = kakera_medical::fhir::ingest_fhir(&c, &key, paths, source, batch, |p| {
+            bar.set_length(p.files_total as u64);
+            bar.set_position(p.files_done as u64);
+            bar.set_message(format!("{:.2} MB/s", p.mb_per_s()));
+        })
+        .await;
+        c.close().await;
+        s.map_err(CliError::from)
+    });
+    bar.finish_and_clear();
+    let summary = summary?;
+    let t = &summary.tally;
+    report(
+        json,
+        serde_json::to_value(&summary)
+            .map_err(|e| CliError::Invalid(format!("encoding the summary: {e}")))?,
+        || {
+            let mut lines = vec![
+                format!("files read:                   {}", summary.files),
+                format!("resources:                    {}", summary.resources),
+                format!(
+                    "stored now:                   {} ({:.1} MB)",
+                    t.stored,
+                    t.stored_bytes as f64 / 1e6
+                ),
+                format!("already stored (skipped):     {}", t.already_stored),
+                format!("erased before (not restored): {}", t.erased),
+                format!("opted-out subjects (refused): {}", t.opted_out),
+                format!("no patient (not stored):      {}", summary.no_patient),
+                format!("malformed (skipped):          {}", summary.malformed.len()),
+            ];
+            lines.extend(
+                summary
+                    .malformed
+                    .iter()
+                    .take(20)
+                    .map(|(at, why)| format!("    {at}: {why}")),
+            );
+            lines
+        },
+    );
+    Ok(if summary.malformed.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::Problem
+    })
 }
 
 pub(crate) fn ingest_ssmix2(
@@ -166,6 +258,29 @@ pub(crate) enum DemoDataCmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// A synthetic FHIR R4 bulk export (Patient, Observation, Condition, Encounter
+    /// NDJSON and one Bundle), JP Core patient ids and JLAC10 lab codes; with
+    /// --ssmix2, the patients of that tree, so both sources describe the same people.
+    #[command(
+        after_help = "Example:\n  kakera demo-data fhir --patients 200 --out fhir-demo --ssmix2 ssmix2-demo"
+    )]
+    Fhir {
+        /// How many patients.
+        #[arg(long)]
+        patients: usize,
+        /// Where to write the export.
+        #[arg(long)]
+        out: PathBuf,
+        /// The facility code (the patients' identifier system).
+        #[arg(long, default_value = "1310000001")]
+        facility: String,
+        /// Seed (the same seed writes the same export).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Take the patients (ids, birth dates, sex, prefecture) from this SS-MIX2 tree.
+        #[arg(long)]
+        ssmix2: Option<PathBuf>,
+    },
 }
 
 pub(crate) fn demo_data(cmd: DemoDataCmd, json: bool) -> Result<Outcome, CliError> {
@@ -180,20 +295,38 @@ pub(crate) fn demo_data(cmd: DemoDataCmd, json: bool) -> Result<Outcome, CliErro
                 return Err(CliError::Invalid("--patients must be 1 to 1000000".into()));
             }
             let g = kakera_medical::ssmix2_gen::generate(&out, patients, &facility, seed)?;
+            report_ssmix2(json, &g, &out);
+        }
+        DemoDataCmd::Fhir {
+            patients,
+            out,
+            facility,
+            seed,
+            ssmix2,
+        } => {
+            if patients == 0 || patients > 1_000_000 {
+                return Err(CliError::Invalid("--patients must be 1 to 1000000".into()));
+            }
+            let g = kakera_medical::fhir_gen::generate(
+                &out,
+                patients,
+                &facility,
+                seed,
+                ssmix2.as_deref(),
+            )?;
             report(
                 json,
                 serde_json::json!({
-                    "files": g.files, "current": g.current, "flag_0": g.deleted,
-                    "bytes": g.bytes, "patients": g.patients, "out": out,
+                    "patients": g.patients, "resources": g.resources,
+                    "observations": g.observations, "files": g.files, "out": out,
                 }),
                 || {
                     vec![format!(
-                        "wrote {} files ({} current, {} with condition flag 0), {:.1} MB, for {} \
+                        "wrote {} FHIR R4 resources ({} observations) in {} files for {} \
                          synthetic patients under {}",
+                        g.resources,
+                        g.observations,
                         g.files,
-                        g.current,
-                        g.deleted,
-                        g.bytes as f64 / 1e6,
                         g.patients,
                         out.display()
                     )]
@@ -202,6 +335,28 @@ pub(crate) fn demo_data(cmd: DemoDataCmd, json: bool) -> Result<Outcome, CliErro
         }
     }
     Ok(Outcome::Ok)
+}
+
+fn report_ssmix2(json: bool, g: &kakera_medical::ssmix2_gen::Generated, out: &std::path::Path) {
+    report(
+        json,
+        serde_json::json!({
+            "files": g.files, "current": g.current, "flag_0": g.deleted,
+            "bytes": g.bytes, "patients": g.patients, "out": out,
+        }),
+        || {
+            vec![format!(
+                "wrote {} files ({} current, {} with condition flag 0), {:.1} MB, for {} \
+                 synthetic patients under {}",
+                g.files,
+                g.current,
+                g.deleted,
+                g.bytes as f64 / 1e6,
+                g.patients,
+                out.display()
+            )]
+        },
+    );
 }
 
 #[derive(Subcommand, Debug)]
@@ -371,23 +526,46 @@ pub(crate) fn job_anonymize(
     let zone_key = zone::load_private(&a.zone_key)?;
     let (records, failed) = runtime()?.block_on(async {
         let c = args.client()?.with_zone_key(zone_key);
-        let filter = match &a.source {
-            Some(f) => ListFilter::Source(f.clone()),
-            None => ListFilter::Kind(RecordKind::Ssmix2),
-        };
-        let entries: Vec<RecordEntry> = c
-            .list_all(filter, usize::MAX)
+        // SS-MIX2 results and FHIR Observations (with their subjects' FHIR Patients
+        // for the join), within what this job's grant covers.
+        let grant = c
+            .grants()
             .await?
             .into_iter()
-            .filter(|e| e.meta.kind == RecordKind::Ssmix2)
-            .filter(|e| {
-                a.kinds.is_empty()
-                    || e.meta
-                        .data_kind
-                        .as_ref()
-                        .is_some_and(|d| a.kinds.contains(d))
-            })
-            .collect();
+            .find(|g| g.job == a.job)
+            .ok_or_else(|| {
+                CliError::Invalid(format!(
+                    "no grant for job '{}' names this reader: ask for one (kakera grant list \
+                     shows a reader its own)",
+                    a.job
+                ))
+            })?;
+        let filters = match &a.source {
+            Some(f) => vec![ListFilter::Source(f.clone())],
+            None => vec![
+                ListFilter::Kind(RecordKind::Ssmix2),
+                ListFilter::Kind(RecordKind::Fhir),
+            ],
+        };
+        let wanted = |e: &RecordEntry| {
+            let dk = e.meta.data_kind.as_deref().unwrap_or("");
+            let listed = a.kinds.is_empty() || a.kinds.iter().any(|k| k == dk);
+            grant.scope.covers(&e.meta)
+                && match e.meta.kind {
+                    RecordKind::Ssmix2 => listed,
+                    RecordKind::Fhir => dk == "PATIENT" || (dk == "OBSERVATION" && listed),
+                    _ => false,
+                }
+        };
+        let mut entries: Vec<RecordEntry> = Vec::new();
+        for filter in filters {
+            entries.extend(
+                c.list_all(filter, usize::MAX)
+                    .await?
+                    .into_iter()
+                    .filter(|e| wanted(e)),
+            );
+        }
         let metas: std::collections::BTreeMap<RecordId, kakera_proto::RecordMeta> =
             entries.iter().map(|e| (e.id, e.meta.clone())).collect();
         let ids: Vec<RecordId> = entries.iter().map(|e| e.id).collect();
