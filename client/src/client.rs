@@ -624,14 +624,13 @@ impl Client {
                 size_bytes: s.len() as u64,
             })
             .collect();
-        let mut data = Vec::with_capacity(shares.iter().map(|(_, s)| s.len()).sum());
-        for (_, s) in shares {
-            data.extend_from_slice(s);
-        }
-        let timeout = timeout_for(data.len() as u64);
+        // The shares go out one after the other as the trailer: never copied into
+        // one buffer first.
+        let parts: Vec<&[u8]> = shares.iter().map(|(_, s)| s.as_slice()).collect();
+        let timeout = timeout_for(parts.iter().map(|p| p.len() as u64).sum());
         let (answer, _) = self
             .conn
-            .call_full(node, Request::StageShares { items }, &data, 0, timeout)
+            .call_full(node, Request::StageShares { items }, &parts, 0, timeout)
             .await?;
         let Response::Staged { digests } = answer else {
             return Err(unexpected(&answer));

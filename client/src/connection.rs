@@ -83,7 +83,7 @@ impl Connection {
         &self,
         node_id: u64,
         body: Request,
-        trailer: &[u8],
+        trailer: &[&[u8]],
         reply_limit_bytes: u64,
         timeout: Duration,
     ) -> Result<(Response, Vec<u8>), NetError> {

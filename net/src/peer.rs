@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kakera_proto::frame::{
-    DEFAULT_MAX_FRAME_BYTES, TRAILER_CHUNK_BYTES, read_frame, read_raw_frame, write_frame,
+    DEFAULT_MAX_FRAME_BYTES, TRAILER_CHUNK_BYTES, read_frame, read_frame_into, write_frame,
     write_raw_frame, write_trailer,
 };
-use kakera_proto::{Request, RequestEnvelope, RequestId, Response};
+use kakera_proto::{ProtoError, Request, RequestEnvelope, RequestId, Response};
 use tokio::sync::Mutex;
 
 use crate::error::NetError;
@@ -246,7 +246,7 @@ impl Peer {
     pub async fn request_with(
         &self,
         env: &RequestEnvelope,
-        trailer: &[u8],
+        trailer: &[&[u8]],
         reply_limit_bytes: u64,
         timeout: Duration,
     ) -> Result<(Response, Vec<u8>), NetError> {
@@ -284,7 +284,7 @@ impl Peer {
         &self,
         conn: &quinn::Connection,
         env: &RequestEnvelope,
-        trailer: &[u8],
+        trailer: &[&[u8]],
         reply_limit_bytes: u64,
     ) -> Result<(Response, Vec<u8>), NetError> {
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| self.conn_err(&e))?;
@@ -312,18 +312,26 @@ impl Peer {
         };
         let mut extra = Vec::new();
         // Bounded: each frame adds at least one byte (an empty one ends the loop)
-        // and the total is capped.
+        // and the total is capped. Frames land in `extra` directly.
         if reply_limit_bytes > 0 {
             loop {
-                match read_raw_frame(&mut recv, DEFAULT_MAX_FRAME_BYTES).await {
-                    Ok(Some(chunk)) if !chunk.is_empty() => extra.extend_from_slice(&chunk),
+                match read_frame_into(
+                    &mut recv,
+                    &mut extra,
+                    DEFAULT_MAX_FRAME_BYTES,
+                    reply_limit_bytes,
+                    reply_limit_bytes,
+                )
+                .await
+                {
+                    Ok(Some(n)) if n > 0 => {}
                     Ok(_) => break,
+                    Err(ProtoError::Malformed { .. }) => {
+                        return Err(self.err(format!(
+                            "the answer runs past the expected {reply_limit_bytes} bytes"
+                        )));
+                    }
                     Err(e) => return Err(self.failure(conn, e)),
-                }
-                if extra.len() as u64 > reply_limit_bytes {
-                    return Err(self.err(format!(
-                        "the answer runs past the expected {reply_limit_bytes} bytes"
-                    )));
                 }
             }
         }
@@ -349,7 +357,7 @@ impl Peer {
         &self,
         cluster_id: &str,
         body: Request,
-        trailer: &[u8],
+        trailer: &[&[u8]],
         reply_limit_bytes: u64,
         timeout: Duration,
     ) -> Result<(Response, Vec<u8>), NetError> {

@@ -363,7 +363,7 @@ async fn auditor_exports_checks_erasure_and_can_do_nothing_else() {
     ] {
         for node in 1..=5 {
             let r = conn
-                .call_full(node, body.clone(), &trailer, 0, timeout)
+                .call_full(node, body.clone(), &[&trailer], 0, timeout)
                 .await;
             refused_as_forbidden(what, r);
         }
@@ -477,7 +477,7 @@ async fn auditor_exports_checks_erasure_and_can_do_nothing_else() {
                     size_bytes: share.len() as u64,
                 }],
             },
-            &share,
+            &[&share],
             0,
             timeout,
         )

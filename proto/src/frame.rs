@@ -119,16 +119,61 @@ pub const TRAILER_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 /// total is bounded by the size its request announced, not by the envelope limit).
 pub const TRAILER_FRAME_BYTES: u32 = TRAILER_CHUNK_BYTES as u32;
 
-/// Writes `bytes` as raw frames of at most [`TRAILER_CHUNK_BYTES`].
-pub async fn write_trailer<W>(w: &mut W, bytes: &[u8]) -> Result<()>
+/// Writes `parts`, one after the other, as raw frames of at most
+/// [`TRAILER_CHUNK_BYTES`]: the reader sees their concatenation, and the writer
+/// never has to copy them into one buffer first.
+pub async fn write_trailer<W>(w: &mut W, parts: &[&[u8]]) -> Result<()>
 where
     W: AsyncWrite + Unpin,
 {
-    for chunk in bytes.chunks(TRAILER_CHUNK_BYTES) {
-        // A chunk is at most 4 MiB, below any sane frame limit.
-        write_raw_frame(w, chunk, TRAILER_CHUNK_BYTES as u32).await?;
+    for part in parts {
+        for chunk in part.chunks(TRAILER_CHUNK_BYTES) {
+            // A chunk is at most 4 MiB, below any sane frame limit.
+            write_raw_frame(w, chunk, TRAILER_CHUNK_BYTES as u32).await?;
+        }
     }
     Ok(())
+}
+
+/// Most bytes a reader reserves ahead of the frames that fill them
+/// ([`read_frame_into`]).
+pub const MAX_RESERVE_AHEAD_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reads one raw frame and appends its body to `dest`, straight from the stream
+/// (no intermediate buffer). Returns `Ok(None)` on a clean end of stream before a
+/// frame, else the body's length (0 for an empty frame). Refuses a frame that would
+/// take `dest` past `limit_bytes`. Once the length has arrived, `dest` reserves room
+/// for up to `expected_bytes` in all (at most [`MAX_RESERVE_AHEAD_BYTES`] more), so
+/// a trailer whose size its caller already accounted for grows without copying
+/// itself.
+pub async fn read_frame_into<R>(
+    r: &mut R,
+    dest: &mut Vec<u8>,
+    max_frame_bytes: u32,
+    limit_bytes: u64,
+    expected_bytes: u64,
+) -> Result<Option<usize>>
+where
+    R: AsyncRead + Unpin,
+{
+    let Some(len) = read_frame_len(r, max_frame_bytes).await? else {
+        return Ok(None);
+    };
+    let len = u64::from(len);
+    let have = dest.len() as u64;
+    if have + len > limit_bytes {
+        return Err(ProtoError::Malformed {
+            reason: format!("more than the expected {limit_bytes} bytes followed"),
+        });
+    }
+    let want = expected_bytes.max(have + len).min(limit_bytes);
+    let ahead = want.saturating_sub(have).min(MAX_RESERVE_AHEAD_BYTES);
+    dest.reserve(ahead as usize);
+    let got = r.take(len).read_to_end(dest).await?;
+    if got as u64 != len {
+        return Err(ProtoError::Truncated);
+    }
+    Ok(Some(got))
 }
 
 /// Reads raw frames until exactly `size_bytes` have arrived (announced earlier on the
@@ -137,18 +182,15 @@ pub async fn read_trailer<R>(r: &mut R, size_bytes: u64, max_frame_bytes: u32) -
 where
     R: AsyncRead + Unpin,
 {
-    // Grows with the frames that arrive (the caller bounds `size_bytes`).
-    let mut data = Vec::with_capacity(size_bytes.min(TRAILER_CHUNK_BYTES as u64) as usize);
+    // Memory is reserved once the first frame's length has arrived, for the size
+    // the caller announced and accounted for (`read_frame_into`); each byte is
+    // copied once, from the stream into `data`.
+    let mut data = Vec::new();
     // Bounded: each frame adds at least one byte or ends the loop.
     while (data.len() as u64) < size_bytes {
-        match read_raw_frame(r, max_frame_bytes).await? {
-            Some(chunk) if !chunk.is_empty() => data.extend_from_slice(&chunk),
+        match read_frame_into(r, &mut data, max_frame_bytes, size_bytes, size_bytes).await? {
+            Some(n) if n > 0 => {}
             _ => return Err(ProtoError::Truncated),
-        }
-        if data.len() as u64 > size_bytes {
-            return Err(ProtoError::Malformed {
-                reason: format!("more than the announced {size_bytes} bytes followed"),
-            });
         }
     }
     Ok(data)

@@ -8,7 +8,10 @@ use kakera_proto::catalog::{
     Actor, Grant, GrantScope, Holder, ListFilter, RecordEntry, Ticket, TicketPurpose,
 };
 use kakera_proto::codec::{self, FORMAT_VERSION};
-use kakera_proto::frame::{read_frame, read_raw_frame, write_frame};
+use kakera_proto::frame::{
+    TRAILER_CHUNK_BYTES, read_frame, read_frame_into, read_raw_frame, read_trailer, write_frame,
+    write_trailer,
+};
 use kakera_proto::identity::{name_uri, zone_uri};
 use kakera_proto::{
     Date, Digest, ErrorKind, ErrorReply, FetchedShare, Fingerprint, HeldShare, Identity,
@@ -418,6 +421,45 @@ async fn non_canonical_encodings_are_refused() {
         write_frame(&mut again, &env, 1 << 20).await.unwrap();
         assert_eq!(again, &found[..used]);
     }
+}
+
+/// Shares go out as a trailer of parts, never copied into one buffer first, and
+/// arrive as their concatenation, each byte copied once into the reader's buffer; a
+/// trailer that ends early or runs past its announced size is refused, the latter
+/// before the frame's body is read.
+#[tokio::test]
+async fn trailers_of_parts_arrive_whole_and_exact() {
+    let a: Vec<u8> = (0..TRAILER_CHUNK_BYTES + 10).map(|i| i as u8).collect();
+    let b = vec![7u8; 300];
+    let mut wire = Vec::new();
+    write_trailer(&mut wire, &[&a, &b]).await.unwrap();
+    let total = (a.len() + b.len()) as u64;
+    let got = read_trailer(&mut wire.as_slice(), total, TRAILER_CHUNK_BYTES as u32)
+        .await
+        .unwrap();
+    assert_eq!(got.len() as u64, total);
+    assert_eq!(&got[..a.len()], &a[..]);
+    assert_eq!(&got[a.len()..], &b[..]);
+    // One byte fewer announced: the last frame would run past it.
+    let over = read_trailer(&mut wire.as_slice(), total - 1, TRAILER_CHUNK_BYTES as u32).await;
+    assert!(
+        matches!(over, Err(kakera_proto::ProtoError::Malformed { .. })),
+        "{over:?}"
+    );
+    // Cut short.
+    let short = &wire[..wire.len() - 1];
+    assert!(
+        read_trailer(&mut &short[..], total, TRAILER_CHUNK_BYTES as u32)
+            .await
+            .is_err()
+    );
+    // Reading into a buffer: a frame past the limit is refused before its body is
+    // read, and nothing of it is appended.
+    let mut dest = vec![1u8; 10];
+    let mut r = wire.as_slice();
+    let refused = read_frame_into(&mut r, &mut dest, TRAILER_CHUNK_BYTES as u32, 20, 20).await;
+    assert!(refused.is_err());
+    assert_eq!(dest.len(), 10);
 }
 
 #[tokio::test]

@@ -246,7 +246,7 @@ impl QuicConnection {
             unreachable(format!("node {} is not in the cluster config", self.target))
         })?;
         let (response, _) = peer
-            .call_full(&self.cluster_id, body, trailer, 0, timeout)
+            .call_full(&self.cluster_id, body, &[trailer], 0, timeout)
             .await
             .map_err(net_error)?;
         decode_raft(response)

@@ -440,7 +440,7 @@ async fn respond(
     trailer: &[u8],
 ) -> Result<(), ProtoError> {
     write_frame(send, response, DEFAULT_MAX_FRAME_BYTES).await?;
-    write_trailer(send, trailer).await?;
+    write_trailer(send, &[trailer]).await?;
     // The peer may already have gone; its answer was written as far as it could be.
     let _ = send.finish();
     Ok(())

@@ -478,7 +478,7 @@ impl Client {
             request_id: RequestId([7; 16]),
             body,
         };
-        peer.request_with(&env, trailer, 0, Duration::from_secs(3))
+        peer.request_with(&env, &[trailer], 0, Duration::from_secs(3))
             .await
             .map(|(r, _)| r)
     }

@@ -35,7 +35,7 @@ pub async fn ask_on(
     // reading the envelope either (the node stops the stream): read the answer
     // whether or not the writes went through.
     let wrote = match write_frame(&mut send, &envelope(body), DEFAULT_MAX_FRAME_BYTES).await {
-        Ok(()) => write_trailer(&mut send, trailer).await,
+        Ok(()) => write_trailer(&mut send, &[trailer]).await,
         Err(e) => Err(e),
     };
     if wrote.is_ok() {
