@@ -55,6 +55,9 @@ pub struct ShareFiles {
     /// removed between its write and the value that names it.
     lock: Mutex<()>,
     next_tmp: AtomicU64,
+    /// Bytes of the share files this process knows of: those the start-up sweep
+    /// kept, plus those written, less those removed (for `kakera_share_bytes`).
+    bytes: AtomicU64,
 }
 
 /// The file lock's guard.
@@ -69,12 +72,18 @@ impl ShareFiles {
             min_bytes: min_bytes.max(1),
             lock: Mutex::new(()),
             next_tmp: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
         }
     }
 
     /// Whether a share of `len` bytes is stored in a file.
     pub fn wants(&self, len: usize) -> bool {
         len as u64 >= self.min_bytes
+    }
+
+    /// Bytes of share files on disk, as far as this process has seen them.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// The root directory (`<db dir>/share-files`).
@@ -119,12 +128,16 @@ impl ShareFiles {
                 .map(|f| f.to_string_lossy())
                 .unwrap_or_default()
         ));
+        let new = !path.exists();
         let written = (|| {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(bytes)?;
             f.sync_data()?;
             std::fs::rename(&tmp, &path)
         })();
+        if written.is_ok() && new {
+            self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        }
         if written.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
@@ -181,8 +194,14 @@ impl ShareFiles {
                     continue;
                 }
                 let path = self.path(record, digest);
+                let len = std::fs::metadata(&path).map_or(0, |m| m.len());
                 match std::fs::remove_file(&path) {
                     Ok(()) => {
+                        let _ =
+                            self.bytes
+                                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                                    Some(b.saturating_sub(len))
+                                });
                         if let Some(d) = path.parent() {
                             dirs.insert(d.to_path_buf());
                         }
@@ -231,7 +250,10 @@ impl ShareFiles {
                     Some((record, digest)) => live(&record, &digest)?,
                     None => false,
                 };
-                if !keep {
+                if keep {
+                    let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+                    self.bytes.fetch_add(len, Ordering::Relaxed);
+                } else {
                     std::fs::remove_file(&path)?;
                     removed += 1;
                     changed = true;
