@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use crate::anonymize::{Message, component, field};
 use crate::error::MedicalError;
 use crate::fhir::JP_PATIENT_ID_SYSTEM;
+use crate::ssmix2_gen::Mix;
 
 /// JLAC10's system URI.
 pub const JLAC10_SYSTEM: &str = "urn:oid:1.2.392.200119.4.504";
@@ -55,23 +56,6 @@ struct Person {
     birth: String,
     gender: &'static str,
     prefecture: String,
-}
-
-/// SplitMix64: synthetic data only, never keys.
-struct Mix(u64);
-
-impl Mix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// The first `n` patients of an SS-MIX2 tree, with their ADT-00 demographics.

@@ -24,11 +24,10 @@ use std::time::Instant;
 
 use kakera_client::NewRecord;
 use kakera_client::{Client, Date};
-use kakera_proto::catalog::MAX_RECORD_BYTES;
 use kakera_proto::{RecordId, RecordKind, RecordMeta, SubjectTag};
 
 use crate::error::MedicalError;
-use crate::ingest::{MAX_BATCH_BYTES, Progress};
+use crate::ingest::{MAX_BATCH_BYTES, Progress, read_record};
 use crate::linkage::LinkageKey;
 use crate::store::{Tally, store_absent};
 
@@ -392,7 +391,7 @@ pub async fn put_files(
                 continue;
             }
         };
-        let data = match read_file(&found.path) {
+        let data = match read_record(&found.path) {
             Ok(d) => d,
             Err(why) => {
                 summary.failed.push((found.path.display().to_string(), why));
@@ -414,19 +413,6 @@ pub async fn put_files(
     store_absent(client, batch, &mut summary.tally).await?;
     progress(&state);
     Ok(summary)
-}
-
-fn read_file(path: &Path) -> Result<Vec<u8>, String> {
-    let size = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
-    if size == 0 {
-        return Err("the file is empty".into());
-    }
-    if size > MAX_RECORD_BYTES {
-        return Err(format!(
-            "{size} bytes; the cluster stores records of at most {MAX_RECORD_BYTES} bytes"
-        ));
-    }
-    std::fs::read(path).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -234,7 +234,9 @@ async fn store_batch(
     put_or_retry(client, records, &mut summary.tally).await
 }
 
-fn read_record(path: &Path) -> Result<Vec<u8>, String> {
+/// A file's bytes as one record: refused (with the reason) if empty or larger than a
+/// record may be.
+pub(crate) fn read_record(path: &Path) -> Result<Vec<u8>, String> {
     let size = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
     if size == 0 {
         return Err("the file is empty".into());

@@ -1084,7 +1084,11 @@ mod tests {
         assert_eq!(s.unlink_marked()?, 0, "the purge removed every marked file");
         assert!(files_on_disk(&s).is_empty(), "{:?}", files_on_disk(&s));
         assert_eq!(unlink_markers(&s), 0);
-        assert_eq!(s.files().bytes(), 0, "the metrics' share bytes went down with them");
+        assert_eq!(
+            s.files().bytes(),
+            0,
+            "the metrics' share bytes went down with them"
+        );
         for id in [rid(1), rid(2), rid(3)] {
             assert_eq!(s.presence(&id)?, (false, false));
         }

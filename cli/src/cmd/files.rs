@@ -98,17 +98,11 @@ pub(crate) fn put(a: PutArgs, json: bool) -> Result<Outcome, CliError> {
     };
     let defaults = parse_meta(&a)?;
     let key = LinkageKey::load(&a.linkage_key)?;
-    let bar = progress(
-        0,
-        json,
-        "[{bar:30}] {pos}/{len} files  {per_sec}  {msg}  ETA {eta}",
-    );
+    let bar = ingest_bar(json);
     let summary = runtime()?.block_on(async {
         let c = a.cluster.client()?;
         let s = files::put_files(&c, &key, &input, &defaults, a.batch, |p| {
-            bar.set_length(p.files_total as u64);
-            bar.set_position(p.files_done as u64);
-            bar.set_message(format!("{:.2} MB/s", p.mb_per_s()));
+            show_ingest(&bar, p)
         })
         .await;
         c.close().await;
@@ -122,18 +116,12 @@ pub(crate) fn put(a: PutArgs, json: bool) -> Result<Outcome, CliError> {
         serde_json::to_value(&summary)
             .map_err(|e| CliError::Invalid(format!("encoding the summary: {e}")))?,
         || {
-            let mut lines = vec![
-                format!("files:                        {}", summary.files),
-                format!(
-                    "stored now:                   {} ({:.1} MB)",
-                    t.stored,
-                    t.stored_bytes as f64 / 1e6
-                ),
-                format!("already stored (skipped):     {}", t.already_stored),
-                format!("erased before (not restored): {}", t.erased),
-                format!("opted-out subjects (refused): {}", t.opted_out),
-                format!("skipped with an error:        {}", summary.failed.len()),
-            ];
+            let mut lines = vec![format!("files:                        {}", summary.files)];
+            lines.extend(tally_lines(t));
+            lines.push(format!(
+                "skipped with an error:        {}",
+                summary.failed.len()
+            ));
             lines.extend(
                 summary
                     .failed

@@ -104,13 +104,11 @@ pub(crate) fn ingest_fhir(
     json: bool,
 ) -> Result<Outcome, CliError> {
     let key = LinkageKey::load(linkage_key)?;
-    let bar = progress(0, json, "[{bar:30}] {pos}/{len} files  {msg}  ETA {eta}");
+    let bar = ingest_bar(json);
     let summary = runtime()?.block_on(async {
         let c = args.client()?;
         let s = kakera_medical::fhir::ingest_fhir(&c, &key, paths, source, batch, |p| {
-            bar.set_length(p.files_total as u64);
-            bar.set_position(p.files_done as u64);
-            bar.set_message(format!("{:.2} MB/s", p.mb_per_s()));
+            show_ingest(&bar, p)
         })
         .await;
         c.close().await;
@@ -127,17 +125,16 @@ pub(crate) fn ingest_fhir(
             let mut lines = vec![
                 format!("files read:                   {}", summary.files),
                 format!("resources:                    {}", summary.resources),
-                format!(
-                    "stored now:                   {} ({:.1} MB)",
-                    t.stored,
-                    t.stored_bytes as f64 / 1e6
-                ),
-                format!("already stored (skipped):     {}", t.already_stored),
-                format!("erased before (not restored): {}", t.erased),
-                format!("opted-out subjects (refused): {}", t.opted_out),
-                format!("no patient (not stored):      {}", summary.no_patient),
-                format!("malformed (skipped):          {}", summary.malformed.len()),
             ];
+            lines.extend(tally_lines(t));
+            lines.push(format!(
+                "no patient (not stored):      {}",
+                summary.no_patient
+            ));
+            lines.push(format!(
+                "malformed (skipped):          {}",
+                summary.malformed.len()
+            ));
             lines.extend(
                 summary
                     .malformed
@@ -165,19 +162,11 @@ pub(crate) fn ingest_ssmix2(
     json: bool,
 ) -> Result<Outcome, CliError> {
     let key = LinkageKey::load(linkage_key)?;
-    let bar = progress(
-        0,
-        json,
-        "[{bar:30}] {pos}/{len} files  {per_sec}  {msg}  ETA {eta}",
-    );
+    let bar = ingest_bar(json);
     let summary = runtime()?.block_on(async {
         let c = args.client()?;
-        let s = ingest::ingest_ssmix2(&c, &key, root, source, batch, |p| {
-            bar.set_length(p.files_total as u64);
-            bar.set_position(p.files_done as u64);
-            bar.set_message(format!("{:.2} MB/s", p.mb_per_s()));
-        })
-        .await;
+        let s =
+            ingest::ingest_ssmix2(&c, &key, root, source, batch, |p| show_ingest(&bar, p)).await;
         c.close().await;
         s
     });

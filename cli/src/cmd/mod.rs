@@ -217,3 +217,33 @@ pub(crate) fn progress(total: u64, json: bool, template: &str) -> indicatif::Pro
     }
     bar
 }
+
+/// The progress bar of an ingest (files done of files, MB/s so far).
+pub(crate) fn ingest_bar(json: bool) -> indicatif::ProgressBar {
+    progress(
+        0,
+        json,
+        "[{bar:30}] {pos}/{len} files  {per_sec}  {msg}  ETA {eta}",
+    )
+}
+
+/// Moves an ingest's bar to `p`.
+pub(crate) fn show_ingest(bar: &indicatif::ProgressBar, p: &kakera_medical::ingest::Progress) {
+    bar.set_length(p.files_total as u64);
+    bar.set_position(p.files_done as u64);
+    bar.set_message(format!("{:.2} MB/s", p.mb_per_s()));
+}
+
+/// The lines every ingest prints of what it stored and skipped.
+pub(crate) fn tally_lines(t: &kakera_medical::store::Tally) -> Vec<String> {
+    vec![
+        format!(
+            "stored now:                   {} ({:.1} MB)",
+            t.stored,
+            t.stored_bytes as f64 / 1e6
+        ),
+        format!("already stored (skipped):     {}", t.already_stored),
+        format!("erased before (not restored): {}", t.erased),
+        format!("opted-out subjects (refused): {}", t.opted_out),
+    ]
+}
