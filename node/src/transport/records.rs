@@ -783,21 +783,29 @@ pub async fn fetch(
     let node_id = ctx.node.id;
     let read = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
         let mut items = Vec::with_capacity(records.len());
-        let mut data = Vec::new();
+        let mut parts: Vec<Vec<u8>> = Vec::with_capacity(records.len());
+        let mut total = 0u64;
         for id in records {
             let share = held_share(&shares, &state, node_id, &id)?;
             let size_bytes = share.as_ref().map(|s| s.bytes.len() as u64);
             if let Some(s) = share {
-                if (data.len() + s.bytes.len()) as u64 > MAX_FETCH_REPLY_BYTES {
+                total += s.bytes.len() as u64;
+                if total > MAX_FETCH_REPLY_BYTES {
                     return Ok(Err(()));
                 }
-                data.extend_from_slice(&s.bytes);
+                parts.push(s.bytes);
             }
             items.push(FetchedShare {
                 record: id,
                 size_bytes,
             });
         }
+        // One share (a large record's fetch) goes out as read; several are joined
+        // once, into a buffer of their exact size.
+        let data = match parts.len() {
+            1 => parts.pop().unwrap_or_default(),
+            _ => parts.concat(),
+        };
         Ok(Ok((items, data)))
     })
     .await;
