@@ -369,7 +369,13 @@ pub async fn ingest_fhir(
     for path in walk_paths(paths).flatten() {
         files += 1;
         bytes_total += std::fs::metadata(&path).map_or(0, |m| m.len());
-        for found in Resources::open(&path).flatten() {
+        // Only what can be a Patient is parsed here (an Observation names its
+        // Patient as "Patient/..", never as the quoted type).
+        let maybe_patient = |b: &[u8]| b.windows(9).any(|w| w == b"\"Patient\"");
+        for found in Resources::open(&path)
+            .flatten()
+            .filter(|f| maybe_patient(&f.bytes))
+        {
             #[derive(serde::Deserialize)]
             struct Head {
                 #[serde(rename = "resourceType")]

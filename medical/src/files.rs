@@ -49,6 +49,30 @@ pub struct FileMeta {
 }
 
 impl FileMeta {
+    /// A description from text fields (a manifest line's, or the flags of `kakera
+    /// put`): kind, subject tag and date parsed, the rest as given.
+    pub fn parse(
+        kind: Option<&str>,
+        source: Option<String>,
+        subject: Option<&str>,
+        patient_id: Option<String>,
+        date: Option<&str>,
+        data_kind: Option<String>,
+    ) -> Result<FileMeta, String> {
+        let text = |e: kakera_proto::ProtoError| e.to_string();
+        Ok(FileMeta {
+            kind: kind.map(RecordKind::parse).transpose().map_err(text)?,
+            source,
+            subject: subject
+                .map(|s| kakera_proto::record::parse_hex::<32>(s, "subject tag").map(SubjectTag))
+                .transpose()
+                .map_err(text)?,
+            patient_id,
+            date: date.map(Date::parse).transpose().map_err(text)?,
+            data_kind,
+        })
+    }
+
     /// `self`'s fields, each falling back to `defaults`'.
     fn or(&self, defaults: &FileMeta) -> FileMeta {
         FileMeta {
@@ -143,29 +167,14 @@ struct Line {
 
 impl Line {
     fn meta(&self) -> Result<FileMeta, String> {
-        Ok(FileMeta {
-            kind: self
-                .kind
-                .as_deref()
-                .map(RecordKind::parse)
-                .transpose()
-                .map_err(|e| e.to_string())?,
-            source: self.source.clone(),
-            subject: self
-                .subject
-                .as_deref()
-                .map(|s| kakera_proto::record::parse_hex::<32>(s, "subject tag").map(SubjectTag))
-                .transpose()
-                .map_err(|e| e.to_string())?,
-            patient_id: self.patient_id.clone(),
-            date: self
-                .date
-                .as_deref()
-                .map(Date::parse)
-                .transpose()
-                .map_err(|e| e.to_string())?,
-            data_kind: self.data_kind.clone(),
-        })
+        FileMeta::parse(
+            self.kind.as_deref(),
+            self.source.clone(),
+            self.subject.as_deref(),
+            self.patient_id.clone(),
+            self.date.as_deref(),
+            self.data_kind.clone(),
+        )
     }
 }
 

@@ -118,8 +118,13 @@ impl ShareFiles {
             .ok_or_else(|| io::Error::other("a share file path has no directory"))?
             .to_path_buf();
         if !dir.exists() {
+            let fresh_root = !self.root.exists();
             std::fs::create_dir_all(&dir)?;
             sync_dir(&self.root)?;
+            // The root's own entry in the database directory, the first time.
+            if fresh_root && let Some(db_dir) = self.root.parent() {
+                sync_dir(db_dir)?;
+            }
         }
         let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
         let tmp = dir.join(format!(

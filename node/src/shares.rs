@@ -737,7 +737,7 @@ impl ShareStore {
         bytes: &[u8],
         now_ms: u64,
     ) -> io::Result<Digest> {
-        let shares = [(*record, bytes.to_vec(), false)];
+        let shares = [(*record, bytes, false)];
         match self.store_repaired(&shares, now_ms)?.pop() {
             Some(Ok(digest)) => Ok(digest),
             Some(Err(why)) => Err(io::Error::other(format!("record {record}: {why}"))),
@@ -750,7 +750,7 @@ impl ShareStore {
     /// to the digest the catalog names for this node: the store then holds exactly
     /// what the catalog already says, so no Raft entry has to promote it.
     pub fn restore(&self, record: &RecordId, bytes: &[u8], now_ms: u64) -> io::Result<Digest> {
-        let shares = [(*record, bytes.to_vec(), true)];
+        let shares = [(*record, bytes, true)];
         match self.store_repaired(&shares, now_ms)?.pop() {
             Some(Ok(digest)) => Ok(digest),
             Some(Err(why)) => Err(io::Error::other(format!("record {record}: {why}"))),
@@ -763,15 +763,16 @@ impl ShareStore {
     /// [`ShareStore::stage_repaired`] and [`ShareStore::restore`] do one at a time.
     /// A move whose record already has a different committed share here is left
     /// out, with its reason.
-    pub fn store_repaired(
+    pub fn store_repaired<B: AsRef<[u8]>>(
         &self,
-        shares: &[(RecordId, Vec<u8>, bool)],
+        shares: &[(RecordId, B, bool)],
         now_ms: u64,
     ) -> io::Result<Vec<Result<Digest, String>>> {
         let staged_cf = cf(&self.db, CF_STAGED)?;
         let mut pending = Pending::new();
         let mut out = Vec::with_capacity(shares.len());
         for (record, bytes, in_place) in shares {
+            let bytes = bytes.as_ref();
             let digest = Digest::of(bytes);
             let now = self.current(record)?;
             if !in_place && let Some((head, false)) = now {

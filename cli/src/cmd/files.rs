@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use kakera_cli::CliError;
-use kakera_client::{Date, ReadBatch, Record, RecordId, RecordKind, SubjectTag, zone};
+use kakera_client::{ReadBatch, Record, RecordId, zone};
 use kakera_medical::files::{self, FileMeta, Input};
 use kakera_medical::linkage::LinkageKey;
 
@@ -72,18 +72,15 @@ pub(crate) struct GetArgs {
 }
 
 fn parse_meta(a: &PutArgs) -> Result<FileMeta, CliError> {
-    Ok(FileMeta {
-        kind: a.kind.as_deref().map(RecordKind::parse).transpose()?,
-        source: a.source.clone(),
-        subject: a
-            .subject
-            .as_deref()
-            .map(|s| kakera_proto::record::parse_hex::<32>(s, "subject tag").map(SubjectTag))
-            .transpose()?,
-        patient_id: a.patient_id.clone(),
-        date: a.date.as_deref().map(Date::parse).transpose()?,
-        data_kind: a.data_kind.clone(),
-    })
+    FileMeta::parse(
+        a.kind.as_deref(),
+        a.source.clone(),
+        a.subject.as_deref(),
+        a.patient_id.clone(),
+        a.date.as_deref(),
+        a.data_kind.clone(),
+    )
+    .map_err(CliError::Invalid)
 }
 
 pub(crate) fn put(a: PutArgs, json: bool) -> Result<Outcome, CliError> {
