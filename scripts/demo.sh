@@ -135,10 +135,12 @@ signed_grant --job "demo-ssmix2-$STAMP" --reader demo-reader \
 head -4 "$DIR/anonymized-$STAMP.csv"
 echo "rows from FHIR Observations: $(grep -c ",OBSERVATION," "$DIR/anonymized-$STAMP.csv" || true)"
 echo
-echo "== kakera put: files of any kind (a CT series) from a directory; again: nothing twice =="
+echo "== kakera put: files of any kind (a CT series and a 20 MiB slide image) from a directory; again: nothing twice =="
 CT="$DIR/ct-$STAMP/ct-2025-04"
 mkdir -p "$CT"
 for i in 1 2 3; do head -c $((200000 + i * 1000)) /dev/urandom >"$CT/slice-$i.dcm"; done
+# Larger than one segment (8 MiB): streamed from the file, stored as 3 segments.
+head -c $((20 * 1024 * 1024 + 321)) /dev/urandom >"$CT/slide-1.svs"
 PUT=(--kind image --data-kind CT --source "$FACILITY" --patient-id 0000123
   --date 2025-04-01 --linkage-key "$DIR/linkage.key")
 "$KAKERA" put "${ING[@]}" "$CT" "${PUT[@]}"
@@ -151,7 +153,7 @@ signed_grant --job "demo-images-$STAMP" --reader demo-reader --kinds image \
 OUT="$DIR/ct-$STAMP/read"
 "$KAKERA" get "${RDR[@]}" --job "demo-images-$STAMP" --zone-key "$DIR/zone/zone.key" \
   --all --out "$OUT"
-for f in "$CT"/*.dcm; do
+for f in "$CT"/*; do
   sum="$(sha256sum <"$f" | cut -d' ' -f1)"
   match=no
   for r in "$OUT"/*; do
@@ -161,6 +163,8 @@ for f in "$CT"/*.dcm; do
   [ "$match" = yes ] || { echo "$(basename "$f") was not read back"; exit 1; }
 done
 echo "$(ls "$CT" | wc -l) files put, read back identical; metadata in $OUT/records.jsonl"
+grep -q '"segments":3' "$OUT/records.jsonl" || { echo "the slide image was not stored as segments"; exit 1; }
+echo "the slide image was streamed in and out as 3 segments of at most 8 MiB"
 echo
 echo "== revocation: a gateway's key leaks; the CA revokes its certificate =="
 LEAK="demo-leaked-$STAMP"

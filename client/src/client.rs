@@ -36,7 +36,7 @@ use crate::connection::Connection;
 type AuditPage = (Vec<AuditEntry>, Option<u64>, Option<(u64, [u8; 32])>);
 use crate::error::ClientError;
 use crate::plan::{Asks, BadShare, ReadPlan};
-use crate::seal::{self, SEAL_OVERHEAD_BYTES, ZonePrivateKey, ZonePublicKey};
+use crate::seal::{self, ZonePrivateKey, ZonePublicKey};
 
 /// Most sealed bytes one put batch carries before the client starts another commit.
 pub const PUT_BATCH_BYTES: u64 = 64 * 1024 * 1024;
@@ -149,6 +149,12 @@ pub enum ReadFailure {
     DigestMismatch,
     /// The sealed record could not be opened (wrong zone key, damaged envelope).
     Open(String),
+    /// The record is stored as segments (larger than one segment): read it with
+    /// [`Client::get_stream`], which holds one segment at a time.
+    Segmented {
+        /// Its segments.
+        segments: u32,
+    },
 }
 
 impl std::fmt::Display for ReadFailure {
@@ -163,6 +169,11 @@ impl std::fmt::Display for ReadFailure {
                 f.write_str("the combined record does not match its catalog digest")
             }
             ReadFailure::Open(why) => write!(f, "opening the sealed record failed: {why}"),
+            ReadFailure::Segmented { segments } => write!(
+                f,
+                "the record is stored as {segments} segments; read it as a stream \
+                 (Client::get_stream, or kakera get)"
+            ),
         }
     }
 }
@@ -283,7 +294,7 @@ fn groups<T>(
 
 /// How a put protects its records.
 #[derive(Clone)]
-enum Protection {
+pub(crate) enum Protection {
     /// Sealed to the zone key and split k of n (every real record).
     Shared(ZonePublicKey),
     /// The benchmark baseline: plain copies, one per rack, threshold 1, as many as
@@ -293,7 +304,7 @@ enum Protection {
 }
 
 /// What one record's put prepared: its catalog entry and its shares by node.
-struct Prepared {
+pub(crate) struct Prepared {
     entry: RecordEntry,
     shares: Vec<(u64, Vec<u8>)>,
 }
@@ -368,7 +379,7 @@ impl Client {
     }
 
     /// [`Client::leader_call`] that starts no attempt after `deadline`.
-    async fn leader_call_until(
+    pub(crate) async fn leader_call_until(
         &self,
         body: Request,
         deadline: Instant,
@@ -454,14 +465,19 @@ impl Client {
         &self,
         records: Vec<(RecordId, NewRecord)>,
     ) -> Result<Vec<RecordId>, ClientError> {
-        let zone = self.zone_public.clone().ok_or_else(|| {
+        let zone = self.zone_public_key()?;
+        self.put_protected(records, Protection::Shared(zone)).await
+    }
+
+    /// The zone's public key from the config, which every put seals to.
+    pub(crate) fn zone_public_key(&self) -> Result<ZonePublicKey, ClientError> {
+        self.zone_public.clone().ok_or_else(|| {
             ClientError::Invalid(
                 "the cluster config has no zone_public_key; run `kakera zone keygen` and add \
                  the key to the config"
                     .into(),
             )
-        })?;
-        self.put_protected(records, Protection::Shared(zone)).await
+        })
     }
 
     /// The benchmark baseline's put (`kakera bench`): stores each record as plain
@@ -486,7 +502,7 @@ impl Client {
         self.put_protected(records, Protection::Plain).await
     }
 
-    async fn put_protected(
+    pub(crate) async fn put_protected(
         &self,
         records: Vec<(RecordId, NewRecord)>,
         protection: Protection,
@@ -500,10 +516,16 @@ impl Client {
         let max_record_bytes = self.config().limits.max_record_bytes.min(MAX_RECORD_BYTES);
         for (_, r) in &records {
             r.meta.validate()?;
+            if r.meta.kind == kakera_proto::RecordKind::Segment {
+                return Err(ClientError::Invalid(
+                    "'segment' is the kind of a record's parts; give the record's own kind".into(),
+                ));
+            }
             if r.data.len() as u64 > max_record_bytes {
                 return Err(ClientError::Invalid(format!(
                     "a record of {} bytes exceeds this cluster's limit of {max_record_bytes} \
-                     bytes (max_record_bytes in [limits])",
+                     bytes for a record put whole (max_record_bytes in [limits]); put it as a \
+                     stream (Client::put_stream), which stores it as segments",
                     r.data.len()
                 )));
             }
@@ -530,6 +552,52 @@ impl Client {
             tokio::task::spawn_blocking(move || prepare(&config, &accepting, &protection, records))
                 .await
                 .map_err(|e| ClientError::Invalid(format!("sealing task failed: {e}")))??;
+        let staging_started = Instant::now();
+        let entries = self.stage_prepared(prepared, staging_started).await?;
+        // Nodes delete staged shares no commit claimed within the staging lifetime;
+        // a commit that landed later could name shares already gone. So no commit
+        // attempt starts after half the lifetime: the put fails, nothing of it is
+        // committed, and the caller may put the records again.
+        let commit_by = self.commit_by(staging_started)?;
+        kakera_net::crash::point("client.put.staged");
+        let ids: Vec<RecordId> = entries.iter().map(|e| e.id).collect();
+        match self
+            .leader_call_until(Request::CommitRecords { records: entries }, commit_by)
+            .await?
+        {
+            Response::Committed { .. } => {
+                kakera_net::crash::point("client.put.committed");
+                Ok(ids)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The last moment a commit of shares staged from `staging_started` may start
+    /// (half the staging lifetime, and the leader deadline), or the error of a put
+    /// that staged too slowly.
+    pub(crate) fn commit_by(&self, staging_started: Instant) -> Result<Instant, ClientError> {
+        let ttl_ms = self.config().staging.ttl_ms;
+        let commit_by = (staging_started + Duration::from_millis(ttl_ms / 2))
+            .min(Instant::now() + Duration::from_millis(LEADER_DEADLINE_MS));
+        if Instant::now() >= commit_by {
+            return Err(ClientError::Unavailable(format!(
+                "staging took longer than half the staging lifetime ({ttl_ms} ms); nothing \
+                 was committed, put the records again"
+            )));
+        }
+        Ok(commit_by)
+    }
+
+    /// Stages every share of `prepared` on its node (all nodes in parallel), each
+    /// acknowledged with the digest the entry names; returns the entries to commit.
+    /// A holder that does not answer is asked again until [`STAGE_RETRY_MS`] (at
+    /// most a quarter of the staging lifetime) after `staging_started`.
+    pub(crate) async fn stage_prepared(
+        &self,
+        prepared: Vec<Prepared>,
+        staging_started: Instant,
+    ) -> Result<Vec<RecordEntry>, ClientError> {
         // Shares by node, in record order.
         let mut by_node: BTreeMap<u64, Vec<(RecordId, Vec<u8>)>> = BTreeMap::new();
         let mut entries = Vec::with_capacity(prepared.len());
@@ -543,7 +611,6 @@ impl Client {
             .iter()
             .flat_map(|e| e.holders.iter().map(move |h| ((h.node, e.id), h.digest)))
             .collect();
-        let staging_started = Instant::now();
         // A holder that is restarting or busy is asked again, with the same shares
         // (staging is idempotent), until it answers or STAGE_RETRY_MS pass.
         let retry_until = staging_started
@@ -561,31 +628,7 @@ impl Client {
             result?;
         }
         drop(sends);
-        // Nodes delete staged shares no commit claimed within the staging lifetime;
-        // a commit that landed later could name shares already gone. So no commit
-        // attempt starts after half the lifetime: the put fails, nothing of it is
-        // committed, and the caller may put the records again.
-        let ttl_ms = self.config().staging.ttl_ms;
-        let commit_by = (staging_started + Duration::from_millis(ttl_ms / 2))
-            .min(Instant::now() + Duration::from_millis(LEADER_DEADLINE_MS));
-        if Instant::now() >= commit_by {
-            return Err(ClientError::Unavailable(format!(
-                "staging took longer than half the staging lifetime ({ttl_ms} ms); nothing \
-                 was committed, put the records again"
-            )));
-        }
-        kakera_net::crash::point("client.put.staged");
-        let ids: Vec<RecordId> = entries.iter().map(|e| e.id).collect();
-        match self
-            .leader_call_until(Request::CommitRecords { records: entries }, commit_by)
-            .await?
-        {
-            Response::Committed { .. } => {
-                kakera_net::crash::point("client.put.committed");
-                Ok(ids)
-            }
-            other => Err(unexpected(&other)),
-        }
+        Ok(entries)
     }
 
     /// [`Client::stage_on`], asked again while the node is unreachable, unavailable
@@ -684,8 +727,11 @@ impl Client {
                 return Err(unexpected(&answer));
             };
             out.tickets.push(ticket.id);
+            let failed_before = out.failed.len();
             kakera_net::crash::point("client.get.ticket");
-            self.read_under(&mut opener, &ticket, entries, &mut out)
+            self.read_under(&mut opener, &ticket, entries, None, &mut out)
+                .await;
+            self.mark_segmented(ticket.id, &mut out.failed[failed_before..])
                 .await;
         }
         Ok(out)
@@ -719,21 +765,47 @@ impl Client {
                 refused,
             } = *opened;
             out.tickets.push(ticket.id);
+            let failed_before = out.failed.len();
             out.failed.extend(refused.into_iter().map(|r| FailedRead {
                 record: r.record,
                 failure: ReadFailure::Refused(r.why),
             }));
             if !entries.is_empty() {
-                self.read_under(&mut opener, &ticket, entries, &mut out)
+                self.read_under(&mut opener, &ticket, entries, None, &mut out)
+                    .await;
+                self.mark_segmented(ticket.id, &mut out.failed[failed_before..])
                     .await;
             }
         }
         Ok(out)
     }
 
+    /// Marks the records of `failed` that did not open because they are stored as
+    /// segments (their first segment opens only as a segment): asks the cluster under
+    /// `ticket` how many segments each has. Only reads that failed to open ask.
+    async fn mark_segmented(&self, ticket: u64, failed: &mut [FailedRead]) {
+        for f in failed {
+            if !matches!(f.failure, ReadFailure::Open(_)) {
+                continue;
+            }
+            if let Ok(Response::Segments { count, .. }) = self
+                .leader_call(Request::Segments {
+                    ticket,
+                    record: f.record,
+                    from: 1,
+                    limit: 0,
+                })
+                .await
+                && count > 1
+            {
+                f.failure = ReadFailure::Segmented { segments: count };
+            }
+        }
+    }
+
     /// An opener for one read: records sealed in one put batch share one
     /// encapsulation, decapsulated once.
-    fn opener(&self) -> Result<seal::Opener, ClientError> {
+    pub(crate) fn opener(&self) -> Result<seal::Opener, ClientError> {
         let key = self.zone_private.as_ref().ok_or_else(|| {
             ClientError::Invalid(
                 "reading needs the zone private key: load it with `Client::with_zone_key` \
@@ -744,12 +816,15 @@ impl Client {
         seal::Opener::new(key)
     }
 
-    /// Fetches, checks, combines and opens the records of one ticket.
-    async fn read_under(
+    /// Fetches, checks, combines and opens the records of one ticket. With
+    /// `segment`, `entries` is one segment of a record stored as segments, opened
+    /// with that binding and the record's metadata.
+    pub(crate) async fn read_under(
         &self,
         opener: &mut seal::Opener,
         ticket: &Ticket,
         entries: Vec<RecordEntry>,
+        segment: Option<(seal::Binding, &RecordMeta)>,
         out: &mut ReadBatch,
     ) {
         let mut plan = ReadPlan::new(&entries);
@@ -853,7 +928,8 @@ impl Client {
         let cluster_id = self.config().cluster_id.clone();
         for entry in entries {
             let shares = good.remove(&entry.id).unwrap_or_default();
-            let result = open_record(opener, &cluster_id, &entry, shares);
+            let (binding, meta) = segment.unwrap_or((seal::Binding::Whole, &entry.meta));
+            let result = open_record(opener, &cluster_id, &entry, binding, meta, shares);
             match result {
                 Ok(data) => out.records.push(Record {
                     id: entry.id,
@@ -989,7 +1065,7 @@ impl Client {
     /// second placed shares on a node drained within it); every configured node if
     /// the leader cannot say (the leader's placement check and staging still refuse
     /// what cannot work).
-    async fn accepting_nodes(&self) -> Vec<u64> {
+    pub(crate) async fn accepting_nodes(&self) -> Vec<u64> {
         match self.topology().await {
             Ok((nodes, _)) => placeable(&nodes, usize::from(self.config().policy.n)),
             Err(e) => {
@@ -1599,7 +1675,7 @@ fn failure_reason(answer: Result<Response, kakera_net::NetError>) -> String {
     }
 }
 
-fn unexpected(r: &Response) -> ClientError {
+pub(crate) fn unexpected(r: &Response) -> ClientError {
     match r {
         Response::Error(e) => ClientError::Invalid(e.message.clone()),
         other => ClientError::Invalid(format!(
@@ -1636,6 +1712,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::Scrub(_) => "scrub status",
         Response::RepairedBatch { .. } => "repaired batch",
         Response::RepairTerms { .. } => "repair terms",
+        Response::Segments { .. } => "segments",
     }
 }
 
@@ -1683,6 +1760,8 @@ fn open_record(
     opener: &mut seal::Opener,
     cluster_id: &str,
     entry: &RecordEntry,
+    binding: seal::Binding,
+    meta: &RecordMeta,
     pieces: Vec<Piece>,
 ) -> Result<Zeroizing<Vec<u8>>, ReadFailure> {
     let k = usize::from(entry.k);
@@ -1712,7 +1791,7 @@ fn open_record(
         return Err(ReadFailure::DigestMismatch);
     }
     opener
-        .open(cluster_id, &entry.id, &entry.meta, &sealed)
+        .open_bound(cluster_id, &entry.id, meta, binding, &sealed)
         .map_err(|e| ReadFailure::Open(e.to_string()))
 }
 
@@ -1734,44 +1813,93 @@ fn prepare(
         #[cfg(feature = "bench-baseline")]
         Protection::Plain => return prepare_plain(config, accepting, records),
     };
-    let policy = config.policy;
     let views = accepting_views(config, accepting);
     let mut out = Vec::with_capacity(records.len());
     // One encapsulation for the batch; each record is sealed under its own key.
     let mut sealer = seal::Sealer::new(zone)?;
     for (id, r) in records {
         let sealed = sealer.seal(&config.cluster_id, &id, &r.meta, &r.data)?;
-        debug_assert_eq!(sealed.len(), r.data.len() + SEAL_OVERHEAD_BYTES);
-        let nodes = place(&id.0, &views, &policy)
-            .map_err(|e| ClientError::Invalid(format!("placement: {e}")))?;
-        let shares = kakera_shamir::split(&sealed, policy.k, policy.n)
-            .map_err(|e| ClientError::Invalid(format!("splitting record {id}: {e}")))?;
-        let mut holders = Vec::with_capacity(shares.len());
-        let mut encoded = Vec::with_capacity(shares.len());
-        // place() returns n nodes in share order: share x = i + 1 goes to nodes[i].
-        for (node, share) in nodes.iter().zip(&shares) {
-            let (bytes, digest) = share.encode_with_digest();
-            holders.push(Holder {
-                node: *node,
-                x: share.x(),
-                digest: Digest(digest),
-            });
-            encoded.push((*node, bytes));
-        }
-        out.push(Prepared {
-            entry: RecordEntry {
-                id,
-                meta: r.meta,
-                sealed_len: sealed.len() as u64,
-                sealed_digest: Digest::of(&sealed),
-                k: policy.k,
-                holders,
-                committed_at_ms: 0,
-            },
-            shares: encoded,
-        });
+        out.push(split_sealed(config, &views, id, r.meta, &sealed)?);
     }
     Ok(out)
+}
+
+/// One segment of a record stored as segments, prepared like a record: sealed with
+/// its [`seal::Binding::Segment`] under `record_meta` (the record's), split, placed
+/// by its own id; its entry carries `entry_meta` (the record's for the first
+/// segment, [`kakera_proto::catalog::segment_meta`] for the parts).
+#[allow(clippy::too_many_arguments)] // the parts of one segment, named
+pub(crate) fn prepare_segment(
+    config: &ClusterConfig,
+    accepting: &[u64],
+    protection: &Protection,
+    id: RecordId,
+    record_meta: &RecordMeta,
+    entry_meta: RecordMeta,
+    binding: seal::Binding,
+    data: &[u8],
+) -> Result<Prepared, ClientError> {
+    #[cfg_attr(
+        not(feature = "bench-baseline"),
+        allow(clippy::infallible_destructuring_match)
+    )]
+    let zone = match protection {
+        Protection::Shared(zone) => zone,
+        #[cfg(feature = "bench-baseline")]
+        Protection::Plain => {
+            let record = NewRecord {
+                meta: entry_meta,
+                data: data.to_vec(),
+            };
+            let mut one = prepare_plain(config, accepting, vec![(id, record)])?;
+            return one
+                .pop()
+                .ok_or_else(|| ClientError::Invalid("a replica was not prepared".into()));
+        }
+    };
+    let views = accepting_views(config, accepting);
+    let sealed =
+        seal::Sealer::new(zone)?.seal_bound(&config.cluster_id, &id, record_meta, binding, data)?;
+    split_sealed(config, &views, id, entry_meta, &sealed)
+}
+
+/// Splits sealed bytes k of n over the nodes placement picks for `id`.
+fn split_sealed(
+    config: &ClusterConfig,
+    views: &[NodeView<'_>],
+    id: RecordId,
+    meta: RecordMeta,
+    sealed: &[u8],
+) -> Result<Prepared, ClientError> {
+    let policy = config.policy;
+    let nodes = place(&id.0, views, &policy)
+        .map_err(|e| ClientError::Invalid(format!("placement: {e}")))?;
+    let shares = kakera_shamir::split(sealed, policy.k, policy.n)
+        .map_err(|e| ClientError::Invalid(format!("splitting record {id}: {e}")))?;
+    let mut holders = Vec::with_capacity(shares.len());
+    let mut encoded = Vec::with_capacity(shares.len());
+    // place() returns n nodes in share order: share x = i + 1 goes to nodes[i].
+    for (node, share) in nodes.iter().zip(&shares) {
+        let (bytes, digest) = share.encode_with_digest();
+        holders.push(Holder {
+            node: *node,
+            x: share.x(),
+            digest: Digest(digest),
+        });
+        encoded.push((*node, bytes));
+    }
+    Ok(Prepared {
+        entry: RecordEntry {
+            id,
+            meta,
+            sealed_len: sealed.len() as u64,
+            sealed_digest: Digest::of(sealed),
+            k: policy.k,
+            holders,
+            committed_at_ms: 0,
+        },
+        shares: encoded,
+    })
 }
 
 /// The benchmark baseline's [`prepare`]: each record as plain replicas, one per rack,

@@ -21,6 +21,9 @@ pub enum ClientError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// Reading the bytes of a streamed put failed.
+    #[error("reading the record's bytes failed: {0}")]
+    Source(std::io::Error),
     /// An argument is not acceptable.
     #[error("{0}")]
     Invalid(String),

@@ -41,6 +41,7 @@ pub mod files;
 pub mod plan;
 pub mod scope;
 pub mod seal;
+pub mod stream;
 pub mod verify;
 pub mod zone;
 
@@ -50,6 +51,7 @@ pub use client::{
 pub use error::ClientError;
 pub use plan::BadShare;
 pub use scope::ScopeRead;
+pub use stream::RecordReader;
 
 // What a job names, from the crates below, so that a job depends on this crate alone.
 pub use kakera_config::ClusterConfig;

@@ -12,6 +12,12 @@
 //! of one batch decapsulates once ([`Opener`]). X25519 was two thirds of the client's
 //! CPU for 1 KiB puts with one encapsulation per record (docs/performance.md).
 //!
+//! A record stored as segments (issue 24.3) seals each segment on its own like a
+//! record, under the segment's own id's key, with an AAD that names the record
+//! (its first segment's id and its metadata), the segment's index and whether it
+//! is the last ([`Binding::Segment`]): segments do not open reordered, moved to
+//! another record, or with the record cut short.
+//!
 //! Sealed format v1 (still read): the same layout with version 1, each record
 //! sealed by its own single-shot HPKE encapsulation.
 
@@ -138,9 +144,44 @@ impl fmt::Debug for ZonePrivateKey {
     }
 }
 
-/// The associated data of a record: cluster id, record id and metadata, encoded.
-fn aad(cluster_id: &str, id: &RecordId, meta: &RecordMeta) -> Result<Vec<u8>, ClientError> {
-    codec::encode(&(cluster_id, id, meta)).map_err(ClientError::from)
+/// What a sealed message belongs to besides its cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// A record kept whole: the record id and metadata given.
+    Whole,
+    /// One segment of a record stored as segments: the metadata given is the
+    /// record's, the id given is the segment's own.
+    Segment {
+        /// The record (its first segment's id).
+        parent: RecordId,
+        /// The segment's position, from 0.
+        index: u32,
+        /// Whether it is the record's last segment.
+        last: bool,
+    },
+}
+
+/// Domain label of a segment's associated data.
+const SEGMENT_AAD_LABEL: &str = "kakera record segment v1";
+
+/// The associated data of a record: cluster id, record id and metadata, encoded;
+/// for a segment, its label, the cluster id, the record, its metadata, the index
+/// and the last flag.
+fn aad(
+    cluster_id: &str,
+    id: &RecordId,
+    meta: &RecordMeta,
+    binding: Binding,
+) -> Result<Vec<u8>, ClientError> {
+    match binding {
+        Binding::Whole => codec::encode(&(cluster_id, id, meta)),
+        Binding::Segment {
+            parent,
+            index,
+            last,
+        } => codec::encode(&(SEGMENT_AAD_LABEL, cluster_id, parent, meta, index, last)),
+    }
+    .map_err(ClientError::from)
 }
 
 /// Seals one record for the zone, bound to `cluster_id`, `id` and `meta` (a batch of
@@ -222,12 +263,25 @@ impl Sealer {
         meta: &RecordMeta,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, ClientError> {
+        self.seal_bound(cluster_id, id, meta, Binding::Whole, plaintext)
+    }
+
+    /// Seals `plaintext` under `id`'s key, bound to `cluster_id`, `meta` and
+    /// `binding` (a whole record: `id`; a segment: its record, index and place).
+    pub fn seal_bound(
+        &mut self,
+        cluster_id: &str,
+        id: &RecordId,
+        meta: &RecordMeta,
+        binding: Binding,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, ClientError> {
         if !self.sealed.insert(*id) {
             return Err(ClientError::Invalid(format!(
                 "record {id} appears twice in one batch"
             )));
         }
-        let aad = aad(cluster_id, id, meta)?;
+        let aad = aad(cluster_id, id, meta, binding)?;
         let fail =
             |e: &dyn fmt::Display| ClientError::Seal(format!("sealing record {id} failed: {e}"));
         let cipher = record_cipher(|c, out| self.ctx.export(c, out), id).map_err(|e| fail(&e))?;
@@ -281,6 +335,18 @@ impl Opener {
         meta: &RecordMeta,
         sealed: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+        self.open_bound(cluster_id, id, meta, Binding::Whole, sealed)
+    }
+
+    /// Opens what [`Sealer::seal_bound`] sealed with the same arguments.
+    pub fn open_bound(
+        &mut self,
+        cluster_id: &str,
+        id: &RecordId,
+        meta: &RecordMeta,
+        binding: Binding,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
         if sealed.len() < SEAL_OVERHEAD_BYTES || sealed[..4] != SEAL_MAGIC {
             return Err(ClientError::Seal(format!(
                 "record {id}: not a sealed record"
@@ -297,7 +363,7 @@ impl Opener {
         enc_raw.copy_from_slice(&sealed[5..5 + ENC_BYTES]);
         let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&enc_raw)
             .map_err(|_| ClientError::Seal(format!("record {id}: bad encapsulated key")))?;
-        let aad = aad(cluster_id, id, meta)?;
+        let aad = aad(cluster_id, id, meta, binding)?;
         let ciphertext = &sealed[5 + ENC_BYTES..];
         let refused = || {
             ClientError::Seal(format!(
@@ -353,7 +419,7 @@ pub(crate) fn seal_v1(
 ) -> Result<Vec<u8>, ClientError> {
     let pk = <Kem as hpke::Kem>::PublicKey::from_bytes(&zone.0)
         .map_err(|e| ClientError::Invalid(format!("zone public key: {e}")))?;
-    let aad = aad(cluster_id, id, meta)?;
+    let aad = aad(cluster_id, id, meta, Binding::Whole)?;
     let (enc, ciphertext) =
         hpke::single_shot_seal::<Aead, Kdf, Kem>(&OpModeS::Base, &pk, INFO, plaintext, &aad)
             .map_err(|e| ClientError::Seal(format!("sealing record {id} failed: {e}")))?;
@@ -381,6 +447,49 @@ mod tests {
 
     fn ok<T>(r: Result<T, ClientError>) -> T {
         r.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// P2 for records stored as segments: a segment opens only as itself, at its
+    /// index, in its record, with its last flag; never as a whole record.
+    #[test]
+    fn segments_open_only_in_their_place() {
+        let (sk, pk) = ZonePrivateKey::generate();
+        let m = meta(RecordKind::Image);
+        let mut sealer = ok(Sealer::new(&pk));
+        let parent = id(1);
+        let bind = |index, last| Binding::Segment {
+            parent,
+            index,
+            last,
+        };
+        let first = ok(sealer.seal_bound("c", &parent, &m, bind(0, false), b"zero"));
+        let tail = ok(sealer.seal_bound("c", &id(2), &m, bind(1, true), b"one"));
+        let mut opener = ok(Opener::new(&sk));
+        let open = |o: &mut Opener, sid: &RecordId, b: Binding, sealed: &[u8]| {
+            o.open_bound("c", sid, &m, b, sealed).map(|p| p.to_vec())
+        };
+        assert_eq!(
+            ok(open(&mut opener, &parent, bind(0, false), &first)),
+            b"zero"
+        );
+        assert_eq!(ok(open(&mut opener, &id(2), bind(1, true), &tail)), b"one");
+        // Cut short (the tail read as not last), reordered, moved, or read whole.
+        assert!(open(&mut opener, &id(2), bind(1, false), &tail).is_err());
+        assert!(open(&mut opener, &id(2), bind(0, true), &tail).is_err());
+        let elsewhere = Binding::Segment {
+            parent: id(9),
+            index: 1,
+            last: true,
+        };
+        assert!(open(&mut opener, &id(2), elsewhere, &tail).is_err());
+        assert!(open(&mut opener, &parent, Binding::Whole, &first).is_err());
+        let mut other = m.clone();
+        other.kind = RecordKind::File;
+        assert!(
+            opener
+                .open_bound("c", &id(2), &other, bind(1, true), &tail)
+                .is_err()
+        );
     }
 
     /// P2 with one encapsulation per batch: every record of a batch opens on its

@@ -31,7 +31,7 @@
 //!
 //! [limits]                               # optional, each field too
 //! max_record_bytes = 67108864
-//! max_staged_bytes_per_identity = 4294967296
+//! max_staged_bytes_per_identity = 17179869184
 //! max_request_bytes_per_identity = 201326592
 //! ```
 //!
@@ -229,11 +229,14 @@ pub struct LimitsConfig {
     pub max_requests_per_connection: u32,
     /// Connections one identity (certificate name) may hold to a node at once.
     pub max_connections_per_peer: u32,
-    /// Largest record (sealed bytes) a node stages or commits.
+    /// Largest record (sealed bytes) a node stages or commits as one piece; a larger
+    /// record is stored as segments of at most this size (and at most 8 MiB).
     pub max_record_bytes: u64,
     /// Most records in one staging, commit, read or lookup request.
     pub max_batch_records: u32,
-    /// Share bytes one identity may have staged and not yet committed on a node.
+    /// Share bytes one identity may have staged and not yet committed on a node. A
+    /// record stored as segments stages every segment before its one commit, so
+    /// this bounds the largest such record a gateway can put (default 16 GiB).
     pub max_staged_bytes_per_identity: u64,
     /// Request bytes (envelopes and share bytes) one identity may have in flight on a
     /// node at once: received or announced and not yet handled. A request past it
@@ -261,7 +264,7 @@ impl Default for LimitsConfig {
             max_connections_per_peer: 32,
             max_record_bytes: CEILING_RECORD_BYTES,
             max_batch_records: CEILING_BATCH_RECORDS,
-            max_staged_bytes_per_identity: 4 * 1024 * 1024 * 1024,
+            max_staged_bytes_per_identity: 16 * 1024 * 1024 * 1024,
             max_request_bytes_per_identity: 192 * 1024 * 1024,
         }
     }

@@ -29,6 +29,7 @@ use kakera_proto::{RecordId, RecordKind, RecordMeta, SubjectTag};
 use crate::error::MedicalError;
 use crate::ingest::{MAX_BATCH_BYTES, Progress, read_record};
 use crate::linkage::LinkageKey;
+use crate::store::store_stream_absent;
 use crate::store::{Tally, store_absent};
 
 /// What a file is, as far as flags or a manifest line say.
@@ -327,7 +328,25 @@ pub fn file_record_id(
     name: &str,
     data: &[u8],
 ) -> Result<RecordId, MedicalError> {
-    let digest = blake3::hash(data);
+    file_record_id_of_digest(key, meta, name, &blake3::hash(data))
+}
+
+/// BLAKE3 of a file's bytes, read a buffer at a time.
+fn hash_file(path: &Path) -> Result<blake3::Hash, String> {
+    let mut hasher = blake3::Hasher::new();
+    hasher
+        .update_reader(std::fs::File::open(path).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    Ok(hasher.finalize())
+}
+
+/// [`file_record_id`] of a file whose bytes hash to `digest`.
+fn file_record_id_of_digest(
+    key: &LinkageKey,
+    meta: &RecordMeta,
+    name: &str,
+    digest: &blake3::Hash,
+) -> Result<RecordId, MedicalError> {
     let at_ms = date_ms(meta.effective)?;
     Ok(key.record_id(
         &meta.source,
@@ -400,6 +419,31 @@ pub async fn put_files(
                 continue;
             }
         };
+        let size = std::fs::metadata(&found.path).map_or(0, |m| m.len());
+        if size > client.segment_bytes() {
+            // Larger than one segment: hashed, then streamed from the file (never
+            // held whole in memory), stored as segments.
+            state.bytes_done += size;
+            let path = found.path.clone();
+            let digest = tokio::task::spawn_blocking(move || hash_file(&path))
+                .await
+                .map_err(|e| MedicalError::Invalid(format!("hashing task failed: {e}")))?;
+            let digest = match digest {
+                Ok(d) => d,
+                Err(why) => {
+                    summary.failed.push((found.path.display().to_string(), why));
+                    continue;
+                }
+            };
+            let id = file_record_id_of_digest(key, &meta, &found.name, &digest)?;
+            if let Err(why) =
+                store_stream_absent(client, id, meta, &found.path, &mut summary.tally).await?
+            {
+                summary.failed.push((found.path.display().to_string(), why));
+            }
+            progress(&state);
+            continue;
+        }
         let data = match read_record(&found.path) {
             Ok(d) => d,
             Err(why) => {

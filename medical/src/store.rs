@@ -94,6 +94,56 @@ async fn absent(
     Ok(rest)
 }
 
+/// Stores the file at `path` as record `id` through [`Client::put_stream_with_id`]
+/// unless the cluster holds it, erased it or refuses its subject (counted in
+/// `tally`); a failed put is looked up again and tried once more. `Ok(Err(why))`:
+/// the file could not be read (the run goes on); `Err`: the cluster failed.
+pub async fn store_stream_absent(
+    client: &Client,
+    id: RecordId,
+    meta: kakera_proto::RecordMeta,
+    path: &std::path::Path,
+    tally: &mut Tally,
+) -> Result<Result<(), String>, MedicalError> {
+    let mut first = None;
+    for _attempt in 0..2 {
+        let (states, opted) = client.lookup(&[id], &[meta.subject]).await?;
+        match states.first() {
+            Some(RecordState::Committed) => {
+                tally.already_stored += 1;
+                return Ok(Ok(()));
+            }
+            Some(RecordState::Erased) => {
+                tally.erased += 1;
+                return Ok(Ok(()));
+            }
+            _ if opted.contains(&meta.subject) => {
+                tally.opted_out += 1;
+                return Ok(Ok(()));
+            }
+            _ => {}
+        }
+        let file = match tokio::fs::File::open(path).await {
+            Ok(f) => f,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let bytes = file.metadata().await.map_or(0, |m| m.len());
+        match client.put_stream_with_id(id, meta.clone(), file).await {
+            Ok(_) => {
+                tally.stored += 1;
+                tally.stored_bytes += bytes;
+                return Ok(Ok(()));
+            }
+            Err(kakera_client::ClientError::Source(e)) => return Ok(Err(e.to_string())),
+            Err(e) => first = Some(MedicalError::from(e)),
+        }
+    }
+    Err(match first {
+        Some(e) => again(1, &e),
+        None => MedicalError::Invalid(format!("record {id} was not stored")),
+    })
+}
+
 /// The distinct subjects, sorted (one lookup entry each).
 pub(crate) fn distinct(subjects: impl Iterator<Item = SubjectTag>) -> Vec<SubjectTag> {
     let mut out: Vec<SubjectTag> = subjects.collect();

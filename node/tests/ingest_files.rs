@@ -1,7 +1,8 @@
 //! Files of any kind (issue 24.2) on real processes: a directory tree and a
 //! manifest are stored one record per file, idempotently; files that cannot be
 //! stored are named and skipped; an opted-out patient's later files stay out; a
-//! reader under a grant gets every byte back, with the metadata the put gave.
+//! reader under a grant gets every byte back, with the metadata the put gave; a
+//! file larger than a segment is streamed in and out (issue 24.3).
 //!
 //! Five `kakera-node` processes, k = 3 of n = 5.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is the failure report
@@ -10,11 +11,12 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{clients, open_grant, start};
-use kakera_client::{Date, RecordKind};
+use common::{clients, open_grant, start, start_with};
+use kakera_client::{Date, ReadFailure, RecordKind};
 use kakera_medical::files::{FileMeta, Input, put_files};
 use kakera_medical::linkage::LinkageKey;
 use kakera_proto::catalog::EraseTarget;
+use tokio::io::AsyncReadExt;
 
 const FACILITY: &str = "1310000001";
 
@@ -27,7 +29,9 @@ fn bytes(seed: u8, len: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_are_put_once_named_when_refused_and_read_back() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = start(dir.path(), 5).await;
+    // Segments of 128 KiB: slice-3 (300,000 bytes) is streamed and stored as three
+    // (issue 24.3), the others whole.
+    let cluster = start_with(dir.path(), 5, "[limits]\nmax_record_bytes = 131072\n").await;
     let (operator, gateway, reader) = clients(&cluster);
     let key = LinkageKey::from_bytes([7; 32]);
     let study = dir.path().join("ct-2025-04");
@@ -107,8 +111,20 @@ async fn files_are_put_once_named_when_refused_and_read_back() {
     let mut scope = reader.read_scope("study-files").await.unwrap();
     let mut read = 0;
     while let Some(batch) = scope.next().await.unwrap() {
-        assert!(batch.failed.is_empty());
-        for r in batch.records {
+        let mut records = batch.records;
+        for f in batch.failed {
+            // The large file streams back; a batch read only says so.
+            assert_eq!(f.failure, ReadFailure::Segmented { segments: 3 }, "{f:?}");
+            let mut stream = reader.get_stream("study-files", f.record).await.unwrap();
+            let mut data = Vec::new();
+            stream.read_to_end(&mut data).await.unwrap();
+            records.push(kakera_client::Record {
+                id: f.record,
+                meta: stream.meta().clone(),
+                data: data.into(),
+            });
+        }
+        for r in records {
             read += 1;
             if r.meta.kind == RecordKind::File {
                 assert_eq!(*r.data, bytes(9, 4_000));

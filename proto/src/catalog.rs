@@ -14,6 +14,15 @@ use crate::record::{Digest, RecordId, RecordKind, RecordMeta, SubjectTag};
 pub const MAX_BATCH_RECORDS: usize = 4096;
 /// Largest record (plaintext bytes) the cluster stores.
 pub const MAX_RECORD_BYTES: u64 = 64 * 1024 * 1024;
+/// Plaintext bytes of every segment but the last of a record stored as segments
+/// (the cluster's `max_record_bytes` if that is smaller): what a streamed put holds
+/// per segment, and what one segment's read returns at most.
+pub const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+/// Most segments of one record (the parent and its parts commit in one entry):
+/// 32 GiB at [`SEGMENT_BYTES`].
+pub const MAX_SEGMENTS: usize = MAX_BATCH_RECORDS;
+/// Most part entries in one answer to [`crate::Request::Segments`].
+pub const MAX_SEGMENT_PAGE: usize = 256;
 /// Most bytes of a job name or an approval reference.
 pub const MAX_JOB_BYTES: usize = 128;
 /// Most entries in each list of a grant's scope.
@@ -144,6 +153,69 @@ impl RecordEntry {
     }
 }
 
+/// The metadata of every part (segment 1 onwards) of a record with `parent`'s
+/// metadata: the parent's subject, source and date (so a subject's erasure and the
+/// per-source indexes find the parts), kind [`RecordKind::Segment`], no data kind.
+pub fn segment_meta(parent: &RecordMeta) -> RecordMeta {
+    RecordMeta {
+        subject: parent.subject,
+        kind: RecordKind::Segment,
+        source: parent.source.clone(),
+        effective: parent.effective,
+        data_kind: None,
+    }
+}
+
+/// Checks the shape of a segmented commit: the parent (segment 0) first, then its
+/// parts in order; 2 to [`MAX_SEGMENTS`] segments with distinct ids; the parent not
+/// a segment; each part's metadata [`segment_meta`] of the parent's; every segment
+/// but the last as long as the parent (full), the last no longer. Each entry's own
+/// shape is [`RecordEntry::validate`]'s.
+pub fn check_segmented(records: &[RecordEntry]) -> Result<(), ProtoError> {
+    let bad = |reason: String| Err(ProtoError::Invalid { reason });
+    let Some((parent, parts)) = records.split_first() else {
+        return bad("a segmented record needs its segments".into());
+    };
+    if records.len() < 2 || records.len() > MAX_SEGMENTS {
+        return bad(format!(
+            "a segmented record has 2 to {MAX_SEGMENTS} segments, not {}",
+            records.len()
+        ));
+    }
+    if parent.meta.kind == RecordKind::Segment {
+        return bad(format!(
+            "record {}: the first segment carries the record's own kind",
+            parent.id
+        ));
+    }
+    let meta = segment_meta(&parent.meta);
+    let mut ids = std::collections::BTreeSet::new();
+    for (i, r) in records.iter().enumerate() {
+        r.validate()?;
+        if !ids.insert(r.id) {
+            return bad(format!(
+                "record {}: an id appears twice among its segments",
+                r.id
+            ));
+        }
+        let last = i + 1 == records.len();
+        if i > 0 && r.meta != meta {
+            return bad(format!(
+                "record {}: segment {i} ({}) must carry the segment metadata of its parent",
+                parent.id, r.id
+            ));
+        }
+        if (!last && r.sealed_len != parent.sealed_len) || r.sealed_len > parent.sealed_len {
+            return bad(format!(
+                "record {}: every segment but the last is as long as the first",
+                parent.id
+            ));
+        }
+    }
+    debug_assert_eq!(parts.len() + 1, records.len());
+    Ok(())
+}
+
 /// Which records a grant covers. An empty list means "any" for that dimension; every
 /// non-empty list must match.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -158,8 +230,10 @@ pub struct GrantScope {
 
 impl GrantScope {
     /// Whether a record with `meta` is within the scope.
+    /// A segment is covered only through its parent: never by a scope.
     pub fn covers(&self, meta: &RecordMeta) -> bool {
-        (self.kinds.is_empty() || self.kinds.contains(&meta.kind))
+        meta.kind != RecordKind::Segment
+            && (self.kinds.is_empty() || self.kinds.contains(&meta.kind))
             && (self.sources.is_empty() || self.sources.contains(&meta.source))
             && (self.subjects.is_empty() || self.subjects.contains(&meta.subject))
     }
@@ -364,6 +438,11 @@ impl Grant {
             return bad(format!(
                 "a grant's scope lists at most {MAX_SCOPE_ITEMS} kinds, sources and subjects each"
             ));
+        }
+        if s.kinds.contains(&RecordKind::Segment) {
+            return bad(
+                "a grant's scope names record kinds; a segment is read through its record".into(),
+            );
         }
         if self.expires_at_ms <= now_ms {
             return bad("the grant's expiry is in the past".into());
@@ -705,6 +784,52 @@ mod tests {
             created_by: "op".into(),
             revoked: None,
         }
+    }
+
+    /// P4 for records stored as segments: the parent first with its own kind, parts
+    /// with the segment metadata, every segment but the last full; no scope reaches
+    /// a part and no grant names the segment kind.
+    #[test]
+    fn segmented_commits_have_one_shape() {
+        let parent = entry(RecordKind::Image, "1310000001");
+        let part = |n: u8, len: u64| {
+            let mut e = entry(RecordKind::Image, "1310000001");
+            e.id = RecordId([n; 16]);
+            e.meta = segment_meta(&parent.meta);
+            e.sealed_len = len;
+            e
+        };
+        let good = vec![parent.clone(), part(2, 100), part(3, 40)];
+        assert!(check_segmented(&good).is_ok());
+        let refused = |records: Vec<RecordEntry>| check_segmented(&records).is_err();
+        assert!(
+            refused(vec![parent.clone()]),
+            "one segment is a whole record"
+        );
+        assert!(
+            refused(vec![parent.clone(), part(2, 40), part(3, 100)]),
+            "short middle"
+        );
+        assert!(
+            refused(vec![parent.clone(), part(2, 101)]),
+            "longer than the first"
+        );
+        assert!(refused(vec![parent.clone(), part(1, 100)]), "an id twice");
+        let mut relabelled = part(2, 100);
+        relabelled.meta.source = "1310000002".into();
+        assert!(
+            refused(vec![parent.clone(), relabelled]),
+            "part metadata differs"
+        );
+        assert!(
+            refused(vec![part(2, 100), part(3, 100)]),
+            "a segment as parent"
+        );
+        let all = GrantScope::default();
+        assert!(all.covers(&parent.meta) && !all.covers(&part(2, 1).meta));
+        let mut g = grant();
+        g.scope.kinds = vec![RecordKind::Segment];
+        assert!(g.validate(0).is_err());
     }
 
     /// P5/P2: only a reader of the high-security zone, named by an active grant, reads

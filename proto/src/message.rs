@@ -356,6 +356,31 @@ pub enum Request {
         /// The session id.
         session: [u8; 16],
     },
+    // Appended (issue 24.3).
+    /// Make a record stored as segments visible (ingest role only; at the leader):
+    /// its first segment (the parent, with the record's own metadata) and then its
+    /// parts in order, each an entry like [`Request::CommitRecords`]' and staged the
+    /// same way, in one Raft entry: a reader sees all segments or none. The shape is
+    /// [`crate::catalog::check_segmented`]'s. Answered with [`Response::Committed`].
+    CommitSegmented {
+        /// The segments (`committed_at_ms` 0).
+        records: Vec<RecordEntry>,
+    },
+    /// The parts of a record stored as segments, under a ticket that covers the
+    /// record (its reader, or an auditor's deep audit): `count` and the catalog
+    /// entries of parts `from` onwards (at most `limit`, at most
+    /// [`crate::catalog::MAX_SEGMENT_PAGE`]). Answered with [`Response::Segments`];
+    /// a record kept whole answers `count` 1 and no parts.
+    Segments {
+        /// The ticket.
+        ticket: u64,
+        /// The record (its first segment's id).
+        record: RecordId,
+        /// The first part wanted (1: the part after the parent).
+        from: u32,
+        /// Most parts wanted.
+        limit: u32,
+    },
 }
 
 /// Most moves one batched repair session runs.
@@ -622,6 +647,8 @@ impl Request {
             Request::AuditLog { .. } => "audit_log",
             Request::Backup { .. } => "backup",
             Request::BackupStatus { .. } => "backup_status",
+            Request::CommitSegmented { .. } => "commit_segmented",
+            Request::Segments { .. } => "segments",
         }
     }
 
@@ -637,9 +664,9 @@ impl Request {
             | Request::RaftSnapshot { .. }
             | Request::RaftJoin { .. } => Operation::Raft,
             Request::StageShares { .. } => Operation::Stage,
-            Request::CommitRecords { .. } => Operation::Commit,
+            Request::CommitRecords { .. } | Request::CommitSegmented { .. } => Operation::Commit,
             Request::OpenRead { .. } | Request::OpenReadEach { .. } => Operation::OpenRead,
-            Request::FetchShares { .. } => Operation::Fetch,
+            Request::FetchShares { .. } | Request::Segments { .. } => Operation::Fetch,
             Request::OpenAudit { .. }
             | Request::VerifyShares { .. }
             | Request::OpenErasureCheck { .. }
@@ -822,6 +849,14 @@ pub enum Response {
     RepairTerms {
         /// The terms' facts.
         items: Vec<RepairTermItem>,
+    },
+    // Appended (issue 24.3).
+    /// Answer to [`Request::Segments`].
+    Segments {
+        /// The record's segments, its first included (1: kept whole).
+        count: u32,
+        /// The catalog entries of the parts asked for, in order.
+        entries: Vec<RecordEntry>,
     },
 }
 

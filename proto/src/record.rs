@@ -91,11 +91,15 @@ pub enum RecordKind {
     Image,
     /// Any other file (a scanned document, a report).
     File,
+    // Appended (issue 24.3).
+    /// One segment (after the first) of a record stored as segments: committed with
+    /// and read through its parent, never on its own; no grant's scope covers it.
+    Segment,
 }
 
 impl RecordKind {
     /// Every kind.
-    pub const ALL: [RecordKind; 8] = [
+    pub const ALL: [RecordKind; 9] = [
         RecordKind::Ssmix2,
         RecordKind::Claim,
         RecordKind::Checkup,
@@ -104,6 +108,7 @@ impl RecordKind {
         RecordKind::Fhir,
         RecordKind::Image,
         RecordKind::File,
+        RecordKind::Segment,
     ];
 
     /// The name used on command lines and in JSON.
@@ -117,6 +122,7 @@ impl RecordKind {
             RecordKind::Fhir => "fhir",
             RecordKind::Image => "image",
             RecordKind::File => "file",
+            RecordKind::Segment => "segment",
         }
     }
 
@@ -128,7 +134,7 @@ impl RecordKind {
             .ok_or_else(|| ProtoError::Invalid {
                 reason: format!(
                     "unknown record kind '{text}' (one of ssmix2, claim, checkup, \
-                     long-term-care, death, fhir, image, file)"
+                     long-term-care, death, fhir, image, file, segment)"
                 ),
             })
     }

@@ -5,9 +5,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use kakera_cli::CliError;
-use kakera_client::{ReadBatch, Record, RecordId, zone};
+use kakera_client::{ReadBatch, ReadFailure, Record, RecordId, RecordReader, zone};
 use kakera_medical::files::{self, FileMeta, Input};
 use kakera_medical::linkage::LinkageKey;
+use tokio::io::AsyncWriteExt;
 
 use crate::cmd::*;
 
@@ -171,6 +172,117 @@ impl Sink {
             }
         }
     }
+
+    /// Writes a record read as a stream (stored as segments), a segment at a time;
+    /// returns its bytes.
+    async fn write_stream(&mut self, mut r: RecordReader<'_>) -> Result<u64, CliError> {
+        let id = r.id();
+        match self {
+            Sink::Stdout => {
+                let mut out = tokio::io::stdout();
+                let n = tokio::io::copy(&mut r, &mut out).await.map_err(|e| {
+                    CliError::Invalid(format!("reading record {id} to stdout: {e}"))
+                })?;
+                out.flush().await.map_err(|e| {
+                    CliError::Invalid(format!("writing record {id} to stdout: {e}"))
+                })?;
+                Ok(n)
+            }
+            Sink::Dir { dir, index } => {
+                let path = dir.join(id.to_string());
+                let file_err = |source| CliError::File {
+                    path: path.clone(),
+                    source,
+                };
+                let tmp = path.with_extension("part");
+                let mut opts = tokio::fs::OpenOptions::new();
+                opts.write(true).create(true).truncate(true);
+                #[cfg(unix)]
+                opts.mode(0o600);
+                let mut f = opts.open(&tmp).await.map_err(file_err)?;
+                let n = tokio::io::copy(&mut r, &mut f).await.map_err(file_err)?;
+                f.sync_all().await.map_err(file_err)?;
+                tokio::fs::rename(&tmp, &path).await.map_err(file_err)?;
+                let m = r.meta();
+                let line = serde_json::json!({
+                    "id": id.to_string(),
+                    "kind": m.kind.as_str(),
+                    "data_kind": m.data_kind,
+                    "source": m.source,
+                    "subject": hex(&m.subject.0),
+                    "effective": m.effective.to_string(),
+                    "bytes": n,
+                    "segments": r.segments(),
+                });
+                writeln!(index, "{line}").map_err(|source| CliError::File {
+                    path: dir.join("records.jsonl"),
+                    source,
+                })?;
+                Ok(n)
+            }
+        }
+    }
+}
+
+/// What `kakera get` wrote and could not read.
+#[derive(Default)]
+struct GetTally {
+    written: usize,
+    bytes: u64,
+    failed: Vec<(String, String)>,
+}
+
+impl GetTally {
+    /// Writes a batch's records; returns the ones stored as segments, to stream.
+    fn take(&mut self, batch: ReadBatch, sink: &mut Sink) -> Result<Vec<RecordId>, CliError> {
+        for r in &batch.records {
+            sink.write(r)?;
+            self.written += 1;
+            self.bytes += r.data.len() as u64;
+        }
+        let mut segmented = Vec::new();
+        for f in batch.failed {
+            if let ReadFailure::Segmented { .. } = f.failure {
+                segmented.push(f.record);
+            } else {
+                self.failed
+                    .push((f.record.to_string(), f.failure.to_string()));
+            }
+        }
+        Ok(segmented)
+    }
+
+    /// Streams each of `ids` into `sink`; a record that cannot be read is counted
+    /// failed, a sink that cannot be written ends the run.
+    async fn stream(
+        &mut self,
+        c: &kakera_client::Client,
+        job: &str,
+        ids: Vec<RecordId>,
+        sink: &mut Sink,
+    ) -> Result<(), CliError> {
+        for id in ids {
+            let reader = match c.get_stream(job, id).await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.failed.push((id.to_string(), e.to_string()));
+                    continue;
+                }
+            };
+            match sink.write_stream(reader).await {
+                Ok(n) => {
+                    self.written += 1;
+                    self.bytes += n;
+                }
+                // The file could not be written: stop.
+                Err(e @ CliError::File { .. }) if matches!(sink, Sink::Dir { .. }) => {
+                    return Err(e);
+                }
+                Err(e) => self.failed.push((id.to_string(), e.to_string())),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Writes `bytes` to `path` (mode 0600) through a temporary file renamed into place:
@@ -237,36 +349,24 @@ pub(crate) fn get(a: GetArgs, json: bool) -> Result<Outcome, CliError> {
         }
     };
     let zone_key = zone::load_private(&a.zone_key)?;
-    let mut written = 0usize;
-    let mut bytes = 0u64;
-    let mut failed: Vec<(String, String)> = Vec::new();
-    let mut take = |batch: ReadBatch, sink: &mut Sink| -> Result<(), CliError> {
-        for r in &batch.records {
-            sink.write(r)?;
-            written += 1;
-            bytes += r.data.len() as u64;
-        }
-        failed.extend(
-            batch
-                .failed
-                .into_iter()
-                .map(|f| (f.record.to_string(), f.failure.to_string())),
-        );
-        Ok(())
-    };
+    let mut tally = GetTally::default();
     runtime()?.block_on(async {
         let c = a.cluster.client()?.with_zone_key(zone_key);
         let res = async {
             if a.all {
-                // One batch in memory at a time (bounded by count and bytes).
+                // One batch in memory at a time (bounded by count and bytes); a
+                // record stored as segments a segment at a time.
                 let mut scope = c.read_scope(&a.job).await?;
                 while let Some(batch) = scope.next().await? {
-                    take(batch, &mut sink)?;
+                    let segmented = tally.take(batch, &mut sink)?;
+                    tally.stream(&c, &a.job, segmented, &mut sink).await?;
                 }
             } else {
                 // One record per ticket: a record may be 64 MiB.
                 for id in &ids {
-                    take(c.get_batch_each(&a.job, &[*id]).await?, &mut sink)?;
+                    let segmented =
+                        tally.take(c.get_batch_each(&a.job, &[*id]).await?, &mut sink)?;
+                    tally.stream(&c, &a.job, segmented, &mut sink).await?;
                 }
             }
             Ok::<_, CliError>(())
@@ -275,6 +375,11 @@ pub(crate) fn get(a: GetArgs, json: bool) -> Result<Outcome, CliError> {
         c.close().await;
         res
     })?;
+    let GetTally {
+        written,
+        bytes,
+        failed,
+    } = tally;
     if !matches!(sink, Sink::Stdout) {
         report(
             json,

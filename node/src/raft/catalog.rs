@@ -19,6 +19,9 @@
 //! | `optout/<subject 32>` | [`OptOut`]: the subject's records are refused | `catalog` |
 //! | `crl/<issuer 32>` | a CRL (DER bytes) of one CA, the newest recorded | `catalog` |
 //! | `revoked/<fingerprint 32>` | [`super::state_machine::RevokedHolder`] | `catalog` |
+//! | `seg/<parent 16>` | `u32`: segments of a record stored as segments | `catalog` |
+//! | `seg/<parent 16><index BE 4>` | [`RecordId`]: its part `index` (from 1) | `catalog` |
+//! | `segof/<part 16>` | `(RecordId, u32)`: a part's parent and index | `catalog` |
 //!
 //! The family is a function of the key's prefix alone ([`family_of`]), so the
 //! catalog is still one sorted key space: a walk over all of it merges the four
@@ -107,6 +110,18 @@ pub mod keys {
     /// A record entry.
     pub fn record(id: &RecordId) -> Vec<u8> {
         cat(&[RECORD, &id.0])
+    }
+    /// A segmented record's segment count; with an index after it, its parts.
+    pub fn segments(parent: &RecordId) -> Vec<u8> {
+        cat(&[b"seg/", &parent.0])
+    }
+    /// Part `index` (from 1) of a segmented record.
+    pub fn segment(parent: &RecordId, index: u32) -> Vec<u8> {
+        cat(&[b"seg/", &parent.0, &index.to_be_bytes()])
+    }
+    /// A part's parent and index.
+    pub fn segment_of(part: &RecordId) -> Vec<u8> {
+        cat(&[b"segof/", &part.0])
     }
     /// Prefix of the subject index for one subject.
     pub fn by_subject(tag: &SubjectTag) -> Vec<u8> {
@@ -197,6 +212,7 @@ pub mod keys {
             RecordKind::Fhir => 6,
             RecordKind::Image => 7,
             RecordKind::File => 8,
+            RecordKind::Segment => 9,
         }
     }
 }
@@ -473,6 +489,43 @@ impl StateMachine {
     /// A committed record's entry.
     pub fn record(&self, id: &RecordId) -> io::Result<Option<RecordEntry>> {
         get(&self.db, &keys::record(id))
+    }
+
+    /// How many segments record `id` has: `None` if it is kept whole (or absent).
+    pub fn segment_count(&self, id: &RecordId) -> io::Result<Option<u32>> {
+        get(&self.db, &keys::segments(id))
+    }
+
+    /// The parent and index of `part`, if it is a part of a segmented record.
+    pub fn parent_of(&self, part: &RecordId) -> io::Result<Option<(RecordId, u32)>> {
+        get(&self.db, &keys::segment_of(part))
+    }
+
+    /// The catalog entries of parts `from..from + limit` of segmented record
+    /// `parent` (fewer at its end; at most `MAX_SEGMENT_PAGE`).
+    pub fn segment_parts(
+        &self,
+        parent: &RecordId,
+        from: u32,
+        limit: u32,
+    ) -> io::Result<Vec<RecordEntry>> {
+        let count = self.segment_count(parent)?.unwrap_or(1);
+        let limit = limit.min(kakera_proto::catalog::MAX_SEGMENT_PAGE as u32);
+        let end = from.max(1).saturating_add(limit).min(count);
+        let mut out = Vec::new();
+        for index in from.max(1)..end {
+            let part: RecordId =
+                get(&self.db, &keys::segment(parent, index))?.ok_or_else(|| {
+                    io::Error::other(format!("record {parent}: part {index} is not indexed"))
+                })?;
+            let entry = self.record(&part)?.ok_or_else(|| {
+                io::Error::other(format!(
+                    "record {parent}: part {index} ({part}) has no entry"
+                ))
+            })?;
+            out.push(entry);
+        }
+        Ok(out)
     }
 
     /// An erased record's tombstone.

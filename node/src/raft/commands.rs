@@ -171,6 +171,13 @@ pub enum ClientAction {
         /// What was found.
         reports: Vec<kakera_proto::catalog::ShareReport>,
     },
+    // Appended (issue 24.3).
+    /// Make a record stored as segments visible: its first segment, then its parts
+    /// in order (see `kakera_proto::catalog::check_segmented`), all or none.
+    CommitSegmented {
+        /// The segments (`committed_at_ms` is set on apply).
+        records: Vec<RecordEntry>,
+    },
 }
 
 /// Longest actor (certificate) name a command carries.
@@ -208,7 +215,8 @@ impl ClientAction {
             })
         };
         match self {
-            ClientAction::CommitRecords { records: r } => records(r.len()),
+            ClientAction::CommitRecords { records: r }
+            | ClientAction::CommitSegmented { records: r } => records(r.len()),
             ClientAction::OpenRead {
                 job: j, records: r, ..
             }
@@ -330,6 +338,9 @@ impl fmt::Display for Command {
                 let what = match action {
                     ClientAction::CommitRecords { records } => {
                         format!("CommitRecords({} records)", records.len())
+                    }
+                    ClientAction::CommitSegmented { records } => {
+                        format!("CommitSegmented({} segments)", records.len())
                     }
                     ClientAction::OpenRead { job, records, .. } => {
                         format!("OpenRead({job}, {} records)", records.len())

@@ -22,6 +22,7 @@ use kakera_proto::catalog::{
     Actor, EraseTarget, Grant, MAX_BATCH_RECORDS, NodeMode, NodeRecord, OptOut, RecordEntry,
     RecordRefusal, RefusedRecord, Revocation, Ticket, TicketPurpose, Tombstone,
 };
+use kakera_proto::record::RecordKind;
 use kakera_proto::{RecordId, RequestId, ids};
 
 use super::catalog::{AuditHead, Families, keys};
@@ -50,6 +51,9 @@ pub const READ_TICKET_TTL_MS: u64 = 10 * 60 * 1000;
 pub const AUDIT_TICKET_TTL_MS: u64 = 30 * 60 * 1000;
 /// Index keys per write batch when tickets are indexed at open.
 const INDEX_BATCH_KEYS: usize = 4096;
+/// Most records one erasure entry erases: a batch of records or a subject's page,
+/// with the parts of the segmented records among them.
+const MAX_ERASE_IDS: usize = MAX_BATCH_RECORDS + kakera_proto::catalog::MAX_SEGMENTS;
 /// Most expired tickets one apply removes (bounded work per entry).
 const TICKET_GC_SCAN: usize = 64;
 
@@ -526,7 +530,12 @@ impl StateMachine {
         Ok(match action {
             ClientAction::CommitRecords { records } => {
                 let ids = records.iter().map(|r| r.id).collect();
-                let r = self.commit_records(batch, actor, now, records)?;
+                let r = self.commit_records(batch, actor, now, records, false)?;
+                (r, AuditAction::CommitRecords, None, ids)
+            }
+            ClientAction::CommitSegmented { records } => {
+                let ids = records.iter().map(|r| r.id).collect();
+                let r = self.commit_records(batch, actor, now, records, true)?;
                 (r, AuditAction::CommitRecords, None, ids)
             }
             ClientAction::OpenRead {
@@ -776,8 +785,29 @@ impl StateMachine {
                             ),
                         });
                     }
+                    if let Some((parent, index)) = self.parent_of(id)? {
+                        return Ok(CommandResponse::Refused {
+                            reason: format!(
+                                "record {id} is segment {index} of record {parent}: erase \
+                                 {parent} (its segments go with it); nothing of this request \
+                                 was erased"
+                            ),
+                        });
+                    }
                 }
-                (ids.clone(), false, None)
+                let mut all = Vec::with_capacity(ids.len());
+                for id in ids {
+                    all.extend(self.segment_group(id)?);
+                    if all.len() > MAX_ERASE_IDS {
+                        return Ok(CommandResponse::Refused {
+                            reason: format!(
+                                "these records hold more than {MAX_ERASE_IDS} segments \
+                                 together; erase them in smaller requests"
+                            ),
+                        });
+                    }
+                }
+                (all, false, None)
             }
             EraseTarget::Subject(tag) => {
                 if self.opt_out(tag)?.is_none() {
@@ -789,16 +819,39 @@ impl StateMachine {
                     };
                     catalog.put(batch, keys::optout(tag), encode(&o)?);
                 }
-                let (ids, more) = self.subject_records(tag, MAX_BATCH_RECORDS)?;
+                let (listed, mut more) = self.subject_records(tag, MAX_BATCH_RECORDS)?;
+                // A segmented record goes whole, its parts with it: groups are taken
+                // while they fit MAX_ERASE_IDS (the first always), the rest next time.
+                let mut ids = Vec::with_capacity(listed.len());
+                let mut taken = std::collections::BTreeSet::new();
+                for id in &listed {
+                    if taken.contains(id) {
+                        continue;
+                    }
+                    let group = self.segment_group(id)?;
+                    if !ids.is_empty() && ids.len() + group.len() > MAX_ERASE_IDS {
+                        more = true;
+                        break;
+                    }
+                    taken.extend(group.iter().copied());
+                    ids.extend(group);
+                }
                 (ids, more, Some(*tag))
             }
         };
         let mut erased = Vec::with_capacity(ids.len());
         for id in &ids {
-            // Bounded by MAX_BATCH_RECORDS (checked or taken above).
+            // Bounded by MAX_ERASE_IDS (checked or taken above).
             let Some(entry) = self.record(id)? else {
                 continue;
             };
+            if let Some(count) = self.segment_count(id)? {
+                catalog.delete(batch, keys::segments(id));
+                for index in 1..count {
+                    catalog.delete(batch, keys::segment(id, index));
+                }
+            }
+            catalog.delete(batch, keys::segment_of(id));
             catalog.delete(batch, keys::record(id));
             for key in keys::indexes(id, &entry.meta) {
                 catalog.delete(batch, key);
@@ -826,20 +879,60 @@ impl StateMachine {
         Ok(CommandResponse::Erased { erased, remaining })
     }
 
+    /// The records erasing `id` erases: a segmented record's parent and every part
+    /// (from the parent or any part), else `id` alone. At most `MAX_SEGMENTS`.
+    fn segment_group(&self, id: &RecordId) -> io::Result<Vec<RecordId>> {
+        let parent = match self.parent_of(id)? {
+            Some((parent, _)) => parent,
+            None => *id,
+        };
+        let Some(count) = self.segment_count(&parent)? else {
+            return Ok(vec![*id]);
+        };
+        let catalog = Families::of(&self.db)?;
+        let mut group = Vec::with_capacity(count as usize);
+        group.push(parent);
+        for index in 1..count {
+            if let Some(part) = catalog.get(keys::segment(&parent, index))? {
+                group.push(decode(&part)?);
+            }
+        }
+        Ok(group)
+    }
+
     /// Makes records visible: checks each entry again (the leader checked placement),
     /// refuses the whole batch if any id is committed with other content, writes the
-    /// entries and their indexes, and promotes this node's staged shares.
+    /// entries and their indexes, and promotes this node's staged shares. With
+    /// `segmented`, `records` are one record's segments (parent first) and the
+    /// segment keys link them; without, no record may be a segment.
     fn commit_records(
         &self,
         batch: &mut rocksdb::WriteBatch,
         actor: &Actor,
         now: u64,
         records: &[RecordEntry],
+        segmented: bool,
     ) -> io::Result<CommandResponse> {
         let catalog = Families::of(&self.db)?;
         if actor.role != kakera_proto::Role::Ingest {
             return Ok(CommandResponse::Forbidden {
                 reason: format!("role '{}' may not commit records", actor.role),
+            });
+        }
+        let shape = if segmented {
+            kakera_proto::catalog::check_segmented(records).map_err(|e| e.to_string())
+        } else {
+            match records.iter().find(|r| r.meta.kind == RecordKind::Segment) {
+                Some(r) => Err(format!(
+                    "record {}: a segment is committed with the record it belongs to",
+                    r.id
+                )),
+                None => Ok(()),
+            }
+        };
+        if let Err(reason) = shape {
+            return Ok(CommandResponse::Refused {
+                reason: format!("{reason}; nothing of this batch was committed"),
             });
         }
         let mut fresh = Vec::with_capacity(records.len());
@@ -881,6 +974,52 @@ impl StateMachine {
                     });
                 }
                 None => fresh.push(r),
+            }
+        }
+        if segmented {
+            // A retried commit finds every segment already there (same content):
+            // the links are written again, unchanged.
+            let (parent, parts) = records
+                .split_first()
+                .ok_or_else(|| io::Error::other("segmented commit without segments"))?;
+            let refuse = |why: String| {
+                Ok(CommandResponse::Refused {
+                    reason: format!(
+                        "record {}: {why}; nothing of this batch was committed",
+                        parent.id
+                    ),
+                })
+            };
+            for (i, part) in parts.iter().enumerate() {
+                let index = i as u32 + 1;
+                if let Some(linked) = self.parent_of(&part.id)?
+                    && linked != (parent.id, index)
+                {
+                    return refuse(format!("its part {} belongs to another record", part.id));
+                }
+            }
+            match self.segment_count(&parent.id)? {
+                Some(c) if c as usize == records.len() => {}
+                Some(_) => return refuse("it is committed with other segments".into()),
+                None if self.record(&parent.id)?.is_some() => {
+                    return refuse("it is committed whole".into());
+                }
+                None => {}
+            }
+            // check_segmented bounds the count by MAX_SEGMENTS.
+            catalog.put(
+                batch,
+                keys::segments(&parent.id),
+                encode(&(records.len() as u32))?,
+            );
+            for (i, part) in parts.iter().enumerate() {
+                let index = i as u32 + 1;
+                catalog.put(batch, keys::segment(&parent.id, index), encode(&part.id)?);
+                catalog.put(
+                    batch,
+                    keys::segment_of(&part.id),
+                    encode(&(parent.id, index))?,
+                );
             }
         }
         for r in fresh {

@@ -508,15 +508,21 @@ async fn staged_here(
 
 /// Commits a batch of staged records: the leader checks each entry's shape and the
 /// placement rules against the config, then proposes one entry for the batch.
+/// With `segmented`, the records are one record's segments
+/// ([`Request::CommitSegmented`](kakera_proto::Request::CommitSegmented)).
 pub async fn commit(
     ctx: &ServerContext,
     identity: &Identity,
     request_id: RequestId,
     records: Vec<RecordEntry>,
+    segmented: bool,
 ) -> Response {
     let ids: Vec<RecordId> = records.iter().map(|r| r.id).collect();
     if let Err(r) = check_ids(ctx, &ids) {
         return r;
+    }
+    if segmented && let Err(e) = kakera_proto::catalog::check_segmented(&records) {
+        return error(ErrorKind::BadRequest, e.to_string());
     }
     let policy = &ctx.config.policy;
     let max_record_bytes = ctx.config.limits.max_record_bytes;
@@ -567,14 +573,12 @@ pub async fn commit(
     }
     let count = records.len();
     kakera_net::crash::point("commit.received");
-    match propose(
-        ctx,
-        identity,
-        request_id,
-        ClientAction::CommitRecords { records },
-    )
-    .await
-    {
+    let action = if segmented {
+        ClientAction::CommitSegmented { records }
+    } else {
+        ClientAction::CommitRecords { records }
+    };
+    match propose(ctx, identity, request_id, action).await {
         Ok(log_index) => {
             kakera_net::crash::point("commit.applied");
             tracing::info!(peer = %identity.name, records = count, log_index, "committed");
@@ -699,13 +703,71 @@ async fn usable_ticket(
             format!("ticket {ticket_id} has expired; open a new one"),
         ));
     }
-    if let Some(outside) = records.iter().find(|r| !ticket.covers(r)) {
-        return Err(error(
-            ErrorKind::Forbidden,
-            format!("record {outside} is not in ticket {ticket_id}"),
-        ));
+    for r in records {
+        // A ticket for a segmented record covers its parts.
+        let covered = ticket.covers(r)
+            || match ctx.state.parent_of(r) {
+                Ok(parent) => parent.is_some_and(|(p, _)| ticket.covers(&p)),
+                Err(e) => return Err(internal(e)),
+            };
+        if !covered {
+            return Err(error(
+                ErrorKind::Forbidden,
+                format!("record {r} is not in ticket {ticket_id}"),
+            ));
+        }
     }
     Ok(ticket)
+}
+
+/// The parts of a segmented record under a ticket that covers it (its reader's, or
+/// an auditor's): catalog entries only, never share bytes.
+pub async fn segments(
+    ctx: &ServerContext,
+    identity: &Identity,
+    remote: IpAddr,
+    ticket_id: u64,
+    record: RecordId,
+    from: u32,
+    limit: u32,
+) -> Response {
+    if identity.role == Role::Reader
+        && let Err(reason) = auth::check_reader_origin(identity, remote, &ctx.config)
+    {
+        return error(ErrorKind::Forbidden, reason);
+    }
+    let ticket = match usable_ticket(ctx, identity, ticket_id, &[record]).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let allowed = match ticket.purpose {
+        TicketPurpose::Read { .. } => identity.role == Role::Reader,
+        TicketPurpose::Audit { .. } => identity.role == Role::Auditor,
+        TicketPurpose::ErasureCheck => false,
+    };
+    if !allowed {
+        return error(
+            ErrorKind::Forbidden,
+            format!("ticket {ticket_id} does not list segments"),
+        );
+    }
+    let state = ctx.state.clone();
+    let listed = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        let count = state.segment_count(&record)?.unwrap_or(1);
+        let entries = if count > 1 {
+            state.segment_parts(&record, from, limit)?
+        } else {
+            Vec::new()
+        };
+        Ok((count, entries))
+    })
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|r| r);
+    match listed {
+        Ok((count, entries)) => Response::Segments { count, entries },
+        Err(e) => internal(e),
+    }
 }
 
 /// The share this node holds of `id`: committed, or staged with the digest the catalog

@@ -586,7 +586,19 @@ async fn dispatch(
         Request::RaftJoin { raft_id } => join(ctx, identity, raft_id).await,
         Request::StageShares { items } => records::stage(ctx, identity, items, recv).await,
         Request::CommitRecords { records } => {
-            records::commit(ctx, identity, request_id, records).await
+            records::commit(ctx, identity, request_id, records, false).await
+        }
+        Request::CommitSegmented { records } => {
+            records::commit(ctx, identity, request_id, records, true).await
+        }
+        Request::Segments {
+            ticket,
+            record,
+            from,
+            limit,
+        } => {
+            let remote = incoming.remote;
+            records::segments(ctx, identity, remote, ticket, record, from, limit).await
         }
         Request::OpenRead { job, records } => {
             let remote = incoming.remote;

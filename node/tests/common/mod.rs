@@ -8,6 +8,7 @@
     clippy::panic
 )] // test support
 
+pub mod disk;
 pub mod history;
 pub mod proxy;
 pub mod raw;
