@@ -24,7 +24,9 @@ fn bench_measures_both_modes_and_repair() {
         .args([
             "bench",
             "--sizes",
-            "1KiB,64KiB",
+            "1KiB,64KiB,160KiB",
+            "--max-record-bytes",
+            "64KiB",
             "--bytes-per-size",
             "256KiB",
             "--min-records",
@@ -83,6 +85,11 @@ fn bench_measures_both_modes_and_repair() {
         ("put", "replicas", 65536, 6),
         ("get", "sharing", 65536, 6),
         ("get", "replicas", 65536, 6),
+        // Above max_record_bytes: streamed as three segments, one record a request.
+        ("put", "sharing", 163840, 6),
+        ("put", "replicas", 163840, 6),
+        ("get", "sharing", 163840, 6),
+        ("get", "replicas", 163840, 6),
         ("get", "sharing", 1024, 20),
         ("get", "replicas", 1024, 20),
     ];
@@ -106,10 +113,13 @@ fn bench_measures_both_modes_and_repair() {
     let single = phases.len() - (if baseline { 2 } else { 1 });
     assert_eq!(phases[0]["batch_records"], 64);
     assert_eq!(phases[single]["batch_records"], 1);
+    let streamed = if baseline { 8 } else { 4 };
+    assert_eq!(phases[streamed]["batch_records"], 1, "{}", phases[streamed]);
+    assert!(report["client_peak_rss_bytes"].as_u64().unwrap() > 0);
     assert_eq!(phases[single]["concurrency"], 1);
     // A ratio for each (op, shape) measured in both modes.
     let ratios = report["ratios"].as_array().unwrap();
-    assert_eq!(ratios.len(), if baseline { 5 } else { 0 }, "{ratios:#?}");
+    assert_eq!(ratios.len(), if baseline { 7 } else { 0 }, "{ratios:#?}");
     for r in ratios {
         assert!(r["time_ratio"].as_f64().unwrap() > 0.0, "{r}");
     }
@@ -117,14 +127,14 @@ fn bench_measures_both_modes_and_repair() {
     let repair = &report["repair"];
     assert_eq!(repair["new_node"], 6);
     // Every record stored with sharing has a share on each of the five nodes: 256 +
-    // 6 + 20 records, and their shares' bytes.
-    assert_eq!(repair["moves"], 282, "{repair}");
+    // 6 + 20 records, the 6 streamed ones in 3 segments each, and their bytes.
+    assert_eq!(repair["moves"], 282 + 6 * 3, "{repair}");
     let share_bytes = repair["share_bytes"].as_u64().unwrap();
     // Share header + checksum + the seal's overhead (magic, version, X25519 key, tag).
     let overhead = 32 + 16 + (4 + 1 + 32 + 16);
     assert_eq!(
         share_bytes,
-        276 * (1024 + overhead) + 6 * (65536 + overhead)
+        276 * (1024 + overhead) + 6 * (65536 + overhead) + 6 * (163840 + 3 * overhead)
     );
     assert!(repair["mb_per_s"].as_f64().unwrap() > 0.0, "{repair}");
 }

@@ -47,6 +47,8 @@ pub struct Pacing {
     /// Shares of at least this many bytes go to files (`[staging]
     /// file_share_min_bytes`).
     pub file_share_min_bytes: u64,
+    /// The largest record put whole (`[limits] max_record_bytes`).
+    pub max_record_bytes: u64,
 }
 
 /// A running benchmark cluster.
@@ -120,13 +122,15 @@ impl BenchCluster {
              [health]\nsuspect_after_ms = 1000\ndead_after_ms = 3000\n\
              repair_parallel = {parallel}\nrepair_rate_mb_s = {rate}\n\
              repair_batch_moves = {batch}\n\n\
-             [staging]\nfile_share_min_bytes = {files}\n",
+             [staging]\nfile_share_min_bytes = {files}\n\n\
+             [limits]\nmax_record_bytes = {whole}\n",
             prefix = kakera_config::BENCH_CLUSTER_PREFIX,
             zone = zone_public.trim(),
             parallel = pacing.repair_parallel,
             rate = pacing.repair_rate_mb_s,
             batch = pacing.repair_batch_moves,
             files = pacing.file_share_min_bytes,
+            whole = pacing.max_record_bytes,
         );
         if super::BASELINE_BUILT {
             text.push_str("\n[baseline]\nplain_replicas = 3\n");

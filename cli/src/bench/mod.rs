@@ -18,6 +18,7 @@
 pub mod cluster;
 pub mod scale;
 pub mod stats;
+pub mod streamed;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -80,6 +81,9 @@ pub struct BenchOptions {
     pub repair_batch_moves: u32,
     /// Shares of at least this many bytes go to files on the nodes.
     pub file_share_min_bytes: u64,
+    /// The largest record put whole (`[limits] max_record_bytes`); larger sizes are
+    /// streamed as segments.
+    pub max_record_bytes: u64,
     /// Where the cluster lives.
     pub dir: PathBuf,
     /// The `kakera-node` binary.
@@ -120,6 +124,9 @@ pub struct BenchReport {
     pub ratios: Vec<Ratio>,
     /// Repair after a node was killed.
     pub repair: Option<RepairFigures>,
+    /// The largest resident set of this process (the client) during the run: the
+    /// bound of a streamed record's memory when the run streams only (`--sizes 1GiB`).
+    pub client_peak_rss_bytes: Option<u64>,
 }
 
 /// Records per request for records of `size` bytes.
@@ -160,6 +167,7 @@ pub async fn run(
         repair_rate_mb_s: opts.repair_rate_mb_s,
         repair_batch_moves: opts.repair_batch_moves,
         file_share_min_bytes: opts.file_share_min_bytes,
+        max_record_bytes: opts.max_record_bytes,
     };
     let Started {
         mut cluster,
@@ -175,34 +183,50 @@ pub async fn run(
         &[Mode::Sharing]
     };
     let mut phases = Vec::new();
+    // Larger records than a put takes whole are streamed as segments.
+    let whole_max = ingest.config().limits.max_record_bytes;
     for &size in &opts.sizes {
+        let streamed = size > whole_max;
         let shape = Shape {
             record_bytes: size,
-            batch_records: batch_records(size, opts.batch_bytes, max_batch),
+            batch_records: if streamed {
+                1
+            } else {
+                batch_records(size, opts.batch_bytes, max_batch)
+            },
             concurrency: opts.concurrency,
         };
         let count = record_count(size, opts);
+        let how = if streamed { ", streamed" } else { "" };
         let mut stored = Vec::new();
         for &mode in modes {
             say(format!(
-                "put {count} records of {} ({})",
+                "put {count} records of {} ({}{how})",
                 stats::size_name(size),
                 mode.as_str()
             ));
-            let batches = make_batches(size, count, shape.batch_records)?;
-            let (phase, ids) = put_phase(&ingest, mode, shape, batches).await?;
+            let (phase, ids) = if streamed {
+                streamed::put_phase(&ingest, mode, shape, count).await?
+            } else {
+                let batches = make_batches(size, count, shape.batch_records)?;
+                put_phase(&ingest, mode, shape, batches).await?
+            };
             cluster.check_alive()?;
             phases.push(phase);
             stored.push((mode, ids));
         }
         for (mode, ids) in &stored {
             say(format!(
-                "get {} records of {} ({})",
+                "get {} records of {} ({}{how})",
                 ids.len(),
                 stats::size_name(size),
                 mode.as_str()
             ));
-            phases.push(get_phase(&reader, *mode, shape, ids).await?);
+            phases.push(if streamed {
+                streamed::get_phase(&reader, *mode, shape, ids).await?
+            } else {
+                get_phase(&reader, *mode, shape, ids).await?
+            });
             cluster.check_alive()?;
         }
     }
@@ -243,6 +267,7 @@ pub async fn run(
         phases,
         ratios,
         repair,
+        client_peak_rss_bytes: streamed::peak_rss_bytes(),
     })
 }
 
@@ -359,17 +384,22 @@ fn bench_record(seed: &[u8; 32], i: u64, len: usize) -> Result<NewRecord, CliErr
     let mut h = blake3::Hasher::new_keyed(seed);
     h.update(&i.to_le_bytes());
     h.finalize_xof().fill(&mut data);
+    Ok(NewRecord {
+        meta: bench_meta(i)?,
+        data,
+    })
+}
+
+/// The metadata of benchmark record `i`.
+fn bench_meta(i: u64) -> Result<RecordMeta, CliError> {
     let mut subject = [0u8; 32];
     subject[..8].copy_from_slice(&i.to_le_bytes());
-    Ok(NewRecord {
-        meta: RecordMeta {
-            subject: SubjectTag(subject),
-            kind: RecordKind::Claim,
-            source: SOURCE.into(),
-            effective: Date::new(2026, 1, 1)?,
-            data_kind: None,
-        },
-        data,
+    Ok(RecordMeta {
+        subject: SubjectTag(subject),
+        kind: RecordKind::Claim,
+        source: SOURCE.into(),
+        effective: Date::new(2026, 1, 1)?,
+        data_kind: None,
     })
 }
 
@@ -629,6 +659,7 @@ mod tests {
             repair_rate_mb_s: 1,
             repair_batch_moves: 1,
             file_share_min_bytes: 1 << 20,
+            max_record_bytes: 64 << 20,
             dir: PathBuf::new(),
             node_binary: PathBuf::new(),
         }

@@ -229,6 +229,7 @@ pub async fn run(
         repair_rate_mb_s: 10_000,
         repair_batch_moves: kakera_config::MAX_REPAIR_BATCH_MOVES,
         file_share_min_bytes: kakera_config::StagingConfig::default().file_share_min_bytes,
+        max_record_bytes: kakera_config::config::CEILING_RECORD_BYTES,
     };
     let Started {
         mut cluster,

@@ -54,6 +54,10 @@ pub(crate) struct BenchArgs {
     /// nodes ([staging] file_share_min_bytes; a size like 1MiB).
     #[arg(long, default_value = "1MiB")]
     file_share_min_bytes: String,
+    /// The largest record put whole in the benchmark cluster ([limits]
+    /// max_record_bytes); larger sizes are put and read as streams of segments.
+    #[arg(long, default_value = "64MiB")]
+    max_record_bytes: String,
     /// Where the report is written.
     #[arg(long, default_value = "kakera-bench.json")]
     out: PathBuf,
@@ -134,13 +138,21 @@ pub(crate) fn run(args: BenchArgs, json: bool) -> Result<Outcome, CliError> {
         repair_rate_mb_s: args.repair_rate_mb_s,
         repair_batch_moves: args.repair_batch,
         file_share_min_bytes: size(&args.file_share_min_bytes)?,
+        max_record_bytes: size(&args.max_record_bytes)?,
         dir: dir.clone(),
         node_binary: node_binary_or_beside(args.node_binary),
     };
     let result = bench_runtime()?.block_on(bench::run(&opts, &mut say));
     let report = finish_bench_dir(result, &dir, own_dir, args.keep)?;
     write_bench_report(&report, &args.out, json, || {
-        stats::render(&report.phases, &report.ratios, report.repair.as_ref())
+        let mut text = stats::render(&report.phases, &report.ratios, report.repair.as_ref());
+        if let Some(rss) = report.client_peak_rss_bytes {
+            text.push_str(&format!(
+                "client peak RSS: {:.0} MiB (this process, whole run)\n",
+                rss as f64 / (1024.0 * 1024.0)
+            ));
+        }
+        text
     })
 }
 
