@@ -56,6 +56,10 @@ pub const STAGE_RETRY_MS: u64 = 30_000;
 /// How long a read spends reporting the bad shares it found to the leader.
 pub const REPORT_DEADLINE_MS: u64 = 2_000;
 
+/// Records whose segment count a batch read asks the leader for at once (only
+/// records that did not open as whole records).
+const MARK_SEGMENTED_ASKS: usize = 16;
+
 /// How often [`Client::backup`] asks the nodes how their parts stand.
 pub const BACKUP_POLL_MS: u64 = 500;
 
@@ -784,21 +788,41 @@ impl Client {
     /// segments (their first segment opens only as a segment): asks the cluster under
     /// `ticket` how many segments each has. Only reads that failed to open ask.
     async fn mark_segmented(&self, ticket: u64, failed: &mut [FailedRead]) {
-        for f in failed {
-            if !matches!(f.failure, ReadFailure::Open(_)) {
-                continue;
+        let wanted: Vec<(usize, RecordId)> = failed
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| matches!(f.failure, ReadFailure::Open(_)))
+            .map(|(i, f)| (i, f.record))
+            .collect();
+        let mut asks = FuturesUnordered::new();
+        let mut answers = Vec::with_capacity(wanted.len());
+        // A wrong zone key fails every record of a batch: a few asks at a time.
+        for (i, record) in wanted {
+            if asks.len() == MARK_SEGMENTED_ASKS
+                && let Some(done) = asks.next().await
+            {
+                answers.push(done);
             }
-            if let Ok(Response::Segments { count, .. }) = self
-                .leader_call(Request::Segments {
-                    ticket,
-                    record: f.record,
-                    from: 1,
-                    limit: 0,
-                })
-                .await
+            asks.push(async move {
+                let answer = self
+                    .leader_call(Request::Segments {
+                        ticket,
+                        record,
+                        from: 1,
+                        limit: 0,
+                    })
+                    .await;
+                (i, answer)
+            });
+        }
+        while let Some(done) = asks.next().await {
+            answers.push(done);
+        }
+        for (i, answer) in answers {
+            if let Ok(Response::Segments { count, .. }) = answer
                 && count > 1
             {
-                f.failure = ReadFailure::Segmented { segments: count };
+                failed[i].failure = ReadFailure::Segmented { segments: count };
             }
         }
     }
@@ -1819,7 +1843,7 @@ fn prepare(
     let mut sealer = seal::Sealer::new(zone)?;
     for (id, r) in records {
         let sealed = sealer.seal(&config.cluster_id, &id, &r.meta, &r.data)?;
-        out.push(split_sealed(config, &views, id, r.meta, &sealed)?);
+        out.push(split_sealed(config, &views, id, r.meta, sealed)?);
     }
     Ok(out)
 }
@@ -1837,7 +1861,7 @@ pub(crate) fn prepare_segment(
     record_meta: &RecordMeta,
     entry_meta: RecordMeta,
     binding: seal::Binding,
-    data: &[u8],
+    data: Vec<u8>,
 ) -> Result<Prepared, ClientError> {
     #[cfg_attr(
         not(feature = "bench-baseline"),
@@ -1849,7 +1873,7 @@ pub(crate) fn prepare_segment(
         Protection::Plain => {
             let record = NewRecord {
                 meta: entry_meta,
-                data: data.to_vec(),
+                data,
             };
             let mut one = prepare_plain(config, accepting, vec![(id, record)])?;
             return one
@@ -1858,28 +1882,40 @@ pub(crate) fn prepare_segment(
         }
     };
     let views = accepting_views(config, accepting);
-    let sealed =
-        seal::Sealer::new(zone)?.seal_bound(&config.cluster_id, &id, record_meta, binding, data)?;
-    split_sealed(config, &views, id, entry_meta, &sealed)
+    let sealed = seal::Sealer::new(zone)?.seal_bound(
+        &config.cluster_id,
+        &id,
+        record_meta,
+        binding,
+        &data,
+    )?;
+    // A streamed put holds as few copies of a segment as it can: the plaintext goes
+    // once it is sealed, the sealed bytes once they are split.
+    drop(data);
+    split_sealed(config, &views, id, entry_meta, sealed)
 }
 
-/// Splits sealed bytes k of n over the nodes placement picks for `id`.
+/// Splits sealed bytes k of n over the nodes placement picks for `id`; each share
+/// is dropped (wiped) as soon as it is encoded.
 fn split_sealed(
     config: &ClusterConfig,
     views: &[NodeView<'_>],
     id: RecordId,
     meta: RecordMeta,
-    sealed: &[u8],
+    sealed: Vec<u8>,
 ) -> Result<Prepared, ClientError> {
     let policy = config.policy;
     let nodes = place(&id.0, views, &policy)
         .map_err(|e| ClientError::Invalid(format!("placement: {e}")))?;
-    let shares = kakera_shamir::split(sealed, policy.k, policy.n)
+    let shares = kakera_shamir::split(&sealed, policy.k, policy.n)
         .map_err(|e| ClientError::Invalid(format!("splitting record {id}: {e}")))?;
+    let sealed_len = sealed.len() as u64;
+    let sealed_digest = Digest::of(&sealed);
+    drop(sealed);
     let mut holders = Vec::with_capacity(shares.len());
     let mut encoded = Vec::with_capacity(shares.len());
     // place() returns n nodes in share order: share x = i + 1 goes to nodes[i].
-    for (node, share) in nodes.iter().zip(&shares) {
+    for (node, share) in nodes.iter().zip(shares) {
         let (bytes, digest) = share.encode_with_digest();
         holders.push(Holder {
             node: *node,
@@ -1892,8 +1928,8 @@ fn split_sealed(
         entry: RecordEntry {
             id,
             meta,
-            sealed_len: sealed.len() as u64,
-            sealed_digest: Digest::of(sealed),
+            sealed_len,
+            sealed_digest,
             k: policy.k,
             holders,
             committed_at_ms: 0,

@@ -224,6 +224,8 @@ impl Client {
         // The first segment, then the byte read after it.
         let mut first = first;
         let ahead = first.pop();
+        // One commit holds every segment: at most a request's records.
+        let max_segments = self.batch_records().min(MAX_SEGMENTS);
         let config = self.config().clone();
         let accepting = self.accepting_nodes().await;
         let started = Instant::now();
@@ -237,7 +239,7 @@ impl Client {
             if src.done {
                 return None;
             }
-            let item = next_segment(&mut src, segment_bytes).await;
+            let item = next_segment(&mut src, segment_bytes, max_segments).await;
             if item.is_err() {
                 src.done = true;
             }
@@ -272,7 +274,7 @@ impl Client {
                             &meta,
                             entry_meta,
                             binding,
-                            &data,
+                            data,
                         )
                     })
                     .await
@@ -474,6 +476,7 @@ struct Pages {
 async fn next_segment<R: AsyncRead + Unpin>(
     src: &mut Source<R>,
     segment_bytes: usize,
+    max_segments: usize,
 ) -> Result<(u32, Vec<u8>, bool), ClientError> {
     let data = fill(&mut src.reader, src.ahead.take(), segment_bytes)
         .await
@@ -491,9 +494,11 @@ async fn next_segment<R: AsyncRead + Unpin>(
     let index = src.index;
     src.index += 1;
     src.done = last;
-    if !last && src.index as usize >= MAX_SEGMENTS {
+    if !last && src.index as usize >= max_segments {
         return Err(ClientError::Invalid(format!(
-            "a record is at most {MAX_SEGMENTS} segments of {segment_bytes} bytes"
+            "a record is at most {max_segments} segments of {segment_bytes} bytes on this \
+             cluster (max_batch_records and max_record_bytes in [limits]); nothing was \
+             committed"
         )));
     }
     Ok((index, data, last))

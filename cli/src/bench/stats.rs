@@ -204,10 +204,12 @@ pub struct RepairFigures {
     pub repair_rate_mb_s: u32,
 }
 
-/// Human units for a byte count: 1 KiB, 64 KiB, 1 MiB, 16 MiB.
+/// Human units for a byte count: 1 KiB, 64 KiB, 1 MiB, 16 MiB, 1 GiB.
 pub fn size_name(bytes: u64) -> String {
     const KIB: u64 = 1024;
-    if bytes >= KIB * KIB && bytes.is_multiple_of(KIB * KIB) {
+    if bytes >= KIB * KIB * KIB && bytes.is_multiple_of(KIB * KIB * KIB) {
+        format!("{} GiB", bytes / (KIB * KIB * KIB))
+    } else if bytes >= KIB * KIB && bytes.is_multiple_of(KIB * KIB) {
         format!("{} MiB", bytes / (KIB * KIB))
     } else if bytes >= KIB && bytes.is_multiple_of(KIB) {
         format!("{} KiB", bytes / KIB)
@@ -216,18 +218,20 @@ pub fn size_name(bytes: u64) -> String {
     }
 }
 
-/// Parses a size: `1024`, `1KiB`, `64KiB`, `1MiB`, `16MiB` (also `K`, `M`).
+/// Parses a size: `1024`, `1KiB`, `64KiB`, `1MiB`, `16MiB`, `1GiB` (also `K`, `M`,
+/// `G`).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("\"{text}\" is not a size (write 1KiB, 64KiB, 1MiB or bytes)"))?;
+    let n: u64 = digits.parse().map_err(|_| {
+        format!("\"{text}\" is not a size (write 1KiB, 64KiB, 1MiB, 1GiB or bytes)")
+    })?;
     let mult = match unit.trim() {
         "" | "B" => 1,
         "K" | "KiB" | "k" => 1024,
         "M" | "MiB" => 1024 * 1024,
+        "G" | "GiB" => 1024 * 1024 * 1024,
         other => return Err(format!("unknown size unit \"{other}\" in \"{text}\"")),
     };
     n.checked_mul(mult)
@@ -382,6 +386,8 @@ mod tests {
         assert_eq!(parse_size("1KiB"), Ok(1024));
         assert_eq!(parse_size("64KiB"), Ok(65536));
         assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(size_name(1 << 30), "1 GiB");
         assert_eq!(parse_size("100"), Ok(100));
         assert!(parse_size("0").is_err());
         assert!(parse_size("3GB").is_err());
