@@ -2,10 +2,10 @@
 //! stdout, HSZ reader under a grant).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use kakera_cli::CliError;
-use kakera_client::{ReadBatch, ReadFailure, Record, RecordId, RecordReader, zone};
+use kakera_client::{ReadBatch, ReadFailure, RecordId, RecordMeta, zone};
 use kakera_medical::files::{self, FileMeta, Input};
 use kakera_medical::linkage::LinkageKey;
 use tokio::io::AsyncWriteExt;
@@ -143,44 +143,21 @@ enum Sink {
 }
 
 impl Sink {
-    fn write(&mut self, r: &Record) -> Result<(), CliError> {
-        match self {
-            Sink::Stdout => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(&r.data)
-                    .and_then(|()| out.flush())
-                    .map_err(|e| {
-                        CliError::Invalid(format!("writing record {} to stdout: {e}", r.id))
-                    })
-            }
-            Sink::Dir { dir, index } => {
-                let path = dir.join(r.id.to_string());
-                write_private(&path, &r.data)?;
-                let line = serde_json::json!({
-                    "id": r.id.to_string(),
-                    "kind": r.meta.kind.as_str(),
-                    "data_kind": r.meta.data_kind,
-                    "source": r.meta.source,
-                    "subject": hex(&r.meta.subject.0),
-                    "effective": r.meta.effective.to_string(),
-                    "bytes": r.data.len(),
-                });
-                writeln!(index, "{line}").map_err(|source| CliError::File {
-                    path: dir.join("records.jsonl"),
-                    source,
-                })
-            }
-        }
-    }
-
-    /// Writes a record read as a stream (stored as segments), a segment at a time;
-    /// returns its bytes.
-    async fn write_stream(&mut self, mut r: RecordReader<'_>) -> Result<u64, CliError> {
-        let id = r.id();
+    /// Writes record `id` (`segments` of it) from `src`: to stdout, or to
+    /// `<dir>/<id>` (mode 0600, through a temporary file renamed into place, so a
+    /// re-run replaces a record's file whole and never leaves half of one) with its
+    /// line in `records.jsonl`. Returns its bytes.
+    async fn write(
+        &mut self,
+        id: RecordId,
+        meta: &RecordMeta,
+        segments: u32,
+        mut src: impl tokio::io::AsyncRead + Unpin,
+    ) -> Result<u64, CliError> {
         match self {
             Sink::Stdout => {
                 let mut out = tokio::io::stdout();
-                let n = tokio::io::copy(&mut r, &mut out).await.map_err(|e| {
+                let n = tokio::io::copy(&mut src, &mut out).await.map_err(|e| {
                     CliError::Invalid(format!("reading record {id} to stdout: {e}"))
                 })?;
                 out.flush().await.map_err(|e| {
@@ -200,19 +177,18 @@ impl Sink {
                 #[cfg(unix)]
                 opts.mode(0o600);
                 let mut f = opts.open(&tmp).await.map_err(file_err)?;
-                let n = tokio::io::copy(&mut r, &mut f).await.map_err(file_err)?;
+                let n = tokio::io::copy(&mut src, &mut f).await.map_err(file_err)?;
                 f.sync_all().await.map_err(file_err)?;
                 tokio::fs::rename(&tmp, &path).await.map_err(file_err)?;
-                let m = r.meta();
                 let line = serde_json::json!({
                     "id": id.to_string(),
-                    "kind": m.kind.as_str(),
-                    "data_kind": m.data_kind,
-                    "source": m.source,
-                    "subject": hex(&m.subject.0),
-                    "effective": m.effective.to_string(),
+                    "kind": meta.kind.as_str(),
+                    "data_kind": meta.data_kind,
+                    "source": meta.source,
+                    "subject": hex(&meta.subject.0),
+                    "effective": meta.effective.to_string(),
                     "bytes": n,
-                    "segments": r.segments(),
+                    "segments": segments,
                 });
                 writeln!(index, "{line}").map_err(|source| CliError::File {
                     path: dir.join("records.jsonl"),
@@ -234,11 +210,10 @@ struct GetTally {
 
 impl GetTally {
     /// Writes a batch's records; returns the ones stored as segments, to stream.
-    fn take(&mut self, batch: ReadBatch, sink: &mut Sink) -> Result<Vec<RecordId>, CliError> {
+    async fn take(&mut self, batch: ReadBatch, sink: &mut Sink) -> Result<Vec<RecordId>, CliError> {
         for r in &batch.records {
-            sink.write(r)?;
+            self.bytes += sink.write(r.id, &r.meta, 1, &r.data[..]).await?;
             self.written += 1;
-            self.bytes += r.data.len() as u64;
         }
         let mut segmented = Vec::new();
         for f in batch.failed {
@@ -269,7 +244,8 @@ impl GetTally {
                     continue;
                 }
             };
-            match sink.write_stream(reader).await {
+            let (meta, segments) = (reader.meta().clone(), reader.segments());
+            match sink.write(id, &meta, segments, reader).await {
                 Ok(n) => {
                     self.written += 1;
                     self.bytes += n;
@@ -283,25 +259,6 @@ impl GetTally {
         }
         Ok(())
     }
-}
-
-/// Writes `bytes` to `path` (mode 0600) through a temporary file renamed into place:
-/// a re-run replaces a record's file whole, never leaves half of one.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
-    let file_err = |source| CliError::File {
-        path: path.to_path_buf(),
-        source,
-    };
-    let tmp = path.with_extension("part");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(&tmp).map_err(file_err)?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(file_err)?;
-    std::fs::rename(&tmp, path).map_err(file_err)
 }
 
 pub(crate) fn get(a: GetArgs, json: bool) -> Result<Outcome, CliError> {
@@ -358,14 +315,15 @@ pub(crate) fn get(a: GetArgs, json: bool) -> Result<Outcome, CliError> {
                 // record stored as segments a segment at a time.
                 let mut scope = c.read_scope(&a.job).await?;
                 while let Some(batch) = scope.next().await? {
-                    let segmented = tally.take(batch, &mut sink)?;
+                    let segmented = tally.take(batch, &mut sink).await?;
                     tally.stream(&c, &a.job, segmented, &mut sink).await?;
                 }
             } else {
                 // One record per ticket: a record may be 64 MiB.
                 for id in &ids {
-                    let segmented =
-                        tally.take(c.get_batch_each(&a.job, &[*id]).await?, &mut sink)?;
+                    let segmented = tally
+                        .take(c.get_batch_each(&a.job, &[*id]).await?, &mut sink)
+                        .await?;
                     tally.stream(&c, &a.job, segmented, &mut sink).await?;
                 }
             }
