@@ -309,8 +309,8 @@ pub(crate) enum Protection {
 
 /// What one record's put prepared: its catalog entry and its shares by node.
 pub(crate) struct Prepared {
-    entry: RecordEntry,
-    shares: Vec<(u64, Vec<u8>)>,
+    pub(crate) entry: RecordEntry,
+    pub(crate) shares: Vec<(u64, Vec<u8>)>,
 }
 
 impl Client {
@@ -619,14 +619,18 @@ impl Client {
         // (staging is idempotent), until it answers or STAGE_RETRY_MS pass.
         let retry_until = staging_started
             + Duration::from_millis(STAGE_RETRY_MS.min(self.config().staging.ttl_ms / 4));
-        let mut sends = FuturesUnordered::new();
+        let mut work = Vec::new();
         for (node, shares) in by_node {
             for group in groups(shares, self.batch_records(), REQUEST_BYTES, |s| {
                 s.1.len() as u64
             }) {
-                sends.push(self.stage_on_retrying(node, group, &expected, retry_until));
+                work.push((node, group));
             }
         }
+        let mut sends: FuturesUnordered<_> = work
+            .iter()
+            .map(|(node, group)| self.stage_on_retrying(*node, group, &expected, retry_until))
+            .collect();
         // Every share must be staged before the commit.
         while let Some(result) = sends.next().await {
             result?;
@@ -637,17 +641,17 @@ impl Client {
 
     /// [`Client::stage_on`], asked again while the node is unreachable, unavailable
     /// or busy, until `until`.
-    async fn stage_on_retrying(
+    pub(crate) async fn stage_on_retrying(
         &self,
         node: u64,
-        shares: Vec<(RecordId, Vec<u8>)>,
+        shares: &[(RecordId, Vec<u8>)],
         expected: &BTreeMap<(u64, RecordId), Digest>,
         until: Instant,
     ) -> Result<(), ClientError> {
         let mut pause_ms = 100u64;
         // Bounded by `until`; each failed attempt sleeps.
         loop {
-            match self.stage_on(node, &shares, expected).await {
+            match self.stage_on(node, shares, expected).await {
                 Err(ClientError::Net(e)) if e.is_transient() && Instant::now() < until => {
                     tracing::debug!(node, error = %e, "staging: node not answering; asking again");
                     tokio::time::sleep(Duration::from_millis(pause_ms)).await;

@@ -12,11 +12,12 @@
 //! whatever the record's size. A put that stops half-way leaves staged shares that
 //! expire like any uncommitted share; nothing of it is visible.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::pin::Pin;
+use std::sync::Mutex;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::stream::{self, Stream, StreamExt};
 use kakera_proto::catalog::{
@@ -24,11 +25,13 @@ use kakera_proto::catalog::{
     segment_meta,
 };
 use kakera_proto::record::RecordKind;
-use kakera_proto::{RecordId, RecordMeta, Request, Response};
+use kakera_proto::{Digest, RecordId, RecordMeta, Request, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use zeroize::Zeroizing;
 
-use crate::client::{Client, NewRecord, Protection, ReadBatch, prepare_segment, unexpected};
+use crate::client::{
+    Client, NewRecord, Prepared, Protection, ReadBatch, STAGE_RETRY_MS, prepare_segment, unexpected,
+};
 use crate::error::ClientError;
 use crate::seal;
 
@@ -112,6 +115,9 @@ impl AsyncRead for RecordReader<'_> {
         }
     }
 }
+
+/// A holder and its share of one segment, as a staging request sends it.
+type HolderShare = (u64, [(RecordId, Vec<u8>); 1]);
 
 /// Where a streamed put's reading stands.
 struct Source<R> {
@@ -228,6 +234,8 @@ impl Client {
         let max_segments = self.batch_records().min(MAX_SEGMENTS);
         let config = self.config().clone();
         let accepting = self.accepting_nodes().await;
+        // Holders that stopped answering during this put: later segments avoid them.
+        let failed: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
         let started = Instant::now();
         let source = Source {
             reader,
@@ -249,8 +257,14 @@ impl Client {
         let part_meta = segment_meta(&meta);
         let staged = segments
             .map(|item| {
-                let (config, accepting, protection) =
-                    (config.clone(), accepting.clone(), protection.clone());
+                let down = failed.lock().map(|f| f.clone()).unwrap_or_default();
+                let accepting: Vec<u64> = accepting
+                    .iter()
+                    .copied()
+                    .filter(|n| !down.contains(n))
+                    .collect();
+                let (config, protection) = (config.clone(), protection.clone());
+                let failed = &failed;
                 let (meta, part_meta) = (meta.clone(), part_meta.clone());
                 async move {
                     let (index, data, last) = item?;
@@ -265,10 +279,11 @@ impl Client {
                         index,
                         last,
                     };
+                    let placeable = accepting.clone();
                     let prepared = tokio::task::spawn_blocking(move || {
                         prepare_segment(
                             &config,
-                            &accepting,
+                            &placeable,
                             &protection,
                             segment_id,
                             &meta,
@@ -281,10 +296,7 @@ impl Client {
                     .map_err(|e| ClientError::Invalid(format!("sealing task failed: {e}")))??;
                     // A put too slow to commit in time stops here, not at the end.
                     self.commit_by(started)?;
-                    let mut entries = self.stage_prepared(vec![prepared], Instant::now()).await?;
-                    entries.pop().ok_or_else(|| {
-                        ClientError::Invalid(format!("record {id}: segment {index} was not staged"))
-                    })
+                    self.stage_segment(prepared, &accepting, failed).await
                 }
             })
             .buffered(SEGMENTS_IN_FLIGHT);
@@ -301,6 +313,85 @@ impl Client {
         {
             Response::Committed { .. } => Ok(id),
             other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Stages one segment's shares, each on its node; a holder that does not answer
+    /// within the staging retry window is recorded in `failed` and its share (same
+    /// x, same digest) goes to another of `accepting` that keeps the rack rule.
+    /// Returns the segment's entry with the holders that have its shares.
+    async fn stage_segment(
+        &self,
+        prepared: Prepared,
+        accepting: &[u64],
+        failed: &Mutex<BTreeSet<u64>>,
+    ) -> Result<RecordEntry, ClientError> {
+        let Prepared { mut entry, shares } = prepared;
+        let id = entry.id;
+        let rules = self.config().policy_for(entry.k).ok_or_else(|| {
+            ClientError::Invalid(format!("no placement policy for threshold {}", entry.k))
+        })?;
+        let retry_ms = STAGE_RETRY_MS.min(self.config().staging.ttl_ms / 4);
+        let mut pending: Vec<HolderShare> = shares
+            .into_iter()
+            .map(|(node, bytes)| (node, [(id, bytes)]))
+            .collect();
+        let mut tried: BTreeSet<u64> = pending.iter().map(|(n, _)| *n).collect();
+        // Bounded: a round either ends the loop or moves each failed share to a node
+        // not tried before for this segment.
+        loop {
+            let expected: BTreeMap<(u64, RecordId), Digest> = entry
+                .holders
+                .iter()
+                .map(|h| ((h.node, id), h.digest))
+                .collect();
+            let until = Instant::now() + Duration::from_millis(retry_ms);
+            let results = futures::future::join_all(
+                pending
+                    .iter()
+                    .map(|(node, share)| self.stage_on_retrying(*node, share, &expected, until)),
+            )
+            .await;
+            let mut again = Vec::new();
+            for ((node, share), result) in pending.into_iter().zip(results) {
+                match result {
+                    Ok(()) => {}
+                    Err(ClientError::Net(e)) if e.is_transient() => {
+                        tracing::warn!(record = %id, node, error = %e, "staging: holder gone; placing its share elsewhere");
+                        if let Ok(mut f) = failed.lock() {
+                            f.insert(node);
+                        }
+                        let holders: Vec<u64> = entry.holders.iter().map(|h| h.node).collect();
+                        let replacement = accepting.iter().copied().find(|c| {
+                            !tried.contains(c) && {
+                                let moved: Vec<u64> = holders
+                                    .iter()
+                                    .map(|h| if *h == node { *c } else { *h })
+                                    .collect();
+                                kakera_config::check_holders(&moved, &self.config().nodes, &rules)
+                                    .is_ok()
+                            }
+                        });
+                        let Some(to) = replacement else {
+                            return Err(ClientError::Unavailable(format!(
+                                "record {id}: node {node} stopped answering and no other node \
+                                 can take its share under the rack rule ({e}); nothing was \
+                                 committed, put the record again"
+                            )));
+                        };
+                        tried.insert(to);
+                        for h in entry.holders.iter_mut().filter(|h| h.node == node) {
+                            h.node = to;
+                        }
+                        again.push((to, share));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if again.is_empty() {
+                return Ok(entry);
+            }
+            pending = again;
         }
     }
 
