@@ -189,6 +189,23 @@ async fn expect_crash_and_restart(
     cluster.spawn(node);
     wait_leader(operator).await;
     wait_all_applied(operator).await;
+    wait_alive(operator, node).await;
+}
+
+/// Waits until the leader calls `node` alive again: a repair asks nodes the leader
+/// has not heard from lately last, so a step that needs `node` as a helper must not
+/// start while the leader still counts it silent from its restart.
+async fn wait_alive(operator: &Client, node: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok((nodes, _)) = operator.topology().await
+            && nodes.iter().any(|h| h.node == node && h.health == "alive")
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "node {node} is not alive again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
