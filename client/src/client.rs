@@ -307,6 +307,17 @@ pub(crate) enum Protection {
     Plain,
 }
 
+impl Protection {
+    /// The zone key a shared put seals to; `None` for the baseline's replicas.
+    fn zone(&self) -> Option<&ZonePublicKey> {
+        match self {
+            Protection::Shared(zone) => Some(zone),
+            #[cfg(feature = "bench-baseline")]
+            Protection::Plain => None,
+        }
+    }
+}
+
 /// What one record's put prepared: its catalog entry and its shares by node.
 pub(crate) struct Prepared {
     pub(crate) entry: RecordEntry,
@@ -496,6 +507,13 @@ impl Client {
         &self,
         records: Vec<(RecordId, NewRecord)>,
     ) -> Result<Vec<RecordId>, ClientError> {
+        self.plain_replicas_taken()?;
+        self.put_protected(records, Protection::Plain).await
+    }
+
+    /// Refuses the baseline's plain replicas unless this is a benchmark cluster.
+    #[cfg(feature = "bench-baseline")]
+    pub(crate) fn plain_replicas_taken(&self) -> Result<(), ClientError> {
         if self.config().plain_replicas.is_none() {
             return Err(ClientError::Invalid(
                 "this cluster takes no plain replicas: they exist only on benchmark clusters \
@@ -503,7 +521,7 @@ impl Client {
                     .into(),
             ));
         }
-        self.put_protected(records, Protection::Plain).await
+        Ok(())
     }
 
     pub(crate) async fn put_protected(
@@ -1831,15 +1849,13 @@ fn prepare(
     protection: &Protection,
     records: Vec<(RecordId, NewRecord)>,
 ) -> Result<Vec<Prepared>, ClientError> {
-    // Without the benchmark baseline, sharing is the only protection there is.
-    #[cfg_attr(
-        not(feature = "bench-baseline"),
-        allow(clippy::infallible_destructuring_match)
-    )]
-    let zone = match protection {
-        Protection::Shared(zone) => zone,
+    let Some(zone) = protection.zone() else {
         #[cfg(feature = "bench-baseline")]
-        Protection::Plain => return prepare_plain(config, accepting, records),
+        return prepare_plain(config, accepting, records);
+        #[cfg(not(feature = "bench-baseline"))]
+        return Err(ClientError::Invalid(
+            "no replication baseline in this build".into(),
+        ));
     };
     let views = accepting_views(config, accepting);
     let mut out = Vec::with_capacity(records.len());
@@ -1867,23 +1883,16 @@ pub(crate) fn prepare_segment(
     binding: seal::Binding,
     data: Vec<u8>,
 ) -> Result<Prepared, ClientError> {
-    #[cfg_attr(
-        not(feature = "bench-baseline"),
-        allow(clippy::infallible_destructuring_match)
-    )]
-    let zone = match protection {
-        Protection::Shared(zone) => zone,
-        #[cfg(feature = "bench-baseline")]
-        Protection::Plain => {
-            let record = NewRecord {
-                meta: entry_meta,
-                data,
-            };
-            let mut one = prepare_plain(config, accepting, vec![(id, record)])?;
-            return one
-                .pop()
-                .ok_or_else(|| ClientError::Invalid("a replica was not prepared".into()));
-        }
+    let Some(zone) = protection.zone() else {
+        // The baseline's replicas: the segment's bytes as a record.
+        let record = NewRecord {
+            meta: entry_meta,
+            data,
+        };
+        let mut one = prepare(config, accepting, protection, vec![(id, record)])?;
+        return one
+            .pop()
+            .ok_or_else(|| ClientError::Invalid("a replica was not prepared".into()));
     };
     let views = accepting_views(config, accepting);
     let sealed = seal::Sealer::new(zone)?.seal_bound(

@@ -191,13 +191,7 @@ impl Client {
         meta: RecordMeta,
         reader: R,
     ) -> Result<RecordId, ClientError> {
-        if self.config().plain_replicas.is_none() {
-            return Err(ClientError::Invalid(
-                "this cluster takes no plain replicas: they exist only on benchmark clusters \
-                 ([baseline] plain_replicas in the config)"
-                    .into(),
-            ));
-        }
+        self.plain_replicas_taken()?;
         self.put_stream_protected(id, meta, reader, Protection::Plain)
             .await
     }

@@ -84,14 +84,23 @@ async fn absent(
     let (states, opted) = client.lookup(&ids, &subjects).await?;
     let mut rest = Vec::with_capacity(records.len());
     for ((id, r), state) in records.into_iter().zip(states) {
-        match state {
-            RecordState::Committed => tally.already_stored += 1,
-            RecordState::Erased => tally.erased += 1,
-            RecordState::Absent if opted.contains(&r.meta.subject) => tally.opted_out += 1,
-            RecordState::Absent => rest.push((id, r)),
+        if to_store(state, opted.contains(&r.meta.subject), tally) {
+            rest.push((id, r));
         }
     }
     Ok(rest)
+}
+
+/// Whether a record the cluster reports in `state` is to be stored; the others are
+/// counted in `tally` (held already, erased, or of an opted-out subject).
+fn to_store(state: RecordState, opted_out: bool, tally: &mut Tally) -> bool {
+    match state {
+        RecordState::Committed => tally.already_stored += 1,
+        RecordState::Erased => tally.erased += 1,
+        RecordState::Absent if opted_out => tally.opted_out += 1,
+        RecordState::Absent => return true,
+    }
+    false
 }
 
 /// Stores the file at `path` as record `id` through [`Client::put_stream_with_id`]
@@ -108,20 +117,9 @@ pub async fn store_stream_absent(
     let mut first = None;
     for _attempt in 0..2 {
         let (states, opted) = client.lookup(&[id], &[meta.subject]).await?;
-        match states.first() {
-            Some(RecordState::Committed) => {
-                tally.already_stored += 1;
-                return Ok(Ok(()));
-            }
-            Some(RecordState::Erased) => {
-                tally.erased += 1;
-                return Ok(Ok(()));
-            }
-            _ if opted.contains(&meta.subject) => {
-                tally.opted_out += 1;
-                return Ok(Ok(()));
-            }
-            _ => {}
+        let state = states.first().copied().unwrap_or(RecordState::Absent);
+        if !to_store(state, opted.contains(&meta.subject), tally) {
+            return Ok(Ok(()));
         }
         let file = match tokio::fs::File::open(path).await {
             Ok(f) => f,
