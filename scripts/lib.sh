@@ -32,8 +32,8 @@ ensure_rust_components() {
 
 # The shared target dir grows with every incremental build (it once filled the disk
 # and every test cluster failed to open RocksDB). Below `min_gb` free on its
-# filesystem, drop incremental caches and test binaries older than the newest of each
-# name: the next build is slower, never wrong.
+# filesystem, drop incremental caches, test binaries older than the newest of each
+# name and kakera's own stale libraries: the next build is slower, never wrong.
 ensure_target_space() {
   local min_gb="${1:-20}" free_gb
   mkdir -p "$CARGO_TARGET_DIR"
@@ -50,6 +50,14 @@ ensure_target_space() {
       [[ "$f" =~ ^(.+)-[0-9a-f]{16}$ ]] || continue
       name="${BASH_REMATCH[1]}"
       if [ -n "${seen[$name]:-}" ]; then rm -f "$deps/$f"; else seen[$name]=1; fi
+    done < <(ls -t "$deps")
+    # kakera's own libraries change with every commit (hundreds of MB each); keep
+    # the two newest of each name and kind (builds with and without a feature).
+    while IFS= read -r f; do
+      [[ "$f" =~ ^(libkakera_[a-z_]+)-[0-9a-f]{16}\.(rlib|rmeta)$ ]] || continue
+      name="${BASH_REMATCH[1]}.${BASH_REMATCH[2]}"
+      seen[$name]=$(( ${seen[$name]:-0} + 1 ))
+      if [ "${seen[$name]}" -gt 2 ]; then rm -f "$deps/$f"; fi
     done < <(ls -t "$deps")
     unset seen
   done

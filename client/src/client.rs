@@ -932,7 +932,7 @@ impl Client {
                         first_answer_ms = Some(ms);
                         hedge.as_mut().reset(hedge_at(first_answer_ms));
                     }
-                    for (record, share) in shares_of(&items, &data) {
+                    for (record, share) in shares_of(&items, data) {
                         let Some(entry) = by_id.get(&record) else {
                             continue;
                         };
@@ -941,6 +941,7 @@ impl Client {
                             plan.good(&record);
                             continue;
                         }
+                        let missing = share.is_none();
                         match check_share(entry, node, share) {
                             Ok(s) => {
                                 good.entry(record).or_default().push(s);
@@ -951,7 +952,7 @@ impl Client {
                                 reports.push(kakera_proto::catalog::ShareReport {
                                     record,
                                     node,
-                                    problem: if share.is_none() {
+                                    problem: if missing {
                                         kakera_proto::catalog::ShareProblem::Missing
                                     } else {
                                         kakera_proto::catalog::ShareProblem::Corrupt
@@ -1300,11 +1301,8 @@ impl Client {
                     }
                 }
                 Ok((items, data)) => {
-                    for (record, share) in shares_of(&items, &data) {
-                        fetched
-                            .entry(record)
-                            .or_default()
-                            .insert(node, Ok(share.map(<[u8]>::to_vec)));
+                    for (record, share) in shares_of(&items, data) {
+                        fetched.entry(record).or_default().insert(node, Ok(share));
                     }
                 }
             }
@@ -1691,7 +1689,15 @@ type FetchDone = (
 
 /// Each record of a fetch answer with its share's bytes (the bytes follow the answer
 /// in item order), or `None` if the node holds none or the bytes fall short.
-fn shares_of<'a>(items: &[FetchedShare], data: &'a [u8]) -> Vec<(RecordId, Option<&'a [u8]>)> {
+/// Each record's share in a node's answer, in the answer's order: the answer's own
+/// buffer when it holds that share alone (a large record's share is not copied),
+/// else a copy of its part; `None` where the node holds none.
+fn shares_of(items: &[FetchedShare], data: Vec<u8>) -> Vec<(RecordId, Option<Vec<u8>>)> {
+    if let [item] = items
+        && item.size_bytes == Some(data.len() as u64)
+    {
+        return vec![(item.record, Some(data))];
+    }
     let mut offset = 0usize;
     items
         .iter()
@@ -1700,7 +1706,7 @@ fn shares_of<'a>(items: &[FetchedShare], data: &'a [u8]) -> Vec<(RecordId, Optio
                 let end = offset.checked_add(usize::try_from(s).ok()?)?;
                 let bytes = data.get(offset..end)?;
                 offset = end;
-                Some(bytes)
+                Some(bytes.to_vec())
             });
             (item.record, share)
         })
@@ -1772,7 +1778,7 @@ enum Piece {
 
 /// Checks a fetched share against the catalog: present, digest, decodable, right x and
 /// threshold. The reason never contains share bytes.
-fn check_share(entry: &RecordEntry, node: u64, bytes: Option<&[u8]>) -> Result<Piece, String> {
+fn check_share(entry: &RecordEntry, node: u64, bytes: Option<Vec<u8>>) -> Result<Piece, String> {
     let holder: &Holder = entry
         .holder_on(node)
         .ok_or_else(|| format!("node {node} is not a holder of this record"))?;
@@ -1780,16 +1786,16 @@ fn check_share(entry: &RecordEntry, node: u64, bytes: Option<&[u8]>) -> Result<P
     let substituted =
         || "the share's digest differs from the catalog's (corrupt or substituted)".to_string();
     if entry.is_plain_replica() {
-        if Digest::of(bytes) != holder.digest {
+        if Digest::of(&bytes) != holder.digest {
             return Err(substituted());
         }
-        let data = kakera_proto::replica::decode(bytes)
+        let data = kakera_proto::replica::decode(&bytes)
             .map_err(|e| format!("the replica does not decode: {e}"))?;
         return Ok(Piece::Plain(Zeroizing::new(data.to_vec())));
     }
     // One pass gives the checksum check and the digest the catalog names. The
     // catalog's digest is of a valid encoding, so one that does not decode differs.
-    let (share, digest) = Share::decode_with_digest(bytes)
+    let (share, digest) = Share::decode_owned(bytes)
         .map_err(|e| format!("the share's digest differs from the catalog's (corrupt: {e})"))?;
     if Digest(digest) != holder.digest {
         return Err(substituted());
@@ -2069,7 +2075,38 @@ mod placeable_tests {
 
 #[cfg(test)]
 mod tests {
-    use super::groups;
+    use super::{groups, shares_of};
+    use kakera_proto::RecordId;
+    use kakera_proto::message::FetchedShare;
+
+    fn item(id: u8, size_bytes: Option<u64>) -> FetchedShare {
+        FetchedShare {
+            record: RecordId([id; 16]),
+            size_bytes,
+        }
+    }
+
+    /// A node's answer holding one share alone hands its buffer over (a large
+    /// record's share is not copied); an answer of several shares is cut at their
+    /// sizes, a share the node lacks is `None`, and sizes past the data give `None`
+    /// rather than a panic.
+    #[test]
+    fn shares_are_cut_from_an_answer_without_copying_a_lone_one() {
+        let lone = vec![9u8; 1000];
+        let at = lone.as_ptr();
+        let got = shares_of(&[item(1, Some(1000))], lone);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1.as_ref().map(|v| v.as_ptr()), Some(at));
+
+        let data: Vec<u8> = (0..10).collect();
+        let got = shares_of(&[item(1, Some(4)), item(2, None), item(3, Some(6))], data);
+        assert_eq!(got[0], (RecordId([1; 16]), Some(vec![0, 1, 2, 3])));
+        assert_eq!(got[1], (RecordId([2; 16]), None));
+        assert_eq!(got[2], (RecordId([3; 16]), Some(vec![4, 5, 6, 7, 8, 9])));
+
+        let got = shares_of(&[item(1, Some(11))], (0..10).collect());
+        assert_eq!(got, vec![(RecordId([1; 16]), None)]);
+    }
 
     #[test]
     fn groups_respect_count_and_bytes() {

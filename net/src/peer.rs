@@ -26,8 +26,12 @@ pub fn client_endpoint(
     } else {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    let mut endpoint = quinn::Endpoint::client(bind)
+    let socket = crate::tls::udp_socket(bind)
         .map_err(|e| NetError::Setup(format!("cannot open a UDP socket on {bind}: {e}")))?;
+    let mut config = quinn::EndpointConfig::default();
+    crate::tls::accept_jumbo_frames(&mut config).map_err(|e| NetError::Setup(e.to_string()))?;
+    let mut endpoint = quinn::Endpoint::new(config, None, socket, Arc::new(quinn::TokioRuntime))
+        .map_err(|e| NetError::Setup(format!("cannot open a QUIC endpoint on {bind}: {e}")))?;
     endpoint.set_default_client_config(tls.client_config(limits)?);
     Ok(endpoint)
 }

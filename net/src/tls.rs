@@ -185,11 +185,12 @@ impl TlsMaterial {
         let server = self
             .server_config(limits)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let socket = std::net::UdpSocket::bind(bind)?;
+        let socket = udp_socket(bind)?;
         let mut config = quinn::EndpointConfig::new(Arc::new(reset_key));
         config.cid_generator(move || {
             Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
         });
+        accept_jumbo_frames(&mut config)?;
         let mut endpoint =
             quinn::Endpoint::new(config, Some(server), socket, Arc::new(quinn::TokioRuntime))?;
         endpoint.set_default_client_config(
@@ -235,8 +236,43 @@ impl TlsMaterial {
 const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 /// Bytes all streams of one connection may have unread at the receiver.
 const CONNECTION_WINDOW_BYTES: u32 = 64 * 1024 * 1024;
-/// The largest UDP payload path MTU discovery tries (a 9000-byte jumbo frame).
-const MTU_UPPER_BOUND_BYTES: u16 = 8972;
+/// The largest UDP payload path MTU discovery tries: a jumbo frame's worth, as much
+/// as fits [`QUINN_GSO_SEGMENTS`] times in one UDP send (65,507 bytes). quinn sends
+/// up to that many datagrams in one `sendmsg` with segmentation offload; a batch of
+/// ten 8972-byte datagrams is refused by the kernel (`EMSGSIZE`), which quinn takes
+/// as the loss of all ten.
+const MTU_UPPER_BOUND_BYTES: u16 = 6500;
+/// Datagrams quinn 0.11 puts in one segmentation-offload send (its private
+/// `MAX_TRANSMIT_SEGMENTS`).
+const QUINN_GSO_SEGMENTS: usize = 10;
+const _: () = assert!(MTU_UPPER_BOUND_BYTES as usize * QUINN_GSO_SEGMENTS <= 65_507);
+
+/// Bytes of datagrams a QUIC socket may hold unread (and unsent): the kernel caps it
+/// at `net.core.rmem_max` / `wmem_max`. Its default (208 KiB) holds 23 jumbo
+/// datagrams; a node descheduled for a millisecond while a peer sends at full rate
+/// drops the rest, and losses of large datagrams also count as evidence of an MTU
+/// black hole (the path falls back to 1200 bytes for a minute).
+const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+/// A UDP socket bound to `bind` for a QUIC endpoint, with buffers of
+/// [`SOCKET_BUFFER_BYTES`] (or the kernel's cap).
+pub(crate) fn udp_socket(bind: std::net::SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(bind)?;
+    rustix::net::sockopt::set_socket_recv_buffer_size(&socket, SOCKET_BUFFER_BYTES)?;
+    rustix::net::sockopt::set_socket_send_buffer_size(&socket, SOCKET_BUFFER_BYTES)?;
+    Ok(socket)
+}
+
+/// Announces that this endpoint accepts UDP payloads up to [`MTU_UPPER_BOUND_BYTES`]
+/// (the `max_udp_payload_size` transport parameter). A peer's path MTU discovery
+/// stops at what this endpoint announces, quinn's default being 1472: without it
+/// the discovery's own upper bound is never reached.
+pub(crate) fn accept_jumbo_frames(config: &mut quinn::EndpointConfig) -> std::io::Result<()> {
+    config
+        .max_udp_payload_size(MTU_UPPER_BOUND_BYTES)
+        .map(|_| ())
+        .map_err(|e| std::io::Error::other(format!("UDP payload size: {e}")))
+}
 
 fn transport(limits: QuicLimits) -> Result<Arc<quinn::TransportConfig>, NetError> {
     assert!(
@@ -250,7 +286,7 @@ fn transport(limits: QuicLimits) -> Result<Arc<quinn::TransportConfig>, NetError
     t.stream_receive_window(quinn::VarInt::from_u32(STREAM_WINDOW_BYTES));
     t.receive_window(quinn::VarInt::from_u32(CONNECTION_WINDOW_BYTES));
     t.send_window(u64::from(CONNECTION_WINDOW_BYTES));
-    // Probe for jumbo-frame and loopback paths; falls back to 1452 where they fail.
+    // Probe for jumbo-frame and loopback paths; stays at 1452 or below where they fail.
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(MTU_UPPER_BOUND_BYTES);
     t.mtu_discovery_config(Some(mtu));

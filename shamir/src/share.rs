@@ -39,14 +39,30 @@ pub struct SetId(pub [u8; 16]);
 
 /// One share: the evaluation at `x` of a random polynomial of degree < k whose constant
 /// term is the secret, byte by byte. The data is zeroized on drop.
-#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct Share {
     #[zeroize(skip)]
     set_id: SetId,
     k: u8,
     x: u8,
-    data: Vec<u8>,
+    /// Holds the data at `start..end`: the whole buffer for a share built from its
+    /// parts, the encoding it arrived in for [`Share::decode_owned`] (no copy of a
+    /// share of many megabytes). Zeroized whole, header and checksum included.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
 }
+
+impl PartialEq for Share {
+    fn eq(&self, other: &Share) -> bool {
+        self.set_id == other.set_id
+            && self.k == other.k
+            && self.x == other.x
+            && self.data() == other.data()
+    }
+}
+
+impl Eq for Share {}
 
 impl std::fmt::Debug for Share {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -54,7 +70,7 @@ impl std::fmt::Debug for Share {
         f.debug_struct("Share")
             .field("k", &self.k)
             .field("x", &self.x)
-            .field("len", &self.data.len())
+            .field("len", &(self.end - self.start))
             .finish_non_exhaustive()
     }
 }
@@ -72,7 +88,15 @@ impl Share {
         if x == 0 {
             return Err(ShamirError::ZeroX);
         }
-        Ok(Share { set_id, k, x, data })
+        let end = data.len();
+        Ok(Share {
+            set_id,
+            k,
+            x,
+            buf: data,
+            start: 0,
+            end,
+        })
     }
 
     /// The sharing this share belongs to.
@@ -92,18 +116,18 @@ impl Share {
 
     /// The share data, as long as the secret.
     pub fn data(&self) -> &[u8] {
-        &self.data
+        &self.buf[self.start..self.end]
     }
 
     /// Mutable access to the data, for callers that reuse buffers. Changing it changes
     /// the share; the checksum is computed at encoding time.
     pub fn data_mut(&mut self) -> &mut [u8] {
-        &mut self.data
+        &mut self.buf[self.start..self.end]
     }
 
     /// Length of [`Share::encode`]'s output.
     pub fn encoded_len(&self) -> usize {
-        SHARE_HEADER_LEN + self.data.len() + SHARE_CHECKSUM_LEN
+        SHARE_HEADER_LEN + (self.end - self.start) + SHARE_CHECKSUM_LEN
     }
 
     /// The self-describing encoding (see the module docs).
@@ -136,8 +160,8 @@ impl Share {
         out.push(self.x);
         out.push(0);
         out.extend_from_slice(&self.set_id.0);
-        out.extend_from_slice(&(self.data.len() as u64).to_le_bytes());
-        out.extend_from_slice(&self.data);
+        out.extend_from_slice(&((self.end - self.start) as u64).to_le_bytes());
+        out.extend_from_slice(self.data());
         let (sum, digest) = checksum_and_digest(&out[start..]);
         out.extend_from_slice(&sum);
         digest
@@ -152,11 +176,31 @@ impl Share {
     /// [`Share::decode`], with the BLAKE3 hash of all of `bytes` from the same pass.
     pub fn decode_with_digest(bytes: &[u8]) -> Result<(Share, [u8; 32])> {
         let (set_id, k, x, data_end, digest) = Share::parse(bytes)?;
+        let data = bytes[SHARE_HEADER_LEN..data_end].to_vec();
+        let end = data.len();
         let share = Share {
             set_id,
             k,
             x,
-            data: bytes[SHARE_HEADER_LEN..data_end].to_vec(),
+            buf: data,
+            start: 0,
+            end,
+        };
+        Ok((share, digest))
+    }
+
+    /// [`Share::decode_with_digest`] that keeps `bytes` as the share's buffer instead
+    /// of copying the data out of it: for a reader that received the encoding in a
+    /// buffer of its own. On error the buffer is dropped unread.
+    pub fn decode_owned(bytes: Vec<u8>) -> Result<(Share, [u8; 32])> {
+        let (set_id, k, x, data_end, digest) = Share::parse(&bytes)?;
+        let share = Share {
+            set_id,
+            k,
+            x,
+            buf: bytes,
+            start: SHARE_HEADER_LEN,
+            end: data_end,
         };
         Ok((share, digest))
     }
@@ -308,6 +352,39 @@ mod tests {
                 Share::check_with_digest(&bad),
                 Err(ShamirError::ChecksumMismatch)
             );
+        }
+    }
+
+    /// A share decoded in its own buffer is the share decoded by copy: same data,
+    /// same digest, same re-encoding; writing through `data_mut` changes the data
+    /// only (not the header kept in the buffer); a damaged buffer is refused the
+    /// same way; after `zeroize` it holds no data.
+    #[test]
+    fn decoding_in_place_equals_decoding_by_copy() {
+        for len in [0usize, 1, 977, 70_001] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
+            let s = Share::from_parts(SetId([5; 16]), 3, 4, data).unwrap();
+            let (bytes, digest) = s.encode_with_digest();
+            let (mut owned, owned_digest) = Share::decode_owned(bytes.clone()).unwrap();
+            assert_eq!(owned_digest, digest);
+            assert_eq!(owned, s);
+            assert_eq!(owned.data(), s.data());
+            assert_eq!(owned.encode(), bytes);
+            assert_eq!(owned.encoded_len(), bytes.len());
+            if len > 0 {
+                owned.data_mut()[0] ^= 1;
+                assert_ne!(owned, s);
+                assert_eq!(owned.x(), 4);
+                assert_eq!(owned.encode()[SHARE_HEADER_LEN], s.data()[0] ^ 1);
+            }
+            let mut bad = bytes.clone();
+            bad[SHARE_HEADER_LEN / 2] ^= 1;
+            assert_eq!(
+                Share::decode_owned(bad.clone()).err(),
+                Share::decode_with_digest(&bad).err()
+            );
+            owned.zeroize();
+            assert!(owned.data().is_empty());
         }
     }
 
