@@ -99,8 +99,9 @@ pub struct HealthConfig {
     /// Most share bytes per second that repair makes helpers read (MB/s, 10^6 bytes).
     pub repair_rate_mb_s: u32,
     /// Share bytes per second each node re-reads to find rotten or missing shares
-    /// (MB/s, 10^6 bytes; 0 turns scrubbing off). A whole pass over a node's shares
-    /// takes its stored bytes divided by this.
+    /// (MB/s, 10^6 bytes; 0 turns scrubbing off), each share counted as at least one
+    /// 4 KiB block. A whole pass over a node's shares takes its stored bytes (small
+    /// shares rounded up) divided by this.
     pub scrub_mb_s: u32,
     /// Most moves to one new holder that run as one masked-repair session (1 to
     /// [`MAX_REPAIR_BATCH_MOVES`]; 1 runs a session per move).
