@@ -165,6 +165,15 @@ done
 echo "$(ls "$CT" | wc -l) files put, read back identical; metadata in $OUT/records.jsonl"
 grep -q '"segments":3' "$OUT/records.jsonl" || { echo "the slide image was not stored as segments"; exit 1; }
 echo "the slide image was streamed in and out as 3 segments of at most 8 MiB"
+echo "== the hospital withdraws the slide image: erased by its id, every segment with it =="
+SLIDE="$(grep '"segments":3' "$OUT/records.jsonl" | sed 's/.*"id":"\([0-9a-f]*\)".*/\1/')"
+"$KAKERA" erase "${OPS[@]}" --record "$SLIDE" --reason "withdrawn DEMO-WD-1"
+GONE="$("$KAKERA" audit erasure "${AUD[@]}" --record "$SLIDE")"
+echo "$GONE"
+case "$GONE" in
+  *"2 record(s) erased in the same entries"*"3 of 3 record(s) confirmed erased"*) ;;
+  *) echo "the audit did not confirm every segment of the slide image erased"; exit 1 ;;
+esac
 echo
 echo "== revocation: a gateway's key leaks; the CA revokes its certificate =="
 LEAK="demo-leaked-$STAMP"

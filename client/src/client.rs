@@ -1482,6 +1482,47 @@ impl Client {
         }
     }
 
+    /// Every record the entry that erased `id` erased, `id` included: a record stored
+    /// as segments is erased with all its parts in one entry (so are the records of
+    /// one erasure request), and after it nothing in the catalog links them any more
+    /// but that entry in the audit log. Empty if `id` is not erased. Needs the audit
+    /// log (auditor or operator).
+    pub async fn erased_with(&self, id: RecordId) -> Result<Vec<RecordId>, ClientError> {
+        let answer = self
+            .leader_call(Request::ListErased {
+                subject: None,
+                after: record_before(&id),
+                limit: 1,
+            })
+            .await?;
+        let Response::Tombstones { items, .. } = answer else {
+            return Err(unexpected(&answer));
+        };
+        let Some(tomb) = items.into_iter().find(|t| t.id == id) else {
+            return Ok(Vec::new());
+        };
+        // From the erasure on, the entries naming `id` are its erasure and the
+        // erasure checks since: the erasing entry comes first.
+        let query = AuditQuery {
+            record: Some(id),
+            since_ms: Some(tomb.at_ms),
+            ..AuditQuery::default()
+        };
+        let (entries, _) = self.audit_log(query, ERASED_WITH_MAX_ENTRIES).await?;
+        let mut out: Vec<RecordId> = entries
+            .into_iter()
+            .filter(|e| {
+                e.log_index == tomb.log_index
+                    && matches!(e.action, kakera_proto::audit::AuditAction::Erase { .. })
+            })
+            .flat_map(|e| e.records)
+            .collect();
+        out.push(id);
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
     /// Where records stand (committed, erased, absent) and which of `subjects` opted
     /// out (ingest, operator, auditor). At most [`MAX_BATCH_RECORDS`] of each.
     pub async fn lookup(
@@ -1689,6 +1730,16 @@ type FetchDone = (
 
 /// Each record of a fetch answer with its share's bytes (the bytes follow the answer
 /// in item order), or `None` if the node holds none or the bytes fall short.
+/// Audit entries [`Client::erased_with`] reads at most to find an erasing entry.
+const ERASED_WITH_MAX_ENTRIES: usize = 1_000;
+
+/// The record id just before `id` in id order (for a listing that starts after it),
+/// or `None` for the first possible id.
+fn record_before(id: &RecordId) -> Option<RecordId> {
+    let n = u128::from_be_bytes(id.0).checked_sub(1)?;
+    Some(RecordId(n.to_be_bytes()))
+}
+
 /// Each record's share in a node's answer, in the answer's order: the answer's own
 /// buffer when it holds that share alone (a large record's share is not copied),
 /// else a copy of its part; `None` where the node holds none.
@@ -2106,6 +2157,20 @@ mod tests {
 
         let got = shares_of(&[item(1, Some(11))], (0..10).collect());
         assert_eq!(got, vec![(RecordId([1; 16]), None)]);
+    }
+
+    #[test]
+    fn the_record_before_an_id_is_one_less() {
+        use super::record_before;
+        assert_eq!(record_before(&RecordId([0; 16])), None);
+        let mut one = [0u8; 16];
+        one[15] = 1;
+        assert_eq!(record_before(&RecordId(one)), Some(RecordId([0; 16])));
+        let mut carry = [0u8; 16];
+        carry[14] = 1;
+        let mut want = [0u8; 16];
+        want[15] = 0xff;
+        assert_eq!(record_before(&RecordId(carry)), Some(RecordId(want)));
     }
 
     #[test]

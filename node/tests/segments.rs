@@ -170,6 +170,12 @@ async fn a_record_above_max_record_bytes_round_trips_as_segments_and_erases_whol
     got.sort_unstable();
     assert_eq!(got, want, "the record and each of its parts are erased");
     wait_gone_from_disk(&cluster, &windows).await;
+    // An auditor given the record's id alone finds every segment the erasure took
+    // (from the erasing entry in the audit log), and every node confirms each gone.
+    assert_eq!(audit.erased_with(id).await.unwrap(), want);
+    assert_eq!(audit.erased_with(parts[2]).await.unwrap(), want);
+    let reports = audit.check_erasure(&want).await.unwrap();
+    assert!(reports.iter().all(|r| r.confirmed()), "{reports:?}");
     let e = reader.get_stream(JOB, id).await.unwrap_err().to_string();
     assert!(e.contains("erased"), "{e}");
     let left = operator
@@ -177,6 +183,7 @@ async fn a_record_above_max_record_bytes_round_trips_as_segments_and_erases_whol
         .await
         .unwrap();
     assert_eq!(left.len(), 1, "only the small record is left: {left:?}");
+    assert!(audit.erased_with(left[0].id).await.unwrap().is_empty());
 }
 
 /// P4 under faults: a holder killed for good in the middle of a streamed put does

@@ -339,6 +339,38 @@ pub(crate) fn audit_erasure(
 ) -> Result<Outcome, CliError> {
     let reports = runtime()?.block_on(async {
         let c = args.client()?;
+        if !records.is_empty() {
+            // A record stored as segments was erased with its parts in one entry:
+            // check every record that entry erased, not only the ids given.
+            let given = records.len();
+            for id in records.clone() {
+                match c.erased_with(id).await {
+                    Ok(with) => records.extend(with),
+                    Err(kakera_client::ClientError::Net(kakera_net::NetError::Refused {
+                        kind: kakera_proto::ErrorKind::Forbidden,
+                        ..
+                    })) => {
+                        if !json {
+                            println!(
+                                "only an auditor reads the audit log: checking the ids given \
+                                 alone (an auditor's check adds the segments erased with them)"
+                            );
+                        }
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            records.sort_unstable();
+            records.dedup();
+            if !json && records.len() > given {
+                println!(
+                    "{} record(s) erased in the same entries as the {given} given (the \
+                     segments of a large record, or records erased together); checking each",
+                    records.len() - given
+                );
+            }
+        }
         if records.is_empty() {
             let tombs = c.tombstones(subject).await?;
             if !json {
