@@ -1464,21 +1464,33 @@ impl Client {
         let mut after = None;
         // Bounded by the number of tombstones (each page advances `after`).
         loop {
-            let answer = self
-                .leader_call(Request::ListErased {
-                    subject,
-                    after,
-                    limit: MAX_LIST_PAGE,
-                })
-                .await?;
-            let Response::Tombstones { items, next } = answer else {
-                return Err(unexpected(&answer));
-            };
+            let (items, next) = self.tombstones_page(subject, after).await?;
             out.extend(items);
             match next {
                 Some(n) => after = Some(n),
                 None => return Ok(out),
             }
+        }
+    }
+
+    /// One page of [`Client::tombstones`] (at most [`MAX_LIST_PAGE`]), in record id
+    /// order after `after`, and where the next page starts: for a walk over every
+    /// erasure that holds a page at a time.
+    pub async fn tombstones_page(
+        &self,
+        subject: Option<SubjectTag>,
+        after: Option<RecordId>,
+    ) -> Result<(Vec<Tombstone>, Option<RecordId>), ClientError> {
+        let answer = self
+            .leader_call(Request::ListErased {
+                subject,
+                after,
+                limit: MAX_LIST_PAGE,
+            })
+            .await?;
+        match answer {
+            Response::Tombstones { items, next } => Ok((items, next)),
+            other => Err(unexpected(&other)),
         }
     }
 

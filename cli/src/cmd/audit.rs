@@ -337,8 +337,9 @@ pub(crate) fn audit_erasure(
     subject: Option<SubjectTag>,
     json: bool,
 ) -> Result<Outcome, CliError> {
-    let reports = runtime()?.block_on(async {
+    let (checked, confirmed) = runtime()?.block_on(async {
         let c = args.client()?;
+        let mut tally = (0usize, 0usize);
         if !records.is_empty() {
             // A record stored as segments was erased with its parts in one entry:
             // check every record that entry erased, not only the ids given.
@@ -370,86 +371,118 @@ pub(crate) fn audit_erasure(
                     records.len() - given
                 );
             }
-        }
-        if records.is_empty() {
-            let tombs = c.tombstones(subject).await?;
+            check_erased(&c, &records, json, &mut tally).await?;
+        } else {
             if !json {
                 println!(
-                    "{} erased record(s){}; asking every node about each",
-                    tombs.len(),
+                    "asking every node about each erased record{}, a page at a time",
                     subject.map_or(String::new(), |t| format!(
                         " of subject {}",
                         &hex(&t.0)[..16]
                     ))
                 );
             }
-            records.extend(tombs.iter().map(|t| t.id));
+            let mut after = None;
+            // Bounded by the number of tombstones: each page advances `after`.
+            loop {
+                let (page, next) = c.tombstones_page(subject, after).await?;
+                let ids: Vec<RecordId> = page.iter().map(|t| t.id).collect();
+                check_erased(&c, &ids, json, &mut tally).await?;
+                match next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
         }
         if let Some(tag) = subject {
             // Records of the subject still live (its erasure not finished, or never
             // asked for) are reported as not erased.
-            let live = c.list_all(ListFilter::Subject(tag), usize::MAX).await?;
-            records.extend(live.iter().map(|e| e.id));
-        }
-        records.sort_unstable();
-        records.dedup();
-        let mut reports = Vec::with_capacity(records.len());
-        for chunk in records.chunks(c.batch_records()) {
-            reports.extend(c.check_erasure(chunk).await?);
+            let mut after = None;
+            // Bounded by the subject's records: each page advances `after`.
+            loop {
+                let page = c
+                    .list(
+                        ListFilter::Subject(tag),
+                        after,
+                        kakera_proto::catalog::MAX_LIST_PAGE,
+                    )
+                    .await?;
+                let ids: Vec<RecordId> = page.entries.iter().map(|e| e.id).collect();
+                check_erased(&c, &ids, json, &mut tally).await?;
+                match page.next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
         }
         c.close().await;
-        Ok::<_, CliError>(reports)
+        Ok::<_, CliError>(tally)
     })?;
-    let mut confirmed = 0;
-    for r in &reports {
-        if r.confirmed() {
-            confirmed += 1;
-        }
-        if json {
-            json_line(&serde_json::json!({
-                "record": r.record.to_string(),
-                "confirmed": r.confirmed(),
-                "in_catalog": r.in_catalog,
-                "remnants": r.remnants,
-                "unreachable": r.unreachable.iter().map(|(n, rack, why)| serde_json::json!({"node": n, "rack": rack, "reason": why})).collect::<Vec<_>>(),
-                "nodes_checked": r.nodes_checked,
-            }));
-            continue;
-        }
-        if r.confirmed() {
-            println!(
-                "{}  gone: not in the catalog, and none of {} nodes holds any share of it",
-                r.record, r.nodes_checked
-            );
-            continue;
-        }
-        println!("{}  NOT confirmed erased:", r.record);
-        if r.in_catalog {
-            println!("    the record is live in the catalog (it was never erased)");
-        }
-        for m in &r.remnants {
-            let what = match (m.committed, m.staged) {
-                (true, true) => "a committed and a staged share",
-                (true, false) => "a committed share",
-                _ => "a staged share",
-            };
-            println!("    node {} ({}) still holds {what}", m.node, m.rack);
-        }
-        for (node, rack, why) in &r.unreachable {
-            println!("    node {node} ({rack}) could not be checked: {why}");
-        }
-    }
     if !json {
-        println!(
-            "{confirmed} of {} record(s) confirmed erased on every node",
-            reports.len()
-        );
+        println!("{confirmed} of {checked} record(s) confirmed erased on every node");
     }
-    Ok(if confirmed == reports.len() {
+    Ok(if confirmed == checked {
         Outcome::Ok
     } else {
         Outcome::Problem
     })
+}
+
+/// Asks every node about `ids` (in requests of the cluster's batch size), prints
+/// each record's verdict as it comes and adds to `tally` (checked, confirmed).
+async fn check_erased(
+    c: &kakera_client::Client,
+    ids: &[RecordId],
+    json: bool,
+    tally: &mut (usize, usize),
+) -> Result<(), CliError> {
+    for chunk in ids.chunks(c.batch_records()) {
+        for r in c.check_erasure(chunk).await? {
+            tally.0 += 1;
+            if r.confirmed() {
+                tally.1 += 1;
+            }
+            print_erasure_report(&r, json);
+        }
+    }
+    Ok(())
+}
+
+/// One record's erasure verdict, as a JSON line or as sentences.
+fn print_erasure_report(r: &kakera_client::verify::ErasureReport, json: bool) {
+    if json {
+        json_line(&serde_json::json!({
+            "record": r.record.to_string(),
+            "confirmed": r.confirmed(),
+            "in_catalog": r.in_catalog,
+            "remnants": r.remnants,
+            "unreachable": r.unreachable.iter().map(|(n, rack, why)| serde_json::json!({"node": n, "rack": rack, "reason": why})).collect::<Vec<_>>(),
+            "nodes_checked": r.nodes_checked,
+        }));
+        return;
+    }
+    if r.confirmed() {
+        println!(
+            "{}  gone: not in the catalog, and none of {} nodes holds any share of it",
+            r.record, r.nodes_checked
+        );
+        return;
+    }
+    println!("{}  NOT confirmed erased:", r.record);
+    if r.in_catalog {
+        println!("    the record is live in the catalog (it was never erased)");
+    }
+    for m in &r.remnants {
+        let what = match (m.committed, m.staged) {
+            (true, true) => "a committed and a staged share",
+            (true, false) => "a committed share",
+            _ => "a staged share",
+        };
+        println!("    node {} ({}) still holds {what}", m.node, m.rack);
+    }
+    for (node, rack, why) in &r.unreachable {
+        println!("    node {node} ({rack}) could not be checked: {why}");
+    }
 }
 
 /// Records per verification round (one audit ticket each).
