@@ -1498,7 +1498,7 @@ impl Client {
     /// as segments is erased with all its parts in one entry (so are the records of
     /// one erasure request), and after it nothing in the catalog links them any more
     /// but that entry in the audit log. Empty if `id` is not erased. Needs the audit
-    /// log (auditor or operator).
+    /// log: an auditor's identity (an operator's is refused as forbidden).
     pub async fn erased_with(&self, id: RecordId) -> Result<Vec<RecordId>, ClientError> {
         let answer = self
             .leader_call(Request::ListErased {
