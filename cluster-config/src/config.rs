@@ -101,7 +101,8 @@ pub struct HealthConfig {
     /// Share bytes per second each node re-reads to find rotten or missing shares
     /// (MB/s, 10^6 bytes; 0 turns scrubbing off), each share counted as at least one
     /// 4 KiB block. A whole pass over a node's shares takes its stored bytes (small
-    /// shares rounded up) divided by this.
+    /// shares rounded up) divided by this, and up to four times as long while the
+    /// node serves requests (its scrubber then runs at a quarter of the rate).
     pub scrub_mb_s: u32,
     /// Most moves to one new holder that run as one masked-repair session (1 to
     /// [`MAX_REPAIR_BATCH_MOVES`]; 1 runs a session per move).

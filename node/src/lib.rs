@@ -1,6 +1,7 @@
 //! kakera-node: the storage daemon. One QUIC endpoint with mutual TLS, openraft over
 //! RocksDB for the catalog, and (with the data path) the share store.
 
+pub mod background;
 pub mod backup;
 pub mod clock;
 pub mod daemon;

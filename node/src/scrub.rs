@@ -2,7 +2,8 @@
 //! scrub_mb_s`, the shares its catalog says it holds, and reports to the leader each
 //! one that is missing or whose bytes do not hash to the digest the catalog names
 //! (`transport::report`). The leader confirms with this node before it repairs
-//! anything. A pass walks the catalog a page at a time in record order and holds one
+//! anything. While the node serves the data path the pass runs at a quarter of that
+//! rate (`crate::background`). A pass walks the catalog a page at a time in record order and holds one
 //! page and one share; between passes it rests, so an idle cluster does not spin.
 
 use std::sync::Arc;
@@ -78,6 +79,7 @@ pub async fn run(ctx: Arc<ServerContext>, identity: Identity, mut shutdown: watc
     let mut last_report = tokio::time::Instant::now();
     let mut started = tokio::time::Instant::now();
     let mut spent_bytes = 0u64;
+    let mut serving = ctx.view.foreground.watch();
     // Bounded by shutdown; every step reads one page and sleeps for its bytes.
     loop {
         if *shutdown.borrow() {
@@ -143,10 +145,13 @@ pub async fn run(ctx: Arc<ServerContext>, identity: Identity, mut shutdown: watc
             }
             last_report = tokio::time::Instant::now();
         }
-        // Pacing: the bytes read so far against the rate since the pass started.
+        // Pacing: the bytes read so far against the rate since the pass started; a
+        // step while the node serves requests counts four times (a quarter of the
+        // pace: `crate::background`).
+        let cost = crate::background::step_cost(bytes, serving.busy(&ctx.view.foreground));
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let wait_ms = crate::repair::pace_wait_ms(spent_bytes, bytes, elapsed_ms, rate_mb_s);
-        spent_bytes = spent_bytes.saturating_add(bytes);
+        let wait_ms = crate::repair::pace_wait_ms(spent_bytes, cost, elapsed_ms, rate_mb_s);
+        spent_bytes = spent_bytes.saturating_add(cost);
         if wait_ms > 0 {
             rest(&mut shutdown, wait_ms).await;
         }

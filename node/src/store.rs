@@ -75,14 +75,28 @@ pub const METADATA_BLOCK_BYTES: usize = 4096;
 /// Read-ahead of a walk over a whole family: sequential reads in large requests.
 pub const WALK_READAHEAD_BYTES: usize = 2 * 1024 * 1024;
 
-/// Read options for a walk over a whole family or a long range of it (snapshots,
-/// repair scans, listings, erasure sweeps, backups): its blocks are read once, so
+/// Read options for a walk over a whole family or a long range of it in one
+/// iterator (snapshots, erasure sweeps, backups): its blocks are read once, so
 /// they bypass the shared block cache instead of pushing the hot blocks (index and
 /// filter blocks, recent records) out of it.
 pub fn walk_options() -> rocksdb::ReadOptions {
     let mut o = rocksdb::ReadOptions::default();
     o.fill_cache(false);
     o.set_readahead_size(WALK_READAHEAD_BYTES);
+    o
+}
+
+/// Read options for one page of a walk (a listing page, a step of the scrubber's or
+/// the repair scan's pass: a few hundred entries, a new iterator each). Its blocks
+/// bypass the block cache, as a whole walk's do, but it sets no read-ahead of its
+/// own: RocksDB's automatic one starts small and grows only while the iterator
+/// keeps reading a file in order. With [`WALK_READAHEAD_BYTES`], each page read
+/// 2 MiB from every file its iterator touched to use a few hundred KB of it, and
+/// the passes of the scrubber and the repair scan, which never rest at 10^7
+/// records, read far more than they used.
+pub fn page_options() -> rocksdb::ReadOptions {
+    let mut o = rocksdb::ReadOptions::default();
+    o.fill_cache(false);
     o
 }
 

@@ -4,9 +4,13 @@
 //! each checkpoint (the empty cluster, then every power of ten from 10^4, then N);
 //! at each checkpoint, once the nodes' flushes and compactions have finished, the
 //! same probe runs `probe_rounds` times: `probe_records` records of `probe_bytes` put
-//! and read back (every byte checked); the median round is reported. Then each
-//! node's memory by holder (resident, Rust heap, RocksDB) and its data directory's
-//! size are read. The probe at the empty cluster is the
+//! and read back (every byte checked); the median round is reported. Before the
+//! probe the nodes' CPU is sampled with nothing asked of them (their background
+//! work: scrubbing, the repair scan), and over the rounds the nodes' and the
+//! client's CPU and the nodes' reads are taken from /proc, per probe record: the
+//! same work at every checkpoint, so a figure that grows with the catalog says
+//! where the time went. Then each node's memory by holder (resident, Rust heap,
+//! RocksDB) and its data directory's size are read. The probe at the empty cluster is the
 //! baseline every later probe is compared with, in the same run; a warm-up batch
 //! before it opens connections and fills caches so the baseline is not the cold start.
 //!
@@ -58,6 +62,8 @@ const READ_BACK_BATCH: usize = 256;
 const SETTLE_TIMEOUT_S: u64 = 900;
 /// How often the settle step asks the nodes for their status.
 const SETTLE_POLL_MS: u64 = 1_000;
+/// How long the nodes' background CPU is sampled before each probe.
+const IDLE_SAMPLE_MS: u64 = 5_000;
 
 /// What to measure.
 #[derive(Debug, Clone, Serialize)]
@@ -119,8 +125,76 @@ pub struct ScalePoint {
     pub get: Phase,
     /// Every round's put and get records/s, in order.
     pub rounds_records_per_s: Vec<(f64, f64)>,
+    /// What the nodes and the client spent over all the rounds (None where /proc
+    /// could not be read, or a node restarted).
+    pub probe_cost: Option<ProbeCost>,
+    /// CPU of every node, in cores, over [`IDLE_SAMPLE_MS`] before the probe with
+    /// nothing asked of them (settled): their background work (scrubbing, the
+    /// leader's repair scan, heartbeats), which the probe then shares the cores with.
+    pub idle_node_cpu_cores: Option<f64>,
     /// Each running node after the probe.
     pub nodes: Vec<NodeFootprint>,
+}
+
+/// What a checkpoint's probe rounds cost, read from /proc: the same work at every
+/// checkpoint, so a figure that grows with the catalog says where its time went.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ProbeCost {
+    /// CPU seconds of every running node, user and system (their background work,
+    /// scrubbing, repair scans, compactions, included).
+    pub node_cpu_s: f64,
+    /// CPU seconds of this process (the client side of the probe).
+    pub client_cpu_s: f64,
+    /// Bytes the nodes had read from the storage device (`read_bytes`: page-cache
+    /// misses).
+    pub node_disk_read_bytes: u64,
+    /// Bytes the nodes read through system calls (`rchar`: page-cache hits too).
+    pub node_read_call_bytes: u64,
+}
+
+/// The counters [`ProbeCost`] is the difference of.
+#[derive(Debug, Clone, PartialEq)]
+struct CostSample {
+    pids: Vec<u32>,
+    node_ticks: u64,
+    client_ticks: u64,
+    disk_read_bytes: u64,
+    read_call_bytes: u64,
+}
+
+/// The counters now, or None if a process's /proc entries cannot be read.
+fn cost_sample(pids: &[(u64, u32)]) -> Option<CostSample> {
+    let ticks = |p: &procfs::process::Process| p.stat().ok().map(|s| s.utime + s.stime);
+    let mut sample = CostSample {
+        pids: pids.iter().map(|(_, pid)| *pid).collect(),
+        node_ticks: 0,
+        client_ticks: ticks(&procfs::process::Process::myself().ok()?)?,
+        disk_read_bytes: 0,
+        read_call_bytes: 0,
+    };
+    for &pid in &sample.pids {
+        let p = procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?;
+        let io = p.io().ok()?;
+        sample.node_ticks += ticks(&p)?;
+        sample.disk_read_bytes += io.read_bytes;
+        sample.read_call_bytes += io.rchar;
+    }
+    Some(sample)
+}
+
+/// What was spent from `before` to `after`; None if the nodes are not the same
+/// processes.
+fn probe_cost(before: &CostSample, after: &CostSample) -> Option<ProbeCost> {
+    if before.pids != after.pids {
+        return None;
+    }
+    let s = |ticks: u64| ticks as f64 / procfs::ticks_per_second() as f64;
+    Some(ProbeCost {
+        node_cpu_s: s(after.node_ticks.checked_sub(before.node_ticks)?),
+        client_cpu_s: s(after.client_ticks.checked_sub(before.client_ticks)?),
+        node_disk_read_bytes: after.disk_read_bytes.checked_sub(before.disk_read_bytes)?,
+        node_read_call_bytes: after.read_call_bytes.checked_sub(before.read_call_bytes)?,
+    })
 }
 
 /// One snapshot line from a node's log.
@@ -281,9 +355,16 @@ pub async fn run(
             opts.probe_records,
             stats::size_name(opts.probe_bytes)
         ));
+        let idle_before = cost_sample(&cluster.pids());
+        tokio::time::sleep(Duration::from_millis(IDLE_SAMPLE_MS)).await;
+        let idle_node_cpu_cores = idle_before
+            .zip(cost_sample(&cluster.pids()))
+            .and_then(|(before, after)| probe_cost(&before, &after))
+            .map(|c| c.node_cpu_s * 1000.0 / IDLE_SAMPLE_MS as f64);
         let mut puts = Vec::new();
         let mut gets = Vec::new();
         let mut ids = Vec::new();
+        let cost_before = cost_sample(&cluster.pids());
         for _ in 0..opts.probe_rounds {
             let batches = make_batches(
                 opts.probe_bytes,
@@ -297,6 +378,9 @@ pub async fn run(
             catalog += round_ids.len() as u64;
             ids = round_ids;
         }
+        let probe_cost = cost_before
+            .zip(cost_sample(&cluster.pids()))
+            .and_then(|(before, after)| probe_cost(&before, &after));
         let rounds_records_per_s = puts
             .iter()
             .zip(&gets)
@@ -319,6 +403,8 @@ pub async fn run(
             put,
             get,
             rounds_records_per_s,
+            probe_cost,
+            idle_node_cpu_cores,
             nodes,
         });
         probe_ids = ids;
@@ -767,6 +853,47 @@ pub fn render(report: &ScaleReport) -> String {
          block cache)\n",
     );
     out.push_str(&format!(
+        "\n{:>10} {:>10} {:>11} {:>13} {:>11} {:>11}  {}\n",
+        "catalog",
+        "idle cores",
+        "node cpu us",
+        "client cpu us",
+        "disk rd B",
+        "rd call B",
+        "rounds put/get r/s"
+    ));
+    let per_record = (report.options.probe_records.max(1)
+        * u64::from(report.options.probe_rounds.max(1))) as f64;
+    for p in &report.points {
+        let rounds = p
+            .rounds_records_per_s
+            .iter()
+            .map(|(put, get)| format!("{put:.0}/{get:.0}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let cost = |f: fn(&ProbeCost) -> f64| {
+            p.probe_cost
+                .as_ref()
+                .map_or("-".to_string(), |c| format!("{:.0}", f(c) / per_record))
+        };
+        out.push_str(&format!(
+            "{:>10} {:>10} {:>11} {:>13} {:>11} {:>11}  {}\n",
+            p.catalog_records,
+            p.idle_node_cpu_cores
+                .map_or("-".to_string(), |c| format!("{c:.2}")),
+            cost(|c| c.node_cpu_s * 1e6),
+            cost(|c| c.client_cpu_s * 1e6),
+            cost(|c| c.node_disk_read_bytes as f64),
+            cost(|c| c.node_read_call_bytes as f64),
+            rounds,
+        ));
+    }
+    out.push_str(
+        "(idle cores: every node's CPU before the probe with nothing asked of it; then per probe \
+         record, put and read back, over all rounds: the CPU of every node and of the client, the \
+         nodes' reads from the disk and through system calls)\n",
+    );
+    out.push_str(&format!(
         "\nlargest catalog over empty: put {:.2}x, get {:.2}x\n",
         report.put_ratio, report.get_ratio
     ));
@@ -825,6 +952,46 @@ pub fn render(report: &ScaleReport) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
     use super::*;
+
+    /// The probe's cost is a difference of the same processes' counters: a node
+    /// restarted between the samples (its counters start again) gives no figure
+    /// rather than a wrong one.
+    #[test]
+    fn probe_cost_is_the_difference_of_one_set_of_processes() {
+        let before = CostSample {
+            pids: vec![10, 11],
+            node_ticks: 100,
+            client_ticks: 50,
+            disk_read_bytes: 4096,
+            read_call_bytes: 10_000,
+        };
+        let after = CostSample {
+            node_ticks: 100 + procfs::ticks_per_second() * 3,
+            client_ticks: 50 + procfs::ticks_per_second(),
+            disk_read_bytes: 8192,
+            read_call_bytes: 30_000,
+            ..before.clone()
+        };
+        let cost = probe_cost(&before, &after).unwrap();
+        assert_eq!(cost.node_cpu_s, 3.0);
+        assert_eq!(cost.client_cpu_s, 1.0);
+        assert_eq!(cost.node_disk_read_bytes, 4096);
+        assert_eq!(cost.node_read_call_bytes, 20_000);
+        let restarted = CostSample {
+            pids: vec![10, 12],
+            ..after.clone()
+        };
+        assert_eq!(probe_cost(&before, &restarted), None);
+        let reset = CostSample {
+            node_ticks: 1,
+            ..after
+        };
+        assert_eq!(probe_cost(&before, &reset), None);
+        // This process and its own /proc entries are readable here.
+        let me = std::process::id();
+        let sample = cost_sample(&[(1, me)]).unwrap();
+        assert!(sample.read_call_bytes > 0);
+    }
 
     #[test]
     fn checkpoints_are_decades_then_the_target() {

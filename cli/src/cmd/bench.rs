@@ -78,11 +78,13 @@ pub(crate) struct BenchArgs {
     /// Scale mode: size of each fill record.
     #[arg(long, default_value = "64")]
     fill_bytes: String,
-    /// Scale mode: records per probe (1 KiB each), put then read back.
-    #[arg(long, default_value_t = 8192)]
+    /// Scale mode: records per probe round (1 KiB each), put then read back. The
+    /// default writes 32 MiB of shares per node a round, a memtable's worth, so
+    /// every checkpoint's rounds pay for their own flushes, the empty cluster's too.
+    #[arg(long, default_value_t = 32768)]
     probe_records: u64,
     /// Scale mode: probes per checkpoint; the median one's records/s is reported.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     probe_rounds: u32,
     /// Scale mode: skip the catch-ups at the end (a killed follower, then a wiped one)
     #[arg(long)]

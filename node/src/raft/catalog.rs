@@ -749,7 +749,7 @@ impl StateMachine {
     ) -> io::Result<bool> {
         let catalog = Families::of(&self.db)?;
         for (seen, item) in catalog
-            .iter_from(from, crate::store::walk_options())
+            .iter_from(from, crate::store::page_options())
             .enumerate()
         {
             if seen >= MAX_SCAN_KEYS {

@@ -67,6 +67,9 @@ pub struct ClusterView {
     /// Batched repair sessions this node runs as a new holder at once (memory:
     /// each holds k terms of at most `BATCH_SESSION_BYTES`).
     pub repair_sessions: tokio::sync::Semaphore,
+    /// Data-path requests this node was asked: its background passes (scrubbing,
+    /// the repair scan) slow down while these come (`crate::background`).
+    pub foreground: crate::background::Foreground,
 }
 
 impl Default for ClusterView {
@@ -80,6 +83,7 @@ impl Default for ClusterView {
             bad_shares: Mutex::new(BTreeMap::new()),
             scrub: Mutex::new(Default::default()),
             repair_sessions: tokio::sync::Semaphore::new(SESSIONS_AT_ONCE),
+            foreground: Default::default(),
         }
     }
 }

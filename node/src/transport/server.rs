@@ -394,6 +394,9 @@ async fn handle_stream(
     let (response, trailer) = match read {
         Ok(Some(Ok((env, _held)))) => {
             name = env.body.name();
+            if crate::background::Foreground::is_data_path(env.body.operation()) {
+                ctx.view.foreground.asked();
+            }
             if ctx.trust.is_revoked(&cert) {
                 let _ = recv.stop(0u32.into());
                 (revoked(&identity, &cert), Vec::new())
