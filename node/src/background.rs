@@ -1,9 +1,9 @@
-//! Background passes give way to the data path. A node's scrubber and the leader's
-//! routine repair scan walk the whole catalog and never rest at 10^7 records; while
-//! the node answers stage, commit, open-read or fetch requests they run at a
-//! quarter of their idle pace ([`BUSY_SLOWDOWN`]), never less, so under a load that
-//! never stops a pass still ends, in at most four times its idle time. A repair scan
-//! while a node is dead or draining is not routine and keeps its full pace.
+//! Background passes give way to the data path. A node's scrubber walks the whole
+//! catalog and never rests at 10^7 records; while the node answers stage, commit,
+//! open-read or fetch requests it runs at a quarter of its idle pace
+//! ([`BUSY_SLOWDOWN`]), never less, so under a load that never stops a pass still
+//! ends, in at most four times its idle time. (The leader's repair scan keeps its
+//! pace.)
 //!
 //! Pure: the server counts requests ([`Foreground::answered`]); each pass asks, step
 //! by step, whether any came since its last step ([`ForegroundWatch::busy`]).
@@ -32,7 +32,7 @@ impl Foreground {
         }
     }
 
-    /// Whether `request` is on the data path: what background passes give way to.
+    /// Whether `op` is on the data path: what background passes give way to.
     pub fn is_data_path(op: kakera_proto::message::Operation) -> bool {
         use kakera_proto::message::Operation;
         matches!(
@@ -69,17 +69,6 @@ pub fn step_cost(cost: u64, busy: bool) -> u64 {
     }
 }
 
-/// Catalog pages the repair scan reads in one tick: `idle_pages`, or a quarter of
-/// them (at least one) while the node is busy and no node is dead or draining (a
-/// routine scan); an `urgent` scan keeps its pace.
-pub fn scan_pages(idle_pages: usize, busy: bool, urgent: bool) -> usize {
-    if busy && !urgent {
-        (idle_pages / BUSY_SLOWDOWN as usize).max(1)
-    } else {
-        idle_pages
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,17 +87,12 @@ mod tests {
     }
 
     /// Busy, a step costs four times its bytes (a quarter of the pace, never a
-    /// stop); idle, its bytes. The routine scan reads a quarter of its pages while
-    /// busy, the urgent one all of them, and never none.
+    /// stop); idle, its bytes.
     #[test]
     fn background_passes_slow_down_but_never_stop() {
         assert_eq!(step_cost(1 << 20, false), 1 << 20);
         assert_eq!(step_cost(1 << 20, true), 4 << 20);
         assert_eq!(step_cost(u64::MAX, true), u64::MAX);
-        assert_eq!(scan_pages(8, false, false), 8);
-        assert_eq!(scan_pages(8, true, false), 2);
-        assert_eq!(scan_pages(8, true, true), 8);
-        assert_eq!(scan_pages(1, true, false), 1);
         // At 10 MB/s (a bucket of 10 MB), after eight pages of 1 MiB of budget at
         // once, a busy node's scrubber waits before its ninth where an idle one does
         // not (crate::repair::pace_wait_ms).

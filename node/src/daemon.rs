@@ -720,18 +720,16 @@ struct Repairer {
     planned: Vec<crate::repair::Need>,
     counts: BTreeMap<u64, u64>,
     was_leader: bool,
-    serving: crate::background::ForegroundWatch,
 }
 
 impl Repairer {
     fn new(ctx: Arc<ServerContext>) -> Repairer {
         Repairer {
+            ctx,
             cursor: None,
             planned: Vec::new(),
             counts: BTreeMap::new(),
             was_leader: false,
-            serving: ctx.view.foreground.watch(),
-            ctx,
         }
     }
 
@@ -856,29 +854,17 @@ impl Repairer {
         Ok(())
     }
 
-    /// Scans a few pages (a quarter of them while the node serves requests and no
-    /// node is dead or draining: `crate::background`); at the end of a pass,
-    /// publishes counts and assigns moves.
+    /// Scans a few pages; at the end of a pass, publishes counts and assigns moves.
     async fn scan(&mut self, facts: &BTreeMap<u64, NodeFacts>) -> Result<(), String> {
         let ctx = self.ctx.clone();
         let facts_owned = facts.clone();
         let cursor = self.cursor;
-        // Not routine: a node's shares must move, or the last pass found shares to
-        // move, or this one has so far.
-        let urgent = facts.values().any(|f| f.evicts().is_some())
-            || !self.planned.is_empty()
-            || lock(&self.ctx.view.progress).needed > 0;
-        let pages = crate::background::scan_pages(
-            REPAIR_SCAN_PAGES_PER_TICK,
-            self.serving.busy(&self.ctx.view.foreground),
-            urgent,
-        );
         let scanned = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
             let mut after = cursor;
             let mut needs = Vec::new();
             let mut counts: BTreeMap<u64, u64> = BTreeMap::new();
             let mut wrapped = false;
-            for _ in 0..pages {
+            for _ in 0..REPAIR_SCAN_PAGES_PER_TICK {
                 let (page, next) = ctx.state.list(
                     &kakera_proto::catalog::ListFilter::All,
                     after,

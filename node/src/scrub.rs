@@ -3,8 +3,9 @@
 //! one that is missing or whose bytes do not hash to the digest the catalog names
 //! (`transport::report`). The leader confirms with this node before it repairs
 //! anything. While the node serves the data path the pass runs at a quarter of that
-//! rate (`crate::background`). A pass walks the catalog a page at a time in record order and holds one
-//! page and one share; between passes it rests, so an idle cluster does not spin.
+//! rate (`crate::background`). A pass walks the catalog a page at a time in record
+//! order and holds one page and one share; between passes it rests, so an idle
+//! cluster does not spin.
 
 use std::sync::Arc;
 use std::time::Duration;

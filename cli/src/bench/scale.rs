@@ -14,7 +14,7 @@
 //! baseline every later probe is compared with, in the same run; a warm-up batch
 //! before it opens connections and fills caches so the baseline is not the cold start.
 //!
-//! Last, two catch-ups. A follower is killed with SIGKILL, the leader commits read
+//! Then two catch-ups (unless left out). A follower is killed with SIGKILL, the leader commits read
 //! tickets until it has taken a snapshot past the follower's log and dropped the
 //! entries it would have needed (so only a snapshot can bring it back), and the
 //! follower is restarted; the clock runs from its start until it has applied what the
@@ -24,6 +24,12 @@
 //! snapshots taken, sent and installed are read from the nodes' logs (`snapshot
 //! taken`, `snapshot sent and installed`, `snapshot installed` lines), so their
 //! sizes and times are the nodes' own.
+//!
+//! Last, the filled cluster is stopped and the same probe runs on a new, empty
+//! cluster: a closing baseline. The machine's speed drifts over a long run (on the
+//! 2-core bench machine, the empty cluster's probe cost 222 to 311 µs of node CPU
+//! per record in runs an hour apart), so the largest catalog is compared with a
+//! baseline on each side of it.
 //!
 //! Fill records are generated per batch as the workers need them: the client holds
 //! `concurrency` batches at a time, never the catalog.
@@ -252,6 +258,13 @@ pub struct ScaleReport {
     pub put_ratio: f64,
     /// Probe get records/s at the largest catalog over the empty cluster's.
     pub get_ratio: f64,
+    /// The same probe on a new, empty cluster started after the filled one was
+    /// stopped (the machine's drift over the run shows against the first baseline).
+    pub closing_baseline: ScalePoint,
+    /// Probe put records/s at the largest catalog over the closing baseline's.
+    pub closing_put_ratio: f64,
+    /// Probe get records/s at the largest catalog over the closing baseline's.
+    pub closing_get_ratio: f64,
     /// Every snapshot the nodes logged during the run.
     pub snapshots: Vec<SnapshotEvent>,
     /// Snapshot stream bytes per catalog record (the largest snapshot sent).
@@ -313,20 +326,7 @@ pub async fn run(
         setup,
     } = super::start(&opts.dir, &opts.node_binary, pacing, SCALE_LOG_FILTER, say).await?;
     let max_batch = ingest.batch_records();
-    let probe_shape = Shape {
-        record_bytes: opts.probe_bytes,
-        batch_records: batch_records(opts.probe_bytes, opts.batch_bytes, max_batch),
-        concurrency: opts.concurrency,
-    };
-    say("warm-up: one probe batch".into());
-    let warm = make_batches(
-        opts.probe_bytes,
-        probe_shape.batch_records as u64,
-        probe_shape.batch_records,
-    )?;
-    let (_, warm_ids) = put_phase(&ingest, Mode::Sharing, probe_shape, warm).await?;
-    get_phase(&reader, Mode::Sharing, probe_shape, &warm_ids).await?;
-    let mut catalog = warm_ids.len() as u64;
+    let mut catalog = warm_up(opts, &ingest, &reader, say).await?;
     let mut points = Vec::new();
     let mut probe_ids = Vec::new();
     for target in checkpoints(opts.records) {
@@ -343,70 +343,15 @@ pub async fn run(
         } else {
             None
         };
-        let catalog_before = catalog;
-        let settle_started = Instant::now();
-        let settled = settle(&cluster, &operator).await;
-        let settle_ms = settle_started.elapsed().as_secs_f64() * 1000.0;
-        say(format!(
-            "probe at {catalog} records (settled in {:.1} s{}): {} rounds of {} records of {} put and read back",
-            settle_ms / 1000.0,
-            if settled { "" } else { ", not settled" },
-            opts.probe_rounds,
-            opts.probe_records,
-            stats::size_name(opts.probe_bytes)
-        ));
-        let idle_before = cost_sample(&cluster.pids());
-        tokio::time::sleep(Duration::from_millis(IDLE_SAMPLE_MS)).await;
-        let idle_node_cpu_cores = idle_before
-            .zip(cost_sample(&cluster.pids()))
-            .and_then(|(before, after)| probe_cost(&before, &after))
-            .map(|c| c.node_cpu_s * 1000.0 / IDLE_SAMPLE_MS as f64);
-        let mut puts = Vec::new();
-        let mut gets = Vec::new();
-        let mut ids = Vec::new();
-        let cost_before = cost_sample(&cluster.pids());
-        for _ in 0..opts.probe_rounds {
-            let batches = make_batches(
-                opts.probe_bytes,
-                opts.probe_records,
-                probe_shape.batch_records,
-            )?;
-            let (put, round_ids) = put_phase(&ingest, Mode::Sharing, probe_shape, batches).await?;
-            let get = get_phase(&reader, Mode::Sharing, probe_shape, &round_ids).await?;
-            puts.push(put);
-            gets.push(get);
-            catalog += round_ids.len() as u64;
-            ids = round_ids;
-        }
-        let probe_cost = cost_before
-            .zip(cost_sample(&cluster.pids()))
-            .and_then(|(before, after)| probe_cost(&before, &after));
-        let rounds_records_per_s = puts
-            .iter()
-            .zip(&gets)
-            .map(|(p, g)| (p.records_per_s, g.records_per_s))
-            .collect();
-        let (put, get) = (median(puts)?, median(gets)?);
-        cluster.check_alive()?;
-        let nodes = footprints(&cluster, &operator).await;
-        say(format!(
-            "  put {:.0} records/s, get {:.0} records/s, largest node RSS {:.0} MiB",
-            put.records_per_s,
-            get.records_per_s,
-            nodes.iter().filter_map(|n| n.rss_bytes).max().unwrap_or(0) as f64 / 1048576.0
-        ));
-        points.push(ScalePoint {
-            catalog_records: catalog_before,
-            fill_records_per_s,
-            settle_ms,
-            settled,
-            put,
-            get,
-            rounds_records_per_s,
-            probe_cost,
-            idle_node_cpu_cores,
-            nodes,
-        });
+        let mut probe = Probe {
+            opts,
+            cluster: &mut cluster,
+            operator: &operator,
+            ingest: &ingest,
+            reader: &reader,
+        };
+        let (point, ids) = probe.at(&mut catalog, fill_records_per_s, say).await?;
+        points.push(point);
         probe_ids = ids;
     }
     let mut catch_ups = Vec::new();
@@ -429,6 +374,36 @@ pub async fn run(
         .filter_map(|e| e.size_bytes)
         .max()
         .map(|b| b as f64 / catalog.max(1) as f64);
+    // The empty cluster again, on a fresh cluster once the filled one is stopped:
+    // the machine's speed drifts over a long run, and a baseline on each side of the
+    // largest catalog's probe shows by how much.
+    drop(cluster);
+    say("closing baseline: the same probe on a new, empty cluster".into());
+    let closing = {
+        let Started {
+            mut cluster,
+            operator,
+            ingest,
+            reader,
+            ..
+        } = super::start(
+            &opts.dir.join("closing-baseline"),
+            &opts.node_binary,
+            pacing,
+            SCALE_LOG_FILTER,
+            say,
+        )
+        .await?;
+        let mut empty = warm_up(opts, &ingest, &reader, say).await?;
+        let mut probe = Probe {
+            opts,
+            cluster: &mut cluster,
+            operator: &operator,
+            ingest: &ingest,
+            reader: &reader,
+        };
+        probe.at(&mut empty, None, say).await?.0
+    };
     let (first, last) = match (points.first(), points.last()) {
         (Some(f), Some(l)) => (f, l),
         _ => return Err(CliError::Bench("no checkpoint was measured".into())),
@@ -440,11 +415,129 @@ pub async fn run(
         options: opts.clone(),
         put_ratio: ratio(last.put.records_per_s, first.put.records_per_s),
         get_ratio: ratio(last.get.records_per_s, first.get.records_per_s),
+        closing_put_ratio: ratio(last.put.records_per_s, closing.put.records_per_s),
+        closing_get_ratio: ratio(last.get.records_per_s, closing.get.records_per_s),
+        closing_baseline: closing,
         points,
         snapshots,
         snapshot_bytes_per_record,
         catch_ups,
     })
+}
+
+/// The warm-up before a cluster's first probe (connections opened, caches
+/// filled, so a baseline is not the cold start): one probe batch put and read back.
+/// Returns the records it stored.
+async fn warm_up(
+    opts: &ScaleOptions,
+    ingest: &Arc<Client>,
+    reader: &Arc<Client>,
+    say: &mut (dyn FnMut(String) + Send),
+) -> Result<u64, CliError> {
+    let shape = probe_shape(opts, ingest);
+    say("warm-up: one probe batch".into());
+    let warm = make_batches(
+        opts.probe_bytes,
+        shape.batch_records as u64,
+        shape.batch_records,
+    )?;
+    let (_, ids) = put_phase(ingest, Mode::Sharing, shape, warm).await?;
+    get_phase(reader, Mode::Sharing, shape, &ids).await?;
+    Ok(ids.len() as u64)
+}
+
+/// The probe's request shape.
+fn probe_shape(opts: &ScaleOptions, ingest: &Client) -> Shape {
+    Shape {
+        record_bytes: opts.probe_bytes,
+        batch_records: batch_records(opts.probe_bytes, opts.batch_bytes, ingest.batch_records()),
+        concurrency: opts.concurrency,
+    }
+}
+
+/// One cluster as a checkpoint's probe sees it.
+struct Probe<'a> {
+    opts: &'a ScaleOptions,
+    cluster: &'a mut BenchCluster,
+    operator: &'a Client,
+    ingest: &'a Arc<Client>,
+    reader: &'a Arc<Client>,
+}
+
+impl Probe<'_> {
+    /// Waits for the nodes to settle, samples their CPU at rest, runs the probe's
+    /// rounds (adding their records to `catalog`) and reads the nodes' footprints.
+    /// Returns the checkpoint and the last round's record ids.
+    async fn at(
+        &mut self,
+        catalog: &mut u64,
+        fill_records_per_s: Option<f64>,
+        say: &mut (dyn FnMut(String) + Send),
+    ) -> Result<(ScalePoint, Vec<(RecordId, kakera_proto::Digest)>), CliError> {
+        let opts = self.opts;
+        let shape = probe_shape(opts, self.ingest);
+        let catalog_before = *catalog;
+        let settle_started = Instant::now();
+        let settled = settle(self.cluster, self.operator).await;
+        let settle_ms = settle_started.elapsed().as_secs_f64() * 1000.0;
+        say(format!(
+            "probe at {catalog_before} records (settled in {:.1} s{}): {} rounds of {} records of {} put and read back",
+            settle_ms / 1000.0,
+            if settled { "" } else { ", not settled" },
+            opts.probe_rounds,
+            opts.probe_records,
+            stats::size_name(opts.probe_bytes)
+        ));
+        let idle_before = cost_sample(&self.cluster.pids());
+        tokio::time::sleep(Duration::from_millis(IDLE_SAMPLE_MS)).await;
+        let idle_node_cpu_cores = idle_before
+            .zip(cost_sample(&self.cluster.pids()))
+            .and_then(|(before, after)| probe_cost(&before, &after))
+            .map(|c| c.node_cpu_s * 1000.0 / IDLE_SAMPLE_MS as f64);
+        let mut puts = Vec::new();
+        let mut gets = Vec::new();
+        let mut ids = Vec::new();
+        let cost_before = cost_sample(&self.cluster.pids());
+        for _ in 0..opts.probe_rounds {
+            let batches = make_batches(opts.probe_bytes, opts.probe_records, shape.batch_records)?;
+            let (put, round_ids) = put_phase(self.ingest, Mode::Sharing, shape, batches).await?;
+            let get = get_phase(self.reader, Mode::Sharing, shape, &round_ids).await?;
+            puts.push(put);
+            gets.push(get);
+            *catalog += round_ids.len() as u64;
+            ids = round_ids;
+        }
+        let probe_cost = cost_before
+            .zip(cost_sample(&self.cluster.pids()))
+            .and_then(|(before, after)| probe_cost(&before, &after));
+        let rounds_records_per_s = puts
+            .iter()
+            .zip(&gets)
+            .map(|(p, g)| (p.records_per_s, g.records_per_s))
+            .collect();
+        let (put, get) = (median(puts)?, median(gets)?);
+        self.cluster.check_alive()?;
+        let nodes = footprints(self.cluster, self.operator).await;
+        say(format!(
+            "  put {:.0} records/s, get {:.0} records/s, largest node RSS {:.0} MiB",
+            put.records_per_s,
+            get.records_per_s,
+            nodes.iter().filter_map(|n| n.rss_bytes).max().unwrap_or(0) as f64 / 1048576.0
+        ));
+        let point = ScalePoint {
+            catalog_records: catalog_before,
+            fill_records_per_s,
+            settle_ms,
+            settled,
+            put,
+            get,
+            rounds_records_per_s,
+            probe_cost,
+            idle_node_cpu_cores,
+            nodes,
+        };
+        Ok((point, ids))
+    }
 }
 
 /// The phase with the median records/s (the upper one of an even count).
@@ -797,6 +890,19 @@ async fn measure_catch_up(
     })
 }
 
+/// The checkpoints in order, then the closing baseline (marked `*`), each with
+/// its label.
+fn rows(report: &ScaleReport) -> impl Iterator<Item = (&ScalePoint, String)> {
+    report
+        .points
+        .iter()
+        .map(|p| (p, p.catalog_records.to_string()))
+        .chain(std::iter::once((
+            &report.closing_baseline,
+            format!("{}*", report.closing_baseline.catalog_records),
+        )))
+}
+
 /// The report as a table.
 pub fn render(report: &ScaleReport) -> String {
     let mut out = String::new();
@@ -814,7 +920,7 @@ pub fn render(report: &ScaleReport) -> String {
         "heap MiB",
         "rocks MiB"
     ));
-    for p in &report.points {
+    for (p, label) in rows(report) {
         let mib = |f: fn(&NodeFootprint) -> Option<u64>| {
             p.nodes.iter().filter_map(f).max().unwrap_or(0) as f64 / 1048576.0
         };
@@ -831,7 +937,7 @@ pub fn render(report: &ScaleReport) -> String {
         };
         out.push_str(&format!(
             "{:>10} {:>10} {:>8} {:>10.0} {:>10.0} {:>10.1} {:>10.1} {:>12.0} {:>12.0} {:>9} {:>9}\n",
-            p.catalog_records,
+            label,
             p.fill_records_per_s
                 .map_or("-".to_string(), |r| format!("{r:.0}")),
             format!("{:.0}{}", p.settle_ms / 1000.0, if p.settled { "" } else { "!" }),
@@ -864,7 +970,7 @@ pub fn render(report: &ScaleReport) -> String {
     ));
     let per_record = (report.options.probe_records.max(1)
         * u64::from(report.options.probe_rounds.max(1))) as f64;
-    for p in &report.points {
+    for (p, label) in rows(report) {
         let rounds = p
             .rounds_records_per_s
             .iter()
@@ -878,7 +984,7 @@ pub fn render(report: &ScaleReport) -> String {
         };
         out.push_str(&format!(
             "{:>10} {:>10} {:>11} {:>13} {:>11} {:>11}  {}\n",
-            p.catalog_records,
+            label,
             p.idle_node_cpu_cores
                 .map_or("-".to_string(), |c| format!("{c:.2}")),
             cost(|c| c.node_cpu_s * 1e6),
@@ -893,9 +999,14 @@ pub fn render(report: &ScaleReport) -> String {
          record, put and read back, over all rounds: the CPU of every node and of the client, the \
          nodes' reads from the disk and through system calls)\n",
     );
+    out.push_str(
+        "(*: the closing baseline, the same probe on a new, empty cluster after the filled one \
+         was stopped)\n",
+    );
     out.push_str(&format!(
-        "\nlargest catalog over empty: put {:.2}x, get {:.2}x\n",
-        report.put_ratio, report.get_ratio
+        "\nlargest catalog over empty: put {:.2}x, get {:.2}x (over the closing baseline: put \
+         {:.2}x, get {:.2}x)\n",
+        report.put_ratio, report.get_ratio, report.closing_put_ratio, report.closing_get_ratio
     ));
     if let Some(b) = report.snapshot_bytes_per_record {
         out.push_str(&format!("snapshot bytes per catalog record: {b:.0}\n"));

@@ -67,8 +67,8 @@ pub struct ClusterView {
     /// Batched repair sessions this node runs as a new holder at once (memory:
     /// each holds k terms of at most `BATCH_SESSION_BYTES`).
     pub repair_sessions: tokio::sync::Semaphore,
-    /// Data-path requests this node was asked: its background passes (scrubbing,
-    /// the repair scan) slow down while these come (`crate::background`).
+    /// Data-path requests this node was asked: its scrubber slows down while these
+    /// come (`crate::background`).
     pub foreground: crate::background::Foreground,
 }
 
