@@ -3,7 +3,8 @@
 //! open-read or fetch requests it runs at a quarter of its idle pace
 //! ([`BUSY_SLOWDOWN`]), never less, so under a load that never stops a pass still
 //! ends, in at most four times its idle time. (The leader's repair scan keeps its
-//! pace.)
+//! pace; it slows down only when no share can need a move:
+//! `crate::repair::scan_pages_per_tick`.)
 //!
 //! Pure: the server counts requests ([`Foreground::answered`]); each pass asks, step
 //! by step, whether any came since its last step ([`ForegroundWatch::busy`]).

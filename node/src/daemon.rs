@@ -662,9 +662,9 @@ const HEALTH_TICK_MS: u64 = 500;
 const HEALTH_PROBE_TIMEOUT_MS: u64 = 1_000;
 /// Period of the leader's repair loop.
 const REPAIR_TICK_MS: u64 = 1_000;
-/// Catalog entries the repair scan reads per page, and pages per tick.
+/// Catalog entries the repair scan reads per page (pages per tick:
+/// `crate::repair::scan_pages_per_tick`).
 const REPAIR_SCAN_PAGE: u32 = 500;
-const REPAIR_SCAN_PAGES_PER_TICK: usize = 8;
 /// Most needs one scan pass keeps (the most urgent are assigned first).
 const MAX_PLANNED: usize = 10_000;
 /// Most moves assigned per pass.
@@ -720,6 +720,10 @@ struct Repairer {
     planned: Vec<crate::repair::Need>,
     counts: BTreeMap<u64, u64>,
     was_leader: bool,
+    /// Passes finished since this node began to lead.
+    passes: u64,
+    /// Whether the last finished pass found shares to move.
+    last_found: bool,
 }
 
 impl Repairer {
@@ -730,6 +734,8 @@ impl Repairer {
             planned: Vec::new(),
             counts: BTreeMap::new(),
             was_leader: false,
+            passes: 0,
+            last_found: false,
         }
     }
 
@@ -757,6 +763,8 @@ impl Repairer {
                 self.counts.clear();
                 *lock(&self.ctx.view.progress) = kakera_proto::RepairProgress::default();
                 self.was_leader = leader;
+                self.passes = 0;
+                self.last_found = false;
             }
             if !leader {
                 continue;
@@ -859,12 +867,19 @@ impl Repairer {
         let ctx = self.ctx.clone();
         let facts_owned = facts.clone();
         let cursor = self.cursor;
+        let pages = crate::repair::scan_pages_per_tick(
+            facts,
+            crate::repair::ScanState {
+                passed_once: self.passes > 0,
+                found_needs: self.last_found || !self.planned.is_empty(),
+            },
+        );
         let scanned = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
             let mut after = cursor;
             let mut needs = Vec::new();
             let mut counts: BTreeMap<u64, u64> = BTreeMap::new();
             let mut wrapped = false;
-            for _ in 0..REPAIR_SCAN_PAGES_PER_TICK {
+            for _ in 0..pages {
                 let (page, next) = ctx.state.list(
                     &kakera_proto::catalog::ListFilter::All,
                     after,
@@ -901,6 +916,8 @@ impl Repairer {
             return Ok(());
         }
         // End of a pass.
+        self.passes += 1;
+        self.last_found = !self.planned.is_empty();
         let mut planned = std::mem::take(&mut self.planned);
         *lock(&self.ctx.view.shares) = std::mem::take(&mut self.counts);
         {
