@@ -720,10 +720,9 @@ struct Repairer {
     planned: Vec<crate::repair::Need>,
     counts: BTreeMap<u64, u64>,
     was_leader: bool,
-    /// Passes finished since this node began to lead.
+    /// Passes finished since this node began to lead (whether the last one found
+    /// shares to move is `view.progress.needed`).
     passes: u64,
-    /// Whether the last finished pass found shares to move.
-    last_found: bool,
 }
 
 impl Repairer {
@@ -735,7 +734,6 @@ impl Repairer {
             counts: BTreeMap::new(),
             was_leader: false,
             passes: 0,
-            last_found: false,
         }
     }
 
@@ -764,7 +762,6 @@ impl Repairer {
                 *lock(&self.ctx.view.progress) = kakera_proto::RepairProgress::default();
                 self.was_leader = leader;
                 self.passes = 0;
-                self.last_found = false;
             }
             if !leader {
                 continue;
@@ -871,7 +868,7 @@ impl Repairer {
             facts,
             crate::repair::ScanState {
                 passed_once: self.passes > 0,
-                found_needs: self.last_found || !self.planned.is_empty(),
+                found_needs: lock(&self.ctx.view.progress).needed > 0 || !self.planned.is_empty(),
             },
         );
         let scanned = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
@@ -917,7 +914,6 @@ impl Repairer {
         }
         // End of a pass.
         self.passes += 1;
-        self.last_found = !self.planned.is_empty();
         let mut planned = std::mem::take(&mut self.planned);
         *lock(&self.ctx.view.shares) = std::mem::take(&mut self.counts);
         {
