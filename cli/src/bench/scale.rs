@@ -4,7 +4,10 @@
 //! each checkpoint (the empty cluster, then every power of ten from 10^4, then N);
 //! at each checkpoint, once the nodes' flushes and compactions have finished, the
 //! same probe runs `probe_rounds` times: `probe_records` records of `probe_bytes` put
-//! and read back (every byte checked); the median round is reported. Before the
+//! and read back (every byte checked); the checkpoint's records/s are taken over all
+//! its rounds (their records over their summed time: a round that paid for a
+//! compaction counts in full, as it does for a client), and the median round's
+//! beside them. Before the
 //! probe the nodes' CPU is sampled with nothing asked of them (their background
 //! work: scrubbing, the repair scan), and over the rounds the nodes' and the
 //! client's CPU and the nodes' reads are taken from /proc, per probe record: the
@@ -80,8 +83,8 @@ pub struct ScaleOptions {
     pub fill_bytes: u64,
     /// Records per probe (put, then read back).
     pub probe_records: u64,
-    /// Probes per checkpoint; the median round's put and get are reported (each
-    /// chosen on its own), so one probe disturbed by a flush does not decide.
+    /// Probes per checkpoint. Each checkpoint's records/s are taken over all of
+    /// them, and the median round's put and get (each chosen on its own) beside.
     pub probe_rounds: u32,
     /// Size of each probe record.
     pub probe_bytes: u64,
@@ -129,6 +132,13 @@ pub struct ScalePoint {
     pub put: Phase,
     /// The median round's gets.
     pub get: Phase,
+    /// Put records/s over all the rounds: their records over their summed time.
+    /// A round that paid for a compaction counts in full, where the median round
+    /// leaves it out (an empty cluster's first compaction falls in its fourth round
+    /// every time, a filled cluster's in any round).
+    pub all_rounds_put_records_per_s: f64,
+    /// Get records/s over all the rounds, likewise.
+    pub all_rounds_get_records_per_s: f64,
     /// Every round's put and get records/s, in order.
     pub rounds_records_per_s: Vec<(f64, f64)>,
     /// What the nodes and the client spent over all the rounds (None where /proc
@@ -254,17 +264,33 @@ pub struct ScaleReport {
     pub options: ScaleOptions,
     /// Each checkpoint, smallest catalog first.
     pub points: Vec<ScalePoint>,
-    /// Probe put records/s at the largest catalog over the empty cluster's.
+    /// Probe put records/s at the largest catalog over the empty cluster's (median
+    /// rounds).
     pub put_ratio: f64,
-    /// Probe get records/s at the largest catalog over the empty cluster's.
+    /// Probe get records/s at the largest catalog over the empty cluster's (median
+    /// rounds).
     pub get_ratio: f64,
+    /// Probe put records/s over all rounds at the largest catalog over the empty
+    /// cluster's.
+    pub all_rounds_put_ratio: f64,
+    /// Probe get records/s over all rounds at the largest catalog over the empty
+    /// cluster's.
+    pub all_rounds_get_ratio: f64,
     /// The same probe on a new, empty cluster started after the filled one was
     /// stopped (the machine's drift over the run shows against the first baseline).
     pub closing_baseline: ScalePoint,
-    /// Probe put records/s at the largest catalog over the closing baseline's.
+    /// Probe put records/s at the largest catalog over the closing baseline's
+    /// (median rounds).
     pub closing_put_ratio: f64,
-    /// Probe get records/s at the largest catalog over the closing baseline's.
+    /// Probe get records/s at the largest catalog over the closing baseline's
+    /// (median rounds).
     pub closing_get_ratio: f64,
+    /// Probe put records/s over all rounds at the largest catalog over the closing
+    /// baseline's.
+    pub closing_all_rounds_put_ratio: f64,
+    /// Probe get records/s over all rounds at the largest catalog over the closing
+    /// baseline's.
+    pub closing_all_rounds_get_ratio: f64,
     /// Every snapshot the nodes logged during the run.
     pub snapshots: Vec<SnapshotEvent>,
     /// Snapshot stream bytes per catalog record (the largest snapshot sent).
@@ -417,6 +443,22 @@ pub async fn run(
         get_ratio: ratio(last.get.records_per_s, first.get.records_per_s),
         closing_put_ratio: ratio(last.put.records_per_s, closing.put.records_per_s),
         closing_get_ratio: ratio(last.get.records_per_s, closing.get.records_per_s),
+        all_rounds_put_ratio: ratio(
+            last.all_rounds_put_records_per_s,
+            first.all_rounds_put_records_per_s,
+        ),
+        all_rounds_get_ratio: ratio(
+            last.all_rounds_get_records_per_s,
+            first.all_rounds_get_records_per_s,
+        ),
+        closing_all_rounds_put_ratio: ratio(
+            last.all_rounds_put_records_per_s,
+            closing.all_rounds_put_records_per_s,
+        ),
+        closing_all_rounds_get_ratio: ratio(
+            last.all_rounds_get_records_per_s,
+            closing.all_rounds_get_records_per_s,
+        ),
         closing_baseline: closing,
         points,
         snapshots,
@@ -515,6 +557,8 @@ impl Probe<'_> {
             .zip(&gets)
             .map(|(p, g)| (p.records_per_s, g.records_per_s))
             .collect();
+        let (all_rounds_put_records_per_s, all_rounds_get_records_per_s) =
+            (all_rounds_rate(&puts), all_rounds_rate(&gets));
         let (put, get) = (median(puts)?, median(gets)?);
         self.cluster.check_alive()?;
         let nodes = footprints(self.cluster, self.operator).await;
@@ -531,12 +575,26 @@ impl Probe<'_> {
             settled,
             put,
             get,
+            all_rounds_put_records_per_s,
+            all_rounds_get_records_per_s,
             rounds_records_per_s,
             probe_cost,
             idle_node_cpu_cores,
             nodes,
         };
         Ok((point, ids))
+    }
+}
+
+/// Records per second over `phases` together: their records over their summed time
+/// (0 for no time). Unlike the median round, it counts a slow round in full.
+fn all_rounds_rate(phases: &[Phase]) -> f64 {
+    let records: u64 = phases.iter().map(|p| p.records).sum();
+    let elapsed_ms: f64 = phases.iter().map(|p| p.elapsed_ms).sum();
+    if elapsed_ms > 0.0 {
+        records as f64 * 1000.0 / elapsed_ms
+    } else {
+        0.0
     }
 }
 
@@ -959,8 +1017,9 @@ pub fn render(report: &ScaleReport) -> String {
          block cache)\n",
     );
     out.push_str(&format!(
-        "\n{:>10} {:>10} {:>11} {:>13} {:>11} {:>11}  {}\n",
+        "\n{:>10} {:>13} {:>10} {:>11} {:>13} {:>11} {:>11}  {}\n",
         "catalog",
+        "all put/get",
         "idle cores",
         "node cpu us",
         "client cpu us",
@@ -983,8 +1042,12 @@ pub fn render(report: &ScaleReport) -> String {
                 .map_or("-".to_string(), |c| format!("{:.0}", f(c) / per_record))
         };
         out.push_str(&format!(
-            "{:>10} {:>10} {:>11} {:>13} {:>11} {:>11}  {}\n",
+            "{:>10} {:>13} {:>10} {:>11} {:>13} {:>11} {:>11}  {}\n",
             label,
+            format!(
+                "{:.0}/{:.0}",
+                p.all_rounds_put_records_per_s, p.all_rounds_get_records_per_s
+            ),
             p.idle_node_cpu_cores
                 .map_or("-".to_string(), |c| format!("{c:.2}")),
             cost(|c| c.node_cpu_s * 1e6),
@@ -995,7 +1058,8 @@ pub fn render(report: &ScaleReport) -> String {
         ));
     }
     out.push_str(
-        "(idle cores: every node's CPU before the probe with nothing asked of it; then per probe \
+        "(all put/get: records/s over all rounds, their records over their summed time; idle \
+         cores: every node's CPU before the probe with nothing asked of it; then per probe \
          record, put and read back, over all rounds: the CPU of every node and of the client, the \
          nodes' reads from the disk and through system calls)\n",
     );
@@ -1004,8 +1068,16 @@ pub fn render(report: &ScaleReport) -> String {
          was stopped)\n",
     );
     out.push_str(&format!(
-        "\nlargest catalog over empty: put {:.2}x, get {:.2}x (over the closing baseline: put \
-         {:.2}x, get {:.2}x)\n",
+        "\nlargest catalog over empty, all rounds: put {:.2}x, get {:.2}x (over the closing \
+         baseline: put {:.2}x, get {:.2}x)\n",
+        report.all_rounds_put_ratio,
+        report.all_rounds_get_ratio,
+        report.closing_all_rounds_put_ratio,
+        report.closing_all_rounds_get_ratio
+    ));
+    out.push_str(&format!(
+        "largest catalog over empty, median round: put {:.2}x, get {:.2}x (over the closing \
+         baseline: put {:.2}x, get {:.2}x)\n",
         report.put_ratio, report.get_ratio, report.closing_put_ratio, report.closing_get_ratio
     ));
     if let Some(b) = report.snapshot_bytes_per_record {
@@ -1102,6 +1174,43 @@ mod tests {
         let me = std::process::id();
         let sample = cost_sample(&[(1, me)]).unwrap();
         assert!(sample.read_call_bytes > 0);
+    }
+
+    /// Issue 21.4's probe: a round that paid for a compaction counts in full in the
+    /// records/s over all rounds (what a client sees), where the median round
+    /// leaves it out.
+    #[test]
+    fn a_slow_round_counts_over_all_rounds_but_not_in_the_median() {
+        let shape = Shape {
+            record_bytes: 1024,
+            batch_records: 32,
+            concurrency: 4,
+        };
+        let latency = stats::Percentiles {
+            samples: 1,
+            p50_us: 1,
+            p99_us: 1,
+            p999_us: 1,
+            max_us: 1,
+        };
+        let round = |elapsed_ms: f64| {
+            Phase::new(
+                stats::Op::Put,
+                Mode::Sharing,
+                shape,
+                10_000,
+                elapsed_ms,
+                latency,
+            )
+        };
+        // Four rounds at 10,000 records/s and one at 5,000 (twice the time).
+        let rounds: Vec<Phase> = [1000.0, 1000.0, 1000.0, 2000.0, 1000.0]
+            .into_iter()
+            .map(round)
+            .collect();
+        assert_eq!(all_rounds_rate(&rounds), 50_000.0 * 1000.0 / 6000.0);
+        assert_eq!(median(rounds).unwrap().records_per_s, 10_000.0);
+        assert_eq!(all_rounds_rate(&[]), 0.0);
     }
 
     #[test]

@@ -83,7 +83,8 @@ pub(crate) struct BenchArgs {
     /// every checkpoint's rounds pay for their own flushes, the empty cluster's too.
     #[arg(long, default_value_t = 32768)]
     probe_records: u64,
-    /// Scale mode: probes per checkpoint; the median one's records/s is reported.
+    /// Scale mode: probe rounds per checkpoint; records/s are reported over all of
+    /// them and for the median round.
     #[arg(long, default_value_t = 5)]
     probe_rounds: u32,
     /// Scale mode: skip the catch-ups at the end (a killed follower, then a wiped one)
